@@ -1,0 +1,27 @@
+//! Attribute macros for [patron](https://docs.rs/patron). Use them through the
+//! re-exports `patron::route` and `patron::main`; this crate has no runtime
+//! dependency and emits code that names only `::patron::__private`.
+//!
+//! Every argument error is a compile error placed on the offending token with a
+//! sentence that says how to fix it. The macros never panic.
+
+#![warn(missing_docs)]
+
+mod entry;
+mod route;
+mod units;
+
+use proc_macro::TokenStream;
+
+/// Registers an `async fn` as an HTTP route of the service. See `patron::route`
+/// for the grammar and examples.
+#[proc_macro_attribute]
+pub fn route(attr: TokenStream, item: TokenStream) -> TokenStream {
+    route::expand(attr.into(), item.into()).into()
+}
+
+/// Turns `async fn main` into a patron service entry point. See `patron::main`.
+#[proc_macro_attribute]
+pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
+    entry::expand(attr.into(), item.into()).into()
+}

@@ -1,0 +1,294 @@
+//! The attribute grammar:
+//! `METHOD "/path" (, key = value)*` with keys `auth`, `middleware`, `trace`,
+//! `timeout` and `body_limit`.
+
+use proc_macro2::Span;
+use syn::parse::{Parse, ParseStream};
+use syn::spanned::Spanned;
+use syn::{Ident, LitBool, LitStr, Token};
+
+use crate::units;
+
+pub const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+const KEYS: &[&str] = &["auth", "middleware", "trace", "timeout", "body_limit"];
+
+pub struct RouteAttr {
+    pub method: Ident,
+    pub path: LitStr,
+    pub auth: Option<syn::Type>,
+    pub middleware: Vec<syn::Path>,
+    pub trace: bool,
+    pub timeout_nanos: Option<u64>,
+    pub body_limit: Option<u64>,
+}
+
+impl Parse for RouteAttr {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        if input.is_empty() {
+            return Err(syn::Error::new(
+                Span::call_site(),
+                "missing HTTP method and path: write `#[patron::route(GET \"/index\")]`",
+            ));
+        }
+        if input.peek(LitStr) {
+            let lit: LitStr = input.parse()?;
+            return Err(syn::Error::new(
+                lit.span(),
+                format!(
+                    "missing HTTP method before the path: write `#[patron::route(GET {:?})]`",
+                    lit.value()
+                ),
+            ));
+        }
+        let method: Ident = input.parse().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "expected an HTTP method (GET, POST, PUT, PATCH, DELETE, HEAD or OPTIONS) followed by a path string",
+            )
+        })?;
+        check_method(&method)?;
+        if input.is_empty() || input.peek(Token![,]) {
+            return Err(syn::Error::new(
+                method.span(),
+                format!("missing path after `{method}`: write `#[patron::route({method} \"/index\")]`"),
+            ));
+        }
+        let path: LitStr = input.parse().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "the path must be a string literal that starts with `/`, e.g. \"/users/{id}\"",
+            )
+        })?;
+        check_path(&path)?;
+
+        let mut attr = RouteAttr {
+            method,
+            path,
+            auth: None,
+            middleware: Vec::new(),
+            trace: true,
+            timeout_nanos: None,
+            body_limit: None,
+        };
+        let mut seen: Vec<String> = Vec::new();
+        while !input.is_empty() {
+            input.parse::<Token![,]>().map_err(|e| {
+                syn::Error::new(e.span(), "expected `,` between route arguments")
+            })?;
+            if input.is_empty() {
+                break;
+            }
+            let key: Ident = input.call(syn::ext::IdentExt::parse_any).map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    format!("expected a `key = value` argument; known keys: {}", KEYS.join(", ")),
+                )
+            })?;
+            let name = key.to_string();
+            if !KEYS.contains(&name.as_str()) {
+                let hint = match units::did_you_mean(&name, KEYS) {
+                    Some(s) => format!("did you mean `{s}`? "),
+                    None => String::new(),
+                };
+                return Err(syn::Error::new(
+                    key.span(),
+                    format!(
+                        "unknown route argument `{name}`; {hint}known arguments: {}",
+                        KEYS.join(", ")
+                    ),
+                ));
+            }
+            if seen.contains(&name) {
+                return Err(syn::Error::new(
+                    key.span(),
+                    format!("`{name}` is specified more than once; keep one"),
+                ));
+            }
+            seen.push(name.clone());
+            input.parse::<Token![=]>().map_err(|e| {
+                syn::Error::new(e.span(), format!("expected `=` after `{name}`"))
+            })?;
+            match name.as_str() {
+                "auth" => attr.auth = Some(parse_auth(input)?),
+                "middleware" => attr.middleware = parse_middleware(input)?,
+                "trace" => {
+                    let value: LitBool = input.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "`trace` takes `true` or `false`")
+                    })?;
+                    attr.trace = value.value;
+                }
+                "timeout" => {
+                    let lit = parse_str_value(input, "timeout", "\"2s\"")?;
+                    let nanos = units::parse_duration(&lit.value())
+                        .map_err(|msg| syn::Error::new(lit.span(), msg))?;
+                    if nanos == 0 {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            "`timeout` must be greater than zero; remove it to use the default",
+                        ));
+                    }
+                    attr.timeout_nanos = Some(nanos);
+                }
+                "body_limit" => {
+                    let lit = parse_str_value(input, "body_limit", "\"1MiB\"")?;
+                    let bytes = units::parse_size(&lit.value())
+                        .map_err(|msg| syn::Error::new(lit.span(), msg))?;
+                    if bytes == 0 {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            "`body_limit` must be greater than zero",
+                        ));
+                    }
+                    attr.body_limit = Some(bytes);
+                }
+                _ => unreachable!("keys are checked against KEYS above"),
+            }
+        }
+        Ok(attr)
+    }
+}
+
+fn check_method(method: &Ident) -> syn::Result<()> {
+    let name = method.to_string();
+    if METHODS.contains(&name.as_str()) {
+        return Ok(());
+    }
+    let upper = name.to_ascii_uppercase();
+    if METHODS.contains(&upper.as_str()) {
+        return Err(syn::Error::new(
+            method.span(),
+            format!("HTTP methods are written in upper case: use `{upper}` instead of `{name}`"),
+        ));
+    }
+    let hint = match units::did_you_mean(&upper, METHODS) {
+        Some(s) => format!("did you mean `{s}`? "),
+        None => String::new(),
+    };
+    Err(syn::Error::new(
+        method.span(),
+        format!(
+            "unknown HTTP method `{name}`; {hint}expected one of {}",
+            METHODS.join(", ")
+        ),
+    ))
+}
+
+fn check_path(lit: &LitStr) -> syn::Result<()> {
+    let path = lit.value();
+    let err = |msg: String| Err(syn::Error::new(lit.span(), msg));
+    if !path.starts_with('/') {
+        return err(format!("route paths start with `/`: write \"/{path}\""));
+    }
+    let mut names: Vec<String> = Vec::new();
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    for (index, segment) in segments.iter().enumerate() {
+        if let Some(name) = segment.strip_prefix(':') {
+            return err(format!(
+                "path parameter `:{name}` uses the old syntax; write `{{{name}}}` instead"
+            ));
+        }
+        let mut rest = *segment;
+        while let Some(open) = rest.find(['{', '}']) {
+            if rest.as_bytes()[open] == b'}' {
+                return err(format!(
+                    "unmatched `}}` in path segment `{segment}`; parameters look like `{{id}}`"
+                ));
+            }
+            let after = &rest[open + 1..];
+            let Some(close) = after.find('}') else {
+                return err(format!(
+                    "unclosed `{{` in path segment `{segment}`; parameters look like `{{id}}`"
+                ));
+            };
+            let inner = &after[..close];
+            let (wildcard, name) = match inner.strip_prefix('*') {
+                Some(n) => (true, n),
+                None => (false, inner),
+            };
+            if name.is_empty() {
+                return err(format!(
+                    "empty path parameter `{{{inner}}}` in `{segment}`; give it a name, e.g. `{{id}}`"
+                ));
+            }
+            if !name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return err(format!(
+                    "invalid path parameter name `{name}`: use letters, digits and `_`, starting with a letter"
+                ));
+            }
+            if after[..close].contains('{') {
+                return err(format!("nested `{{` in path segment `{segment}`"));
+            }
+            if wildcard && (index + 1 != segments.len() || close + 1 != after.len()) {
+                return err(format!(
+                    "the catch-all parameter `{{*{name}}}` must be the last part of the path"
+                ));
+            }
+            if names.iter().any(|n| n == name) {
+                return err(format!("path parameter `{name}` appears more than once"));
+            }
+            names.push(name.to_string());
+            rest = &after[close + 1..];
+        }
+    }
+    Ok(())
+}
+
+fn parse_auth(input: ParseStream) -> syn::Result<syn::Type> {
+    if input.peek(LitStr) {
+        let lit: LitStr = input.parse()?;
+        return Err(syn::Error::new(
+            lit.span(),
+            format!(
+                "`auth` takes a type, not a string: write `auth = {}`",
+                lit.value()
+            ),
+        ));
+    }
+    let ty: syn::Type = input.parse().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "`auth` takes a type that implements `patron::http::Authenticator`, e.g. `auth = ApiKey`",
+        )
+    })?;
+    match &ty {
+        syn::Type::Path(p) if p.qself.is_none() => Ok(ty),
+        other => Err(syn::Error::new(
+            other.span(),
+            "`auth` takes a type name that implements `patron::http::Authenticator`, e.g. `auth = ApiKey`",
+        )),
+    }
+}
+
+fn parse_middleware(input: ParseStream) -> syn::Result<Vec<syn::Path>> {
+    if !input.peek(syn::token::Bracket) {
+        let value: syn::Expr = input.parse()?;
+        let shown = quote::ToTokens::to_token_stream(&value).to_string();
+        return Err(syn::Error::new(
+            value.span(),
+            format!("`middleware` takes a list of functions: write `middleware = [{shown}]`"),
+        ));
+    }
+    let content;
+    let bracket = syn::bracketed!(content in input);
+    let list = content.parse_terminated(syn::Path::parse_mod_style, Token![,])?;
+    if list.is_empty() {
+        return Err(syn::Error::new(
+            bracket.span.join(),
+            "`middleware = []` is empty; list at least one function or remove the argument",
+        ));
+    }
+    Ok(list.into_iter().collect())
+}
+
+fn parse_str_value(input: ParseStream, key: &str, example: &str) -> syn::Result<LitStr> {
+    if input.peek(LitStr) {
+        return input.parse();
+    }
+    let value: syn::Expr = input.parse()?;
+    Err(syn::Error::new(
+        value.span(),
+        format!("`{key}` takes a string literal, e.g. `{key} = {example}`"),
+    ))
+}

@@ -1,0 +1,155 @@
+//! The [`Component`] contract: anything that runs until the service shuts
+//! down. The HTTP server is one; consumers are others; users add their own.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use futures_util::future::BoxFuture;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::Error;
+
+/// A long-running part of a service.
+///
+/// `run` must return when `ctx.shutdown()` fires, after finishing in-flight
+/// work. Returning earlier — with `Ok` or `Err` — stops the whole service, as
+/// in Go Patron; an `Err` makes the process exit with code 1.
+///
+/// ```
+/// use patron::prelude::*;
+/// use patron::component::{Component, ComponentContext, ComponentInfo};
+///
+/// struct Ticker;
+///
+/// impl Component for Ticker {
+///     fn info(&self) -> ComponentInfo {
+///         ComponentInfo::new("ticker", "heartbeat")
+///     }
+///
+///     async fn run(self, ctx: ComponentContext) -> patron::Result<()> {
+///         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+///         loop {
+///             tokio::select! {
+///                 _ = ctx.shutdown().cancelled() => return Ok(()),
+///                 _ = tick.tick() => tracing::info!("tick"),
+///             }
+///         }
+///     }
+/// }
+/// ```
+pub trait Component: Send + 'static {
+    /// What the component is, for `/info` and logs.
+    fn info(&self) -> ComponentInfo;
+
+    /// Runs until `ctx.shutdown()` is cancelled.
+    fn run(self, ctx: ComponentContext) -> impl Future<Output = Result<(), Error>> + Send
+    where
+        Self: Sized;
+}
+
+/// Object-safe form of [`Component`], used by the service.
+pub(crate) trait DynComponent: Send {
+    fn info(&self) -> ComponentInfo;
+    fn run_boxed(self: Box<Self>, ctx: ComponentContext) -> BoxFuture<'static, Result<(), Error>>;
+}
+
+impl<C: Component> DynComponent for C {
+    fn info(&self) -> ComponentInfo {
+        Component::info(self)
+    }
+    fn run_boxed(self: Box<Self>, ctx: ComponentContext) -> BoxFuture<'static, Result<(), Error>> {
+        Box::pin((*self).run(ctx))
+    }
+}
+
+/// A description of a component, shown by `GET /info`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ComponentInfo {
+    /// The kind, e.g. `http`, `amqp-consumer`.
+    pub kind: String,
+    /// A name unique within the service.
+    pub name: String,
+    /// Free-form details (queue names, ports, …). Never put credentials here.
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub details: serde_json::Map<String, serde_json::Value>,
+}
+
+impl ComponentInfo {
+    /// A description with a kind and a name.
+    pub fn new(kind: impl Into<String>, name: impl Into<String>) -> Self {
+        ComponentInfo { kind: kind.into(), name: name.into(), details: serde_json::Map::new() }
+    }
+
+    /// Adds a detail.
+    pub fn detail(mut self, key: impl Into<String>, value: impl Into<serde_json::Value>) -> Self {
+        self.details.insert(key.into(), value.into());
+        self
+    }
+}
+
+/// What a running component gets from the service: the shutdown signal and
+/// a readiness switch that `/ready` reports.
+#[derive(Clone)]
+pub struct ComponentContext {
+    shutdown: CancellationToken,
+    readiness: Readiness,
+}
+
+impl ComponentContext {
+    pub(crate) fn new(shutdown: CancellationToken, readiness: Readiness) -> Self {
+        ComponentContext { shutdown, readiness }
+    }
+
+    /// Cancelled when the service shuts down.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// The component's readiness, reported by `/ready`.
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+}
+
+/// A component's readiness. It starts ready; a component that loses its
+/// broker calls [`Readiness::not_ready`] and `/ready` answers 503 until it
+/// calls [`Readiness::ready`].
+#[derive(Clone, Debug)]
+pub struct Readiness {
+    name: Arc<str>,
+    state: Arc<Mutex<Option<String>>>,
+}
+
+impl Readiness {
+    pub(crate) fn new(name: &str) -> Self {
+        Readiness { name: name.into(), state: Arc::new(Mutex::new(None)) }
+    }
+
+    /// Marks the component ready.
+    pub fn ready(&self) {
+        *self.lock() = None;
+    }
+
+    /// Marks the component not ready, with the reason `/ready` shows.
+    pub fn not_ready(&self, reason: impl Into<String>) {
+        *self.lock() = Some(reason.into());
+    }
+
+    /// `None` when ready, else the reason.
+    pub fn problem(&self) -> Option<String> {
+        self.lock().clone()
+    }
+
+    /// The component name this readiness belongs to.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        // A poisoned lock only means a panic happened while holding it; the
+        // `Option<String>` inside is still valid.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}

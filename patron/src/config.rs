@@ -1,0 +1,259 @@
+//! `PATRON_*` configuration read from the environment once, at start-up.
+//!
+//! Every value is validated before anything opens a port; a bad value is a
+//! [`ConfigError`] that names the variable, the value and what is allowed.
+//! Empty variables count as unset.
+
+use std::time::Duration;
+
+#[path = "../../patron-macros/src/units.rs"]
+#[allow(dead_code)]
+mod units;
+
+/// A configuration value that is missing or not allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The variable is set to something not allowed.
+    #[error("invalid value for {var}: {value:?}; expected {expected}")]
+    Invalid {
+        /// The environment variable.
+        var: String,
+        /// The value found.
+        value: String,
+        /// What is allowed.
+        expected: String,
+    },
+    /// The variable is required but unset or empty.
+    #[error("{var} is not set or empty; expected {expected}")]
+    Missing {
+        /// The environment variable.
+        var: String,
+        /// What it should hold.
+        expected: String,
+    },
+}
+
+/// Log output format (`PATRON_LOG_FORMAT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object a line, for log collectors (the default).
+    Json,
+    /// Human-readable lines for a terminal.
+    Pretty,
+}
+
+/// Log level (`PATRON_LOG_LEVEL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    /// Everything.
+    Trace,
+    /// Debug and above.
+    Debug,
+    /// Info and above (the default).
+    Info,
+    /// Warnings and errors.
+    Warn,
+    /// Errors only.
+    Error,
+}
+
+impl LogLevel {
+    /// The `tracing` filter directive for this level.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "trace",
+            LogLevel::Debug => "debug",
+            LogLevel::Info => "info",
+            LogLevel::Warn => "warn",
+            LogLevel::Error => "error",
+        }
+    }
+
+    /// Parses `trace`, `debug`, `info`, `warn` (or `warning`) and `error`,
+    /// case-insensitively.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "trace" => Some(LogLevel::Trace),
+            "debug" => Some(LogLevel::Debug),
+            "info" => Some(LogLevel::Info),
+            "warn" | "warning" => Some(LogLevel::Warn),
+            "error" => Some(LogLevel::Error),
+            _ => None,
+        }
+    }
+}
+
+/// The service's configuration. [`Config::from_env`] reads it; tests and
+/// embedders may build one with [`Config::default`] and adjust fields.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Config {
+    /// `PATRON_HTTP_DEFAULT_PORT`: port of the default HTTP component (50000).
+    pub http_port: u16,
+    /// `PATRON_HTTP_HOST`: address to bind (`0.0.0.0`).
+    pub http_host: std::net::IpAddr,
+    /// `PATRON_HTTP_READ_TIMEOUT`: time allowed to receive a request's headers (30s).
+    pub http_read_timeout: Duration,
+    /// `PATRON_HTTP_WRITE_TIMEOUT`: time a response write may stall on a slow client (60s).
+    pub http_write_timeout: Duration,
+    /// `PATRON_HTTP_IDLE_TIMEOUT`: time an idle keep-alive connection is kept (240s).
+    pub http_idle_timeout: Duration,
+    /// `PATRON_HTTP_HANDLER_TIMEOUT`: default per-route timeout, 503 past it (59s).
+    pub http_handler_timeout: Duration,
+    /// `PATRON_HTTP_BODY_LIMIT`: default request body limit, 413 past it (2MiB).
+    pub http_body_limit: usize,
+    /// `PATRON_SHUTDOWN_TIMEOUT`: how long in-flight work may take to finish (30s).
+    pub shutdown_timeout: Duration,
+    /// `PATRON_SHUTDOWN_DELAY`: time between `/ready` turning 503 and the
+    /// listener closing, so load balancers stop routing first (0s).
+    pub shutdown_delay: Duration,
+    /// `PATRON_LOG_LEVEL` (info).
+    pub log_level: LogLevel,
+    /// `PATRON_LOG_FORMAT` (json).
+    pub log_format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_port: 50000,
+            http_host: std::net::IpAddr::from([0, 0, 0, 0]),
+            http_read_timeout: Duration::from_secs(30),
+            http_write_timeout: Duration::from_secs(60),
+            http_idle_timeout: Duration::from_secs(240),
+            http_handler_timeout: Duration::from_secs(59),
+            http_body_limit: 2 << 20,
+            shutdown_timeout: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
+            log_level: LogLevel::Info,
+            log_format: LogFormat::Json,
+        }
+    }
+}
+
+impl Config {
+    /// Reads every `PATRON_*` variable from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup`, which returns a variable's
+    /// value. Used by tests to avoid touching the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let mut c = Config::default();
+        if let Some(v) = get("PATRON_HTTP_DEFAULT_PORT") {
+            c.http_port = v.trim().parse().map_err(|_| invalid("PATRON_HTTP_DEFAULT_PORT", &v, "a port number from 0 to 65535"))?;
+        }
+        if let Some(v) = get("PATRON_HTTP_HOST") {
+            c.http_host = v.trim().parse().map_err(|_| invalid("PATRON_HTTP_HOST", &v, "an IP address such as 0.0.0.0 or 127.0.0.1"))?;
+        }
+        duration(&get, "PATRON_HTTP_READ_TIMEOUT", &mut c.http_read_timeout, false)?;
+        duration(&get, "PATRON_HTTP_WRITE_TIMEOUT", &mut c.http_write_timeout, false)?;
+        duration(&get, "PATRON_HTTP_IDLE_TIMEOUT", &mut c.http_idle_timeout, false)?;
+        duration(&get, "PATRON_HTTP_HANDLER_TIMEOUT", &mut c.http_handler_timeout, false)?;
+        duration(&get, "PATRON_SHUTDOWN_TIMEOUT", &mut c.shutdown_timeout, false)?;
+        duration(&get, "PATRON_SHUTDOWN_DELAY", &mut c.shutdown_delay, true)?;
+        if let Some(v) = get("PATRON_HTTP_BODY_LIMIT") {
+            let expected = "a size such as 2MiB, 512KiB or 1048576 (bytes), greater than zero";
+            let bytes = units::parse_size(&v).map_err(|_| invalid("PATRON_HTTP_BODY_LIMIT", &v, expected))?;
+            if bytes == 0 {
+                return Err(invalid("PATRON_HTTP_BODY_LIMIT", &v, expected));
+            }
+            c.http_body_limit = usize::try_from(bytes).map_err(|_| invalid("PATRON_HTTP_BODY_LIMIT", &v, expected))?;
+        }
+        if let Some(v) = get("PATRON_LOG_LEVEL") {
+            c.log_level = LogLevel::parse(&v).ok_or_else(|| invalid("PATRON_LOG_LEVEL", &v, "one of trace, debug, info, warn, error"))?;
+        }
+        if let Some(v) = get("PATRON_LOG_FORMAT") {
+            c.log_format = match v.trim().to_ascii_lowercase().as_str() {
+                "json" => LogFormat::Json,
+                "pretty" | "text" => LogFormat::Pretty,
+                _ => return Err(invalid("PATRON_LOG_FORMAT", &v, "json or pretty")),
+            };
+        }
+        Ok(c)
+    }
+}
+
+fn invalid(var: &str, value: &str, expected: &str) -> ConfigError {
+    ConfigError::Invalid { var: var.to_string(), value: value.to_string(), expected: expected.to_string() }
+}
+
+fn duration(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &str,
+    slot: &mut Duration,
+    zero_ok: bool,
+) -> Result<(), ConfigError> {
+    let Some(v) = get(var) else { return Ok(()) };
+    let expected = if zero_ok {
+        "a duration such as 500ms, 5s or 1m30s"
+    } else {
+        "a duration greater than zero such as 500ms, 5s or 1m30s"
+    };
+    let parsed = humantime::parse_duration(v.trim()).map_err(|_| invalid(var, &v, expected))?;
+    if parsed.is_zero() && !zero_ok {
+        return Err(invalid(var, &v, expected));
+    }
+    *slot = parsed;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+    }
+
+    #[test]
+    fn defaults_match_go_patron() {
+        let c = with(&[]).unwrap();
+        assert_eq!(c.http_port, 50000);
+        assert_eq!(c.http_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.http_write_timeout, Duration::from_secs(60));
+        assert_eq!(c.http_idle_timeout, Duration::from_secs(240));
+        assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
+        assert_eq!(c.http_body_limit, 2 * 1024 * 1024);
+        assert_eq!(c.log_level, LogLevel::Info);
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn values_are_parsed() {
+        let c = with(&[
+            ("PATRON_HTTP_DEFAULT_PORT", "8080"),
+            ("PATRON_HTTP_READ_TIMEOUT", "5s"),
+            ("PATRON_HTTP_BODY_LIMIT", "1MiB"),
+            ("PATRON_LOG_LEVEL", "DEBUG"),
+            ("PATRON_LOG_FORMAT", "pretty"),
+            ("PATRON_SHUTDOWN_DELAY", "0s"),
+        ])
+        .unwrap();
+        assert_eq!(c.http_port, 8080);
+        assert_eq!(c.http_read_timeout, Duration::from_secs(5));
+        assert_eq!(c.http_body_limit, 1 << 20);
+        assert_eq!(c.log_level, LogLevel::Debug);
+        assert_eq!(c.log_format, LogFormat::Pretty);
+    }
+
+    #[test]
+    fn bad_values_name_variable_value_and_allowed() {
+        let err = with(&[("PATRON_HTTP_DEFAULT_PORT", "abc")]).unwrap_err().to_string();
+        assert_eq!(err, "invalid value for PATRON_HTTP_DEFAULT_PORT: \"abc\"; expected a port number from 0 to 65535");
+        let err = with(&[("PATRON_LOG_LEVEL", "loud")]).unwrap_err().to_string();
+        assert!(err.contains("PATRON_LOG_LEVEL") && err.contains("loud") && err.contains("trace, debug"), "{err}");
+        let err = with(&[("PATRON_HTTP_IDLE_TIMEOUT", "0s")]).unwrap_err().to_string();
+        assert!(err.contains("greater than zero"), "{err}");
+        let err = with(&[("PATRON_HTTP_READ_TIMEOUT", "soon")]).unwrap_err().to_string();
+        assert!(err.contains("PATRON_HTTP_READ_TIMEOUT") && err.contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn empty_counts_as_unset() {
+        assert_eq!(with(&[("PATRON_HTTP_DEFAULT_PORT", " ")]).unwrap().http_port, 50000);
+    }
+}

@@ -1,0 +1,109 @@
+//! Built-in management routes: `GET /alive`, `GET /ready` and `GET /info`.
+//! They get panic recovery only: no span, no correlation id, no access log.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use futures_util::future::{BoxFuture, join_all};
+use http::{HeaderValue, StatusCode, header};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::component::Readiness;
+use crate::error::problem;
+
+/// Paths the default HTTP component reserves.
+pub(crate) const RESERVED: &[&str] = &["/alive", "/ready", "/info"];
+
+/// How long one health check may take before it counts as failing.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A user health check, as given to `Service::with_health_check`.
+pub(crate) type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// State the management routes read.
+pub(crate) struct Shared {
+    pub shutting_down: AtomicBool,
+    pub checks: Vec<(String, CheckFn)>,
+    pub readiness: std::sync::Mutex<Vec<Readiness>>,
+    pub info: Bytes,
+}
+
+impl Shared {
+    pub fn readiness(&self) -> Vec<Readiness> {
+        self.readiness.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+#[derive(Serialize)]
+struct CheckResult {
+    name: String,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+pub(crate) fn routes(shared: Arc<Shared>) -> Router {
+    let ready_state = Arc::clone(&shared);
+    let info_state = shared;
+    Router::new()
+        .route("/alive", get(|| async { json_response(StatusCode::OK, br#"{"status":"alive"}"#.as_slice().into()) }))
+        .route("/ready", get(move || ready(Arc::clone(&ready_state))))
+        .route("/info", get(move || {
+            let body = info_state.info.clone();
+            async move { json_response(StatusCode::OK, body) }
+        }))
+}
+
+async fn ready(shared: Arc<Shared>) -> Response {
+    if shared.shutting_down.load(Ordering::Acquire) {
+        let mut extra = Map::new();
+        extra.insert("checks".into(), json!([]));
+        return problem(StatusCode::SERVICE_UNAVAILABLE, "the service is shutting down", extra);
+    }
+    let checks = shared.checks.iter().map(|(name, check)| {
+        let fut = check();
+        async move {
+            match tokio::time::timeout(CHECK_TIMEOUT, fut).await {
+                Ok(Ok(())) => CheckResult { name: name.clone(), status: "ok", error: None },
+                Ok(Err(e)) => CheckResult { name: name.clone(), status: "failing", error: Some(e) },
+                Err(_) => CheckResult {
+                    name: name.clone(),
+                    status: "failing",
+                    error: Some(format!("did not answer within {}s", CHECK_TIMEOUT.as_secs())),
+                },
+            }
+        }
+    });
+    let mut results = join_all(checks).await;
+    for r in shared.readiness() {
+        results.push(match r.problem() {
+            None => CheckResult { name: format!("component:{}", r.name()), status: "ok", error: None },
+            Some(e) => CheckResult { name: format!("component:{}", r.name()), status: "failing", error: Some(e) },
+        });
+    }
+    let failing: Vec<&CheckResult> = results.iter().filter(|r| r.status != "ok").collect();
+    if failing.is_empty() {
+        let body = serde_json::to_vec(&json!({ "status": "ready", "checks": results })).unwrap_or_default();
+        return json_response(StatusCode::OK, body.into());
+    }
+    let names: Vec<&str> = failing.iter().map(|r| r.name.as_str()).collect();
+    let mut extra = Map::new();
+    extra.insert("checks".into(), serde_json::to_value(&results).unwrap_or(Value::Null));
+    problem(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("not ready: {} failing", names.join(", ")),
+        extra,
+    )
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response {
+    let mut r = (status, body).into_response();
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}

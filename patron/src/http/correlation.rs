@@ -1,0 +1,95 @@
+//! Correlation ids: read from `X-Correlation-Id`, generated (UUIDv4) when
+//! absent or unusable, echoed in the response and recorded on the request
+//! span so every log line of the request carries it.
+
+use axum::extract::FromRequestParts;
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// The correlation header.
+pub const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+
+/// Longest client-supplied correlation id that is kept.
+const MAX_LEN: usize = 128;
+
+/// The request's correlation id, as an extractor.
+///
+/// ```
+/// use patron::http::CorrelationId;
+///
+/// #[patron::route(GET "/whoami")]
+/// async fn whoami(id: CorrelationId) -> String {
+///     id.as_str().to_string()
+/// }
+/// # fn main() {}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CorrelationId(HeaderValue);
+
+impl CorrelationId {
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        // Only visible ASCII is ever stored (see `usable`).
+        self.0.to_str().unwrap_or_default()
+    }
+
+    /// The id as a header value, for passing it on.
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for CorrelationId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(CorrelationId(ensure(&mut parts.headers)))
+    }
+}
+
+/// The usable correlation id of `headers`, inserting a fresh one if there is
+/// none, so that handlers and the response see the same value.
+pub(crate) fn ensure(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(v) = headers.get(X_CORRELATION_ID) {
+        if usable(v) {
+            return v.clone();
+        }
+    }
+    let id = generate();
+    headers.insert(X_CORRELATION_ID, id.clone());
+    id
+}
+
+fn usable(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= MAX_LEN && b.iter().all(|c| (0x21..=0x7e).contains(c))
+}
+
+fn generate() -> HeaderValue {
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    // A hyphenated UUID is always a valid header value.
+    HeaderValue::from_str(text).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_a_good_id_and_replaces_a_bad_one() {
+        let mut h = HeaderMap::new();
+        h.insert(X_CORRELATION_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(ensure(&mut h), "abc-123");
+
+        let mut h = HeaderMap::new();
+        h.insert(X_CORRELATION_ID, HeaderValue::from_str(&"x".repeat(200)).unwrap());
+        let id = ensure(&mut h);
+        assert_eq!(id.len(), 36);
+        assert_eq!(h.get(X_CORRELATION_ID), Some(&id));
+
+        let mut h = HeaderMap::new();
+        let id = ensure(&mut h);
+        assert_eq!(id.to_str().unwrap().matches('-').count(), 4);
+    }
+}

@@ -1,0 +1,141 @@
+//! # patron
+//!
+//! A framework for microservices: write plain `async fn`s, put an attribute
+//! on each, and get a production service — an HTTP server with health and
+//! info endpoints, correlation ids, structured logs, timeouts, body limits,
+//! panic recovery, authentication and graceful shutdown — assembled through
+//! registration, with no manual wiring.
+//!
+//! ```no_run
+//! use patron::prelude::*;
+//!
+//! #[derive(Deserialize)]
+//! struct Calc { wealth: f64, nisab: f64 }
+//!
+//! #[derive(Serialize)]
+//! struct Zakat { zakat_due: f64, is_eligible: bool }
+//!
+//! #[patron::route(GET "/index")]
+//! async fn index() -> &'static str { "hello" }
+//!
+//! #[patron::route(POST "/calculate", auth = ApiKey, timeout = "2s")]
+//! async fn calculate(Json(c): Json<Calc>) -> Result<Json<Zakat>, patron::Error> {
+//!     let eligible = c.wealth >= c.nisab;
+//!     let zakat_due = if eligible { (c.wealth - c.nisab) * 0.025 } else { 0.0 };
+//!     Ok(Json(Zakat { zakat_due, is_eligible: eligible }))
+//! }
+//!
+//! #[patron::main]
+//! async fn main(service: Service) -> patron::Result<Service> {
+//!     Ok(service.provide(ApiKey::from_env("PATRON_API_KEYS")?))
+//! }
+//! ```
+//!
+//! ## How it fits together
+//!
+//! - [`route`] registers a handler in a registry linked into the binary.
+//!   The function itself is untouched and can be called from unit tests.
+//! - [`main`] builds the runtime, reads [`config::Config`] from `PATRON_*`
+//!   variables, sets up logging, runs your body to configure the
+//!   [`Service`], validates it (duplicate routes, missing `Dep<T>`s and
+//!   authenticators are start-up errors, reported before any port opens)
+//!   and runs it until SIGINT/SIGTERM.
+//! - Handlers take axum extractors plus [`Dep<T>`] for anything the
+//!   service [`provide`](Service::provide)d, and return anything
+//!   `IntoResponse`, including `Result<T, patron::Error>`. Errors and
+//!   extractor rejections become RFC 9457 problem bodies.
+//! - [`component::Component`]s run beside the HTTP server and stop with it.
+//! - [`test::TestServer`] runs a service in-process for tests.
+
+#![warn(missing_docs)]
+
+pub mod component;
+pub mod config;
+mod deps;
+mod error;
+pub mod http;
+pub mod observe;
+mod registry;
+mod service;
+pub mod test;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use deps::{Dep, Deps};
+pub use error::{Error, PROBLEM_JSON, Result};
+pub use registry::RouteDef;
+pub use service::{BoundService, Service, ServiceError, StartupError};
+
+/// Registers an `async fn` as an HTTP route.
+///
+/// # Grammar
+///
+/// ```text
+/// #[patron::route(METHOD "/path" (, key = value)*)]
+/// METHOD     := GET | POST | PUT | PATCH | DELETE | HEAD | OPTIONS
+/// "/path"    := starts with `/`; parameters as `{name}`, a catch-all as `{*rest}` at the end
+/// auth       = Type            // implements patron::http::Authenticator; the service must provide one
+/// middleware = [f, g]          // axum `from_fn` functions, run in this order, after auth
+/// trace      = false           // no request span for this route
+/// timeout    = "2s"            // 503 past it (default PATRON_HTTP_HANDLER_TIMEOUT)
+/// body_limit = "1MiB"          // 413 past it (default PATRON_HTTP_BODY_LIMIT)
+/// ```
+///
+/// The handler must be a non-generic `async fn` whose arguments are axum
+/// extractors or [`Dep<T>`], and whose future is `Send`. Mistakes are
+/// compile errors on the offending token.
+///
+/// ```
+/// use patron::prelude::*;
+///
+/// async fn audit(req: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+///     next.run(req).await
+/// }
+///
+/// #[patron::route(GET "/users/{id}", middleware = [audit], timeout = "2s")]
+/// async fn user(Path(id): Path<u32>) -> Result<String, patron::Error> {
+///     if id == 0 {
+///         return Err(patron::Error::not_found("no user 0"));
+///     }
+///     Ok(format!("user {id}"))
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// // Still an ordinary function:
+/// assert_eq!(user(Path(7)).await.unwrap(), "user 7");
+/// # }
+/// ```
+pub use patron_macros::route;
+
+/// Turns `async fn main` into a service entry point.
+///
+/// Two forms:
+///
+/// - `async fn main()` (or returning `patron::Result<()>`): a service named
+///   after the binary, with every route in the registry and all defaults.
+/// - `async fn main(service: Service) -> patron::Result<Service>`: configure
+///   the service (dependencies, components, middleware, checks, hooks)
+///   and return it.
+///
+/// A failure at any step prints the error and exits with code 1.
+pub use patron_macros::main;
+
+/// The names most services need.
+pub mod prelude {
+    pub use crate::component::{Component, ComponentContext, ComponentInfo};
+    pub use crate::http::{ApiKey, Authenticator, CorrelationId};
+    pub use crate::{Dep, Error, Service};
+    pub use axum::Json;
+    pub use axum::extract::{Path, Query};
+    pub use http::{HeaderMap, StatusCode};
+    pub use serde::{Deserialize, Serialize};
+}
+
+#[doc(hidden)]
+pub use http as __http;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,191 @@
+//! [`Service`]: the builder a `#[patron::main]` body configures, and the
+//! lifecycle that runs it — validation before any port opens, concurrent
+//! components, signals, and a bounded graceful shutdown.
+
+mod run;
+mod signals;
+mod validate;
+
+use std::fmt;
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::response::Response;
+use axum::routing::{MethodRouter, Route};
+use axum::extract::Request;
+use futures_util::FutureExt;
+use tower::{Layer, Service as TowerService};
+
+pub use run::{BoundService, ServiceError};
+pub use validate::StartupError;
+
+use crate::component::{Component, DynComponent};
+use crate::config::Config;
+use crate::deps::{AppState, Deps};
+use crate::http::builtin::CheckFn;
+use crate::http::router::GlobalLayer;
+use crate::registry::RouteDef;
+
+pub(crate) type SighupFn =
+    Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// A service: its name and version, configuration, the dependencies handlers
+/// take, extra components, global middleware, health checks and hooks.
+///
+/// `#[patron::main]` hands one to `main`; tests build one and start it with
+/// [`crate::test::TestServer`].
+///
+/// ```no_run
+/// use patron::prelude::*;
+///
+/// struct Db;
+///
+/// #[patron::main]
+/// async fn main(service: Service) -> patron::Result<Service> {
+///     Ok(service
+///         .provide(Db)
+///         .with_health_check("db", || async { Ok::<_, patron::Error>(()) })
+///         .on_sighup(|| async { tracing::info!("reloading"); Ok::<_, patron::Error>(()) }))
+/// }
+/// ```
+pub struct Service {
+    pub(crate) name: String,
+    pub(crate) version: String,
+    pub(crate) config: Config,
+    pub(crate) deps: Deps,
+    pub(crate) components: Vec<Box<dyn DynComponent>>,
+    pub(crate) globals: Vec<GlobalLayer>,
+    pub(crate) checks: Vec<(String, CheckFn)>,
+    pub(crate) sighup: Option<SighupFn>,
+    pub(crate) routes: Option<Vec<&'static RouteDef>>,
+}
+
+impl fmt::Debug for Service {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Service")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("components", &self.components.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// A service with default configuration. `#[patron::main]` instead
+    /// passes one configured from the environment.
+    pub fn new(name: impl Into<String>) -> Self {
+        Service {
+            name: name.into(),
+            version: "dev".to_string(),
+            config: Config::default(),
+            deps: Deps::default(),
+            components: Vec::new(),
+            globals: Vec::new(),
+            checks: Vec::new(),
+            sighup: None,
+            routes: None,
+        }
+    }
+
+    /// Sets the name shown in logs and `/info`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Sets the version shown in logs and `/info` (`dev` when empty).
+    pub fn version(mut self, version: impl Into<String>) -> Self {
+        let v = version.into();
+        self.version = if v.trim().is_empty() { "dev".to_string() } else { v };
+        self
+    }
+
+    /// Replaces the configuration.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The configuration in effect.
+    pub fn current_config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Mutable access to the configuration, e.g. to change the port in code.
+    pub fn config_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+
+    /// Provides a value that handlers take as `Dep<T>` and that `auth = T`
+    /// routes use. One value per type; a later call replaces an earlier one.
+    pub fn provide<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.deps.insert(value);
+        self
+    }
+
+    /// Provides an already shared value.
+    pub fn provide_arc<T: Send + Sync + 'static>(mut self, value: Arc<T>) -> Self {
+        self.deps.insert_arc(value);
+        self
+    }
+
+    /// Adds a component that runs beside the HTTP server.
+    pub fn with_component<C: Component>(mut self, component: C) -> Self {
+        self.components.push(Box::new(component));
+        self
+    }
+
+    /// Applies a tower layer to every user route, after the built-in
+    /// middleware and before the route's own auth and middleware. Layers
+    /// apply in the order added, the first outermost. The layer's service
+    /// must not fail (`Error = Infallible`), as with axum's `Router::layer`.
+    pub fn with_middleware<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<Route> + Clone + Send + Sync + 'static,
+        L::Service: TowerService<Request, Response = Response, Error = std::convert::Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        <L::Service as TowerService<Request>>::Future: Send + 'static,
+    {
+        let apply: GlobalLayer = Arc::new(move |mr: MethodRouter<AppState>| mr.layer(layer.clone()));
+        // Later layers sit inside earlier ones: keep insertion order and
+        // apply in reverse when building.
+        self.globals.insert(0, apply);
+        self
+    }
+
+    /// Adds a check that `GET /ready` runs; an `Err` (or no answer within
+    /// 5 s) makes `/ready` answer 503 naming the check.
+    pub fn with_health_check<F, Fut, E>(mut self, name: impl Into<String>, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: fmt::Display,
+    {
+        let check: CheckFn = Arc::new(move || check().map(|r| r.map_err(|e| e.to_string())).boxed());
+        self.checks.push((name.into(), check));
+        self
+    }
+
+    /// Runs `hook` on SIGHUP; the service keeps running. (Go Patron also
+    /// runs a hook; unlike Go's default signal handling, SIGHUP never stops
+    /// a patron service.)
+    pub fn on_sighup<F, Fut, E>(mut self, hook: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), E>> + Send + 'static,
+        E: fmt::Display,
+    {
+        self.sighup = Some(Arc::new(move || hook().map(|r| r.map_err(|e| e.to_string())).boxed()));
+        self
+    }
+
+    /// Serves exactly these routes instead of the whole registry.
+    #[doc(hidden)]
+    pub fn with_routes(mut self, routes: impl IntoIterator<Item = &'static RouteDef>) -> Self {
+        self.routes = Some(routes.into_iter().collect());
+        self
+    }
+}

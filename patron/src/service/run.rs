@@ -1,0 +1,242 @@
+//! Binding and running a validated service.
+//!
+//! Shutdown sequence, on a signal, on [`BoundService::run_until`]'s token,
+//! or when any component ends: `/ready` turns 503 → wait
+//! `PATRON_SHUTDOWN_DELAY` (signals only) → every component is told to
+//! stop; the HTTP server stops accepting and drains → all of it bounded by
+//! `PATRON_SHUTDOWN_TIMEOUT`. Every component's error is reported.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::{Service, SighupFn, signals, validate};
+use crate::component::{ComponentContext, ComponentInfo, DynComponent, Readiness};
+use crate::config::Config;
+use crate::error::Error;
+use crate::http::builtin::Shared;
+use crate::http::server::{self, Timeouts};
+use crate::http::router;
+use crate::registry::{self, RouteDef};
+
+/// Why a service stopped with a failure: every component error, joined.
+#[derive(Debug, thiserror::Error)]
+pub struct ServiceError {
+    /// `component: error`, one per failure.
+    pub errors: Vec<String>,
+}
+
+impl fmt::Display for ServiceError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let [one] = self.errors.as_slice() {
+            return write!(f, "the service stopped with an error: {one}");
+        }
+        write!(f, "the service stopped with {} errors:", self.errors.len())?;
+        for e in &self.errors {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A validated service whose HTTP port is bound but not yet serving.
+pub struct BoundService {
+    name: String,
+    config: Config,
+    listener: TcpListener,
+    addr: SocketAddr,
+    router: Router,
+    shared: Arc<Shared>,
+    components: Vec<(ComponentInfo, Readiness, Box<dyn DynComponent>)>,
+    #[allow(dead_code)]
+    sighup: Option<SighupFn>,
+}
+
+impl fmt::Debug for BoundService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoundService").field("name", &self.name).field("addr", &self.addr).finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// Validates the service and binds its HTTP port, so the address is known
+    /// before serving starts (port 0 picks a free one).
+    pub async fn bind(self) -> Result<BoundService, Error> {
+        let routes: Vec<&'static RouteDef> = match &self.routes {
+            Some(r) => r.clone(),
+            None => registry::routes(),
+        };
+        validate::check(&routes, &self.deps, self.components.len())?;
+
+        let components: Vec<(ComponentInfo, Readiness, Box<dyn DynComponent>)> = self
+            .components
+            .into_iter()
+            .map(|c| {
+                let info = c.info();
+                let readiness = Readiness::new(&info.name);
+                (info, readiness, c)
+            })
+            .collect();
+        let http_info = ComponentInfo::new("http", "http")
+            .detail("port", self.config.http_port)
+            .detail("routes", routes.len());
+        let mut all_info = vec![http_info];
+        all_info.extend(components.iter().map(|(i, _, _)| i.clone()));
+        let info = json!({
+            "name": self.name,
+            "version": self.version,
+            "framework": { "name": "patron", "version": env!("CARGO_PKG_VERSION") },
+            "routes": routes.iter().map(|r| json!({
+                "method": r.method,
+                "path": r.path,
+                "handler": r.qualified_handler(),
+                "auth": r.auth.as_ref().map(|a| a.type_name),
+                "middleware": r.middleware,
+                "location": r.location(),
+            })).collect::<Vec<_>>(),
+            "components": all_info,
+        });
+        let shared = Arc::new(Shared {
+            shutting_down: AtomicBool::new(false),
+            checks: self.checks,
+            readiness: std::sync::Mutex::new(components.iter().map(|(_, r, _)| r.clone()).collect()),
+            info: serde_json::to_vec(&info).unwrap_or_default().into(),
+        });
+        let router = router::build(&routes, Arc::new(self.deps), &self.globals, &self.config, Arc::clone(&shared))
+            .map_err(|e| validate::StartupError { problems: vec![e] })?;
+
+        let addr = SocketAddr::new(self.config.http_host, self.config.http_port);
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            Error::msg(format!("cannot listen on {addr} (PATRON_HTTP_DEFAULT_PORT={}): {e}", self.config.http_port))
+        })?;
+        let addr = listener.local_addr().map_err(|e| Error::msg(format!("cannot read the bound address: {e}")))?;
+        Ok(BoundService {
+            name: self.name,
+            config: self.config,
+            listener,
+            addr,
+            router,
+            shared,
+            components,
+            sighup: self.sighup,
+        })
+    }
+
+    /// Validates, binds and runs the service until SIGINT or SIGTERM (or a
+    /// component ends); SIGHUP runs the `on_sighup` hook.
+    pub async fn run(self) -> Result<(), Error> {
+        // Handlers go in before the port opens: a signal that arrives as soon
+        // as the service answers must not kill it with the default action.
+        let stop = CancellationToken::new();
+        let hook = self.sighup.clone();
+        let signals = signals::listen(stop.clone(), hook)?;
+        let bound = self.bind().await?;
+        let result = bound.run_until(stop).await;
+        signals.abort();
+        result
+    }
+}
+
+impl BoundService {
+    /// The address the HTTP server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Runs until `stop` is cancelled or a component ends, then shuts down
+    /// gracefully. `Err` lists every component failure.
+    pub async fn run_until(self, stop: CancellationToken) -> Result<(), Error> {
+        let shutdown = CancellationToken::new();
+        let drain = self.config.shutdown_timeout;
+        let mut tasks: JoinSet<(String, Result<(), Error>)> = JoinSet::new();
+        let timeouts = Timeouts {
+            read: self.config.http_read_timeout,
+            write: self.config.http_write_timeout,
+            idle: self.config.http_idle_timeout,
+        };
+        tracing::info!(address = %self.addr, "HTTP server listening");
+        let http_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let result = server::serve(self.listener, self.router, timeouts, http_shutdown, drain)
+                .await
+                .map_err(Error::msg);
+            ("http".to_string(), result)
+        });
+        for (info, readiness, component) in self.components {
+            let ctx = ComponentContext::new(shutdown.clone(), readiness);
+            let name = info.name.clone();
+            tracing::info!(kind = %info.kind, component = %name, "starting component");
+            tasks.spawn(async move { (name, component.run_boxed(ctx).await) });
+        }
+
+        let mut errors = Vec::new();
+        let by_signal = tokio::select! {
+            _ = stop.cancelled() => true,
+            Some(first) = tasks.join_next() => {
+                record(first, &mut errors, true);
+                false
+            }
+        };
+        self.shared.shutting_down.store(true, Ordering::Release);
+        tracing::info!("shutting down: readiness is now 503");
+        if by_signal && !self.config.shutdown_delay.is_zero() {
+            tokio::time::sleep(self.config.shutdown_delay).await;
+        }
+        shutdown.cancel();
+        // The HTTP drain has its own bound of `drain`; allow a little more for
+        // it to report before giving up on the components.
+        let deadline = drain + Duration::from_millis(500);
+        let waited = tokio::time::timeout(deadline, async {
+            while let Some(joined) = tasks.join_next().await {
+                record(joined, &mut errors, false);
+            }
+        })
+        .await;
+        if waited.is_err() {
+            errors.push(format!(
+                "components still running after the shutdown timeout of {}; they were aborted",
+                humantime::format_duration(drain)
+            ));
+            tasks.abort_all();
+        }
+        if errors.is_empty() {
+            tracing::info!("service stopped");
+            Ok(())
+        } else {
+            Err(ServiceError { errors }.into())
+        }
+    }
+}
+
+fn record(
+    joined: Result<(String, Result<(), Error>), tokio::task::JoinError>,
+    errors: &mut Vec<String>,
+    early: bool,
+) {
+    match joined {
+        Ok((name, Ok(()))) => {
+            if early {
+                tracing::warn!(component = %name, "component stopped on its own; stopping the service");
+            }
+        }
+        Ok((name, Err(e))) => {
+            tracing::error!(component = %name, error = %e, "component failed");
+            errors.push(format!("{name}: {e}"));
+        }
+        Err(join) if join.is_panic() => {
+            let panic = join.into_panic();
+            let message = crate::http::core::panic_message(panic.as_ref()).to_string();
+            tracing::error!(panic = %message, "component panicked");
+            errors.push(format!("a component panicked: {message}"));
+        }
+        Err(join) => errors.push(format!("a component was cancelled: {join}")),
+    }
+}

@@ -1,0 +1,142 @@
+//! Start-up validation: everything that can be known wrong before a port
+//! opens. All problems are collected and reported together.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::deps::Deps;
+use crate::http::builtin::RESERVED;
+use crate::registry::RouteDef;
+
+/// The service cannot start; each entry says what is wrong and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub struct StartupError {
+    /// One sentence per problem.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for StartupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let [one] = self.problems.as_slice() {
+            return write!(f, "the service cannot start: {one}");
+        }
+        write!(f, "the service cannot start ({} problems):", self.problems.len())?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `/users/{id}` → `/users/{}`: the shape axum's router matches on.
+fn shape(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut in_param = false;
+    let mut wildcard = false;
+    for c in path.chars() {
+        match c {
+            '{' => {
+                in_param = true;
+                wildcard = false;
+                out.push('{');
+            }
+            '}' if in_param => {
+                in_param = false;
+                if wildcard {
+                    out.push('*');
+                }
+                out.push('}');
+            }
+            '*' if in_param => wildcard = true,
+            _ if in_param => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+pub(crate) fn check(routes: &[&'static RouteDef], deps: &Deps, components: usize) -> Result<(), StartupError> {
+    let mut problems = Vec::new();
+    if routes.is_empty() && components == 0 {
+        problems.push(
+            "no routes and no components are registered, so the service would do nothing. \
+             If routes are defined with #[patron::route] in a library crate, the linker may have \
+             dropped them because nothing references that crate: add `use that_crate as _;` to the binary"
+                .to_string(),
+        );
+    }
+    let mut by_shape: BTreeMap<String, Vec<&'static RouteDef>> = BTreeMap::new();
+    for r in routes {
+        by_shape.entry(shape(r.path)).or_default().push(r);
+    }
+    for group in by_shape.values() {
+        for (i, a) in group.iter().enumerate() {
+            for b in &group[i + 1..] {
+                if a.path != b.path {
+                    if i == 0 || !group[..i].iter().any(|c| c.path == a.path) {
+                        problems.push(format!(
+                            "paths {} ({} in {}) and {} ({} in {}) differ only in parameter names; use the same names",
+                            a.path, a.location(), a.handler, b.path, b.location(), b.handler
+                        ));
+                    }
+                } else if a.method == b.method {
+                    problems.push(format!(
+                        "duplicate route {}: defined at {} ({}) and at {} ({}); remove or rename one",
+                        a.span_name,
+                        a.location(),
+                        a.qualified_handler(),
+                        b.location(),
+                        b.qualified_handler()
+                    ));
+                }
+            }
+        }
+    }
+    for r in routes {
+        if RESERVED.contains(&r.path) {
+            problems.push(format!(
+                "route {} at {} ({}) takes a path patron reserves for its built-in endpoint; choose another path",
+                r.span_name,
+                r.location(),
+                r.qualified_handler()
+            ));
+        }
+        for dep in r.deps {
+            if !deps.contains((dep.type_id)()) {
+                problems.push(format!(
+                    "handler {} ({}, route {}) takes `Dep<{}>`, but no `{}` was provided: call `service.provide(…)` with one in `#[patron::main]`",
+                    r.qualified_handler(),
+                    r.location(),
+                    r.span_name,
+                    dep.type_name,
+                    dep.type_name
+                ));
+            }
+        }
+        if let Some(auth) = &r.auth {
+            if !deps.contains((auth.type_id)()) {
+                problems.push(format!(
+                    "route {} at {} ({}) requires the authenticator `{}`, but the service does not provide one: call `service.provide(…)` with a `{}`",
+                    r.span_name,
+                    r.location(),
+                    r.qualified_handler(),
+                    auth.type_name,
+                    auth.type_name
+                ));
+            }
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(StartupError { problems }) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_ignore_parameter_names() {
+        assert_eq!(shape("/users/{id}"), shape("/users/{name}"));
+        assert_ne!(shape("/users/{id}"), shape("/users/{*rest}"));
+        assert_eq!(shape("/a/b"), "/a/b");
+    }
+}
