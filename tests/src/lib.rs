@@ -1,1 +1,137 @@
+//! Helpers for patron's integration tests: child processes running patron
+//! binaries, free ports, and polling for conditions instead of sleeping.
 
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub async fn eventually<F, Fut>(timeout: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// A patron binary running as a child process; killed when dropped.
+pub struct Proc {
+    child: Child,
+    /// Its port.
+    pub port: u16,
+    stdout: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    /// Starts `bin` on a free port with extra environment variables.
+    pub fn spawn(bin: &str, env: &[(&str, &str)]) -> Proc {
+        let port = free_port();
+        let mut cmd = Command::new(bin);
+        cmd.env_remove("RUST_LOG")
+            .env("PATRON_HTTP_DEFAULT_PORT", port.to_string())
+            .env("PATRON_HTTP_HOST", "127.0.0.1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
+        let stdout = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().expect("piped stdout");
+        let err = child.stderr.take().expect("piped stderr");
+        for (pipe, sink) in [(Box::new(out) as Box<dyn std::io::Read + Send>, stdout.clone()), (Box::new(err), stderr.clone())] {
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    sink.lock().expect("log sink").push(line);
+                }
+            });
+        }
+        Proc { child, port, stdout, stderr }
+    }
+
+    /// `http://127.0.0.1:PORT` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    /// Waits until `/alive` answers 200.
+    pub async fn wait_alive(&self) {
+        let client = reqwest::Client::new();
+        let url = self.url("/alive");
+        let ok = eventually(Duration::from_secs(20), || {
+            let req = client.get(&url).send();
+            async move { matches!(req.await, Ok(r) if r.status() == 200) }
+        })
+        .await;
+        assert!(ok, "service did not come up; stderr: {:?}; stdout: {:?}", self.stderr(), self.stdout());
+    }
+
+    /// Sends a signal to the child.
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.id() as i32;
+        // SAFETY: kill(2) with a valid pid and signal number has no memory effects.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
+    }
+
+    /// Waits for the child to exit and returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Give the reader threads a moment to drain the pipes.
+                std::thread::sleep(Duration::from_millis(100));
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    /// Whether the child is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Lines printed on stdout so far.
+    pub fn stdout(&self) -> Vec<String> {
+        self.stdout.lock().expect("stdout lines").clone()
+    }
+
+    /// Lines printed on stderr so far.
+    pub fn stderr(&self) -> Vec<String> {
+        self.stderr.lock().expect("stderr lines").clone()
+    }
+
+    /// Stdout lines parsed as JSON objects (non-JSON lines are skipped).
+    pub fn json_logs(&self) -> Vec<serde_json::Value> {
+        self.stdout().iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -71,7 +71,7 @@ pub fn generate(attr: &RouteAttr, handler: &Handler, func: &ItemFn) -> TokenStre
     // `middleware = [f, g]` runs f then g: the last layer applied is the
     // outermost, so apply in reverse.
     let middleware = attr.middleware.iter().rev().map(|mw| {
-        quote_spanned! {mw.span()=> let __mr = #p::route_middleware(__mr, #mw); }
+        quote_spanned! {mw.span()=> let __mr = __mr.layer(#p::from_fn(#mw)); }
     });
     let (auth_apply, auth_spec) = match &attr.auth {
         Some(ty) => {

@@ -1,0 +1,438 @@
+//! HTTP behaviour over real TCP: built-in routes, auth, middleware order,
+//! correlation ids, problem bodies and the handler-as-function guarantee.
+//! Every test starts its own in-process service on a free port.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::extract::Request;
+use axum::middleware::Next;
+use axum::response::Response;
+use patron::prelude::*;
+use patron::test::TestServer;
+use serde_json::{Value, json};
+
+const KEY: &str = "test-key";
+
+#[derive(Debug, Deserialize, Serialize, PartialEq)]
+struct Payload {
+    name: String,
+    count: u32,
+}
+
+#[derive(Deserialize)]
+struct Search {
+    q: String,
+    limit: u32,
+}
+
+struct Counter(AtomicUsize);
+
+static SECURE_MIDDLEWARE_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+fn append(req: &mut Request, name: &str) {
+    let current = req.headers().get("x-order").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let next = if current.is_empty() { name.to_string() } else { format!("{current},{name}") };
+    req.headers_mut().insert("x-order", http::HeaderValue::from_str(&next).unwrap());
+}
+
+async fn global_mw(mut req: Request, next: Next) -> Response {
+    append(&mut req, "global");
+    next.run(req).await
+}
+
+async fn mw_a(mut req: Request, next: Next) -> Response {
+    append(&mut req, "a");
+    next.run(req).await
+}
+
+async fn mw_b(mut req: Request, next: Next) -> Response {
+    append(&mut req, "b");
+    next.run(req).await
+}
+
+async fn mw_count(req: Request, next: Next) -> Response {
+    SECURE_MIDDLEWARE_CALLS.fetch_add(1, Ordering::SeqCst);
+    next.run(req).await
+}
+
+fn order_of(headers: &HeaderMap) -> String {
+    headers.get("x-order").and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+}
+
+#[patron::route(GET "/hello")]
+async fn hello() -> &'static str {
+    "hello"
+}
+
+#[patron::route(POST "/echo")]
+async fn echo(Json(p): Json<Payload>) -> Json<Payload> {
+    Json(p)
+}
+
+#[patron::route(GET "/items/{id}")]
+async fn item(Path(id): Path<u32>) -> String {
+    format!("item {id}")
+}
+
+#[patron::route(GET "/search")]
+async fn search(Query(s): Query<Search>) -> String {
+    format!("{} x{}", s.q, s.limit)
+}
+
+#[patron::route(GET "/order", middleware = [mw_a, mw_b])]
+async fn order(headers: HeaderMap) -> String {
+    order_of(&headers)
+}
+
+#[patron::route(GET "/secure", auth = ApiKey, middleware = [mw_count, mw_a])]
+async fn secure(headers: HeaderMap) -> String {
+    order_of(&headers)
+}
+
+#[patron::route(GET "/panic")]
+async fn panics() -> &'static str {
+    panic!("handler exploded on purpose")
+}
+
+#[patron::route(GET "/fail")]
+async fn fail() -> Result<String, patron::Error> {
+    let io = std::io::Error::other("database password is hunter2");
+    Err(io)?
+}
+
+#[patron::route(DELETE "/things/{id}")]
+async fn delete_thing(Path(id): Path<u32>) -> Result<StatusCode, patron::Error> {
+    Err(patron::Error::conflict(format!("thing {id} is in use")).with_extension("thing", id))
+}
+
+#[patron::route(GET "/slow", timeout = "100ms")]
+async fn slow() -> &'static str {
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    "too late"
+}
+
+#[patron::route(POST "/small", body_limit = "16B")]
+async fn small(body: String) -> String {
+    body
+}
+
+#[patron::route(GET "/cid")]
+async fn cid(id: CorrelationId) -> String {
+    id.as_str().to_string()
+}
+
+#[patron::route(GET "/count")]
+async fn count(counter: Dep<Counter>) -> String {
+    (counter.0.fetch_add(1, Ordering::SeqCst) + 1).to_string()
+}
+
+#[patron::route(GET "/untraced", trace = false)]
+async fn untraced() -> &'static str {
+    "no span"
+}
+
+fn service() -> Service {
+    Service::new("http-tests")
+        .version("1.2.3")
+        .provide(ApiKey::new([KEY]))
+        .provide(Counter(AtomicUsize::new(0)))
+        .with_middleware(axum::middleware::from_fn(global_mw))
+}
+
+async fn start() -> (TestServer, reqwest::Client) {
+    let server = TestServer::start(service()).await.expect("service starts");
+    (server, reqwest::Client::new())
+}
+
+async fn problem(resp: reqwest::Response, status: u16) -> Value {
+    assert_eq!(resp.status().as_u16(), status);
+    assert_eq!(
+        resp.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "status {status} must come as a problem body"
+    );
+    let body: Value = resp.json().await.expect("problem body is JSON");
+    assert_eq!(body["status"], status);
+    assert!(body["title"].is_string(), "{body}");
+    assert!(body["detail"].is_string(), "{body}");
+    body
+}
+
+#[tokio::test]
+async fn built_in_routes() {
+    let (server, client) = start().await;
+
+    let alive = client.get(server.url("/alive")).send().await.unwrap();
+    assert_eq!(alive.status(), 200);
+    assert_eq!(alive.json::<Value>().await.unwrap(), json!({"status": "alive"}));
+
+    let ready = client.get(server.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert_eq!(ready.json::<Value>().await.unwrap()["status"], "ready");
+
+    let info: Value = client.get(server.url("/info")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(info["name"], "http-tests");
+    assert_eq!(info["version"], "1.2.3");
+    let routes = info["routes"].as_array().unwrap();
+    let secure = routes.iter().find(|r| r["path"] == "/secure").expect("/secure listed");
+    assert_eq!(secure["method"], "GET");
+    assert_eq!(secure["auth"], "ApiKey");
+    assert_eq!(secure["middleware"], json!(["mw_count", "mw_a"]));
+    assert!(secure["location"].as_str().unwrap().starts_with("tests/tests/http.rs:"), "{secure}");
+    assert_eq!(info["components"][0]["kind"], "http");
+
+    // Management routes carry no correlation id: they skip the request middleware.
+    let alive = client.get(server.url("/alive")).send().await.unwrap();
+    assert!(alive.headers().get("x-correlation-id").is_none());
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn ready_reports_failing_checks_and_components() {
+    struct Stalled;
+    impl Component for Stalled {
+        fn info(&self) -> ComponentInfo {
+            ComponentInfo::new("test", "stalled")
+        }
+        async fn run(self, ctx: ComponentContext) -> patron::Result<()> {
+            ctx.readiness().not_ready("broker unreachable");
+            ctx.shutdown().cancelled().await;
+            Ok(())
+        }
+    }
+    let svc = service()
+        .with_health_check("db", || async { Err::<(), _>("connection refused") })
+        .with_health_check("cache", || async { Ok::<(), String>(()) })
+        .with_component(Stalled);
+    let server = TestServer::start(svc).await.unwrap();
+    let client = reqwest::Client::new();
+    let url = server.url("/ready");
+    let ok = patron_tests::eventually(Duration::from_secs(5), || {
+        let r = client.get(&url).send();
+        async move { r.await.map(|r| r.status() == 503).unwrap_or(false) }
+    })
+    .await;
+    assert!(ok);
+    let body = problem(client.get(&url).send().await.unwrap(), 503).await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("db") && detail.contains("component:stalled"), "{detail}");
+    assert!(!detail.contains("cache"), "{detail}");
+    let checks = body["checks"].as_array().unwrap();
+    let db = checks.iter().find(|c| c["name"] == "db").unwrap();
+    assert_eq!(db["error"], "connection refused");
+    let info: Value = client.get(server.url("/info")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(info["components"][1]["name"], "stalled");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn handlers_extract_and_respond() {
+    let (server, client) = start().await;
+    assert_eq!(client.get(server.url("/hello")).send().await.unwrap().text().await.unwrap(), "hello");
+    let echoed: Payload = client
+        .post(server.url("/echo"))
+        .json(&json!({"name": "x", "count": 3}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echoed, Payload { name: "x".into(), count: 3 });
+    assert_eq!(client.get(server.url("/items/42")).send().await.unwrap().text().await.unwrap(), "item 42");
+    assert_eq!(
+        client.get(server.url("/search?q=tea&limit=2")).send().await.unwrap().text().await.unwrap(),
+        "tea x2"
+    );
+    assert_eq!(client.get(server.url("/count")).send().await.unwrap().text().await.unwrap(), "1");
+    assert_eq!(client.get(server.url("/count")).send().await.unwrap().text().await.unwrap(), "2");
+    assert_eq!(client.get(server.url("/untraced")).send().await.unwrap().text().await.unwrap(), "no span");
+    // HEAD is served by the GET handler.
+    let head = client.head(server.url("/hello")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn auth_passes_and_fails_before_route_middleware() {
+    let (server, client) = start().await;
+    let before = SECURE_MIDDLEWARE_CALLS.load(Ordering::SeqCst);
+
+    let denied = client.get(server.url("/secure")).send().await.unwrap();
+    assert_eq!(denied.headers().get("www-authenticate").unwrap(), "Apikey");
+    problem(denied, 401).await;
+    let wrong = client.get(server.url("/secure")).header("authorization", "Apikey nope").send().await.unwrap();
+    problem(wrong, 401).await;
+    let bearer = client.get(server.url("/secure")).header("authorization", format!("Bearer {KEY}")).send().await.unwrap();
+    problem(bearer, 401).await;
+    assert_eq!(SECURE_MIDDLEWARE_CALLS.load(Ordering::SeqCst), before, "route middleware ran for a refused request");
+
+    let allowed = client.get(server.url("/secure")).header("authorization", format!("apiKEY {KEY}")).send().await.unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(allowed.text().await.unwrap(), "global,a");
+    assert_eq!(SECURE_MIDDLEWARE_CALLS.load(Ordering::SeqCst), before + 1);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn middleware_runs_global_first_then_route_in_listed_order() {
+    let (server, client) = start().await;
+    let text = client.get(server.url("/order")).send().await.unwrap().text().await.unwrap();
+    assert_eq!(text, "global,a,b");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn correlation_id_is_generated_and_propagated() {
+    let (server, client) = start().await;
+    let given = client.get(server.url("/cid")).header("x-correlation-id", "req-123").send().await.unwrap();
+    assert_eq!(given.headers().get("x-correlation-id").unwrap(), "req-123");
+    assert_eq!(given.text().await.unwrap(), "req-123");
+
+    let generated = client.get(server.url("/cid")).send().await.unwrap();
+    let header = generated.headers().get("x-correlation-id").unwrap().to_str().unwrap().to_string();
+    let body = generated.text().await.unwrap();
+    assert_eq!(header, body, "the handler sees the id the response carries");
+    let parsed = header.split('-').map(str::len).collect::<Vec<_>>();
+    assert_eq!(parsed, vec![8, 4, 4, 4, 12], "a UUID: {header}");
+    assert_eq!(&header[14..15], "4", "a version-4 UUID: {header}");
+
+    let other = client.get(server.url("/cid")).send().await.unwrap().text().await.unwrap();
+    assert_ne!(other, header, "each request gets its own id");
+
+    // An unusable id (control characters are impossible in reqwest; use an overlong one) is replaced.
+    let long = "x".repeat(300);
+    let replaced = client.get(server.url("/cid")).header("x-correlation-id", &long).send().await.unwrap();
+    assert_eq!(replaced.text().await.unwrap().len(), 36);
+
+    // Error responses carry it too.
+    let err = client.get(server.url("/fail")).header("x-correlation-id", "err-1").send().await.unwrap();
+    assert_eq!(err.headers().get("x-correlation-id").unwrap(), "err-1");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn problem_bodies_for_client_errors() {
+    let (server, client) = start().await;
+
+    let malformed = client
+        .post(server.url("/echo"))
+        .header("content-type", "application/json")
+        .body("{\"name\": ")
+        .send()
+        .await
+        .unwrap();
+    let body = problem(malformed, 400).await;
+    assert!(body["detail"].as_str().unwrap().contains("JSON"), "{body}");
+
+    let wrong_shape = client.post(server.url("/echo")).json(&json!({"name": 1})).send().await.unwrap();
+    problem(wrong_shape, 422).await;
+
+    let wrong_type = client.post(server.url("/echo")).header("content-type", "text/plain").body("hi").send().await.unwrap();
+    let body = problem(wrong_type, 415).await;
+    assert!(body["detail"].as_str().unwrap().contains("Content-Type"), "{body}");
+
+    let bad_path = client.get(server.url("/items/abc")).send().await.unwrap();
+    problem(bad_path, 400).await;
+    let bad_query = client.get(server.url("/search?q=tea&limit=many")).send().await.unwrap();
+    problem(bad_query, 400).await;
+
+    let too_large = client.post(server.url("/small")).body("x".repeat(17)).send().await.unwrap();
+    let body = problem(too_large, 413).await;
+    assert!(body["detail"].as_str().unwrap().contains("16 bytes"), "{body}");
+    let fits = client.post(server.url("/small")).body("x".repeat(16)).send().await.unwrap();
+    assert_eq!(fits.status(), 200);
+
+    let missing = client.get(server.url("/no/such/route")).send().await.unwrap();
+    problem(missing, 404).await;
+
+    let wrong_method = client.put(server.url("/hello")).send().await.unwrap();
+    assert_eq!(wrong_method.headers().get("allow").unwrap(), "GET, HEAD");
+    problem(wrong_method, 405).await;
+
+    let conflict = client.delete(server.url("/things/7")).send().await.unwrap();
+    let body = problem(conflict, 409).await;
+    assert_eq!(body["detail"], "thing 7 is in use");
+    assert_eq!(body["thing"], 7);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn chunked_body_over_the_limit_is_413() {
+    let (server, client) = start().await;
+    let chunks: Vec<Result<&'static str, std::io::Error>> = vec![Ok("0123456789"), Ok("0123456789")];
+    let body = reqwest::Body::wrap_stream(futures_stream(chunks));
+    let resp = client.post(server.url("/small")).body(body).send().await.unwrap();
+    problem(resp, 413).await;
+    server.shutdown().await.unwrap();
+}
+
+fn futures_stream(
+    items: Vec<Result<&'static str, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<&'static str, std::io::Error>> {
+    futures_util::stream::iter(items)
+}
+
+#[tokio::test]
+async fn server_errors_panics_and_timeouts() {
+    let (server, client) = start().await;
+
+    let failed = client.get(server.url("/fail")).send().await.unwrap();
+    let body = problem(failed, 500).await;
+    assert!(!body["detail"].as_str().unwrap().contains("hunter2"), "internal causes must not leak: {body}");
+
+    let panicked = client.get(server.url("/panic")).send().await.unwrap();
+    problem(panicked, 500).await;
+    // The service lives on.
+    assert_eq!(client.get(server.url("/hello")).send().await.unwrap().text().await.unwrap(), "hello");
+
+    let started = std::time::Instant::now();
+    let slow = client.get(server.url("/slow")).send().await.unwrap();
+    let body = problem(slow, 503).await;
+    assert!(body["detail"].as_str().unwrap().contains("100ms"), "{body}");
+    assert!(started.elapsed() < Duration::from_secs(2), "the timeout cut the request short");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn handlers_stay_plain_functions() {
+    assert_eq!(hello().await, "hello");
+    assert_eq!(item(Path(5)).await, "item 5");
+    let counter = Dep::new(Counter(AtomicUsize::new(41)));
+    assert_eq!(count(counter).await, "42");
+    let err = delete_thing(Path(1)).await.unwrap_err();
+    assert_eq!(err.status(), StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn graceful_shutdown_in_process_finishes_in_flight_requests() {
+    let (server, client) = start().await;
+    let slow_url = server.url("/items/1");
+    // Hold a request in flight across the shutdown with a slow body upload.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<&'static str, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+    let echo_url = server.url("/small");
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { client.post(echo_url).body(body).send().await }
+    });
+    tx.send(Ok("part1")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    server.begin_shutdown();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tx.send(Ok("part2")).await.unwrap();
+    drop(tx);
+    let resp = in_flight.await.unwrap().expect("in-flight request completes");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "part1part2");
+    let after = reqwest::Client::new().get(&slow_url).send().await;
+    assert!(after.is_err(), "new connections are refused after shutdown");
+    server.join().await.unwrap();
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<&'static str, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<&'static str, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
