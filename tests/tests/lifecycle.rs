@@ -1,0 +1,184 @@
+//! Process-level behaviour of real patron binaries: start-up validation
+//! errors and exit codes, SIGTERM draining, SIGHUP hooks and JSON logs. The
+//! `custom` binary is the `custom` example's source built as a bin here.
+
+use std::time::{Duration, Instant};
+
+use patron_tests::{Proc, eventually};
+use serde_json::Value;
+
+const CUSTOM: &str = env!("CARGO_BIN_EXE_custom");
+const DUP_ROUTE: &str = env!("CARGO_BIN_EXE_dup_route");
+const MISSING_DEP: &str = env!("CARGO_BIN_EXE_missing_dep");
+
+fn exits_with_error(bin: &str, env: &[(&str, &str)]) -> String {
+    let mut proc = Proc::spawn(bin, env);
+    let code = proc.wait_exit(Duration::from_secs(20));
+    assert_eq!(code, Some(1), "expected exit code 1; stderr: {:?}", proc.stderr());
+    proc.stderr().join("\n")
+}
+
+#[test]
+fn duplicate_route_names_both_definitions() {
+    let stderr = exits_with_error(DUP_ROUTE, &[]);
+    assert!(stderr.contains("duplicate route GET /orders"), "{stderr}");
+    assert!(stderr.contains("tests/src/bin/dup_route.rs:5 (dup_route::list_orders)"), "{stderr}");
+    assert!(stderr.contains("tests/src/bin/dup_route.rs:11 (dup_route::legacy::old_orders)"), "{stderr}");
+}
+
+#[test]
+fn missing_dependency_and_authenticator_are_named() {
+    let stderr = exits_with_error(MISSING_DEP, &[]);
+    assert!(stderr.contains("2 problems"), "{stderr}");
+    assert!(stderr.contains("handler missing_dep::stock"), "{stderr}");
+    assert!(stderr.contains("`Dep<Inventory>`"), "{stderr}");
+    assert!(stderr.contains("route GET /admin"), "{stderr}");
+    assert!(stderr.contains("authenticator `ApiKey`"), "{stderr}");
+}
+
+#[test]
+fn bad_environment_values_are_named() {
+    let stderr = exits_with_error(CUSTOM, &[("PATRON_HTTP_DEFAULT_PORT", "abc")]);
+    assert!(
+        stderr.contains("invalid value for PATRON_HTTP_DEFAULT_PORT: \"abc\"; expected a port number from 0 to 65535"),
+        "{stderr}"
+    );
+    let stderr = exits_with_error(CUSTOM, &[("PATRON_LOG_LEVEL", "loud")]);
+    assert!(stderr.contains("PATRON_LOG_LEVEL: \"loud\"; expected one of trace, debug, info, warn, error"), "{stderr}");
+    let stderr = exits_with_error(CUSTOM, &[("PATRON_SHUTDOWN_TIMEOUT", "forever")]);
+    assert!(stderr.contains("PATRON_SHUTDOWN_TIMEOUT: \"forever\""), "{stderr}");
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_and_refuses_new_ones() {
+    let mut proc = Proc::spawn(CUSTOM, &[("PATRON_SHUTDOWN_DELAY", "1s")]);
+    proc.wait_alive().await;
+    let client = reqwest::Client::new();
+    let slow = tokio::spawn(client.get(proc.url("/report?delay_ms=2500")).send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let signalled = Instant::now();
+    proc.signal(libc::SIGTERM);
+
+    // During the drain /ready says 503 (fresh clients: no pooled connection).
+    let url = proc.url("/ready");
+    let unready = eventually(Duration::from_millis(800), || {
+        let req = reqwest::Client::new().get(&url).send();
+        async move { matches!(req.await, Ok(r) if r.status() == 503) }
+    })
+    .await;
+    assert!(unready, "/ready did not turn 503 after SIGTERM");
+    let ready = reqwest::Client::new().get(proc.url("/ready")).send().await.expect("ready answers during the delay");
+    assert_eq!(ready.status(), 503);
+    let body: Value = ready.json().await.unwrap();
+    assert_eq!(body["detail"], "the service is shutting down");
+
+    // After the delay the listener is closed: new connections are refused.
+    tokio::time::sleep(Duration::from_millis(1300).saturating_sub(signalled.elapsed())).await;
+    let refused = reqwest::Client::new().get(proc.url("/alive")).send().await;
+    assert!(refused.is_err(), "new connection accepted during the drain: {refused:?}");
+
+    // The in-flight request completes.
+    let resp = slow.await.unwrap().expect("in-flight request completes");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.text().await.unwrap(), "report ready after 2500 ms");
+    assert_eq!(proc.wait_exit(Duration::from_secs(10)), Some(0), "stderr: {:?}", proc.stderr());
+}
+
+#[tokio::test]
+async fn sighup_runs_the_hook_and_keeps_serving() {
+    let mut proc = Proc::spawn(CUSTOM, &[]);
+    proc.wait_alive().await;
+    let client = reqwest::Client::new();
+    let reloads = |c: reqwest::Client, url: String| async move {
+        c.get(url).send().await.unwrap().text().await.unwrap()
+    };
+    assert_eq!(reloads(client.clone(), proc.url("/reloads")).await, "0");
+    proc.signal(libc::SIGHUP);
+    let url = proc.url("/reloads");
+    let hooked = eventually(Duration::from_secs(5), || {
+        let r = reloads(client.clone(), url.clone());
+        async move { r.await == "1" }
+    })
+    .await;
+    assert!(hooked, "the SIGHUP hook did not run");
+    proc.signal(libc::SIGHUP);
+    let hooked_twice = eventually(Duration::from_secs(5), || {
+        let r = reloads(client.clone(), url.clone());
+        async move { r.await == "2" }
+    })
+    .await;
+    assert!(hooked_twice);
+    assert!(proc.is_running(), "SIGHUP must not stop the service");
+    assert_eq!(client.get(proc.url("/visits")).send().await.unwrap().status(), 200);
+    let logs = proc.json_logs();
+    assert!(logs.iter().any(|l| l["message"] == "configuration reloaded" && l["reloads"] == 2), "{logs:?}");
+    proc.signal(libc::SIGTERM);
+    assert_eq!(proc.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[tokio::test]
+async fn json_logs_carry_service_fields_and_correlation_id() {
+    let mut proc = Proc::spawn(CUSTOM, &[]);
+    proc.wait_alive().await;
+    let resp = reqwest::Client::new()
+        .get(proc.url("/report?delay_ms=1"))
+        .header("x-correlation-id", "log-test-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers().get("x-served-by").unwrap(), "custom-example");
+    let found = eventually(Duration::from_secs(5), || {
+        let logs = proc.json_logs();
+        async move { logs.iter().any(|l| l["message"] == "building report") }
+    })
+    .await;
+    assert!(found, "no log line from the handler: {:?}", proc.stdout());
+    let logs = proc.json_logs();
+    let line = logs.iter().find(|l| l["message"] == "building report").unwrap();
+    assert_eq!(line["correlation_id"], "log-test-42");
+    assert_eq!(line["level"], "INFO");
+    assert_eq!(line["service"], "custom");
+    assert_eq!(line["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(line["target"], "custom");
+    assert_eq!(line["delay_ms"], 1);
+    assert!(line["host"].as_str().is_some_and(|h| !h.is_empty()));
+    assert!(line["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+    // Lines outside a request carry no correlation id.
+    let listening = logs.iter().find(|l| l["message"] == "HTTP server listening").unwrap();
+    assert!(listening.get("correlation_id").is_none());
+    proc.signal(libc::SIGTERM);
+    assert_eq!(proc.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+#[tokio::test]
+async fn log_level_and_pretty_format() {
+    let mut quiet = Proc::spawn(CUSTOM, &[("PATRON_LOG_LEVEL", "warn")]);
+    quiet.wait_alive().await;
+    reqwest::get(quiet.url("/report?delay_ms=1")).await.unwrap();
+    quiet.signal(libc::SIGTERM);
+    assert_eq!(quiet.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(quiet.stdout().iter().all(|l| !l.contains("building report")), "{:?}", quiet.stdout());
+
+    let mut pretty = Proc::spawn(CUSTOM, &[("PATRON_LOG_FORMAT", "pretty")]);
+    pretty.wait_alive().await;
+    reqwest::Client::new()
+        .get(pretty.url("/report?delay_ms=1"))
+        .header("x-correlation-id", "pretty-1")
+        .send()
+        .await
+        .unwrap();
+    pretty.signal(libc::SIGTERM);
+    assert_eq!(pretty.wait_exit(Duration::from_secs(10)), Some(0));
+    let out = pretty.stdout();
+    let line = out.iter().find(|l| l.contains("building report")).expect("pretty line");
+    assert!(serde_json::from_str::<Value>(line).is_err(), "pretty output is not JSON: {line}");
+    assert!(line.contains("pretty-1"), "{line}");
+
+    // RUST_LOG wins over PATRON_LOG_LEVEL.
+    let mut filtered = Proc::spawn(CUSTOM, &[("PATRON_LOG_LEVEL", "error"), ("RUST_LOG", "custom=info")]);
+    filtered.wait_alive().await;
+    reqwest::get(filtered.url("/report?delay_ms=1")).await.unwrap();
+    filtered.signal(libc::SIGTERM);
+    assert_eq!(filtered.wait_exit(Duration::from_secs(10)), Some(0));
+    assert!(filtered.stdout().iter().any(|l| l.contains("building report")));
+}
