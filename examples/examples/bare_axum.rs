@@ -26,14 +26,28 @@ async fn index() -> &'static str {
 
 async fn calculate(Json(c): Json<Calc>) -> Json<Zakat> {
     let is_eligible = c.wealth >= c.nisab;
-    let zakat_due = if is_eligible { (c.wealth - c.nisab) * 0.025 } else { 0.0 };
-    Json(Zakat { wealth: c.wealth, nisab: c.nisab, zakat_due, is_eligible })
+    let zakat_due = if is_eligible {
+        (c.wealth - c.nisab) * 0.025
+    } else {
+        0.0
+    };
+    Json(Zakat {
+        wealth: c.wealth,
+        nisab: c.nisab,
+        zakat_due,
+        is_eligible,
+    })
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let port: u16 = std::env::var("PATRON_HTTP_DEFAULT_PORT").ok().and_then(|p| p.parse().ok()).unwrap_or(50001);
-    let app = axum::Router::new().route("/index", get(index)).route("/calculate", post(calculate));
+    let port: u16 = std::env::var("PATRON_HTTP_DEFAULT_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(50001);
+    let app = axum::Router::new()
+        .route("/index", get(index))
+        .route("/calculate", post(calculate));
     let listener = tokio::net::TcpListener::bind(("0.0.0.0", port)).await?;
     axum::serve(listener, app).await
 }

@@ -50,7 +50,10 @@ async fn reloads(stats: Dep<Stats>) -> String {
 /// Global middleware: marks every user response.
 async fn served_by(req: Request, next: Next) -> Response {
     let mut res = next.run(req).await;
-    res.headers_mut().insert("x-served-by", http::HeaderValue::from_static("custom-example"));
+    res.headers_mut().insert(
+        "x-served-by",
+        http::HeaderValue::from_static("custom-example"),
+    );
     res
 }
 
@@ -62,7 +65,8 @@ struct Heartbeat {
 
 impl Component for Heartbeat {
     fn info(&self) -> ComponentInfo {
-        ComponentInfo::new("heartbeat", "heartbeat").detail("every_ms", self.every.as_millis() as u64)
+        ComponentInfo::new("heartbeat", "heartbeat")
+            .detail("every_ms", self.every.as_millis() as u64)
     }
 
     async fn run(self, ctx: ComponentContext) -> patron::Result<()> {
@@ -81,18 +85,26 @@ impl Component for Heartbeat {
 #[patron::main]
 async fn main(service: Service) -> patron::Result<Service> {
     let stats = std::sync::Arc::new(Stats::default());
-    let every = std::env::var("CUSTOM_TICK_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let every = std::env::var("CUSTOM_TICK_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
     let hook_stats = stats.clone();
     let maintenance = std::env::var("CUSTOM_MAINTENANCE_FILE").ok();
     Ok(service
         .provide_arc(stats.clone())
         .with_middleware(axum::middleware::from_fn(served_by))
-        .with_component(Heartbeat { stats, every: Duration::from_millis(every) })
+        .with_component(Heartbeat {
+            stats,
+            every: Duration::from_millis(every),
+        })
         .with_health_check("maintenance", move || {
             let file = maintenance.clone();
             async move {
                 match file {
-                    Some(f) if std::path::Path::new(&f).exists() => Err(format!("maintenance file {f} exists")),
+                    Some(f) if std::path::Path::new(&f).exists() => {
+                        Err(format!("maintenance file {f} exists"))
+                    }
                     _ => Ok(()),
                 }
             }

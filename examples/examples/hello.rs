@@ -38,8 +38,17 @@ async fn calculate(Json(c): Json<Calc>) -> Result<Json<Zakat>, patron::Error> {
         ));
     }
     let is_eligible = c.wealth >= c.nisab;
-    let zakat_due = if is_eligible { (c.wealth - c.nisab) * 0.025 } else { 0.0 };
-    Ok(Json(Zakat { wealth: c.wealth, nisab: c.nisab, zakat_due, is_eligible }))
+    let zakat_due = if is_eligible {
+        (c.wealth - c.nisab) * 0.025
+    } else {
+        0.0
+    };
+    Ok(Json(Zakat {
+        wealth: c.wealth,
+        nisab: c.nisab,
+        zakat_due,
+        is_eligible,
+    }))
 }
 
 #[patron::route(GET "/secret", auth = ApiKey)]

@@ -47,11 +47,17 @@ fn generate(attr: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
         ));
     }
     if let Some(param) = sig.generics.params.first() {
-        return Err(syn::Error::new(param.span(), "`#[patron::main]` cannot be generic"));
+        return Err(syn::Error::new(
+            param.span(),
+            "`#[patron::main]` cannot be generic",
+        ));
     }
     let inputs: Vec<&FnArg> = sig.inputs.iter().collect();
     if let Some(FnArg::Receiver(recv)) = inputs.first() {
-        return Err(syn::Error::new(recv.span(), "`#[patron::main]` cannot take `self`"));
+        return Err(syn::Error::new(
+            recv.span(),
+            "`#[patron::main]` cannot take `self`",
+        ));
     }
     if inputs.len() > 1 {
         return Err(syn::Error::new(
@@ -77,16 +83,16 @@ fn generate(attr: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
     };
     let run = match inputs.first() {
         None => {
-            let output_check = match output {
-                ReturnType::Default => quote!(),
+            let convert = match output {
+                ReturnType::Default => {
+                    quote!(#p::MainOutput::into_result(__patron_user_main().await))
+                }
                 ReturnType::Type(_, ty) => quote_spanned! {ty.span()=>
-                    #[allow(warnings, clippy::all)]
-                    fn __patron_check_main_output() where #ty: #p::MainOutput {}
+                    #p::MainOutput::into_result(__patron_user_main().await)
                 },
             };
             quote! {
-                #output_check
-                #p::run_main(#info, __patron_user_main)
+                #p::run_main(#info, || async move { #convert })
             }
         }
         Some(FnArg::Typed(arg)) => {
@@ -98,13 +104,9 @@ fn generate(attr: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
             };
             let ty = &arg.ty;
             let call = quote_spanned! {ty.span()=> __patron_user_main(__patron_service) };
-            let ret_check = quote_spanned! {ret.span()=>
-                #[allow(warnings, clippy::all)]
-                fn __patron_check_main_output(r: #ret) -> #p::Result<#p::Service> { r }
-            };
+            let convert = quote_spanned! {ret.span()=> #p::service_result(#call.await) };
             quote! {
-                #ret_check
-                #p::run_main_with_service(#info, |__patron_service: #p::Service| #call)
+                #p::run_main_with_service(#info, |__patron_service: #p::Service| async move { #convert })
             }
         }
         Some(FnArg::Receiver(_)) => unreachable!("receivers are rejected above"),

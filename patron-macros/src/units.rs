@@ -26,8 +26,11 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
         let number: u128 = trimmed[start..i]
             .parse()
             .map_err(|_| format!("invalid duration \"{text}\": number too large"))?;
+        while i < bytes.len() && bytes[i] == b' ' {
+            i += 1;
+        }
         let unit_start = i;
-        while i < bytes.len() && bytes[i].is_ascii_alphabetic() {
+        while i < bytes.len() && (bytes[i].is_ascii_alphabetic() || bytes[i] >= 0x80) {
             i += 1;
         }
         let unit = &trimmed[unit_start..i];
@@ -38,8 +41,16 @@ pub fn parse_duration(text: &str) -> Result<u64, String> {
             "s" | "sec" | "secs" => 1_000_000_000,
             "m" | "min" | "mins" => 60_000_000_000,
             "h" | "hr" | "hrs" => 3_600_000_000_000,
-            "" => return Err(format!("invalid duration \"{text}\": missing unit after {number}; {allowed}")),
-            other => return Err(format!("invalid duration \"{text}\": unknown unit `{other}`; {allowed}")),
+            "" => {
+                return Err(format!(
+                    "invalid duration \"{text}\": missing unit after {number}; {allowed}"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "invalid duration \"{text}\": unknown unit `{other}`; {allowed}"
+                ));
+            }
         };
         total = total
             .checked_add(number.saturating_mul(factor))
@@ -71,7 +82,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "mib" => 1 << 20,
         "gb" => 1_000_000_000,
         "gib" => 1 << 30,
-        _ => return Err(format!("invalid size \"{text}\": unknown unit `{unit}`; {allowed}")),
+        _ => {
+            return Err(format!(
+                "invalid size \"{text}\": unknown unit `{unit}`; {allowed}"
+            ));
+        }
     };
     number
         .checked_mul(factor)
@@ -113,7 +128,11 @@ mod tests {
         assert_eq!(parse_duration("150ms"), Ok(150_000_000));
         assert_eq!(parse_duration("1m30s"), Ok(90_000_000_000));
         assert!(parse_duration("2").unwrap_err().contains("missing unit"));
-        assert!(parse_duration("2 parsecs").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_duration("2 parsecs")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
         assert!(parse_duration("").is_err());
     }
 
@@ -124,12 +143,19 @@ mod tests {
         assert_eq!(parse_size("2MB"), Ok(2_000_000));
         assert_eq!(parse_size("1024"), Ok(1024));
         assert!(parse_size("lots").is_err());
-        assert!(parse_size("1 furlong").unwrap_err().contains("unknown unit"));
+        assert!(
+            parse_size("1 furlong")
+                .unwrap_err()
+                .contains("unknown unit")
+        );
     }
 
     #[test]
     fn suggestions() {
-        assert_eq!(did_you_mean("tmeout", &["timeout", "trace"]), Some("timeout"));
+        assert_eq!(
+            did_you_mean("tmeout", &["timeout", "trace"]),
+            Some("timeout")
+        );
         assert_eq!(did_you_mean("zzzzzz", &["timeout", "trace"]), None);
     }
 }

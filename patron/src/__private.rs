@@ -5,7 +5,7 @@ use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub use axum::extract::{FromRequest, FromRequestParts};
+pub use axum::extract::{FromRequest, FromRequestParts, Request, State};
 pub use axum::middleware::from_fn;
 pub use axum::response::{IntoResponse, Response};
 pub use axum::routing::MethodFilter;
@@ -13,7 +13,8 @@ pub use inventory;
 
 pub use crate::deps::AppState;
 pub use crate::error::{Error, Result};
-pub use crate::http::{Ext, RouteCtx};
+pub use crate::http::RouteCtx;
+pub use crate::http::rejection;
 pub use crate::registry::{AuthSpec, DepSpec, RouteDef};
 pub use crate::service::Service;
 
@@ -22,11 +23,15 @@ use crate::config::Config;
 /// A route's method router.
 pub type MethodRouter = axum::routing::MethodRouter<AppState>;
 
-/// `axum::routing::on`, named for generated code.
-pub fn method_router<H, T>(filter: MethodFilter, handler: H) -> MethodRouter
+/// The method router of a generated handler. Taking a plain `fn` keeps the
+/// one remaining requirement — a `Send` future — stated here, in patron's
+/// words, instead of as an unsatisfied axum `Handler` bound.
+pub fn method_router<Fut>(
+    filter: MethodFilter,
+    handler: fn(State<AppState>, Request) -> Fut,
+) -> MethodRouter
 where
-    H: axum::handler::Handler<T, AppState>,
-    T: 'static,
+    Fut: Future<Output = Response> + Send + 'static,
 {
     axum::routing::on(filter, handler)
 }
@@ -61,17 +66,23 @@ impl<E: Into<Error>> MainOutput for std::result::Result<(), E> {
     }
 }
 
-/// Entry point of `#[patron::main] async fn main()`.
+/// Entry point of `#[patron::main] async fn main()`; the generated code
+/// converts the body's output with [`MainOutput`].
 pub fn run_main<F, Fut>(info: MainInfo, body: F) -> ExitCode
 where
     F: FnOnce() -> Fut,
-    Fut: Future,
-    Fut::Output: MainOutput,
+    Fut: Future<Output = Result<()>>,
 {
     run_main_with_service(info, move |service| async move {
-        body().await.into_result()?;
+        body().await?;
         Ok(service)
     })
+}
+
+/// Pins the output type of `main(service)`, so a mismatch is reported on the
+/// user's return type.
+pub fn service_result(result: Result<Service>) -> Result<Service> {
+    result
 }
 
 /// Entry point of `#[patron::main] async fn main(service: Service) -> patron::Result<Service>`.
@@ -80,7 +91,10 @@ where
     F: FnOnce(Service) -> Fut,
     Fut: Future<Output = Result<Service>>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the tokio runtime: {e}");

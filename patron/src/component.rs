@@ -79,7 +79,11 @@ pub struct ComponentInfo {
 impl ComponentInfo {
     /// A description with a kind and a name.
     pub fn new(kind: impl Into<String>, name: impl Into<String>) -> Self {
-        ComponentInfo { kind: kind.into(), name: name.into(), details: serde_json::Map::new() }
+        ComponentInfo {
+            kind: kind.into(),
+            name: name.into(),
+            details: serde_json::Map::new(),
+        }
     }
 
     /// Adds a detail.
@@ -99,7 +103,10 @@ pub struct ComponentContext {
 
 impl ComponentContext {
     pub(crate) fn new(shutdown: CancellationToken, readiness: Readiness) -> Self {
-        ComponentContext { shutdown, readiness }
+        ComponentContext {
+            shutdown,
+            readiness,
+        }
     }
 
     /// Cancelled when the service shuts down.
@@ -124,7 +131,10 @@ pub struct Readiness {
 
 impl Readiness {
     pub(crate) fn new(name: &str) -> Self {
-        Readiness { name: name.into(), state: Arc::new(Mutex::new(None)) }
+        Readiness {
+            name: name.into(),
+            state: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// Marks the component ready.

@@ -143,27 +143,72 @@ impl Config {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let mut c = Config::default();
         if let Some(v) = get("PATRON_HTTP_DEFAULT_PORT") {
-            c.http_port = v.trim().parse().map_err(|_| invalid("PATRON_HTTP_DEFAULT_PORT", &v, "a port number from 0 to 65535"))?;
+            c.http_port = v.trim().parse().map_err(|_| {
+                invalid(
+                    "PATRON_HTTP_DEFAULT_PORT",
+                    &v,
+                    "a port number from 0 to 65535",
+                )
+            })?;
         }
         if let Some(v) = get("PATRON_HTTP_HOST") {
-            c.http_host = v.trim().parse().map_err(|_| invalid("PATRON_HTTP_HOST", &v, "an IP address such as 0.0.0.0 or 127.0.0.1"))?;
+            c.http_host = v.trim().parse().map_err(|_| {
+                invalid(
+                    "PATRON_HTTP_HOST",
+                    &v,
+                    "an IP address such as 0.0.0.0 or 127.0.0.1",
+                )
+            })?;
         }
-        duration(&get, "PATRON_HTTP_READ_TIMEOUT", &mut c.http_read_timeout, false)?;
-        duration(&get, "PATRON_HTTP_WRITE_TIMEOUT", &mut c.http_write_timeout, false)?;
-        duration(&get, "PATRON_HTTP_IDLE_TIMEOUT", &mut c.http_idle_timeout, false)?;
-        duration(&get, "PATRON_HTTP_HANDLER_TIMEOUT", &mut c.http_handler_timeout, false)?;
-        duration(&get, "PATRON_SHUTDOWN_TIMEOUT", &mut c.shutdown_timeout, false)?;
+        duration(
+            &get,
+            "PATRON_HTTP_READ_TIMEOUT",
+            &mut c.http_read_timeout,
+            false,
+        )?;
+        duration(
+            &get,
+            "PATRON_HTTP_WRITE_TIMEOUT",
+            &mut c.http_write_timeout,
+            false,
+        )?;
+        duration(
+            &get,
+            "PATRON_HTTP_IDLE_TIMEOUT",
+            &mut c.http_idle_timeout,
+            false,
+        )?;
+        duration(
+            &get,
+            "PATRON_HTTP_HANDLER_TIMEOUT",
+            &mut c.http_handler_timeout,
+            false,
+        )?;
+        duration(
+            &get,
+            "PATRON_SHUTDOWN_TIMEOUT",
+            &mut c.shutdown_timeout,
+            false,
+        )?;
         duration(&get, "PATRON_SHUTDOWN_DELAY", &mut c.shutdown_delay, true)?;
         if let Some(v) = get("PATRON_HTTP_BODY_LIMIT") {
             let expected = "a size such as 2MiB, 512KiB or 1048576 (bytes), greater than zero";
-            let bytes = units::parse_size(&v).map_err(|_| invalid("PATRON_HTTP_BODY_LIMIT", &v, expected))?;
+            let bytes = units::parse_size(&v)
+                .map_err(|_| invalid("PATRON_HTTP_BODY_LIMIT", &v, expected))?;
             if bytes == 0 {
                 return Err(invalid("PATRON_HTTP_BODY_LIMIT", &v, expected));
             }
-            c.http_body_limit = usize::try_from(bytes).map_err(|_| invalid("PATRON_HTTP_BODY_LIMIT", &v, expected))?;
+            c.http_body_limit = usize::try_from(bytes)
+                .map_err(|_| invalid("PATRON_HTTP_BODY_LIMIT", &v, expected))?;
         }
         if let Some(v) = get("PATRON_LOG_LEVEL") {
-            c.log_level = LogLevel::parse(&v).ok_or_else(|| invalid("PATRON_LOG_LEVEL", &v, "one of trace, debug, info, warn, error"))?;
+            c.log_level = LogLevel::parse(&v).ok_or_else(|| {
+                invalid(
+                    "PATRON_LOG_LEVEL",
+                    &v,
+                    "one of trace, debug, info, warn, error",
+                )
+            })?;
         }
         if let Some(v) = get("PATRON_LOG_FORMAT") {
             c.log_format = match v.trim().to_ascii_lowercase().as_str() {
@@ -177,7 +222,11 @@ impl Config {
 }
 
 fn invalid(var: &str, value: &str, expected: &str) -> ConfigError {
-    ConfigError::Invalid { var: var.to_string(), value: value.to_string(), expected: expected.to_string() }
+    ConfigError::Invalid {
+        var: var.to_string(),
+        value: value.to_string(),
+        expected: expected.to_string(),
+    }
 }
 
 fn duration(
@@ -205,8 +254,16 @@ mod tests {
     use super::*;
 
     fn with(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let pairs: Vec<(String, String)> = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Config::from_lookup(move |name| pairs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        })
     }
 
     #[test]
@@ -242,18 +299,42 @@ mod tests {
 
     #[test]
     fn bad_values_name_variable_value_and_allowed() {
-        let err = with(&[("PATRON_HTTP_DEFAULT_PORT", "abc")]).unwrap_err().to_string();
-        assert_eq!(err, "invalid value for PATRON_HTTP_DEFAULT_PORT: \"abc\"; expected a port number from 0 to 65535");
-        let err = with(&[("PATRON_LOG_LEVEL", "loud")]).unwrap_err().to_string();
-        assert!(err.contains("PATRON_LOG_LEVEL") && err.contains("loud") && err.contains("trace, debug"), "{err}");
-        let err = with(&[("PATRON_HTTP_IDLE_TIMEOUT", "0s")]).unwrap_err().to_string();
+        let err = with(&[("PATRON_HTTP_DEFAULT_PORT", "abc")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid value for PATRON_HTTP_DEFAULT_PORT: \"abc\"; expected a port number from 0 to 65535"
+        );
+        let err = with(&[("PATRON_LOG_LEVEL", "loud")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("PATRON_LOG_LEVEL")
+                && err.contains("loud")
+                && err.contains("trace, debug"),
+            "{err}"
+        );
+        let err = with(&[("PATRON_HTTP_IDLE_TIMEOUT", "0s")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("greater than zero"), "{err}");
-        let err = with(&[("PATRON_HTTP_READ_TIMEOUT", "soon")]).unwrap_err().to_string();
-        assert!(err.contains("PATRON_HTTP_READ_TIMEOUT") && err.contains("soon"), "{err}");
+        let err = with(&[("PATRON_HTTP_READ_TIMEOUT", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("PATRON_HTTP_READ_TIMEOUT") && err.contains("soon"),
+            "{err}"
+        );
     }
 
     #[test]
     fn empty_counts_as_unset() {
-        assert_eq!(with(&[("PATRON_HTTP_DEFAULT_PORT", " ")]).unwrap().http_port, 50000);
+        assert_eq!(
+            with(&[("PATRON_HTTP_DEFAULT_PORT", " ")])
+                .unwrap()
+                .http_port,
+            50000
+        );
     }
 }

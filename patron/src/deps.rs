@@ -34,7 +34,9 @@ impl Deps {
 
     /// The value of type `T`, if one was provided.
     pub fn get<T: Send + Sync + 'static>(&self) -> Option<Arc<T>> {
-        self.values.get(&TypeId::of::<T>()).and_then(|v| Arc::clone(v).downcast::<T>().ok())
+        self.values
+            .get(&TypeId::of::<T>())
+            .and_then(|v| Arc::clone(v).downcast::<T>().ok())
     }
 
     /// Whether a value with this type id was provided.
@@ -45,7 +47,9 @@ impl Deps {
 
 impl fmt::Debug for Deps {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Deps").field("count", &self.values.len()).finish()
+        f.debug_struct("Deps")
+            .field("count", &self.values.len())
+            .finish()
     }
 }
 

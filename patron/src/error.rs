@@ -35,7 +35,13 @@ pub struct Error {
 impl Error {
     /// An error with the given status and client-facing detail.
     pub fn new(status: StatusCode, detail: impl Into<Cow<'static, str>>) -> Self {
-        Error { status, detail: Some(detail.into()), problem_type: None, extensions: None, source: None }
+        Error {
+            status,
+            detail: Some(detail.into()),
+            problem_type: None,
+            extensions: None,
+            source: None,
+        }
     }
 
     /// A 500 error from a message, for failures that have no error value.
@@ -85,7 +91,10 @@ impl Error {
 
     /// Attaches the underlying cause. It is logged and shown by `Display`, and
     /// for 4xx errors without a detail it becomes the detail.
-    pub fn with_source(mut self, source: impl Into<Box<dyn StdError + Send + Sync + 'static>>) -> Self {
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn StdError + Send + Sync + 'static>>,
+    ) -> Self {
         self.source = Some(source.into());
         self
     }
@@ -98,7 +107,9 @@ impl Error {
 
     /// Adds a member to the problem body, e.g. the field that failed validation.
     pub fn with_extension(mut self, key: impl Into<String>, value: impl Into<Value>) -> Self {
-        self.extensions.get_or_insert_with(Default::default).insert(key.into(), value.into());
+        self.extensions
+            .get_or_insert_with(Default::default)
+            .insert(key.into(), value.into());
         self
     }
 
@@ -203,7 +214,11 @@ impl IntoResponse for Error {
     }
 }
 
-fn problem_parts(status: StatusCode, detail: &str, mut body: Map<String, Value>) -> (StatusCode, Value) {
+fn problem_parts(
+    status: StatusCode,
+    detail: &str,
+    mut body: Map<String, Value>,
+) -> (StatusCode, Value) {
     body.insert(
         "title".into(),
         Value::String(status.canonical_reason().unwrap_or("Error").to_string()),

@@ -46,7 +46,12 @@ impl TestServer {
         let addr = bound.local_addr();
         let stop = CancellationToken::new();
         let task = tokio::spawn(bound.run_until(stop.clone()));
-        Ok(TestServer { addr, base_url: format!("http://{addr}"), stop, task })
+        Ok(TestServer {
+            addr,
+            base_url: format!("http://{addr}"),
+            stop,
+            task,
+        })
     }
 
     /// `http://127.0.0.1:PORT`.

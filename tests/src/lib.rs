@@ -59,14 +59,25 @@ impl Proc {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let out = child.stdout.take().expect("piped stdout");
         let err = child.stderr.take().expect("piped stderr");
-        for (pipe, sink) in [(Box::new(out) as Box<dyn std::io::Read + Send>, stdout.clone()), (Box::new(err), stderr.clone())] {
+        for (pipe, sink) in [
+            (
+                Box::new(out) as Box<dyn std::io::Read + Send>,
+                stdout.clone(),
+            ),
+            (Box::new(err), stderr.clone()),
+        ] {
             std::thread::spawn(move || {
                 for line in BufReader::new(pipe).lines().map_while(Result::ok) {
                     sink.lock().expect("log sink").push(line);
                 }
             });
         }
-        Proc { child, port, stdout, stderr }
+        Proc {
+            child,
+            port,
+            stdout,
+            stderr,
+        }
     }
 
     /// `http://127.0.0.1:PORT` + `path`.
@@ -83,7 +94,12 @@ impl Proc {
             async move { matches!(req.await, Ok(r) if r.status() == 200) }
         })
         .await;
-        assert!(ok, "service did not come up; stderr: {:?}; stdout: {:?}", self.stderr(), self.stdout());
+        assert!(
+            ok,
+            "service did not come up; stderr: {:?}; stdout: {:?}",
+            self.stderr(),
+            self.stdout()
+        );
     }
 
     /// Sends a signal to the child.
@@ -125,7 +141,10 @@ impl Proc {
 
     /// Stdout lines parsed as JSON objects (non-JSON lines are skipped).
     pub fn json_logs(&self) -> Vec<serde_json::Value> {
-        self.stdout().iter().filter_map(|l| serde_json::from_str(l).ok()).collect()
+        self.stdout()
+            .iter()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
     }
 }
 

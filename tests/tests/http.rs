@@ -31,9 +31,19 @@ struct Counter(AtomicUsize);
 static SECURE_MIDDLEWARE_CALLS: AtomicUsize = AtomicUsize::new(0);
 
 fn append(req: &mut Request, name: &str) {
-    let current = req.headers().get("x-order").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    let next = if current.is_empty() { name.to_string() } else { format!("{current},{name}") };
-    req.headers_mut().insert("x-order", http::HeaderValue::from_str(&next).unwrap());
+    let current = req
+        .headers()
+        .get("x-order")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let next = if current.is_empty() {
+        name.to_string()
+    } else {
+        format!("{current},{name}")
+    };
+    req.headers_mut()
+        .insert("x-order", http::HeaderValue::from_str(&next).unwrap());
 }
 
 async fn global_mw(mut req: Request, next: Next) -> Response {
@@ -57,7 +67,11 @@ async fn mw_count(req: Request, next: Next) -> Response {
 }
 
 fn order_of(headers: &HeaderMap) -> String {
-    headers.get("x-order").and_then(|v| v.to_str().ok()).unwrap_or("").to_string()
+    headers
+        .get("x-order")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
 }
 
 #[patron::route(GET "/hello")]
@@ -148,7 +162,9 @@ async fn start() -> (TestServer, reqwest::Client) {
 async fn problem(resp: reqwest::Response, status: u16) -> Value {
     assert_eq!(resp.status().as_u16(), status);
     assert_eq!(
-        resp.headers().get("content-type").and_then(|v| v.to_str().ok()),
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
         Some("application/problem+json"),
         "status {status} must come as a problem body"
     );
@@ -165,21 +181,40 @@ async fn built_in_routes() {
 
     let alive = client.get(server.url("/alive")).send().await.unwrap();
     assert_eq!(alive.status(), 200);
-    assert_eq!(alive.json::<Value>().await.unwrap(), json!({"status": "alive"}));
+    assert_eq!(
+        alive.json::<Value>().await.unwrap(),
+        json!({"status": "alive"})
+    );
 
     let ready = client.get(server.url("/ready")).send().await.unwrap();
     assert_eq!(ready.status(), 200);
     assert_eq!(ready.json::<Value>().await.unwrap()["status"], "ready");
 
-    let info: Value = client.get(server.url("/info")).send().await.unwrap().json().await.unwrap();
+    let info: Value = client
+        .get(server.url("/info"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(info["name"], "http-tests");
     assert_eq!(info["version"], "1.2.3");
     let routes = info["routes"].as_array().unwrap();
-    let secure = routes.iter().find(|r| r["path"] == "/secure").expect("/secure listed");
+    let secure = routes
+        .iter()
+        .find(|r| r["path"] == "/secure")
+        .expect("/secure listed");
     assert_eq!(secure["method"], "GET");
     assert_eq!(secure["auth"], "ApiKey");
     assert_eq!(secure["middleware"], json!(["mw_count", "mw_a"]));
-    assert!(secure["location"].as_str().unwrap().starts_with("tests/tests/http.rs:"), "{secure}");
+    assert!(
+        secure["location"]
+            .as_str()
+            .unwrap()
+            .starts_with("tests/tests/http.rs:"),
+        "{secure}"
+    );
     assert_eq!(info["components"][0]["kind"], "http");
 
     // Management routes carry no correlation id: they skip the request middleware.
@@ -216,12 +251,22 @@ async fn ready_reports_failing_checks_and_components() {
     assert!(ok);
     let body = problem(client.get(&url).send().await.unwrap(), 503).await;
     let detail = body["detail"].as_str().unwrap();
-    assert!(detail.contains("db") && detail.contains("component:stalled"), "{detail}");
+    assert!(
+        detail.contains("db") && detail.contains("component:stalled"),
+        "{detail}"
+    );
     assert!(!detail.contains("cache"), "{detail}");
     let checks = body["checks"].as_array().unwrap();
     let db = checks.iter().find(|c| c["name"] == "db").unwrap();
     assert_eq!(db["error"], "connection refused");
-    let info: Value = client.get(server.url("/info")).send().await.unwrap().json().await.unwrap();
+    let info: Value = client
+        .get(server.url("/info"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(info["components"][1]["name"], "stalled");
     server.shutdown().await.unwrap();
 }
@@ -229,7 +274,17 @@ async fn ready_reports_failing_checks_and_components() {
 #[tokio::test]
 async fn handlers_extract_and_respond() {
     let (server, client) = start().await;
-    assert_eq!(client.get(server.url("/hello")).send().await.unwrap().text().await.unwrap(), "hello");
+    assert_eq!(
+        client
+            .get(server.url("/hello"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "hello"
+    );
     let echoed: Payload = client
         .post(server.url("/echo"))
         .json(&json!({"name": "x", "count": 3}))
@@ -239,15 +294,68 @@ async fn handlers_extract_and_respond() {
         .json()
         .await
         .unwrap();
-    assert_eq!(echoed, Payload { name: "x".into(), count: 3 });
-    assert_eq!(client.get(server.url("/items/42")).send().await.unwrap().text().await.unwrap(), "item 42");
     assert_eq!(
-        client.get(server.url("/search?q=tea&limit=2")).send().await.unwrap().text().await.unwrap(),
+        echoed,
+        Payload {
+            name: "x".into(),
+            count: 3
+        }
+    );
+    assert_eq!(
+        client
+            .get(server.url("/items/42"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "item 42"
+    );
+    assert_eq!(
+        client
+            .get(server.url("/search?q=tea&limit=2"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
         "tea x2"
     );
-    assert_eq!(client.get(server.url("/count")).send().await.unwrap().text().await.unwrap(), "1");
-    assert_eq!(client.get(server.url("/count")).send().await.unwrap().text().await.unwrap(), "2");
-    assert_eq!(client.get(server.url("/untraced")).send().await.unwrap().text().await.unwrap(), "no span");
+    assert_eq!(
+        client
+            .get(server.url("/count"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "1"
+    );
+    assert_eq!(
+        client
+            .get(server.url("/count"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "2"
+    );
+    assert_eq!(
+        client
+            .get(server.url("/untraced"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "no span"
+    );
     // HEAD is served by the GET handler.
     let head = client.head(server.url("/hello")).send().await.unwrap();
     assert_eq!(head.status(), 200);
@@ -262,13 +370,32 @@ async fn auth_passes_and_fails_before_route_middleware() {
     let denied = client.get(server.url("/secure")).send().await.unwrap();
     assert_eq!(denied.headers().get("www-authenticate").unwrap(), "Apikey");
     problem(denied, 401).await;
-    let wrong = client.get(server.url("/secure")).header("authorization", "Apikey nope").send().await.unwrap();
+    let wrong = client
+        .get(server.url("/secure"))
+        .header("authorization", "Apikey nope")
+        .send()
+        .await
+        .unwrap();
     problem(wrong, 401).await;
-    let bearer = client.get(server.url("/secure")).header("authorization", format!("Bearer {KEY}")).send().await.unwrap();
+    let bearer = client
+        .get(server.url("/secure"))
+        .header("authorization", format!("Bearer {KEY}"))
+        .send()
+        .await
+        .unwrap();
     problem(bearer, 401).await;
-    assert_eq!(SECURE_MIDDLEWARE_CALLS.load(Ordering::SeqCst), before, "route middleware ran for a refused request");
+    assert_eq!(
+        SECURE_MIDDLEWARE_CALLS.load(Ordering::SeqCst),
+        before,
+        "route middleware ran for a refused request"
+    );
 
-    let allowed = client.get(server.url("/secure")).header("authorization", format!("apiKEY {KEY}")).send().await.unwrap();
+    let allowed = client
+        .get(server.url("/secure"))
+        .header("authorization", format!("apiKEY {KEY}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(allowed.status(), 200);
     assert_eq!(allowed.text().await.unwrap(), "global,a");
     assert_eq!(SECURE_MIDDLEWARE_CALLS.load(Ordering::SeqCst), before + 1);
@@ -278,7 +405,14 @@ async fn auth_passes_and_fails_before_route_middleware() {
 #[tokio::test]
 async fn middleware_runs_global_first_then_route_in_listed_order() {
     let (server, client) = start().await;
-    let text = client.get(server.url("/order")).send().await.unwrap().text().await.unwrap();
+    let text = client
+        .get(server.url("/order"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(text, "global,a,b");
     server.shutdown().await.unwrap();
 }
@@ -286,28 +420,56 @@ async fn middleware_runs_global_first_then_route_in_listed_order() {
 #[tokio::test]
 async fn correlation_id_is_generated_and_propagated() {
     let (server, client) = start().await;
-    let given = client.get(server.url("/cid")).header("x-correlation-id", "req-123").send().await.unwrap();
+    let given = client
+        .get(server.url("/cid"))
+        .header("x-correlation-id", "req-123")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(given.headers().get("x-correlation-id").unwrap(), "req-123");
     assert_eq!(given.text().await.unwrap(), "req-123");
 
     let generated = client.get(server.url("/cid")).send().await.unwrap();
-    let header = generated.headers().get("x-correlation-id").unwrap().to_str().unwrap().to_string();
+    let header = generated
+        .headers()
+        .get("x-correlation-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
     let body = generated.text().await.unwrap();
     assert_eq!(header, body, "the handler sees the id the response carries");
     let parsed = header.split('-').map(str::len).collect::<Vec<_>>();
     assert_eq!(parsed, vec![8, 4, 4, 4, 12], "a UUID: {header}");
     assert_eq!(&header[14..15], "4", "a version-4 UUID: {header}");
 
-    let other = client.get(server.url("/cid")).send().await.unwrap().text().await.unwrap();
+    let other = client
+        .get(server.url("/cid"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_ne!(other, header, "each request gets its own id");
 
     // An unusable id (control characters are impossible in reqwest; use an overlong one) is replaced.
     let long = "x".repeat(300);
-    let replaced = client.get(server.url("/cid")).header("x-correlation-id", &long).send().await.unwrap();
+    let replaced = client
+        .get(server.url("/cid"))
+        .header("x-correlation-id", &long)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(replaced.text().await.unwrap().len(), 36);
 
     // Error responses carry it too.
-    let err = client.get(server.url("/fail")).header("x-correlation-id", "err-1").send().await.unwrap();
+    let err = client
+        .get(server.url("/fail"))
+        .header("x-correlation-id", "err-1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(err.headers().get("x-correlation-id").unwrap(), "err-1");
     server.shutdown().await.unwrap();
 }
@@ -326,25 +488,60 @@ async fn problem_bodies_for_client_errors() {
     let body = problem(malformed, 400).await;
     assert!(body["detail"].as_str().unwrap().contains("JSON"), "{body}");
 
-    let wrong_shape = client.post(server.url("/echo")).json(&json!({"name": 1})).send().await.unwrap();
+    let wrong_shape = client
+        .post(server.url("/echo"))
+        .json(&json!({"name": 1}))
+        .send()
+        .await
+        .unwrap();
     problem(wrong_shape, 422).await;
 
-    let wrong_type = client.post(server.url("/echo")).header("content-type", "text/plain").body("hi").send().await.unwrap();
+    let wrong_type = client
+        .post(server.url("/echo"))
+        .header("content-type", "text/plain")
+        .body("hi")
+        .send()
+        .await
+        .unwrap();
     let body = problem(wrong_type, 415).await;
-    assert!(body["detail"].as_str().unwrap().contains("Content-Type"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("Content-Type"),
+        "{body}"
+    );
 
     let bad_path = client.get(server.url("/items/abc")).send().await.unwrap();
     problem(bad_path, 400).await;
-    let bad_query = client.get(server.url("/search?q=tea&limit=many")).send().await.unwrap();
+    let bad_query = client
+        .get(server.url("/search?q=tea&limit=many"))
+        .send()
+        .await
+        .unwrap();
     problem(bad_query, 400).await;
 
-    let too_large = client.post(server.url("/small")).body("x".repeat(17)).send().await.unwrap();
+    let too_large = client
+        .post(server.url("/small"))
+        .body("x".repeat(17))
+        .send()
+        .await
+        .unwrap();
     let body = problem(too_large, 413).await;
-    assert!(body["detail"].as_str().unwrap().contains("16 bytes"), "{body}");
-    let fits = client.post(server.url("/small")).body("x".repeat(16)).send().await.unwrap();
+    assert!(
+        body["detail"].as_str().unwrap().contains("16 bytes"),
+        "{body}"
+    );
+    let fits = client
+        .post(server.url("/small"))
+        .body("x".repeat(16))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(fits.status(), 200);
 
-    let missing = client.get(server.url("/no/such/route")).send().await.unwrap();
+    let missing = client
+        .get(server.url("/no/such/route"))
+        .send()
+        .await
+        .unwrap();
     problem(missing, 404).await;
 
     let wrong_method = client.put(server.url("/hello")).send().await.unwrap();
@@ -361,9 +558,15 @@ async fn problem_bodies_for_client_errors() {
 #[tokio::test]
 async fn chunked_body_over_the_limit_is_413() {
     let (server, client) = start().await;
-    let chunks: Vec<Result<&'static str, std::io::Error>> = vec![Ok("0123456789"), Ok("0123456789")];
+    let chunks: Vec<Result<&'static str, std::io::Error>> =
+        vec![Ok("0123456789"), Ok("0123456789")];
     let body = reqwest::Body::wrap_stream(futures_stream(chunks));
-    let resp = client.post(server.url("/small")).body(body).send().await.unwrap();
+    let resp = client
+        .post(server.url("/small"))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
     problem(resp, 413).await;
     server.shutdown().await.unwrap();
 }
@@ -380,18 +583,34 @@ async fn server_errors_panics_and_timeouts() {
 
     let failed = client.get(server.url("/fail")).send().await.unwrap();
     let body = problem(failed, 500).await;
-    assert!(!body["detail"].as_str().unwrap().contains("hunter2"), "internal causes must not leak: {body}");
+    assert!(
+        !body["detail"].as_str().unwrap().contains("hunter2"),
+        "internal causes must not leak: {body}"
+    );
 
     let panicked = client.get(server.url("/panic")).send().await.unwrap();
     problem(panicked, 500).await;
     // The service lives on.
-    assert_eq!(client.get(server.url("/hello")).send().await.unwrap().text().await.unwrap(), "hello");
+    assert_eq!(
+        client
+            .get(server.url("/hello"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "hello"
+    );
 
     let started = std::time::Instant::now();
     let slow = client.get(server.url("/slow")).send().await.unwrap();
     let body = problem(slow, 503).await;
     assert!(body["detail"].as_str().unwrap().contains("100ms"), "{body}");
-    assert!(started.elapsed() < Duration::from_secs(2), "the timeout cut the request short");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the timeout cut the request short"
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -423,7 +642,10 @@ async fn graceful_shutdown_in_process_finishes_in_flight_requests() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     tx.send(Ok("part2")).await.unwrap();
     drop(tx);
-    let resp = in_flight.await.unwrap().expect("in-flight request completes");
+    let resp = in_flight
+        .await
+        .unwrap()
+        .expect("in-flight request completes");
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "part1part2");
     let after = reqwest::Client::new().get(&slow_url).send().await;

@@ -14,7 +14,12 @@ const MISSING_DEP: &str = env!("CARGO_BIN_EXE_missing_dep");
 fn exits_with_error(bin: &str, env: &[(&str, &str)]) -> String {
     let mut proc = Proc::spawn(bin, env);
     let code = proc.wait_exit(Duration::from_secs(20));
-    assert_eq!(code, Some(1), "expected exit code 1; stderr: {:?}", proc.stderr());
+    assert_eq!(
+        code,
+        Some(1),
+        "expected exit code 1; stderr: {:?}",
+        proc.stderr()
+    );
     proc.stderr().join("\n")
 }
 
@@ -22,8 +27,14 @@ fn exits_with_error(bin: &str, env: &[(&str, &str)]) -> String {
 fn duplicate_route_names_both_definitions() {
     let stderr = exits_with_error(DUP_ROUTE, &[]);
     assert!(stderr.contains("duplicate route GET /orders"), "{stderr}");
-    assert!(stderr.contains("tests/src/bin/dup_route.rs:5 (dup_route::list_orders)"), "{stderr}");
-    assert!(stderr.contains("tests/src/bin/dup_route.rs:11 (dup_route::legacy::old_orders)"), "{stderr}");
+    assert!(
+        stderr.contains("tests/src/bin/dup_route.rs:5 (dup_route::list_orders)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("tests/src/bin/dup_route.rs:11 (dup_route::legacy::old_orders)"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -44,9 +55,17 @@ fn bad_environment_values_are_named() {
         "{stderr}"
     );
     let stderr = exits_with_error(CUSTOM, &[("PATRON_LOG_LEVEL", "loud")]);
-    assert!(stderr.contains("PATRON_LOG_LEVEL: \"loud\"; expected one of trace, debug, info, warn, error"), "{stderr}");
+    assert!(
+        stderr.contains(
+            "PATRON_LOG_LEVEL: \"loud\"; expected one of trace, debug, info, warn, error"
+        ),
+        "{stderr}"
+    );
     let stderr = exits_with_error(CUSTOM, &[("PATRON_SHUTDOWN_TIMEOUT", "forever")]);
-    assert!(stderr.contains("PATRON_SHUTDOWN_TIMEOUT: \"forever\""), "{stderr}");
+    assert!(
+        stderr.contains("PATRON_SHUTDOWN_TIMEOUT: \"forever\""),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]
@@ -67,7 +86,11 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_ones() {
     })
     .await;
     assert!(unready, "/ready did not turn 503 after SIGTERM");
-    let ready = reqwest::Client::new().get(proc.url("/ready")).send().await.expect("ready answers during the delay");
+    let ready = reqwest::Client::new()
+        .get(proc.url("/ready"))
+        .send()
+        .await
+        .expect("ready answers during the delay");
     assert_eq!(ready.status(), 503);
     let body: Value = ready.json().await.unwrap();
     assert_eq!(body["detail"], "the service is shutting down");
@@ -75,13 +98,21 @@ async fn sigterm_drains_in_flight_requests_and_refuses_new_ones() {
     // After the delay the listener is closed: new connections are refused.
     tokio::time::sleep(Duration::from_millis(1300).saturating_sub(signalled.elapsed())).await;
     let refused = reqwest::Client::new().get(proc.url("/alive")).send().await;
-    assert!(refused.is_err(), "new connection accepted during the drain: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "new connection accepted during the drain: {refused:?}"
+    );
 
     // The in-flight request completes.
     let resp = slow.await.unwrap().expect("in-flight request completes");
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.text().await.unwrap(), "report ready after 2500 ms");
-    assert_eq!(proc.wait_exit(Duration::from_secs(10)), Some(0), "stderr: {:?}", proc.stderr());
+    assert_eq!(
+        proc.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "stderr: {:?}",
+        proc.stderr()
+    );
 }
 
 #[tokio::test]
@@ -109,9 +140,21 @@ async fn sighup_runs_the_hook_and_keeps_serving() {
     .await;
     assert!(hooked_twice);
     assert!(proc.is_running(), "SIGHUP must not stop the service");
-    assert_eq!(client.get(proc.url("/visits")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        client
+            .get(proc.url("/visits"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     let logs = proc.json_logs();
-    assert!(logs.iter().any(|l| l["message"] == "configuration reloaded" && l["reloads"] == 2), "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|l| l["message"] == "configuration reloaded" && l["reloads"] == 2),
+        "{logs:?}"
+    );
     proc.signal(libc::SIGTERM);
     assert_eq!(proc.wait_exit(Duration::from_secs(10)), Some(0));
 }
@@ -134,7 +177,10 @@ async fn json_logs_carry_service_fields_and_correlation_id() {
     .await;
     assert!(found, "no log line from the handler: {:?}", proc.stdout());
     let logs = proc.json_logs();
-    let line = logs.iter().find(|l| l["message"] == "building report").unwrap();
+    let line = logs
+        .iter()
+        .find(|l| l["message"] == "building report")
+        .unwrap();
     assert_eq!(line["correlation_id"], "log-test-42");
     assert_eq!(line["level"], "INFO");
     assert_eq!(line["service"], "custom");
@@ -144,7 +190,10 @@ async fn json_logs_carry_service_fields_and_correlation_id() {
     assert!(line["host"].as_str().is_some_and(|h| !h.is_empty()));
     assert!(line["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
     // Lines outside a request carry no correlation id.
-    let listening = logs.iter().find(|l| l["message"] == "HTTP server listening").unwrap();
+    let listening = logs
+        .iter()
+        .find(|l| l["message"] == "HTTP server listening")
+        .unwrap();
     assert!(listening.get("correlation_id").is_none());
     proc.signal(libc::SIGTERM);
     assert_eq!(proc.wait_exit(Duration::from_secs(10)), Some(0));
@@ -157,7 +206,14 @@ async fn log_level_and_pretty_format() {
     reqwest::get(quiet.url("/report?delay_ms=1")).await.unwrap();
     quiet.signal(libc::SIGTERM);
     assert_eq!(quiet.wait_exit(Duration::from_secs(10)), Some(0));
-    assert!(quiet.stdout().iter().all(|l| !l.contains("building report")), "{:?}", quiet.stdout());
+    assert!(
+        quiet
+            .stdout()
+            .iter()
+            .all(|l| !l.contains("building report")),
+        "{:?}",
+        quiet.stdout()
+    );
 
     let mut pretty = Proc::spawn(CUSTOM, &[("PATRON_LOG_FORMAT", "pretty")]);
     pretty.wait_alive().await;
@@ -170,15 +226,31 @@ async fn log_level_and_pretty_format() {
     pretty.signal(libc::SIGTERM);
     assert_eq!(pretty.wait_exit(Duration::from_secs(10)), Some(0));
     let out = pretty.stdout();
-    let line = out.iter().find(|l| l.contains("building report")).expect("pretty line");
-    assert!(serde_json::from_str::<Value>(line).is_err(), "pretty output is not JSON: {line}");
+    let line = out
+        .iter()
+        .find(|l| l.contains("building report"))
+        .expect("pretty line");
+    assert!(
+        serde_json::from_str::<Value>(line).is_err(),
+        "pretty output is not JSON: {line}"
+    );
     assert!(line.contains("pretty-1"), "{line}");
 
     // RUST_LOG wins over PATRON_LOG_LEVEL.
-    let mut filtered = Proc::spawn(CUSTOM, &[("PATRON_LOG_LEVEL", "error"), ("RUST_LOG", "custom=info")]);
+    let mut filtered = Proc::spawn(
+        CUSTOM,
+        &[("PATRON_LOG_LEVEL", "error"), ("RUST_LOG", "custom=info")],
+    );
     filtered.wait_alive().await;
-    reqwest::get(filtered.url("/report?delay_ms=1")).await.unwrap();
+    reqwest::get(filtered.url("/report?delay_ms=1"))
+        .await
+        .unwrap();
     filtered.signal(libc::SIGTERM);
     assert_eq!(filtered.wait_exit(Duration::from_secs(10)), Some(0));
-    assert!(filtered.stdout().iter().any(|l| l.contains("building report")));
+    assert!(
+        filtered
+            .stdout()
+            .iter()
+            .any(|l| l.contains("building report"))
+    );
 }

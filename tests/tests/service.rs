@@ -41,7 +41,9 @@ impl Component for Observer {
 #[tokio::test]
 async fn a_failing_component_stops_the_service_and_all_errors_are_reported() {
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let svc = Service::new("failing").with_component(Failing).with_component(Observer(tx));
+    let svc = Service::new("failing")
+        .with_component(Failing)
+        .with_component(Observer(tx));
     let server = TestServer::start(svc).await.unwrap();
     let err = tokio::time::timeout(Duration::from_secs(10), server.join())
         .await
@@ -49,15 +51,26 @@ async fn a_failing_component_stops_the_service_and_all_errors_are_reported() {
         .expect_err("the failure is reported");
     let text = err.to_string();
     assert!(text.contains("failing: lost the broker for good"), "{text}");
-    assert!(text.contains("observer: observer also failed on the way out"), "{text}");
-    rx.await.expect("the other component got the shutdown signal");
+    assert!(
+        text.contains("observer: observer also failed on the way out"),
+        "{text}"
+    );
+    rx.await
+        .expect("the other component got the shutdown signal");
 }
 
 #[tokio::test]
 async fn start_up_errors_come_before_binding() {
     // An empty route set and no component: nothing to run.
-    let err = Service::new("empty").with_routes([]).bind().await.unwrap_err();
-    assert!(err.to_string().contains("linker may have dropped them"), "{err}");
+    let err = Service::new("empty")
+        .with_routes([])
+        .bind()
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("linker may have dropped them"),
+        "{err}"
+    );
 }
 
 async fn server_with(idle: Duration, read: Duration) -> TestServer {
@@ -71,7 +84,9 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Durati
     let start = Instant::now();
     let mut buf = vec![0u8; 4096];
     loop {
-        match tokio::time::timeout(limit.saturating_sub(start.elapsed()), stream.read(&mut buf)).await {
+        match tokio::time::timeout(limit.saturating_sub(start.elapsed()), stream.read(&mut buf))
+            .await
+        {
             Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
             Ok(Ok(_)) => continue,
             Err(_) => return None,
@@ -83,12 +98,20 @@ async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Durati
 async fn idle_keep_alive_connections_are_closed() {
     let server = server_with(Duration::from_millis(400), Duration::from_secs(30)).await;
     let mut stream = TcpStream::connect(server.addr()).await.unwrap();
-    stream.write_all(b"GET /ping HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    stream
+        .write_all(b"GET /ping HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 1024];
     let n = stream.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
-    let closed = closed_within(&mut stream, Duration::from_secs(5)).await.expect("idle connection closed");
-    assert!(closed >= Duration::from_millis(300), "closed too early: {closed:?}");
+    let closed = closed_within(&mut stream, Duration::from_secs(5))
+        .await
+        .expect("idle connection closed");
+    assert!(
+        closed >= Duration::from_millis(300),
+        "closed too early: {closed:?}"
+    );
     server.shutdown().await.unwrap();
 }
 
@@ -96,10 +119,20 @@ async fn idle_keep_alive_connections_are_closed() {
 async fn silent_and_slow_header_connections_hit_the_read_timeout() {
     let server = server_with(Duration::from_secs(60), Duration::from_millis(400)).await;
     let mut silent = TcpStream::connect(server.addr()).await.unwrap();
-    assert!(closed_within(&mut silent, Duration::from_secs(5)).await.is_some(), "silent connection kept open");
+    assert!(
+        closed_within(&mut silent, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "silent connection kept open"
+    );
 
     let mut slow = TcpStream::connect(server.addr()).await.unwrap();
     slow.write_all(b"GET /ping HTTP/1.1\r\n").await.unwrap();
-    assert!(closed_within(&mut slow, Duration::from_secs(5)).await.is_some(), "slow-header connection kept open");
+    assert!(
+        closed_within(&mut slow, Duration::from_secs(5))
+            .await
+            .is_some(),
+        "slow-header connection kept open"
+    );
     server.shutdown().await.unwrap();
 }

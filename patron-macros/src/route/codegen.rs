@@ -4,11 +4,11 @@
 //! `inventory` registration.
 
 use proc_macro2::TokenStream;
-use quote::{format_ident, quote, quote_spanned, ToTokens};
-use syn::spanned::Spanned;
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ItemFn;
+use syn::spanned::Spanned;
 
-use super::handler::{contains_impl_trait, Handler};
+use super::handler::{Handler, contains_impl_trait};
 use super::parse::RouteAttr;
 
 pub fn generate(attr: &RouteAttr, handler: &Handler, func: &ItemFn) -> TokenStream {
@@ -19,53 +19,53 @@ pub fn generate(attr: &RouteAttr, handler: &Handler, func: &ItemFn) -> TokenStre
     let path = attr.path.value();
     let span_name = format!("{method_str} {path}");
 
-    // One check per argument, spanned on its type, so "not an extractor"
-    // lands on that argument.
+    // The wrapper extracts each argument itself, the way axum's `Handler`
+    // impls do, with every extractor call spanned on the user's type: an
+    // argument that is not an extractor is an error on that argument, and a
+    // rejection becomes a problem body.
     let count = handler.args.len();
-    let mut checks = Vec::new();
+    let mut extract = Vec::new();
+    let mut call_args = Vec::new();
     for (i, ty) in handler.args.iter().enumerate() {
-        let check = format_ident!("__patron_check_arg_{}", i);
+        let arg = format_ident!("__patron_a{}", i);
         if i + 1 < count {
-            checks.push(quote_spanned! {ty.span()=>
-                #[allow(warnings, clippy::all)]
-                fn #check() where #ty: #p::FromRequestParts<#p::AppState> {}
+            extract.push(quote_spanned! {ty.span()=>
+                let #arg = match <#ty as #p::FromRequestParts<#p::AppState>>::from_request_parts(&mut __parts, &__state).await {
+                    ::core::result::Result::Ok(v) => v,
+                    ::core::result::Result::Err(rejection) => return #p::rejection(rejection).await,
+                };
             });
         } else {
-            let call = format_ident!("__patron_check_arg_{}_call", i);
-            checks.push(quote_spanned! {ty.span()=>
-                #[allow(warnings, clippy::all)]
-                fn #check<M>() where #ty: #p::FromRequest<#p::AppState, M> {}
-                #[allow(warnings, clippy::all)]
-                fn #call() { #check(); }
+            extract.push(quote_spanned! {ty.span()=>
+                let __req = #p::Request::from_parts(__parts, __body);
+                let #arg = match <#ty as #p::FromRequest<#p::AppState, _>>::from_request(__req, &__state).await {
+                    ::core::result::Result::Ok(v) => v,
+                    ::core::result::Result::Err(rejection) => return #p::rejection(rejection).await,
+                };
             });
         }
+        call_args.push(arg);
     }
-    if let Some(out) = &handler.output {
-        if !contains_impl_trait(out) {
-            checks.push(quote_spanned! {out.span()=>
-                #[allow(warnings, clippy::all)]
-                fn __patron_check_output() where #out: #p::IntoResponse {}
-            });
-        }
-    }
+    let unused_body = if count == 0 {
+        quote!(let _ = (__parts, __body);)
+    } else {
+        quote!()
+    };
+    let respond = match &handler.output {
+        Some(out) if !contains_impl_trait(out) => quote_spanned! {out.span()=>
+            #p::IntoResponse::into_response(__output)
+        },
+        _ => quote!(#p::IntoResponse::into_response(__output)),
+    };
     let panics = handler.args.iter().map(|_| quote!(::core::panic!()));
     let send_span = func.sig.ident.span();
-    checks.push(quote_spanned! {send_span=>
+    let send_check = quote_spanned! {send_span=>
         #[allow(warnings, unreachable_code, clippy::all)]
         fn __patron_check_send() {
             fn __patron_assert_send<F: ::core::future::Future + ::core::marker::Send>(_: F) {}
             __patron_assert_send(#name(#(#panics),*));
         }
-    });
-
-    let wrapper_args = handler.args.iter().enumerate().map(|(i, ty)| {
-        let arg = format_ident!("__patron_a{}", i);
-        quote_spanned! {ty.span()=> #arg: #p::Ext<#ty> }
-    });
-    let call_args = (0..count).map(|i| {
-        let arg = format_ident!("__patron_a{}", i);
-        quote!(#arg.0)
-    });
+    };
     let handler_ref = quote_spanned! {name.span()=> __patron_handler };
 
     // `middleware = [f, g]` runs f then g: the last layer applied is the
@@ -120,10 +120,18 @@ pub fn generate(attr: &RouteAttr, handler: &Handler, func: &ItemFn) -> TokenStre
         #[doc(hidden)]
         #[allow(non_snake_case, clippy::all)]
         const _: () = {
-            #(#checks)*
+            #send_check
 
-            async fn __patron_handler(#(#wrapper_args),*) -> #p::Response {
-                #p::IntoResponse::into_response(#name(#(#call_args),*).await)
+            async fn __patron_handler(
+                #p::State(__state): #p::State<#p::AppState>,
+                __request: #p::Request,
+            ) -> #p::Response {
+                #[allow(unused_mut)]
+                let (mut __parts, __body) = __request.into_parts();
+                #unused_body
+                #(#extract)*
+                let __output = #name(#(#call_args),*).await;
+                #respond
             }
 
             fn __patron_build(__ctx: &#p::RouteCtx) -> #p::MethodRouter {

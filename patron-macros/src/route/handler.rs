@@ -33,7 +33,10 @@ impl Handler {
             ));
         }
         if let Some(variadic) = &sig.variadic {
-            return Err(syn::Error::new(variadic.span(), "route handlers cannot be variadic"));
+            return Err(syn::Error::new(
+                variadic.span(),
+                "route handlers cannot be variadic",
+            ));
         }
         let mut args = Vec::new();
         let mut deps = Vec::new();
@@ -69,7 +72,12 @@ impl Handler {
             ReturnType::Default => None,
             ReturnType::Type(_, ty) => Some((**ty).clone()),
         };
-        Ok(Handler { name: sig.ident.clone(), args, deps, output })
+        Ok(Handler {
+            name: sig.ident.clone(),
+            args,
+            deps,
+            output,
+        })
     }
 }
 
@@ -80,7 +88,9 @@ fn dep_inner(ty: &Type) -> Option<Type> {
     if last.ident != "Dep" {
         return None;
     }
-    let syn::PathArguments::AngleBracketed(args) = &last.arguments else { return None };
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
     match args.args.first()? {
         syn::GenericArgument::Type(inner) if args.args.len() == 1 => Some(inner.clone()),
         _ => None,
@@ -91,5 +101,6 @@ fn dep_inner(ty: &Type) -> Option<Type> {
 /// appear in a where clause check).
 pub fn contains_impl_trait(ty: &Type) -> bool {
     let text = quote::ToTokens::to_token_stream(ty).to_string();
-    text.split(|c: char| !c.is_alphanumeric() && c != '_').any(|w| w == "impl")
+    text.split(|c: char| !c.is_alphanumeric() && c != '_')
+        .any(|w| w == "impl")
 }

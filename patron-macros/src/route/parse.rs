@@ -50,7 +50,9 @@ impl Parse for RouteAttr {
         if input.is_empty() || input.peek(Token![,]) {
             return Err(syn::Error::new(
                 method.span(),
-                format!("missing path after `{method}`: write `#[patron::route({method} \"/index\")]`"),
+                format!(
+                    "missing path after `{method}`: write `#[patron::route({method} \"/index\")]`"
+                ),
             ));
         }
         let path: LitStr = input.parse().map_err(|e| {
@@ -72,16 +74,19 @@ impl Parse for RouteAttr {
         };
         let mut seen: Vec<String> = Vec::new();
         while !input.is_empty() {
-            input.parse::<Token![,]>().map_err(|e| {
-                syn::Error::new(e.span(), "expected `,` between route arguments")
-            })?;
+            input
+                .parse::<Token![,]>()
+                .map_err(|e| syn::Error::new(e.span(), "expected `,` between route arguments"))?;
             if input.is_empty() {
                 break;
             }
             let key: Ident = input.call(syn::ext::IdentExt::parse_any).map_err(|e| {
                 syn::Error::new(
                     e.span(),
-                    format!("expected a `key = value` argument; known keys: {}", KEYS.join(", ")),
+                    format!(
+                        "expected a `key = value` argument; known keys: {}",
+                        KEYS.join(", ")
+                    ),
                 )
             })?;
             let name = key.to_string();
@@ -105,9 +110,9 @@ impl Parse for RouteAttr {
                 ));
             }
             seen.push(name.clone());
-            input.parse::<Token![=]>().map_err(|e| {
-                syn::Error::new(e.span(), format!("expected `=` after `{name}`"))
-            })?;
+            input
+                .parse::<Token![=]>()
+                .map_err(|e| syn::Error::new(e.span(), format!("expected `=` after `{name}`")))?;
             match name.as_str() {
                 "auth" => attr.auth = Some(parse_auth(input)?),
                 "middleware" => attr.middleware = parse_middleware(input)?,
@@ -210,7 +215,10 @@ fn check_path(lit: &LitStr) -> syn::Result<()> {
                     "empty path parameter `{{{inner}}}` in `{segment}`; give it a name, e.g. `{{id}}`"
                 ));
             }
-            if !name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            if !name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
             {
                 return err(format!(

@@ -108,7 +108,9 @@ impl ApiKey {
 
 impl std::fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ApiKey").field("keys", &self.keys.len()).finish()
+        f.debug_struct("ApiKey")
+            .field("keys", &self.keys.len())
+            .finish()
     }
 }
 
@@ -147,10 +149,14 @@ pub(crate) async fn authenticate<A: Authenticator>(
                 Error::unauthorized("missing or invalid credentials").into_response();
             let challenge = HeaderValue::from_str(auth.challenge())
                 .unwrap_or_else(|_| HeaderValue::from_static("Bearer"));
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
             response
         }
-        Err(err) => err.with_status(StatusCode::INTERNAL_SERVER_ERROR).into_response(),
+        Err(err) => err
+            .with_status(StatusCode::INTERNAL_SERVER_ERROR)
+            .into_response(),
     }
 }
 
@@ -169,10 +175,28 @@ mod tests {
     #[tokio::test]
     async fn api_key_scheme_is_case_insensitive() {
         let auth = ApiKey::new(["s3cret"]);
-        assert!(auth.authenticate(&parts(Some("Apikey s3cret"))).await.unwrap());
-        assert!(auth.authenticate(&parts(Some("APIKEY s3cret"))).await.unwrap());
-        assert!(!auth.authenticate(&parts(Some("Bearer s3cret"))).await.unwrap());
-        assert!(!auth.authenticate(&parts(Some("Apikey wrong"))).await.unwrap());
+        assert!(
+            auth.authenticate(&parts(Some("Apikey s3cret")))
+                .await
+                .unwrap()
+        );
+        assert!(
+            auth.authenticate(&parts(Some("APIKEY s3cret")))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !auth
+                .authenticate(&parts(Some("Bearer s3cret")))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !auth
+                .authenticate(&parts(Some("Apikey wrong")))
+                .await
+                .unwrap()
+        );
         assert!(!auth.authenticate(&parts(Some("Apikey"))).await.unwrap());
         assert!(!auth.authenticate(&parts(None)).await.unwrap());
     }

@@ -36,7 +36,10 @@ pub(crate) struct Shared {
 
 impl Shared {
     pub fn readiness(&self) -> Vec<Readiness> {
-        self.readiness.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.readiness
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -52,30 +55,53 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router {
     let ready_state = Arc::clone(&shared);
     let info_state = shared;
     Router::new()
-        .route("/alive", get(|| async { json_response(StatusCode::OK, br#"{"status":"alive"}"#.as_slice().into()) }))
+        .route(
+            "/alive",
+            get(|| async {
+                json_response(StatusCode::OK, br#"{"status":"alive"}"#.as_slice().into())
+            }),
+        )
         .route("/ready", get(move || ready(Arc::clone(&ready_state))))
-        .route("/info", get(move || {
-            let body = info_state.info.clone();
-            async move { json_response(StatusCode::OK, body) }
-        }))
+        .route(
+            "/info",
+            get(move || {
+                let body = info_state.info.clone();
+                async move { json_response(StatusCode::OK, body) }
+            }),
+        )
 }
 
 async fn ready(shared: Arc<Shared>) -> Response {
     if shared.shutting_down.load(Ordering::Acquire) {
         let mut extra = Map::new();
         extra.insert("checks".into(), json!([]));
-        return problem(StatusCode::SERVICE_UNAVAILABLE, "the service is shutting down", extra);
+        return problem(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the service is shutting down",
+            extra,
+        );
     }
     let checks = shared.checks.iter().map(|(name, check)| {
         let fut = check();
         async move {
             match tokio::time::timeout(CHECK_TIMEOUT, fut).await {
-                Ok(Ok(())) => CheckResult { name: name.clone(), status: "ok", error: None },
-                Ok(Err(e)) => CheckResult { name: name.clone(), status: "failing", error: Some(e) },
+                Ok(Ok(())) => CheckResult {
+                    name: name.clone(),
+                    status: "ok",
+                    error: None,
+                },
+                Ok(Err(e)) => CheckResult {
+                    name: name.clone(),
+                    status: "failing",
+                    error: Some(e),
+                },
                 Err(_) => CheckResult {
                     name: name.clone(),
                     status: "failing",
-                    error: Some(format!("did not answer within {}s", CHECK_TIMEOUT.as_secs())),
+                    error: Some(format!(
+                        "did not answer within {}s",
+                        CHECK_TIMEOUT.as_secs()
+                    )),
                 },
             }
         }
@@ -83,18 +109,30 @@ async fn ready(shared: Arc<Shared>) -> Response {
     let mut results = join_all(checks).await;
     for r in shared.readiness() {
         results.push(match r.problem() {
-            None => CheckResult { name: format!("component:{}", r.name()), status: "ok", error: None },
-            Some(e) => CheckResult { name: format!("component:{}", r.name()), status: "failing", error: Some(e) },
+            None => CheckResult {
+                name: format!("component:{}", r.name()),
+                status: "ok",
+                error: None,
+            },
+            Some(e) => CheckResult {
+                name: format!("component:{}", r.name()),
+                status: "failing",
+                error: Some(e),
+            },
         });
     }
     let failing: Vec<&CheckResult> = results.iter().filter(|r| r.status != "ok").collect();
     if failing.is_empty() {
-        let body = serde_json::to_vec(&json!({ "status": "ready", "checks": results })).unwrap_or_default();
+        let body = serde_json::to_vec(&json!({ "status": "ready", "checks": results }))
+            .unwrap_or_default();
         return json_response(StatusCode::OK, body.into());
     }
     let names: Vec<&str> = failing.iter().map(|r| r.name.as_str()).collect();
     let mut extra = Map::new();
-    extra.insert("checks".into(), serde_json::to_value(&results).unwrap_or(Value::Null));
+    extra.insert(
+        "checks".into(),
+        serde_json::to_value(&results).unwrap_or(Value::Null),
+    );
     problem(
         StatusCode::SERVICE_UNAVAILABLE,
         &format!("not ready: {} failing", names.join(", ")),
@@ -104,6 +142,9 @@ async fn ready(shared: Arc<Shared>) -> Response {
 
 fn json_response(status: StatusCode, body: Bytes) -> Response {
     let mut r = (status, body).into_response();
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     r
 }

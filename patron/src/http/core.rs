@@ -40,14 +40,19 @@ impl CoreLayer {
     /// The layer for one route. The route description is leaked once per
     /// route and service build so requests reach it without a refcount.
     pub fn new(route: RouteRuntime) -> Self {
-        CoreLayer { route: Box::leak(Box::new(route)) }
+        CoreLayer {
+            route: Box::leak(Box::new(route)),
+        }
     }
 }
 
 impl<S> Layer<S> for CoreLayer {
     type Service = CoreService<S>;
     fn layer(&self, inner: S) -> CoreService<S> {
-        CoreService { inner, route: self.route }
+        CoreService {
+            inner,
+            route: self.route,
+        }
     }
 }
 

@@ -83,7 +83,10 @@ mod tests {
         assert_eq!(ensure(&mut h), "abc-123");
 
         let mut h = HeaderMap::new();
-        h.insert(X_CORRELATION_ID, HeaderValue::from_str(&"x".repeat(200)).unwrap());
+        h.insert(
+            X_CORRELATION_ID,
+            HeaderValue::from_str(&"x".repeat(200)).unwrap(),
+        );
         let id = ensure(&mut h);
         assert_eq!(id.len(), 36);
         assert_eq!(h.get(X_CORRELATION_ID), Some(&id));

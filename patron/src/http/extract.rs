@@ -1,42 +1,16 @@
-//! `Ext<T>`: the wrapper generated handlers use around each extractor so
-//! that axum's plain-text rejections (malformed JSON, wrong content type,
+//! Extractor rejections for generated handlers: axum's plain-text rejections (malformed JSON, wrong content type,
 //! body too large, bad path or query) become problem bodies with the same
 //! status and message.
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
-use http::request::Parts;
 use http::header;
 
-use crate::deps::AppState;
 use crate::error::{PROBLEM_JSON, problem};
 
-/// An extractor whose rejection is rendered as a problem body.
+/// Renders an extractor's rejection as a problem body.
 #[doc(hidden)]
-pub struct Ext<T>(pub T);
-
-impl<T: FromRequestParts<AppState>> FromRequestParts<AppState> for Ext<T> {
-    type Rejection = Response;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let rejection = match T::from_request_parts(parts, state).await {
-            Ok(v) => return Ok(Ext(v)),
-            Err(rejection) => rejection.into_response(),
-        };
-        Err(to_problem(rejection).await)
-    }
-}
-
-impl<T: FromRequest<AppState>> FromRequest<AppState> for Ext<T> {
-    type Rejection = Response;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Response> {
-        let rejection = match T::from_request(req, state).await {
-            Ok(v) => return Ok(Ext(v)),
-            Err(rejection) => rejection.into_response(),
-        };
-        Err(to_problem(rejection).await)
-    }
+pub async fn rejection(rejection: impl IntoResponse) -> Response {
+    to_problem(rejection.into_response()).await
 }
 
 /// Turns a rejection response into a problem body, keeping its status and
@@ -55,7 +29,11 @@ async fn to_problem(response: Response) -> Response {
         Err(_) => String::new(),
     };
     let detail = if text.is_empty() {
-        parts.status.canonical_reason().unwrap_or("request rejected").to_string()
+        parts
+            .status
+            .canonical_reason()
+            .unwrap_or("request rejected")
+            .to_string()
     } else {
         text
     };
@@ -67,10 +45,3 @@ async fn to_problem(response: Response) -> Response {
     }
     out
 }
-
-impl<T> std::fmt::Debug for Ext<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Ext(..)")
-    }
-}
-

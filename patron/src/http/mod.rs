@@ -12,6 +12,6 @@ pub(crate) mod server;
 pub use auth::{ApiKey, Authenticator};
 pub use correlation::{CorrelationId, X_CORRELATION_ID};
 #[doc(hidden)]
-pub use extract::Ext;
+pub use extract::rejection;
 #[doc(hidden)]
 pub use router::RouteCtx;

@@ -37,15 +37,23 @@ pub struct RouteCtx {
 
 impl RouteCtx {
     /// Wraps the route in the authenticator `A` the service provided.
-    pub fn with_auth<A: Authenticator>(&self, mr: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    pub fn with_auth<A: Authenticator>(
+        &self,
+        mr: MethodRouter<AppState>,
+    ) -> MethodRouter<AppState> {
         match self.deps.get::<A>() {
             Some(auth) => mr.layer(from_fn_with_state(auth, authenticate::<A>)),
             None => {
                 // Start-up validation rejects this; fail closed regardless.
                 let route = self.def.span_name;
-                mr.layer(axum::middleware::from_fn(move |_: axum::extract::Request, _: axum::middleware::Next| async move {
-                    Error::internal(format!("the authenticator of route {route} was not provided")).into_response()
-                }))
+                mr.layer(axum::middleware::from_fn(
+                    move |_: axum::extract::Request, _: axum::middleware::Next| async move {
+                        Error::internal(format!(
+                            "the authenticator of route {route} was not provided"
+                        ))
+                        .into_response()
+                    },
+                ))
             }
         }
     }
@@ -60,9 +68,13 @@ pub(crate) fn build(
     config: &Config,
     shared: Arc<Shared>,
 ) -> Result<Router, String> {
-    let mut by_path: BTreeMap<&'static str, (MethodRouter<AppState>, Vec<&'static str>)> = BTreeMap::new();
+    let mut by_path: BTreeMap<&'static str, (MethodRouter<AppState>, Vec<&'static str>)> =
+        BTreeMap::new();
     for def in routes {
-        let ctx = RouteCtx { deps: Arc::clone(&deps), def };
+        let ctx = RouteCtx {
+            deps: Arc::clone(&deps),
+            def,
+        };
         let mut mr = (def.build)(&ctx);
         for global in globals {
             mr = global(mr);
@@ -76,12 +88,24 @@ pub(crate) fn build(
             timeout: def.timeout.unwrap_or(config.http_handler_timeout),
             body_limit: limit,
         });
-        mr = mr.layer(ServiceBuilder::new().layer(core).layer(DefaultBodyLimit::max(limit)).into_inner());
+        mr = mr.layer(
+            ServiceBuilder::new()
+                .layer(core)
+                .layer(DefaultBodyLimit::max(limit))
+                .into_inner(),
+        );
         match by_path.remove(def.path) {
             Some((existing, mut methods)) => {
                 methods.push(def.method);
                 let merged = std::panic::catch_unwind(AssertUnwindSafe(|| existing.merge(mr)))
-                    .map_err(|p| format!("cannot add {} ({}): {}", def.span_name, def.location(), panic_message(p.as_ref())))?;
+                    .map_err(|p| {
+                        format!(
+                            "cannot add {} ({}): {}",
+                            def.span_name,
+                            def.location(),
+                            panic_message(p.as_ref())
+                        )
+                    })?;
                 by_path.insert(def.path, (merged, methods));
             }
             None => {
@@ -101,8 +125,15 @@ pub(crate) fn build(
         .with_state(AppState { deps });
     let management = builtin::routes(shared).layer(CatchPanicLayer::custom(
         |panic: Box<dyn std::any::Any + Send>| {
-            tracing::error!(panic = panic_message(panic.as_ref()), "management route panicked");
-            problem(StatusCode::INTERNAL_SERVER_ERROR, "the management route panicked", Default::default())
+            tracing::error!(
+                panic = panic_message(panic.as_ref()),
+                "management route panicked"
+            );
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the management route panicked",
+                Default::default(),
+            )
         },
     ));
     Ok(management.merge(user))

@@ -120,7 +120,10 @@ struct ConnState {
 impl ConnState {
     fn bump(&self) {
         // Single writer (the connection's task): no read-modify-write needed.
-        self.activity.store(self.activity.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+        self.activity.store(
+            self.activity.load(Ordering::Relaxed).wrapping_add(1),
+            Ordering::Relaxed,
+        );
     }
 }
 
@@ -151,7 +154,10 @@ async fn connection(
 ) {
     let state = Arc::new(ConnState::default());
     state.reading.store(true, Ordering::Relaxed);
-    let io = TokioIo::new(WatchedIo { inner: stream, state: Arc::clone(&state) });
+    let io = TokioIo::new(WatchedIo {
+        inner: stream,
+        state: Arc::clone(&state),
+    });
     let svc_state = Arc::clone(&state);
     let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let guard = InFlight::enter(&svc_state);
@@ -221,7 +227,12 @@ struct Watch {
 
 impl Watch {
     fn new(now: Instant) -> Self {
-        Watch { seen: 0, last_activity: now, reading_since: Some(now), blocked_since: None }
+        Watch {
+            seen: 0,
+            last_activity: now,
+            reading_since: Some(now),
+            blocked_since: None,
+        }
     }
 
     fn check(&mut self, state: &ConnState, now: Instant, t: &Timeouts) -> Verdict {
@@ -247,7 +258,10 @@ impl Watch {
         } else {
             self.blocked_since = None;
         }
-        if !in_flight && self.reading_since.is_none() && now.duration_since(self.last_activity) >= t.idle {
+        if !in_flight
+            && self.reading_since.is_none()
+            && now.duration_since(self.last_activity) >= t.idle
+        {
             return Verdict::Idle;
         }
         Verdict::Fine
@@ -261,7 +275,11 @@ struct WatchedIo {
 }
 
 impl AsyncRead for WatchedIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = result {
@@ -277,7 +295,11 @@ impl AsyncRead for WatchedIo {
 }
 
 impl AsyncWrite for WatchedIo {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, data);
         self.note_write(&result);
         result
@@ -323,7 +345,11 @@ mod tests {
     use super::*;
 
     fn t() -> Timeouts {
-        Timeouts { read: Duration::from_secs(3), write: Duration::from_secs(5), idle: Duration::from_secs(10) }
+        Timeouts {
+            read: Duration::from_secs(3),
+            write: Duration::from_secs(5),
+            idle: Duration::from_secs(10),
+        }
     }
 
     #[test]
@@ -332,8 +358,14 @@ mod tests {
         let state = ConnState::default();
         state.reading.store(true, Ordering::Relaxed);
         let mut w = Watch::new(start);
-        assert_eq!(w.check(&state, start + Duration::from_secs(2), &t()), Verdict::Fine);
-        assert_eq!(w.check(&state, start + Duration::from_secs(3), &t()), Verdict::ReadTimeout);
+        assert_eq!(
+            w.check(&state, start + Duration::from_secs(2), &t()),
+            Verdict::Fine
+        );
+        assert_eq!(
+            w.check(&state, start + Duration::from_secs(3), &t()),
+            Verdict::ReadTimeout
+        );
     }
 
     #[test]
@@ -343,12 +375,18 @@ mod tests {
         let mut w = Watch::new(start);
         w.reading_since = None;
         state.in_flight.store(1, Ordering::Relaxed);
-        assert_eq!(w.check(&state, start + Duration::from_secs(11), &t()), Verdict::Fine);
+        assert_eq!(
+            w.check(&state, start + Duration::from_secs(11), &t()),
+            Verdict::Fine
+        );
         state.in_flight.store(0, Ordering::Relaxed);
         state.bump();
         let now = start + Duration::from_secs(12);
         assert_eq!(w.check(&state, now, &t()), Verdict::Fine);
-        assert_eq!(w.check(&state, now + Duration::from_secs(10), &t()), Verdict::Idle);
+        assert_eq!(
+            w.check(&state, now + Duration::from_secs(10), &t()),
+            Verdict::Idle
+        );
     }
 
     #[test]
@@ -358,7 +396,13 @@ mod tests {
         let mut w = Watch::new(start);
         state.in_flight.store(1, Ordering::Relaxed);
         state.write_blocked.store(true, Ordering::Relaxed);
-        assert_eq!(w.check(&state, start + Duration::from_secs(1), &t()), Verdict::Fine);
-        assert_eq!(w.check(&state, start + Duration::from_secs(6), &t()), Verdict::WriteStalled);
+        assert_eq!(
+            w.check(&state, start + Duration::from_secs(1), &t()),
+            Verdict::Fine
+        );
+        assert_eq!(
+            w.check(&state, start + Duration::from_secs(6), &t()),
+            Verdict::WriteStalled
+        );
     }
 }

@@ -26,7 +26,9 @@ use crate::config::{Config, LogFormat};
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     /// `RUST_LOG` holds a directive tracing-subscriber cannot parse.
-    #[error("invalid value for RUST_LOG: {value:?}; expected tracing directives such as `info` or `my_crate=debug` ({reason})")]
+    #[error(
+        "invalid value for RUST_LOG: {value:?}; expected tracing directives such as `info` or `my_crate=debug` ({reason})"
+    )]
     BadFilter {
         /// The value found.
         value: String,
@@ -39,14 +41,20 @@ pub enum LogError {
 /// already installed (for example by a test).
 pub fn init(config: &Config, service: &str, version: &str) -> Result<(), LogError> {
     let filter = match std::env::var("RUST_LOG") {
-        Ok(value) if !value.trim().is_empty() => EnvFilter::try_new(&value)
-            .map_err(|e| LogError::BadFilter { value: value.clone(), reason: e.to_string() })?,
+        Ok(value) if !value.trim().is_empty() => {
+            EnvFilter::try_new(&value).map_err(|e| LogError::BadFilter {
+                value: value.clone(),
+                reason: e.to_string(),
+            })?
+        }
         _ => EnvFilter::new(config.log_level.as_str()),
     };
     let registry = tracing_subscriber::registry().with(filter);
     let _already_set = match config.log_format {
         LogFormat::Json => registry.with(JsonLayer::new(service, version)).try_init(),
-        LogFormat::Pretty => registry.with(tracing_subscriber::fmt::layer().with_target(true)).try_init(),
+        LogFormat::Pretty => registry
+            .with(tracing_subscriber::fmt::layer().with_target(true))
+            .try_init(),
     };
     Ok(())
 }
@@ -77,11 +85,18 @@ impl JsonLayer {
     {
         let meta = event.metadata();
         out.push_str("{\"timestamp\":\"");
-        let _ = write!(out, "{}", humantime::format_rfc3339_micros(std::time::SystemTime::now()));
+        let _ = write!(
+            out,
+            "{}",
+            humantime::format_rfc3339_micros(std::time::SystemTime::now())
+        );
         out.push_str("\",\"level\":\"");
         out.push_str(meta.level().as_str());
         out.push('"');
-        let mut fields = FieldWriter { message: None, rest: String::new() };
+        let mut fields = FieldWriter {
+            message: None,
+            rest: String::new(),
+        };
         event.record(&mut fields);
         out.push_str(",\"message\":");
         escape(out, fields.message.as_deref().unwrap_or(""));
@@ -125,7 +140,12 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if !attrs.metadata().fields().iter().any(|f| f.name() == "correlation_id") {
+        if !attrs
+            .metadata()
+            .fields()
+            .iter()
+            .any(|f| f.name() == "correlation_id")
+        {
             return;
         }
         let mut find = FindCorrelation(None);
@@ -150,7 +170,9 @@ where
             static BUF: RefCell<String> = const { RefCell::new(String::new()) };
         }
         BUF.with(|buf| {
-            let Ok(mut buf) = buf.try_borrow_mut() else { return };
+            let Ok(mut buf) = buf.try_borrow_mut() else {
+                return;
+            };
             buf.clear();
             self.format(&mut buf, event, &ctx);
             buf.push('\n');

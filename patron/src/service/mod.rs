@@ -10,9 +10,9 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
+use axum::extract::Request;
 use axum::response::Response;
 use axum::routing::{MethodRouter, Route};
-use axum::extract::Request;
 use futures_util::FutureExt;
 use tower::{Layer, Service as TowerService};
 
@@ -96,7 +96,11 @@ impl Service {
     /// Sets the version shown in logs and `/info` (`dev` when empty).
     pub fn version(mut self, version: impl Into<String>) -> Self {
         let v = version.into();
-        self.version = if v.trim().is_empty() { "dev".to_string() } else { v };
+        self.version = if v.trim().is_empty() {
+            "dev".to_string()
+        } else {
+            v
+        };
         self
     }
 
@@ -149,7 +153,8 @@ impl Service {
             + 'static,
         <L::Service as TowerService<Request>>::Future: Send + 'static,
     {
-        let apply: GlobalLayer = Arc::new(move |mr: MethodRouter<AppState>| mr.layer(layer.clone()));
+        let apply: GlobalLayer =
+            Arc::new(move |mr: MethodRouter<AppState>| mr.layer(layer.clone()));
         // Later layers sit inside earlier ones: keep insertion order and
         // apply in reverse when building.
         self.globals.insert(0, apply);
@@ -164,7 +169,8 @@ impl Service {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: fmt::Display,
     {
-        let check: CheckFn = Arc::new(move || check().map(|r| r.map_err(|e| e.to_string())).boxed());
+        let check: CheckFn =
+            Arc::new(move || check().map(|r| r.map_err(|e| e.to_string())).boxed());
         self.checks.push((name.into(), check));
         self
     }
@@ -178,7 +184,9 @@ impl Service {
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: fmt::Display,
     {
-        self.sighup = Some(Arc::new(move || hook().map(|r| r.map_err(|e| e.to_string())).boxed()));
+        self.sighup = Some(Arc::new(move || {
+            hook().map(|r| r.map_err(|e| e.to_string())).boxed()
+        }));
         self
     }
 

@@ -23,8 +23,8 @@ use crate::component::{ComponentContext, ComponentInfo, DynComponent, Readiness}
 use crate::config::Config;
 use crate::error::Error;
 use crate::http::builtin::Shared;
-use crate::http::server::{self, Timeouts};
 use crate::http::router;
+use crate::http::server::{self, Timeouts};
 use crate::registry::{self, RouteDef};
 
 /// Why a service stopped with a failure: every component error, joined.
@@ -62,7 +62,10 @@ pub struct BoundService {
 
 impl fmt::Debug for BoundService {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BoundService").field("name", &self.name).field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("BoundService")
+            .field("name", &self.name)
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -107,17 +110,30 @@ impl Service {
         let shared = Arc::new(Shared {
             shutting_down: AtomicBool::new(false),
             checks: self.checks,
-            readiness: std::sync::Mutex::new(components.iter().map(|(_, r, _)| r.clone()).collect()),
+            readiness: std::sync::Mutex::new(
+                components.iter().map(|(_, r, _)| r.clone()).collect(),
+            ),
             info: serde_json::to_vec(&info).unwrap_or_default().into(),
         });
-        let router = router::build(&routes, Arc::new(self.deps), &self.globals, &self.config, Arc::clone(&shared))
-            .map_err(|e| validate::StartupError { problems: vec![e] })?;
+        let router = router::build(
+            &routes,
+            Arc::new(self.deps),
+            &self.globals,
+            &self.config,
+            Arc::clone(&shared),
+        )
+        .map_err(|e| validate::StartupError { problems: vec![e] })?;
 
         let addr = SocketAddr::new(self.config.http_host, self.config.http_port);
         let listener = TcpListener::bind(addr).await.map_err(|e| {
-            Error::msg(format!("cannot listen on {addr} (PATRON_HTTP_DEFAULT_PORT={}): {e}", self.config.http_port))
+            Error::msg(format!(
+                "cannot listen on {addr} (PATRON_HTTP_DEFAULT_PORT={}): {e}",
+                self.config.http_port
+            ))
         })?;
-        let addr = listener.local_addr().map_err(|e| Error::msg(format!("cannot read the bound address: {e}")))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Error::msg(format!("cannot read the bound address: {e}")))?;
         Ok(BoundService {
             name: self.name,
             config: self.config,

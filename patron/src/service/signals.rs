@@ -8,7 +8,10 @@ use tokio_util::sync::CancellationToken;
 use super::SighupFn;
 use crate::error::Error;
 
-pub(crate) fn listen(stop: CancellationToken, hook: Option<SighupFn>) -> Result<JoinHandle<()>, Error> {
+pub(crate) fn listen(
+    stop: CancellationToken,
+    hook: Option<SighupFn>,
+) -> Result<JoinHandle<()>, Error> {
     let install = |kind: SignalKind, name: &str| {
         signal(kind).map_err(|e| Error::msg(format!("cannot install the {name} handler: {e}")))
     };

@@ -20,7 +20,11 @@ impl fmt::Display for StartupError {
         if let [one] = self.problems.as_slice() {
             return write!(f, "the service cannot start: {one}");
         }
-        write!(f, "the service cannot start ({} problems):", self.problems.len())?;
+        write!(
+            f,
+            "the service cannot start ({} problems):",
+            self.problems.len()
+        )?;
         for p in &self.problems {
             write!(f, "\n  - {p}")?;
         }
@@ -55,7 +59,11 @@ fn shape(path: &str) -> String {
     out
 }
 
-pub(crate) fn check(routes: &[&'static RouteDef], deps: &Deps, components: usize) -> Result<(), StartupError> {
+pub(crate) fn check(
+    routes: &[&'static RouteDef],
+    deps: &Deps,
+    components: usize,
+) -> Result<(), StartupError> {
     let mut problems = Vec::new();
     if routes.is_empty() && components == 0 {
         problems.push(
@@ -126,7 +134,11 @@ pub(crate) fn check(routes: &[&'static RouteDef], deps: &Deps, components: usize
             }
         }
     }
-    if problems.is_empty() { Ok(()) } else { Err(StartupError { problems }) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(StartupError { problems })
+    }
 }
 
 #[cfg(test)]

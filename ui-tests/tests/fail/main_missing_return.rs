@@ -1,0 +1,6 @@
+use patron::prelude::*;
+
+#[patron::main]
+async fn main(service: Service) {
+    let _ = service;
+}

@@ -1,0 +1,2 @@
+#[patron::main]
+fn main() {}

@@ -1,0 +1,2 @@
+#[patron::main(port = 8080)]
+async fn main() {}

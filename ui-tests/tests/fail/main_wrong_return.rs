@@ -1,0 +1,4 @@
+#[patron::main]
+async fn main() -> u32 {
+    7
+}

@@ -1,0 +1,6 @@
+#[patron::route(GET "/index", auth = "ApiKey")]
+async fn index() -> &'static str {
+    "hello"
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[patron::route(POST "/upload", body_limit = "1 MegaByte")]
+async fn upload(body: String) -> String {
+    body
+}
+
+fn main() {}

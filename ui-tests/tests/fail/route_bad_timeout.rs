@@ -1,0 +1,6 @@
+#[patron::route(GET "/index", timeout = "2 fortnights")]
+async fn index() -> &'static str {
+    "hello"
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[patron::route(GET "/users/{}")]
+async fn user() -> &'static str {
+    "user"
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[patron::route(GET "/index")]
+async fn index<T: Default>() -> &'static str {
+    "hello"
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[patron::route(get "/index")]
+async fn index() -> &'static str {
+    "hello"
+}
+
+fn main() {}

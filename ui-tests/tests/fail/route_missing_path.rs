@@ -1,0 +1,6 @@
+#[patron::route(GET)]
+async fn index() -> &'static str {
+    "hello"
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[patron::route(GET "/index")]
+fn index() -> &'static str {
+    "hello"
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[patron::route(GET "index")]
+async fn index() -> &'static str {
+    "hello"
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[patron::route(GET "/index", trace = "no")]
+async fn index() -> &'static str {
+    "hello"
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[patron::route(FETCH "/index")]
+async fn index() -> &'static str {
+    "hello"
+}
+
+fn main() {}
