@@ -75,8 +75,9 @@ impl ApiKey {
     {
         let keys: Vec<Box<[u8]>> = keys
             .into_iter()
-            .map(|k| k.as_ref().trim().as_bytes().into())
-            .filter(|k: &Box<[u8]>| !k.is_empty())
+            .map(|k| k.as_ref().trim().as_bytes().to_vec())
+            .filter(|k| !k.is_empty())
+            .map(Vec::into_boxed_slice)
             .collect();
         ApiKey { keys: keys.into() }
     }

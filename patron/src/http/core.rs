@@ -93,17 +93,17 @@ where
                 tracing::Span::none()
             };
             let mut response = async move {
-                if let Some(len) = content_length(&req) {
-                    if len > route.body_limit as u64 {
-                        return Error::new(
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            format!(
-                                "request body of {len} bytes exceeds this route's limit of {} bytes",
-                                route.body_limit
-                            ),
-                        )
-                        .into_response();
-                    }
+                if let Some(len) = content_length(&req)
+                    && len > route.body_limit as u64
+                {
+                    return Error::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "request body of {len} bytes exceeds this route's limit of {} bytes",
+                            route.body_limit
+                        ),
+                    )
+                    .into_response();
                 }
                 let handled = AssertUnwindSafe(inner.oneshot(req)).catch_unwind();
                 match tokio::time::timeout(route.timeout, handled).await {
@@ -112,8 +112,10 @@ where
                     Ok(Err(panic)) => {
                         let message = panic_message(panic.as_ref());
                         tracing::error!(panic = message, "request handler panicked");
-                        Error::internal("the request handler panicked; the service is still running")
-                            .into_response()
+                        Error::internal(
+                            "the request handler panicked; the service is still running",
+                        )
+                        .into_response()
                     }
                     Err(_) => {
                         tracing::warn!(timeout = ?route.timeout, "request timed out");

@@ -50,10 +50,10 @@ impl<S: Send + Sync> FromRequestParts<S> for CorrelationId {
 /// The usable correlation id of `headers`, inserting a fresh one if there is
 /// none, so that handlers and the response see the same value.
 pub(crate) fn ensure(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(X_CORRELATION_ID) {
-        if usable(v) {
-            return v.clone();
-        }
+    if let Some(v) = headers.get(X_CORRELATION_ID)
+        && usable(v)
+    {
+        return v.clone();
     }
     let id = generate();
     headers.insert(X_CORRELATION_ID, id.clone());

@@ -282,12 +282,12 @@ impl AsyncRead for WatchedIo {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = result {
-            if buf.filled().len() > before {
-                self.state.bump();
-                if self.state.in_flight.load(Ordering::Relaxed) == 0 {
-                    self.state.reading.store(true, Ordering::Relaxed);
-                }
+        if let Poll::Ready(Ok(())) = result
+            && buf.filled().len() > before
+        {
+            self.state.bump();
+            if self.state.in_flight.load(Ordering::Relaxed) == 0 {
+                self.state.reading.store(true, Ordering::Relaxed);
             }
         }
         result

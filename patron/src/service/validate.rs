@@ -121,9 +121,10 @@ pub(crate) fn check(
                 ));
             }
         }
-        if let Some(auth) = &r.auth {
-            if !deps.contains((auth.type_id)()) {
-                problems.push(format!(
+        if let Some(auth) = &r.auth
+            && !deps.contains((auth.type_id)())
+        {
+            problems.push(format!(
                     "route {} at {} ({}) requires the authenticator `{}`, but the service does not provide one: call `service.provide(…)` with a `{}`",
                     r.span_name,
                     r.location(),
@@ -131,7 +132,6 @@ pub(crate) fn check(
                     auth.type_name,
                     auth.type_name
                 ));
-            }
         }
     }
     if problems.is_empty() {
