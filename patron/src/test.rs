@@ -1,7 +1,7 @@
 //! Running a service in-process for tests: [`TestServer`] binds
 //! `127.0.0.1:0`, serves in the background and hands back its base URL.
 //!
-//! ```
+//! ```standalone_crate
 //! use patron::prelude::*;
 //! use patron::test::TestServer;
 //!
