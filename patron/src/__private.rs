@@ -28,12 +28,35 @@ pub type MethodRouter = axum::routing::MethodRouter<AppState>;
 /// words, instead of as an unsatisfied axum `Handler` bound.
 pub fn method_router<Fut>(
     filter: MethodFilter,
-    handler: fn(State<AppState>, Request) -> Fut,
+    handler: fn(Request, AppState) -> Fut,
 ) -> MethodRouter
 where
     Fut: Future<Output = Response> + Send + 'static,
 {
-    axum::routing::on(filter, handler)
+    axum::routing::on(filter, Generated(handler))
+}
+
+/// A generated handler: it receives the request and the state as they are
+/// and extracts its arguments itself, so axum's extractor plumbing runs once.
+struct Generated<Fut>(fn(Request, AppState) -> Fut);
+
+impl<Fut> Clone for Generated<Fut> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<Fut> Copy for Generated<Fut> {}
+
+impl<Fut> axum::handler::Handler<(), AppState> for Generated<Fut>
+where
+    Fut: Future<Output = Response> + Send + 'static,
+{
+    type Future = Fut;
+
+    fn call(self, req: Request, state: AppState) -> Fut {
+        (self.0)(req, state)
+    }
 }
 
 /// The crate a `#[patron::main]` is in.

@@ -236,6 +236,25 @@ async fn log_level_and_pretty_format() {
     );
     assert!(line.contains("pretty-1"), "{line}");
 
+    // At debug level the request span exists, named by the route template,
+    // with the correlation id recorded on it.
+    let mut debug = Proc::spawn(CUSTOM, &[("PATRON_LOG_FORMAT", "pretty"), ("PATRON_LOG_LEVEL", "debug")]);
+    debug.wait_alive().await;
+    reqwest::Client::new()
+        .get(debug.url("/report?delay_ms=1"))
+        .header("x-correlation-id", "span-1")
+        .send()
+        .await
+        .unwrap();
+    debug.signal(libc::SIGTERM);
+    assert_eq!(debug.wait_exit(Duration::from_secs(10)), Some(0));
+    let out = debug.stdout();
+    let line = out.iter().find(|l| l.contains("building report")).expect("debug line");
+    assert!(line.contains("HTTP request{"), "{line}");
+    assert!(line.contains("otel.name=\"GET /report\""), "{line}");
+    assert!(line.contains("http.route=\"/report\""), "{line}");
+    assert!(line.contains("correlation_id=\"span-1\""), "{line}");
+
     // RUST_LOG wins over PATRON_LOG_LEVEL.
     let mut filtered = Proc::spawn(
         CUSTOM,

@@ -46,10 +46,13 @@ pub fn generate(attr: &RouteAttr, handler: &Handler, func: &ItemFn) -> TokenStre
         }
         call_args.push(arg);
     }
-    let unused_body = if count == 0 {
-        quote!(let _ = (__parts, __body);)
+    let split = if count == 0 {
+        quote!(let _ = (__request, __state);)
     } else {
-        quote!()
+        quote! {
+            #[allow(unused_mut)]
+            let (mut __parts, __body) = __request.into_parts();
+        }
     };
     let respond = match &handler.output {
         Some(out) if !contains_impl_trait(out) => quote_spanned! {out.span()=>
@@ -122,13 +125,8 @@ pub fn generate(attr: &RouteAttr, handler: &Handler, func: &ItemFn) -> TokenStre
         const _: () = {
             #send_check
 
-            async fn __patron_handler(
-                #p::State(__state): #p::State<#p::AppState>,
-                __request: #p::Request,
-            ) -> #p::Response {
-                #[allow(unused_mut)]
-                let (mut __parts, __body) = __request.into_parts();
-                #unused_body
+            async fn __patron_handler(__request: #p::Request, __state: #p::AppState) -> #p::Response {
+                #split
                 #(#extract)*
                 let __output = #name(#(#call_args),*).await;
                 #respond

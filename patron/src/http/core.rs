@@ -1,21 +1,32 @@
-//! The middleware every user route gets, in one service so a request pays
-//! for one boxed future instead of one per layer. Outermost first:
-//! correlation id → request span → panic catcher → timeout → body limit.
-//! All per-route values are resolved at start-up; a request allocates only
-//! the correlation id it generates.
+//! The middleware every user request gets, run by the server around the
+//! router with a named future, so a request pays for no extra allocation or
+//! boxing. Outermost first: correlation id → request span → panic catcher →
+//! timeout → body limit. Per-route values are resolved at start-up and found
+//! by one path lookup.
+//!
+//! The correlation id lives in a task-local [`RequestContext`] for the whole
+//! request, so every log line carries it whether or not the request span is
+//! enabled. The span itself is a DEBUG span: at the default INFO level it
+//! costs nothing, and layers that want it (debug logging, trace export) get
+//! it with the correlation id recorded on it.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::task::{Context, Poll};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
-use futures_util::future::BoxFuture;
-use http::{StatusCode, header};
-use tower::{Layer, Service, ServiceExt};
+use futures_util::future::CatchUnwind;
+use http::{HeaderValue, StatusCode, header};
+use pin_project_lite::pin_project;
+use tokio::task::futures::TaskLocalFuture;
+use tokio::time::Timeout;
 use tracing::Instrument;
+use tracing::instrument::Instrumented;
 
 use super::correlation::{self, X_CORRELATION_ID};
 use crate::error::Error;
@@ -31,107 +42,132 @@ pub(crate) struct RouteRuntime {
     pub body_limit: usize,
 }
 
-#[derive(Clone, Copy)]
-pub(crate) struct CoreLayer {
-    route: &'static RouteRuntime,
+/// Per-request context, available to everything the request runs.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestContext {
+    pub(crate) correlation_id: HeaderValue,
 }
 
-impl CoreLayer {
-    /// The layer for one route. The route description is leaked once per
-    /// route and service build so requests reach it without a refcount.
-    pub fn new(route: RouteRuntime) -> Self {
-        CoreLayer {
-            route: Box::leak(Box::new(route)),
-        }
+tokio::task_local! {
+    pub(crate) static REQUEST: RequestContext;
+}
+
+type Guarded<F> =
+    Instrumented<TaskLocalFuture<RequestContext, Timeout<CatchUnwind<AssertUnwindSafe<F>>>>>;
+
+pin_project! {
+    #[project = CoreProj]
+    pub(crate) enum CoreFuture<F> {
+        Rejected { response: Option<Response> },
+        Running {
+            #[pin]
+            inner: Guarded<F>,
+            route: &'static RouteRuntime,
+            id: Option<HeaderValue>,
+        },
     }
 }
 
-impl<S> Layer<S> for CoreLayer {
-    type Service = CoreService<S>;
-    fn layer(&self, inner: S) -> CoreService<S> {
-        CoreService {
-            inner,
-            route: self.route,
-        }
-    }
-}
-
-#[derive(Clone)]
-pub(crate) struct CoreService<S> {
-    inner: S,
+/// Runs `call(req)` as one user request: correlation id, span, panic
+/// catcher, timeout and body-size check, as `route` says.
+pub(crate) fn guard<F>(
     route: &'static RouteRuntime,
-}
-
-impl<S> Service<Request> for CoreService<S>
+    req: Request,
+    call: impl FnOnce(Request) -> F,
+) -> CoreFuture<F>
 where
-    S: Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    F: Future<Output = Result<Response, Infallible>>,
 {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
+    let id = correlation::from_headers(req.headers());
+    if let Some(len) = content_length(&req)
+        && len > route.body_limit as u64
+    {
+        let mut response = Error::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body of {len} bytes exceeds this route's limit of {} bytes",
+                route.body_limit
+            ),
+        )
+        .into_response();
+        response.headers_mut().insert(X_CORRELATION_ID, id);
+        return CoreFuture::Rejected {
+            response: Some(response),
+        };
     }
+    let span = if route.trace {
+        tracing::debug_span!(
+            "HTTP request",
+            otel.name = route.span_name,
+            otel.kind = "server",
+            http.request.method = route.method,
+            http.route = route.route,
+            correlation_id = id.to_str().unwrap_or_default(),
+        )
+    } else {
+        tracing::Span::none()
+    };
+    let context = RequestContext {
+        correlation_id: id.clone(),
+    };
+    let inner = span.in_scope(|| {
+        let handled = AssertUnwindSafe(call(req)).catch_unwind();
+        REQUEST.scope(context, tokio::time::timeout(route.timeout, handled))
+    });
+    CoreFuture::Running {
+        inner: inner.instrument(span),
+        route,
+        id: Some(id),
+    }
+}
 
-    fn call(&mut self, mut req: Request) -> Self::Future {
-        let route = self.route;
-        let id = correlation::ensure(req.headers_mut());
-        let inner = self.inner.clone();
-        Box::pin(async move {
-            let span = if route.trace {
-                tracing::info_span!(
-                    "HTTP request",
-                    otel.name = route.span_name,
-                    otel.kind = "server",
-                    http.request.method = route.method,
-                    http.route = route.route,
-                    correlation_id = id.to_str().unwrap_or_default(),
-                )
-            } else {
-                tracing::Span::none()
-            };
-            let mut response = async move {
-                if let Some(len) = content_length(&req)
-                    && len > route.body_limit as u64
-                {
-                    return Error::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!(
-                            "request body of {len} bytes exceeds this route's limit of {} bytes",
-                            route.body_limit
-                        ),
-                    )
-                    .into_response();
-                }
-                let handled = AssertUnwindSafe(inner.oneshot(req)).catch_unwind();
-                match tokio::time::timeout(route.timeout, handled).await {
+impl<F> Future for CoreFuture<F>
+where
+    F: Future<Output = Result<Response, Infallible>>,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project() {
+            CoreProj::Rejected { response } => Poll::Ready(Ok(response
+                .take()
+                .unwrap_or_else(|| Error::msg("response polled twice").into_response()))),
+            CoreProj::Running { inner, route, id } => {
+                let outcome = ready!(inner.poll(cx));
+                let id = id.take().unwrap_or_else(|| HeaderValue::from_static(""));
+                let mut response = match outcome {
                     Ok(Ok(Ok(response))) => response,
                     Ok(Ok(Err(never))) => match never {},
                     Ok(Err(panic)) => {
-                        let message = panic_message(panic.as_ref());
-                        tracing::error!(panic = message, "request handler panicked");
+                        tracing::error!(
+                            panic = panic_message(panic.as_ref()),
+                            route = route.span_name,
+                            correlation_id = id.to_str().unwrap_or_default(),
+                            "request handler panicked"
+                        );
                         Error::internal(
                             "the request handler panicked; the service is still running",
                         )
                         .into_response()
                     }
                     Err(_) => {
-                        tracing::warn!(timeout = ?route.timeout, "request timed out");
+                        tracing::warn!(
+                            timeout = ?route.timeout,
+                            route = route.span_name,
+                            correlation_id = id.to_str().unwrap_or_default(),
+                            "request timed out"
+                        );
                         Error::unavailable(format!(
                             "the request did not complete within {}",
                             humantime::format_duration(route.timeout)
                         ))
                         .into_response()
                     }
-                }
+                };
+                response.headers_mut().insert(X_CORRELATION_ID, id);
+                Poll::Ready(Ok(response))
             }
-            .instrument(span)
-            .await;
-            response.headers_mut().insert(X_CORRELATION_ID, id);
-            Ok(response)
-        })
+        }
     }
 }
 

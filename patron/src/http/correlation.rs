@@ -1,10 +1,13 @@
 //! Correlation ids: read from `X-Correlation-Id`, generated (UUIDv4) when
-//! absent or unusable, echoed in the response and recorded on the request
-//! span so every log line of the request carries it.
+//! absent or unusable, echoed in the response, recorded on the request span,
+//! and kept in the request's task-local context so every log line of the
+//! request carries it.
 
 use axum::extract::FromRequestParts;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue};
+
+use super::core::REQUEST;
 
 /// The correlation header.
 pub const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
@@ -39,25 +42,30 @@ impl CorrelationId {
     }
 }
 
+impl CorrelationId {
+    /// The correlation id of the request being handled on this task, if any.
+    /// Available in handlers, middleware and anything they await.
+    pub fn current() -> Option<CorrelationId> {
+        REQUEST
+            .try_with(|ctx| CorrelationId(ctx.correlation_id.clone()))
+            .ok()
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for CorrelationId {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(CorrelationId(ensure(&mut parts.headers)))
+        Ok(Self::current().unwrap_or_else(|| CorrelationId(from_headers(&parts.headers))))
     }
 }
 
-/// The usable correlation id of `headers`, inserting a fresh one if there is
-/// none, so that handlers and the response see the same value.
-pub(crate) fn ensure(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(v) = headers.get(X_CORRELATION_ID)
-        && usable(v)
-    {
-        return v.clone();
+/// The usable correlation id of `headers`, or a fresh one.
+pub(crate) fn from_headers(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(X_CORRELATION_ID) {
+        Some(v) if usable(v) => v.clone(),
+        _ => generate(),
     }
-    let id = generate();
-    headers.insert(X_CORRELATION_ID, id.clone());
-    id
 }
 
 fn usable(v: &HeaderValue) -> bool {
@@ -80,19 +88,17 @@ mod tests {
     fn keeps_a_good_id_and_replaces_a_bad_one() {
         let mut h = HeaderMap::new();
         h.insert(X_CORRELATION_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(ensure(&mut h), "abc-123");
+        assert_eq!(from_headers(&h), "abc-123");
 
         let mut h = HeaderMap::new();
         h.insert(
             X_CORRELATION_ID,
             HeaderValue::from_str(&"x".repeat(200)).unwrap(),
         );
-        let id = ensure(&mut h);
-        assert_eq!(id.len(), 36);
-        assert_eq!(h.get(X_CORRELATION_ID), Some(&id));
+        assert_eq!(from_headers(&h).len(), 36);
 
-        let mut h = HeaderMap::new();
-        let id = ensure(&mut h);
+        let id = from_headers(&HeaderMap::new());
         assert_eq!(id.to_str().unwrap().matches('-').count(), 4);
+        assert_ne!(id, from_headers(&HeaderMap::new()));
     }
 }

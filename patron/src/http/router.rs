@@ -1,28 +1,34 @@
-//! Assembles the axum router from the registry: each route's own layers
-//! (from the macro), then the service's global middleware, then the core
-//! layer; routes grouped by path with a problem-body 405; a problem-body
-//! 404; and the management routes beside them.
+//! Assembles the [`App`] the server runs: the axum router built from the
+//! registry — each route's own layers (from the macro) under the service's
+//! global middleware, routes grouped by path with a problem-body 405, a
+//! problem-body 404, the management routes beside them — and the path index
+//! that finds a request's per-route settings for the core middleware.
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
-use http::{HeaderValue, StatusCode, header};
-use tower::ServiceBuilder;
+use futures_util::future::Either;
+use http::{HeaderValue, Method, StatusCode, header};
+use tower::ServiceExt;
+use tower::util::Oneshot;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use super::auth::{Authenticator, authenticate};
-use super::builtin::{self, Shared};
-use super::core::{CoreLayer, RouteRuntime, panic_message};
+use super::builtin::{self, RESERVED, Shared};
+use super::core::{CoreFuture, RouteRuntime, guard, panic_message};
 use crate::config::Config;
 use crate::deps::{AppState, Deps};
 use crate::error::{Error, problem};
 use crate::registry::RouteDef;
+
+/// The limit axum's body extractors apply when no `DefaultBodyLimit` is set.
+const AXUM_DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
 
 /// A global middleware, applied to each user route's method router.
 pub(crate) type GlobalLayer =
@@ -67,7 +73,10 @@ pub(crate) fn build(
     globals: &[GlobalLayer],
     config: &Config,
     shared: Arc<Shared>,
-) -> Result<Router, String> {
+) -> Result<App, String> {
+    let mut index: matchit::Router<PathSettings> = matchit::Router::new();
+    let mut settings: BTreeMap<&'static str, Vec<(Method, &'static RouteRuntime)>> =
+        BTreeMap::new();
     let mut by_path: BTreeMap<&'static str, (MethodRouter<AppState>, Vec<&'static str>)> =
         BTreeMap::new();
     for def in routes {
@@ -80,20 +89,25 @@ pub(crate) fn build(
             mr = global(mr);
         }
         let limit = def.body_limit.unwrap_or(config.http_body_limit);
-        let core = CoreLayer::new(RouteRuntime {
+        let runtime: &'static RouteRuntime = Box::leak(Box::new(RouteRuntime {
             method: def.method,
             route: def.path,
             span_name: def.span_name,
             trace: def.trace,
             timeout: def.timeout.unwrap_or(config.http_handler_timeout),
             body_limit: limit,
-        });
-        mr = mr.layer(
-            ServiceBuilder::new()
-                .layer(core)
-                .layer(DefaultBodyLimit::max(limit))
-                .into_inner(),
-        );
+        }));
+        let method = Method::from_bytes(def.method.as_bytes())
+            .map_err(|e| format!("route {} has an invalid method: {e}", def.span_name))?;
+        settings
+            .entry(def.path)
+            .or_default()
+            .push((method, runtime));
+        // axum's extractors already enforce 2 MiB; only a different limit
+        // needs the extra layer.
+        if limit != AXUM_DEFAULT_BODY_LIMIT {
+            mr = mr.layer(DefaultBodyLimit::max(limit));
+        }
         match by_path.remove(def.path) {
             Some((existing, mut methods)) => {
                 methods.push(def.method);
@@ -136,7 +150,80 @@ pub(crate) fn build(
             )
         },
     ));
-    Ok(management.merge(user))
+    for (path, methods) in settings {
+        index
+            .insert(path, PathSettings::User(methods))
+            .map_err(|e| format!("cannot index path {path}: {e}"))?;
+    }
+    for path in RESERVED {
+        index
+            .insert(*path, PathSettings::Management)
+            .map_err(|e| format!("cannot index path {path}: {e}"))?;
+    }
+    let unmatched: &'static RouteRuntime = Box::leak(Box::new(RouteRuntime {
+        method: "",
+        route: "unmatched",
+        span_name: "unmatched route",
+        trace: true,
+        timeout: config.http_handler_timeout,
+        body_limit: config.http_body_limit,
+    }));
+    Ok(App {
+        router: management.merge(user),
+        index,
+        unmatched,
+    })
+}
+
+/// What the index holds for a path.
+enum PathSettings {
+    /// A built-in management route: panic recovery only.
+    Management,
+    /// User routes on this path, by method.
+    User(Vec<(Method, &'static RouteRuntime)>),
+}
+
+/// The complete HTTP application: the router plus the settings the core
+/// middleware applies to each user request.
+pub(crate) struct App {
+    router: Router,
+    index: matchit::Router<PathSettings>,
+    unmatched: &'static RouteRuntime,
+}
+
+/// The future of one request through [`App::call`].
+pub(crate) type AppFuture = Either<Oneshot<Router, Request>, CoreFuture<Oneshot<Router, Request>>>;
+
+impl App {
+    /// Handles one request: management routes go straight to the router,
+    /// everything else through the core middleware with its route's settings
+    /// (or the service defaults when no route matches).
+    pub(crate) fn call(&self, req: Request) -> AppFuture {
+        let route = match self.index.at(req.uri().path()) {
+            Ok(found) => match found.value {
+                PathSettings::Management => return Either::Left(self.route(req)),
+                PathSettings::User(methods) => {
+                    let wanted = if req.method() == Method::HEAD {
+                        &Method::GET
+                    } else {
+                        req.method()
+                    };
+                    methods
+                        .iter()
+                        .find(|(m, _)| m == req.method())
+                        .or_else(|| methods.iter().find(|(m, _)| m == wanted))
+                        .map_or(self.unmatched, |(_, r)| *r)
+                }
+            },
+            Err(_) => self.unmatched,
+        };
+        Either::Right(guard(route, req, |req| self.route(req)))
+    }
+
+    /// Dispatches to the axum router.
+    fn route(&self, req: Request) -> Oneshot<Router, Request> {
+        self.router.clone().oneshot(req)
+    }
 }
 
 fn allow_header(methods: &[&str]) -> HeaderValue {

@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::Router;
 use axum::body::Body;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -30,7 +29,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceExt;
+
+use super::router::App;
 
 /// The three connection timeouts.
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +51,7 @@ impl Timeouts {
 /// accepting and waits up to `drain` for open connections to finish.
 pub(crate) async fn serve(
     listener: TcpListener,
-    router: Router,
+    app: Arc<App>,
     timeouts: Timeouts,
     shutdown: CancellationToken,
     drain: Duration,
@@ -68,7 +68,7 @@ pub(crate) async fn serve(
                         stream,
                         peer,
                         Arc::clone(&builder),
-                        router.clone(),
+                        Arc::clone(&app),
                         timeouts,
                         shutdown.clone(),
                     ));
@@ -148,7 +148,7 @@ async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     builder: Arc<Builder<TokioExecutor>>,
-    router: Router,
+    app: Arc<App>,
     timeouts: Timeouts,
     shutdown: CancellationToken,
 ) {
@@ -161,7 +161,7 @@ async fn connection(
     let svc_state = Arc::clone(&state);
     let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let guard = InFlight::enter(&svc_state);
-        let call = router.clone().oneshot(req.map(Body::new));
+        let call = app.call(req.map(Body::new));
         async move {
             let response = call.await;
             drop(guard);

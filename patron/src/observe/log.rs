@@ -4,23 +4,26 @@
 //! `PATRON_LOG_FORMAT=pretty`. `PATRON_LOG_LEVEL` sets the level;
 //! `RUST_LOG` directives win when set.
 //!
-//! The JSON layer is written for the request path: a span records only the
-//! correlation id it carries, and a line is formatted into a reused
-//! thread-local buffer only when its level is enabled.
+//! The JSON layer is written for the request path: it does no work per span,
+//! takes the correlation id from the request's task-local context, and
+//! formats a line into a reused thread-local buffer only when its level is
+//! enabled.
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write as _;
 
 use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 
 use crate::config::{Config, LogFormat};
+use crate::http::CorrelationId;
 
 /// Logging could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +56,11 @@ pub fn init(config: &Config, service: &str, version: &str) -> Result<(), LogErro
     let _already_set = match config.log_format {
         LogFormat::Json => registry.with(JsonLayer::new(service, version)).try_init(),
         LogFormat::Pretty => registry
-            .with(tracing_subscriber::fmt::layer().with_target(true))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+                    .event_format(PrettyFormat(Default::default())),
+            )
             .try_init(),
     };
     Ok(())
@@ -79,10 +86,7 @@ impl JsonLayer {
     }
 
     /// Formats one line (without the trailing newline) into `out`.
-    fn format<S>(&self, out: &mut String, event: &Event<'_>, ctx: &Context<'_, S>)
-    where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-    {
+    fn format(&self, out: &mut String, event: &Event<'_>) {
         let meta = event.metadata();
         out.push_str("{\"timestamp\":\"");
         let _ = write!(
@@ -103,35 +107,12 @@ impl JsonLayer {
         out.push_str(",\"target\":");
         escape(out, meta.target());
         out.push_str(&self.fixed);
-        if let Some(scope) = ctx.event_scope(event) {
-            for span in scope {
-                if let Some(id) = span.extensions().get::<SpanCorrelation>() {
-                    out.push_str(",\"correlation_id\":");
-                    escape(out, &id.0);
-                    break;
-                }
-            }
+        if let Some(id) = CorrelationId::current() {
+            out.push_str(",\"correlation_id\":");
+            escape(out, id.as_str());
         }
         out.push_str(&fields.rest);
         out.push('}');
-    }
-}
-
-/// The correlation id a span carries, kept for its log lines.
-struct SpanCorrelation(String);
-
-struct FindCorrelation(Option<String>);
-
-impl Visit for FindCorrelation {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        if field.name() == "correlation_id" {
-            self.0 = Some(value.to_string());
-        }
-    }
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "correlation_id" {
-            self.0 = Some(format!("{value:?}"));
-        }
     }
 }
 
@@ -139,33 +120,7 @@ impl<S> Layer<S> for JsonLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        if !attrs
-            .metadata()
-            .fields()
-            .iter()
-            .any(|f| f.name() == "correlation_id")
-        {
-            return;
-        }
-        let mut find = FindCorrelation(None);
-        attrs.record(&mut find);
-        if let (Some(value), Some(span)) = (find.0, ctx.span(id)) {
-            span.extensions_mut().insert(SpanCorrelation(value));
-        }
-    }
-
-    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let mut find = FindCorrelation(None);
-        values.record(&mut find);
-        if let (Some(value), Some(span)) = (find.0, ctx.span(id)) {
-            let mut ext = span.extensions_mut();
-            ext.remove::<SpanCorrelation>();
-            ext.insert(SpanCorrelation(value));
-        }
-    }
-
-    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
         thread_local! {
             static BUF: RefCell<String> = const { RefCell::new(String::new()) };
         }
@@ -174,13 +129,35 @@ where
                 return;
             };
             buf.clear();
-            self.format(&mut buf, event, &ctx);
+            self.format(&mut buf, event);
             buf.push('\n');
             let _ = std::io::stdout().lock().write_all(buf.as_bytes());
             if buf.capacity() > 64 * 1024 {
                 *buf = String::new();
             }
         });
+    }
+}
+
+/// Human-readable lines: tracing-subscriber's full format, prefixed with the
+/// request's correlation id when there is one.
+struct PrettyFormat(tracing_subscriber::fmt::format::Format);
+
+impl<S, N> FormatEvent<S, N> for PrettyFormat
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        if let Some(id) = CorrelationId::current() {
+            write!(writer, "[{}] ", id.as_str())?;
+        }
+        self.0.format_event(ctx, writer, event)
     }
 }
 

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::Router;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -23,7 +22,7 @@ use crate::component::{ComponentContext, ComponentInfo, DynComponent, Readiness}
 use crate::config::Config;
 use crate::error::Error;
 use crate::http::builtin::Shared;
-use crate::http::router;
+use crate::http::router::{self, App};
 use crate::http::server::{self, Timeouts};
 use crate::registry::{self, RouteDef};
 
@@ -53,7 +52,7 @@ pub struct BoundService {
     config: Config,
     listener: TcpListener,
     addr: SocketAddr,
-    router: Router,
+    app: Arc<App>,
     shared: Arc<Shared>,
     components: Vec<(ComponentInfo, Readiness, Box<dyn DynComponent>)>,
     #[allow(dead_code)]
@@ -115,7 +114,7 @@ impl Service {
             ),
             info: serde_json::to_vec(&info).unwrap_or_default().into(),
         });
-        let router = router::build(
+        let app = router::build(
             &routes,
             Arc::new(self.deps),
             &self.globals,
@@ -139,7 +138,7 @@ impl Service {
             config: self.config,
             listener,
             addr,
-            router,
+            app: Arc::new(app),
             shared,
             components,
             sighup: self.sighup,
@@ -181,7 +180,7 @@ impl BoundService {
         tracing::info!(address = %self.addr, "HTTP server listening");
         let http_shutdown = shutdown.clone();
         tasks.spawn(async move {
-            let result = server::serve(self.listener, self.router, timeouts, http_shutdown, drain)
+            let result = server::serve(self.listener, self.app, timeouts, http_shutdown, drain)
                 .await
                 .map_err(Error::msg);
             ("http".to_string(), result)
