@@ -104,6 +104,20 @@ async fn secure(headers: HeaderMap) -> String {
     order_of(&headers)
 }
 
+/// An authenticator whose backend is down: every decision is an error.
+struct Unreachable;
+
+impl Authenticator for Unreachable {
+    async fn authenticate(&self, _: &http::request::Parts) -> patron::Result<bool> {
+        Err(patron::Error::msg("identity provider timed out"))
+    }
+}
+
+#[patron::route(GET "/guarded", auth = Unreachable)]
+async fn guarded() -> &'static str {
+    "never"
+}
+
 #[patron::route(GET "/panic")]
 async fn panics() -> &'static str {
     panic!("handler exploded on purpose")
@@ -151,12 +165,24 @@ fn service() -> Service {
         .version("1.2.3")
         .provide(ApiKey::new([KEY]))
         .provide(Counter(AtomicUsize::new(0)))
+        .provide(Unreachable)
         .with_middleware(axum::middleware::from_fn(global_mw))
 }
 
 async fn start() -> (TestServer, reqwest::Client) {
     let server = TestServer::start(service()).await.expect("service starts");
     (server, reqwest::Client::new())
+}
+
+async fn get_text(client: &reqwest::Client, url: &str) -> String {
+    client
+        .get(url)
+        .send()
+        .await
+        .expect("request sent")
+        .text()
+        .await
+        .expect("body read")
 }
 
 async fn problem(resp: reqwest::Response, status: u16) -> Value {
@@ -274,17 +300,7 @@ async fn ready_reports_failing_checks_and_components() {
 #[tokio::test]
 async fn handlers_extract_and_respond() {
     let (server, client) = start().await;
-    assert_eq!(
-        client
-            .get(server.url("/hello"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "hello"
-    );
+    assert_eq!(get_text(&client, &server.url("/hello")).await, "hello");
     let echoed: Payload = client
         .post(server.url("/echo"))
         .json(&json!({"name": "x", "count": 3}))
@@ -301,61 +317,14 @@ async fn handlers_extract_and_respond() {
             count: 3
         }
     );
+    assert_eq!(get_text(&client, &server.url("/items/42")).await, "item 42");
     assert_eq!(
-        client
-            .get(server.url("/items/42"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "item 42"
-    );
-    assert_eq!(
-        client
-            .get(server.url("/search?q=tea&limit=2"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
+        get_text(&client, &server.url("/search?q=tea&limit=2")).await,
         "tea x2"
     );
-    assert_eq!(
-        client
-            .get(server.url("/count"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "1"
-    );
-    assert_eq!(
-        client
-            .get(server.url("/count"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "2"
-    );
-    assert_eq!(
-        client
-            .get(server.url("/untraced"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "no span"
-    );
+    assert_eq!(get_text(&client, &server.url("/count")).await, "1");
+    assert_eq!(get_text(&client, &server.url("/count")).await, "2");
+    assert_eq!(get_text(&client, &server.url("/untraced")).await, "no span");
     // HEAD is served by the GET handler.
     let head = client.head(server.url("/hello")).send().await.unwrap();
     assert_eq!(head.status(), 200);
@@ -405,14 +374,7 @@ async fn auth_passes_and_fails_before_route_middleware() {
 #[tokio::test]
 async fn middleware_runs_global_first_then_route_in_listed_order() {
     let (server, client) = start().await;
-    let text = client
-        .get(server.url("/order"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&client, &server.url("/order")).await;
     assert_eq!(text, "global,a,b");
     server.shutdown().await.unwrap();
 }
@@ -443,14 +405,7 @@ async fn correlation_id_is_generated_and_propagated() {
     assert_eq!(parsed, vec![8, 4, 4, 4, 12], "a UUID: {header}");
     assert_eq!(&header[14..15], "4", "a version-4 UUID: {header}");
 
-    let other = client
-        .get(server.url("/cid"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let other = get_text(&client, &server.url("/cid")).await;
     assert_ne!(other, header, "each request gets its own id");
 
     // An unusable id (control characters are impossible in reqwest; use an overlong one) is replaced.
@@ -591,17 +546,7 @@ async fn server_errors_panics_and_timeouts() {
     let panicked = client.get(server.url("/panic")).send().await.unwrap();
     problem(panicked, 500).await;
     // The service lives on.
-    assert_eq!(
-        client
-            .get(server.url("/hello"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-        "hello"
-    );
+    assert_eq!(get_text(&client, &server.url("/hello")).await, "hello");
 
     let started = std::time::Instant::now();
     let slow = client.get(server.url("/slow")).send().await.unwrap();

@@ -199,34 +199,38 @@ async fn json_logs_carry_service_fields_and_correlation_id() {
     assert_eq!(proc.wait_exit(Duration::from_secs(10)), Some(0));
 }
 
-#[tokio::test]
-async fn log_level_and_pretty_format() {
-    let mut quiet = Proc::spawn(CUSTOM, &[("PATRON_LOG_LEVEL", "warn")]);
-    quiet.wait_alive().await;
-    reqwest::get(quiet.url("/report?delay_ms=1")).await.unwrap();
-    quiet.signal(libc::SIGTERM);
-    assert_eq!(quiet.wait_exit(Duration::from_secs(10)), Some(0));
-    assert!(
-        quiet
-            .stdout()
-            .iter()
-            .all(|l| !l.contains("building report")),
-        "{:?}",
-        quiet.stdout()
-    );
-
-    let mut pretty = Proc::spawn(CUSTOM, &[("PATRON_LOG_FORMAT", "pretty")]);
-    pretty.wait_alive().await;
-    reqwest::Client::new()
-        .get(pretty.url("/report?delay_ms=1"))
-        .header("x-correlation-id", "pretty-1")
+/// Runs the custom example with `env`, makes one `/report` request with the
+/// correlation id `id`, stops it with SIGTERM and returns its stdout lines.
+async fn one_report(env: &[(&str, &str)], id: &str) -> Vec<String> {
+    let mut proc = Proc::spawn(CUSTOM, env);
+    proc.wait_alive().await;
+    let resp = reqwest::Client::new()
+        .get(proc.url("/report?delay_ms=1"))
+        .header("x-correlation-id", id)
         .send()
         .await
-        .unwrap();
-    pretty.signal(libc::SIGTERM);
-    assert_eq!(pretty.wait_exit(Duration::from_secs(10)), Some(0));
-    let out = pretty.stdout();
-    let line = out
+        .expect("report request");
+    assert_eq!(resp.status(), 200);
+    proc.signal(libc::SIGTERM);
+    assert_eq!(
+        proc.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "stderr: {:?}",
+        proc.stderr()
+    );
+    proc.stdout()
+}
+
+#[tokio::test]
+async fn log_level_and_pretty_format() {
+    let quiet = one_report(&[("PATRON_LOG_LEVEL", "warn")], "quiet-1").await;
+    assert!(
+        quiet.iter().all(|l| !l.contains("building report")),
+        "{quiet:?}"
+    );
+
+    let pretty = one_report(&[("PATRON_LOG_FORMAT", "pretty")], "pretty-1").await;
+    let line = pretty
         .iter()
         .find(|l| l.contains("building report"))
         .expect("pretty line");
@@ -238,38 +242,31 @@ async fn log_level_and_pretty_format() {
 
     // At debug level the request span exists, named by the route template,
     // with the correlation id recorded on it.
-    let mut debug = Proc::spawn(CUSTOM, &[("PATRON_LOG_FORMAT", "pretty"), ("PATRON_LOG_LEVEL", "debug")]);
-    debug.wait_alive().await;
-    reqwest::Client::new()
-        .get(debug.url("/report?delay_ms=1"))
-        .header("x-correlation-id", "span-1")
-        .send()
-        .await
-        .unwrap();
-    debug.signal(libc::SIGTERM);
-    assert_eq!(debug.wait_exit(Duration::from_secs(10)), Some(0));
-    let out = debug.stdout();
-    let line = out.iter().find(|l| l.contains("building report")).expect("debug line");
+    let debug = one_report(
+        &[
+            ("PATRON_LOG_FORMAT", "pretty"),
+            ("PATRON_LOG_LEVEL", "debug"),
+        ],
+        "span-1",
+    )
+    .await;
+    let line = debug
+        .iter()
+        .find(|l| l.contains("building report"))
+        .expect("debug line");
     assert!(line.contains("HTTP request{"), "{line}");
     assert!(line.contains("otel.name=\"GET /report\""), "{line}");
     assert!(line.contains("http.route=\"/report\""), "{line}");
     assert!(line.contains("correlation_id=\"span-1\""), "{line}");
 
     // RUST_LOG wins over PATRON_LOG_LEVEL.
-    let mut filtered = Proc::spawn(
-        CUSTOM,
+    let filtered = one_report(
         &[("PATRON_LOG_LEVEL", "error"), ("RUST_LOG", "custom=info")],
-    );
-    filtered.wait_alive().await;
-    reqwest::get(filtered.url("/report?delay_ms=1"))
-        .await
-        .unwrap();
-    filtered.signal(libc::SIGTERM);
-    assert_eq!(filtered.wait_exit(Duration::from_secs(10)), Some(0));
+        "rust-log-1",
+    )
+    .await;
     assert!(
-        filtered
-            .stdout()
-            .iter()
-            .any(|l| l.contains("building report"))
+        filtered.iter().any(|l| l.contains("building report")),
+        "{filtered:?}"
     );
 }
