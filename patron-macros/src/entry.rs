@@ -23,11 +23,19 @@ pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
     match generate(attr, &func) {
         Ok(tokens) => tokens,
         Err(err) => {
-            // Keep a `main` so the only error the user sees is ours.
+            // Keep the user's function (renamed, so it is not the entry point)
+            // and a plain `main`, so the only error the user sees is ours.
             let err = err.to_compile_error();
             let vis = &func.vis;
             let ident = &func.sig.ident;
-            quote! { #err #vis fn #ident() {} }
+            let mut kept = func.clone();
+            kept.sig.ident = syn::Ident::new("__patron_rejected_main", ident.span());
+            quote! {
+                #err
+                #[allow(dead_code, unused)]
+                #kept
+                #vis fn #ident() {}
+            }
         }
     }
 }

@@ -44,7 +44,7 @@ impl Handler {
             match input {
                 FnArg::Receiver(recv) => {
                     return Err(syn::Error::new(
-                        recv.span(),
+                        recv.self_token.span,
                         "route handlers cannot take `self`: make the handler a free function and take state as `Dep<T>`",
                     ));
                 }
