@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::Error;
+use crate::observe::metrics::Metrics;
 
 /// A long-running part of a service.
 ///
@@ -99,14 +100,21 @@ impl ComponentInfo {
 pub struct ComponentContext {
     shutdown: CancellationToken,
     readiness: Readiness,
+    metrics: Metrics,
 }
 
 impl ComponentContext {
-    pub(crate) fn new(shutdown: CancellationToken, readiness: Readiness) -> Self {
+    pub(crate) fn new(shutdown: CancellationToken, readiness: Readiness, metrics: Metrics) -> Self {
         ComponentContext {
             shutdown,
             readiness,
+            metrics,
         }
+    }
+
+    /// The service's metric registry, for the component's own metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Cancelled when the service shuts down.

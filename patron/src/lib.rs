@@ -126,6 +126,7 @@ pub use patron_macros::main;
 pub mod prelude {
     pub use crate::component::{Component, ComponentContext, ComponentInfo};
     pub use crate::http::{ApiKey, Authenticator, CorrelationId};
+    pub use crate::observe::metrics::Metrics;
     pub use crate::{Dep, Error, Service};
     pub use axum::Json;
     pub use axum::extract::{Path, Query};

@@ -1,4 +1,5 @@
-//! Built-in management routes: `GET /alive`, `GET /ready` and `GET /info`.
+//! Built-in management routes: `GET /alive`, `GET /ready`, `GET /info` and
+//! `GET /metrics`.
 //! They get panic recovery only: no span, no correlation id, no access log.
 
 use std::sync::Arc;
@@ -16,9 +17,10 @@ use serde_json::{Map, Value, json};
 
 use crate::component::Readiness;
 use crate::error::problem;
+use crate::observe::metrics::Metrics;
 
 /// Paths the default HTTP component reserves.
-pub(crate) const RESERVED: &[&str] = &["/alive", "/ready", "/info"];
+pub(crate) const RESERVED: &[&str] = &["/alive", "/ready", "/info", "/metrics"];
 
 /// How long one health check may take before it counts as failing.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -51,7 +53,7 @@ struct CheckResult {
     error: Option<String>,
 }
 
-pub(crate) fn routes(shared: Arc<Shared>) -> Router {
+pub(crate) fn routes(shared: Arc<Shared>, metrics: Metrics) -> Router {
     let ready_state = Arc::clone(&shared);
     let info_state = shared;
     Router::new()
@@ -67,6 +69,20 @@ pub(crate) fn routes(shared: Arc<Shared>) -> Router {
             get(move || {
                 let body = info_state.info.clone();
                 async move { json_response(StatusCode::OK, body) }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.render();
+                async move {
+                    let mut r = (StatusCode::OK, text).into_response();
+                    r.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                    );
+                    r
+                }
             }),
         )
 }

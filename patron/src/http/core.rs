@@ -15,7 +15,7 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
@@ -30,9 +30,9 @@ use tracing::instrument::Instrumented;
 
 use super::correlation::{self, X_CORRELATION_ID};
 use crate::error::Error;
+use crate::observe::metrics::{RouteMetrics, method_label};
 
 /// What the core middleware needs to know about one route.
-#[derive(Debug)]
 pub(crate) struct RouteRuntime {
     pub method: &'static str,
     pub route: &'static str,
@@ -40,6 +40,29 @@ pub(crate) struct RouteRuntime {
     pub trace: bool,
     pub timeout: Duration,
     pub body_limit: usize,
+    /// `None` for `trace = false` routes.
+    pub metrics: Option<RouteMetrics>,
+}
+
+/// Keeps `http_server_active_requests` right even when a request is dropped
+/// before it completes (the client went away).
+pub(crate) struct Active(Option<&'static RouteMetrics>);
+
+impl Active {
+    fn enter(metrics: Option<&'static RouteMetrics>) -> Self {
+        if let Some(m) = metrics {
+            m.active.inc();
+        }
+        Active(metrics)
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        if let Some(m) = self.0 {
+            m.active.dec();
+        }
+    }
 }
 
 /// Per-request context, available to everything the request runs.
@@ -64,6 +87,9 @@ pin_project! {
             inner: Guarded<F>,
             route: &'static RouteRuntime,
             id: Option<HeaderValue>,
+            method: &'static str,
+            started: Instant,
+            active: Active,
         },
     }
 }
@@ -78,6 +104,8 @@ pub(crate) fn guard<F>(
 where
     F: Future<Output = Result<Response, Infallible>>,
 {
+    let started = Instant::now();
+    let method = method_label(req.method());
     let id = correlation::from_headers(req.headers());
     if let Some(len) = content_length(&req)
         && len > route.body_limit as u64
@@ -91,6 +119,9 @@ where
         )
         .into_response();
         response.headers_mut().insert(X_CORRELATION_ID, id);
+        if let Some(m) = &route.metrics {
+            m.observe(method, response.status(), started.elapsed().as_secs_f64());
+        }
         return CoreFuture::Rejected {
             response: Some(response),
         };
@@ -114,10 +145,14 @@ where
         let handled = AssertUnwindSafe(call(req)).catch_unwind();
         REQUEST.scope(context, tokio::time::timeout(route.timeout, handled))
     });
+    let active = Active::enter(route.metrics.as_ref());
     CoreFuture::Running {
         inner: inner.instrument(span),
         route,
         id: Some(id),
+        method,
+        started,
+        active,
     }
 }
 
@@ -132,7 +167,14 @@ where
             CoreProj::Rejected { response } => Poll::Ready(Ok(response
                 .take()
                 .unwrap_or_else(|| Error::msg("response polled twice").into_response()))),
-            CoreProj::Running { inner, route, id } => {
+            CoreProj::Running {
+                inner,
+                route,
+                id,
+                method,
+                started,
+                active: _,
+            } => {
                 let outcome = ready!(inner.poll(cx));
                 let id = id.take().unwrap_or_else(|| HeaderValue::from_static(""));
                 let mut response = match outcome {
@@ -165,6 +207,9 @@ where
                     }
                 };
                 response.headers_mut().insert(X_CORRELATION_ID, id);
+                if let Some(m) = &route.metrics {
+                    m.observe(method, response.status(), started.elapsed().as_secs_f64());
+                }
                 Poll::Ready(Ok(response))
             }
         }

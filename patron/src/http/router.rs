@@ -25,6 +25,7 @@ use super::core::{CoreFuture, RouteRuntime, guard, panic_message};
 use crate::config::Config;
 use crate::deps::{AppState, Deps};
 use crate::error::{Error, problem};
+use crate::observe::metrics::{HttpMetrics, Metrics};
 use crate::registry::RouteDef;
 
 /// The limit axum's body extractors apply when no `DefaultBodyLimit` is set.
@@ -73,6 +74,8 @@ pub(crate) fn build(
     globals: &[GlobalLayer],
     config: &Config,
     shared: Arc<Shared>,
+    metrics: &Metrics,
+    http_metrics: &HttpMetrics,
 ) -> Result<App, String> {
     let mut index: matchit::Router<PathSettings> = matchit::Router::new();
     let mut settings: BTreeMap<&'static str, Vec<(Method, &'static RouteRuntime)>> =
@@ -96,6 +99,7 @@ pub(crate) fn build(
             trace: def.trace,
             timeout: def.timeout.unwrap_or(config.http_handler_timeout),
             body_limit: limit,
+            metrics: def.trace.then(|| http_metrics.route(def.method, def.path)),
         }));
         let method = Method::from_bytes(def.method.as_bytes())
             .map_err(|e| format!("route {} has an invalid method: {e}", def.span_name))?;
@@ -137,7 +141,7 @@ pub(crate) fn build(
     let user = router
         .fallback(|| async { Error::not_found("no route matches this path").into_response() })
         .with_state(AppState { deps });
-    let management = builtin::routes(shared).layer(CatchPanicLayer::custom(
+    let management = builtin::routes(shared, metrics.clone()).layer(CatchPanicLayer::custom(
         |panic: Box<dyn std::any::Any + Send>| {
             tracing::error!(
                 panic = panic_message(panic.as_ref()),
@@ -167,6 +171,7 @@ pub(crate) fn build(
         trace: true,
         timeout: config.http_handler_timeout,
         body_limit: config.http_body_limit,
+        metrics: Some(http_metrics.route("", "unmatched")),
     }));
     Ok(App {
         router: management.merge(user),

@@ -1,3 +1,4 @@
-//! Observability: structured logs now; metrics and traces plug in here.
+//! Observability: structured logs and Prometheus metrics; traces plug in here.
 
 pub mod log;
+pub mod metrics;

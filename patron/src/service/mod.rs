@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::deps::{AppState, Deps};
 use crate::http::builtin::CheckFn;
 use crate::http::router::GlobalLayer;
+use crate::observe::metrics::Metrics;
 use crate::registry::RouteDef;
 
 pub(crate) type SighupFn =
@@ -58,6 +59,7 @@ pub struct Service {
     pub(crate) checks: Vec<(String, CheckFn)>,
     pub(crate) sighup: Option<SighupFn>,
     pub(crate) routes: Option<Vec<&'static RouteDef>>,
+    pub(crate) metrics: Metrics,
 }
 
 impl fmt::Debug for Service {
@@ -84,6 +86,7 @@ impl Service {
             checks: Vec::new(),
             sighup: None,
             routes: None,
+            metrics: Metrics::new(),
         }
     }
 
@@ -118,6 +121,12 @@ impl Service {
     /// Mutable access to the configuration, e.g. to change the port in code.
     pub fn config_mut(&mut self) -> &mut Config {
         &mut self.config
+    }
+
+    /// The service's metric registry, scraped at `GET /metrics`. Register
+    /// your own metrics on it; handlers can also take it as `Dep<Metrics>`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// Provides a value that handlers take as `Dep<T>` and that `auth = T`

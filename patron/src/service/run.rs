@@ -24,6 +24,7 @@ use crate::error::Error;
 use crate::http::builtin::Shared;
 use crate::http::router::{self, App};
 use crate::http::server::{self, Timeouts};
+use crate::observe::metrics::{HttpMetrics, Metrics};
 use crate::registry::{self, RouteDef};
 
 /// Why a service stopped with a failure: every component error, joined.
@@ -55,6 +56,7 @@ pub struct BoundService {
     app: Arc<App>,
     shared: Arc<Shared>,
     components: Vec<(ComponentInfo, Readiness, Box<dyn DynComponent>)>,
+    metrics: Metrics,
     #[allow(dead_code)]
     sighup: Option<SighupFn>,
 }
@@ -76,7 +78,13 @@ impl Service {
             Some(r) => r.clone(),
             None => registry::routes(),
         };
-        validate::check(&routes, &self.deps, self.components.len())?;
+        // Handlers may take `Dep<Metrics>`: provide it before validation.
+        let metrics = self.metrics;
+        let mut deps = self.deps;
+        deps.insert(metrics.clone());
+        validate::check(&routes, &deps, self.components.len())?;
+        metrics.register_runtime()?;
+        let http_metrics = HttpMetrics::register(&metrics)?;
 
         let components: Vec<(ComponentInfo, Readiness, Box<dyn DynComponent>)> = self
             .components
@@ -116,10 +124,12 @@ impl Service {
         });
         let app = router::build(
             &routes,
-            Arc::new(self.deps),
+            Arc::new(deps),
             &self.globals,
             &self.config,
             Arc::clone(&shared),
+            &metrics,
+            &http_metrics,
         )
         .map_err(|e| validate::StartupError { problems: vec![e] })?;
 
@@ -141,6 +151,7 @@ impl Service {
             app: Arc::new(app),
             shared,
             components,
+            metrics,
             sighup: self.sighup,
         })
     }
@@ -186,7 +197,7 @@ impl BoundService {
             ("http".to_string(), result)
         });
         for (info, readiness, component) in self.components {
-            let ctx = ComponentContext::new(shutdown.clone(), readiness);
+            let ctx = ComponentContext::new(shutdown.clone(), readiness, self.metrics.clone());
             let name = info.name.clone();
             tracing::info!(kind = %info.kind, component = %name, "starting component");
             tasks.spawn(async move { (name, component.run_boxed(ctx).await) });

@@ -1,0 +1,245 @@
+//! Prometheus metrics: one registry per service, scraped at `GET /metrics`.
+//!
+//! Everything patron measures — HTTP server metrics now, consumers and
+//! clients later — registers on the service's [`Metrics`], and so can user
+//! code: take it as `Dep<Metrics>` in a handler, from
+//! [`Service::metrics`](crate::Service::metrics) in `main`, or from
+//! [`ComponentContext::metrics`](crate::component::ComponentContext::metrics)
+//! in a component.
+//!
+//! HTTP server metrics follow the OpenTelemetry semantic conventions in
+//! Prometheus form: `http_server_request_duration_seconds` (labels
+//! `http_request_method`, `http_route` — the template, or `unmatched` — and
+//! `http_response_status_code`) and `http_server_active_requests`. Each
+//! route's histogram children are resolved once per status code and cached,
+//! so a request does no label lookup or allocation.
+
+use std::sync::OnceLock;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+use crate::error::Error;
+
+/// Bucket boundaries for request durations, in seconds: the ones the
+/// OpenTelemetry HTTP semantic conventions recommend.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+
+/// The service's metric registry.
+///
+/// ```
+/// use patron::observe::metrics::Metrics;
+/// use prometheus::IntCounter;
+///
+/// let metrics = Metrics::new();
+/// let orders = IntCounter::new("orders_total", "Orders accepted").unwrap();
+/// metrics.register(orders.clone()).unwrap();
+/// orders.inc();
+/// assert!(metrics.render().contains("orders_total 1"));
+/// ```
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Metrics {
+            registry: Registry::new(),
+        }
+    }
+
+    /// The underlying `prometheus` registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Registers a collector (a counter, gauge, histogram, a `*Vec` of them,
+    /// or a custom collector). Registering the same name twice is an error.
+    pub fn register<C: Collector + 'static>(&self, collector: C) -> Result<(), Error> {
+        self.registry
+            .register(Box::new(collector))
+            .map_err(|e| Error::msg(format!("cannot register metric: {e}")))
+    }
+
+    /// The registry in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
+            tracing::error!(error = %e, "encoding metrics failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Registers process metrics (CPU, resident memory, open and max file
+    /// descriptors, start time) and tokio runtime metrics.
+    pub(crate) fn register_runtime(&self) -> Result<(), Error> {
+        self.register(prometheus::process_collector::ProcessCollector::for_self())?;
+        self.register(TokioCollector::new()?)
+    }
+}
+
+/// The HTTP server's metrics.
+#[derive(Clone)]
+pub(crate) struct HttpMetrics {
+    duration: HistogramVec,
+    pub(crate) active: IntGauge,
+}
+
+impl HttpMetrics {
+    pub(crate) fn register(metrics: &Metrics) -> Result<Self, Error> {
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "http_server_request_duration_seconds",
+                "Duration of HTTP server requests.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &[
+                "http_request_method",
+                "http_route",
+                "http_response_status_code",
+            ],
+        )
+        .map_err(|e| Error::msg(format!("cannot create the HTTP duration histogram: {e}")))?;
+        let active = IntGauge::new(
+            "http_server_active_requests",
+            "Number of active HTTP server requests.",
+        )
+        .map_err(|e| Error::msg(format!("cannot create the active requests gauge: {e}")))?;
+        metrics.register(duration.clone())?;
+        metrics.register(active.clone())?;
+        Ok(HttpMetrics { duration, active })
+    }
+
+    /// The per-route handle for `method` and `route`.
+    pub(crate) fn route(&self, method: &'static str, route: &'static str) -> RouteMetrics {
+        RouteMetrics {
+            duration: self.duration.clone(),
+            method,
+            route,
+            by_status: (0..STATUS_SLOTS).map(|_| OnceLock::new()).collect(),
+            active: self.active.clone(),
+        }
+    }
+}
+
+const STATUS_SLOTS: usize = 600;
+
+/// One route's metric handles, with a histogram child per status code,
+/// resolved on first use.
+pub(crate) struct RouteMetrics {
+    duration: HistogramVec,
+    method: &'static str,
+    route: &'static str,
+    by_status: Box<[OnceLock<Histogram>]>,
+    pub(crate) active: IntGauge,
+}
+
+impl RouteMetrics {
+    /// Records one finished request; `method` is the request's method label
+    /// (see [`method_label`]), used only by the unmatched route.
+    pub(crate) fn observe(&self, method: &'static str, status: http::StatusCode, seconds: f64) {
+        let code = usize::from(status.as_u16());
+        let method = if self.method.is_empty() {
+            method
+        } else {
+            self.method
+        };
+        if self.method.is_empty() || code >= STATUS_SLOTS {
+            self.duration
+                .with_label_values(&[method, self.route, status.as_str()])
+                .observe(seconds);
+            return;
+        }
+        self.by_status[code]
+            .get_or_init(|| {
+                self.duration
+                    .with_label_values(&[method, self.route, status.as_str()])
+            })
+            .observe(seconds);
+    }
+}
+
+/// A bounded label for a request method: the standard ones, else `_OTHER`
+/// (as the OpenTelemetry conventions say), so clients cannot grow the
+/// label set.
+pub(crate) fn method_label(method: &http::Method) -> &'static str {
+    match *method {
+        http::Method::GET => "GET",
+        http::Method::POST => "POST",
+        http::Method::PUT => "PUT",
+        http::Method::PATCH => "PATCH",
+        http::Method::DELETE => "DELETE",
+        http::Method::HEAD => "HEAD",
+        http::Method::OPTIONS => "OPTIONS",
+        http::Method::CONNECT => "CONNECT",
+        http::Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
+/// tokio runtime gauges, read at scrape time.
+struct TokioCollector {
+    workers: IntGauge,
+    alive_tasks: IntGauge,
+    global_queue: IntGauge,
+    descs: Vec<Desc>,
+}
+
+impl TokioCollector {
+    fn new() -> Result<Self, Error> {
+        let gauge = |name: &str, help: &str| {
+            IntGauge::with_opts(Opts::new(name, help))
+                .map_err(|e| Error::msg(format!("cannot create the {name} gauge: {e}")))
+        };
+        let workers = gauge("tokio_workers", "Worker threads of the tokio runtime.")?;
+        let alive_tasks = gauge("tokio_alive_tasks", "Tasks alive in the tokio runtime.")?;
+        let global_queue = gauge(
+            "tokio_global_queue_depth",
+            "Tasks waiting in the tokio runtime's global queue.",
+        )?;
+        let descs = [&workers, &alive_tasks, &global_queue]
+            .iter()
+            .flat_map(|g| g.desc().into_iter().cloned())
+            .collect();
+        Ok(TokioCollector {
+            workers,
+            alive_tasks,
+            global_queue,
+            descs,
+        })
+    }
+}
+
+impl Collector for TokioCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return Vec::new();
+        };
+        let m = handle.metrics();
+        self.workers.set(m.num_workers() as i64);
+        self.alive_tasks.set(m.num_alive_tasks() as i64);
+        self.global_queue.set(m.global_queue_depth() as i64);
+        [&self.workers, &self.alive_tasks, &self.global_queue]
+            .iter()
+            .flat_map(|g| g.collect())
+            .collect()
+    }
+}
