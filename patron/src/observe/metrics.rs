@@ -16,6 +16,10 @@
 
 use std::sync::OnceLock;
 
+/// The `prometheus` crate patron uses, so your metrics match its version
+/// without a dependency of your own.
+pub use prometheus;
+
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
@@ -34,7 +38,7 @@ pub const DURATION_BUCKETS: &[f64] = &[
 ///
 /// ```
 /// use patron::observe::metrics::Metrics;
-/// use prometheus::IntCounter;
+/// use patron::observe::metrics::prometheus::IntCounter;
 ///
 /// let metrics = Metrics::new();
 /// let orders = IntCounter::new("orders_total", "Orders accepted").unwrap();
