@@ -37,6 +37,7 @@ async fn visits(stats: Dep<Stats>) -> Json<serde_json::Value> {
 #[patron::route(GET "/report", timeout = "30s")]
 async fn report(Query(p): Query<ReportParams>) -> String {
     let delay = p.delay_ms.unwrap_or(0).min(20_000);
+    tracing::debug!(requested = ?p.delay_ms, "report parameters parsed");
     tracing::info!(delay_ms = delay, "building report");
     tokio::time::sleep(Duration::from_millis(delay)).await;
     format!("report ready after {delay} ms")

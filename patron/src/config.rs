@@ -111,6 +111,9 @@ pub struct Config {
     pub log_level: LogLevel,
     /// `PATRON_LOG_FORMAT` (json).
     pub log_format: LogFormat,
+    /// `PATRON_DEBUG_ENDPOINTS`: serve `/debug/pprof/profile` and
+    /// `POST /debug/log/{level}` (false).
+    pub debug_endpoints: bool,
 }
 
 impl Default for Config {
@@ -127,6 +130,7 @@ impl Default for Config {
             shutdown_delay: Duration::ZERO,
             log_level: LogLevel::Info,
             log_format: LogFormat::Json,
+            debug_endpoints: false,
         }
     }
 }
@@ -209,6 +213,13 @@ impl Config {
                     "one of trace, debug, info, warn, error",
                 )
             })?;
+        }
+        if let Some(v) = get("PATRON_DEBUG_ENDPOINTS") {
+            c.debug_endpoints = match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => true,
+                "false" | "0" | "no" | "off" => false,
+                _ => return Err(invalid("PATRON_DEBUG_ENDPOINTS", &v, "true or false")),
+            };
         }
         if let Some(v) = get("PATRON_LOG_FORMAT") {
             c.log_format = match v.trim().to_ascii_lowercase().as_str() {
@@ -325,6 +336,28 @@ mod tests {
         assert!(
             err.contains("PATRON_HTTP_READ_TIMEOUT") && err.contains("soon"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn debug_endpoints_flag() {
+        assert!(!with(&[]).unwrap().debug_endpoints);
+        assert!(
+            with(&[("PATRON_DEBUG_ENDPOINTS", "true")])
+                .unwrap()
+                .debug_endpoints
+        );
+        assert!(
+            !with(&[("PATRON_DEBUG_ENDPOINTS", "off")])
+                .unwrap()
+                .debug_endpoints
+        );
+        let err = with(&[("PATRON_DEBUG_ENDPOINTS", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "invalid value for PATRON_DEBUG_ENDPOINTS: \"maybe\"; expected true or false"
         );
     }
 

@@ -22,11 +22,13 @@ use tower_http::catch_panic::CatchPanicLayer;
 use super::auth::{Authenticator, authenticate};
 use super::builtin::{self, RESERVED, Shared};
 use super::core::{CoreFuture, RouteRuntime, guard, panic_message};
+use super::debug;
 use crate::config::Config;
 use crate::deps::{AppState, Deps};
 use crate::error::{Error, problem};
 use crate::observe::metrics::{HttpMetrics, Metrics};
 use crate::registry::RouteDef;
+use crate::service::DebugAuth;
 
 /// The limit axum's body extractors apply when no `DefaultBodyLimit` is set.
 const AXUM_DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
@@ -66,17 +68,31 @@ impl RouteCtx {
     }
 }
 
+/// Everything the application is built from.
+pub(crate) struct AppParts<'a> {
+    pub routes: &'a [&'static RouteDef],
+    pub deps: Arc<Deps>,
+    pub globals: &'a [GlobalLayer],
+    pub config: &'a Config,
+    pub shared: Arc<Shared>,
+    pub metrics: &'a Metrics,
+    pub http_metrics: &'a HttpMetrics,
+    pub debug_auth: Option<&'a DebugAuth>,
+}
+
 /// Builds the complete router. Route conflicts must have been rejected by
 /// validation; any that slip through become an error here, not a panic.
-pub(crate) fn build(
-    routes: &[&'static RouteDef],
-    deps: Arc<Deps>,
-    globals: &[GlobalLayer],
-    config: &Config,
-    shared: Arc<Shared>,
-    metrics: &Metrics,
-    http_metrics: &HttpMetrics,
-) -> Result<App, String> {
+pub(crate) fn build(parts: AppParts<'_>) -> Result<App, String> {
+    let AppParts {
+        routes,
+        deps,
+        globals,
+        config,
+        shared,
+        metrics,
+        http_metrics,
+        debug_auth,
+    } = parts;
     let mut index: matchit::Router<PathSettings> = matchit::Router::new();
     let mut settings: BTreeMap<&'static str, Vec<(Method, &'static RouteRuntime)>> =
         BTreeMap::new();
@@ -141,7 +157,15 @@ pub(crate) fn build(
     let user = router
         .fallback(|| async { Error::not_found("no route matches this path").into_response() })
         .with_state(AppState { deps });
-    let management = builtin::routes(shared, metrics.clone()).layer(CatchPanicLayer::custom(
+    let mut management = builtin::routes(shared, metrics.clone());
+    if config.debug_endpoints {
+        let debug = debug::routes();
+        management = management.merge(match debug_auth {
+            Some(wrap) => wrap(debug),
+            None => debug,
+        });
+    }
+    let management = management.layer(CatchPanicLayer::custom(
         |panic: Box<dyn std::any::Any + Send>| {
             tracing::error!(
                 panic = panic_message(panic.as_ref()),
@@ -159,7 +183,7 @@ pub(crate) fn build(
             .insert(path, PathSettings::User(methods))
             .map_err(|e| format!("cannot index path {path}: {e}"))?;
     }
-    for path in RESERVED {
+    for path in RESERVED.iter().chain(debug::PATHS) {
         index
             .insert(*path, PathSettings::Management)
             .map_err(|e| format!("cannot index path {path}: {e}"))?;

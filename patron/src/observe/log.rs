@@ -12,17 +12,19 @@
 use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::io::Write as _;
+use std::sync::OnceLock;
 
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
-use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Registry, reload};
 
-use crate::config::{Config, LogFormat};
+use crate::config::{Config, LogFormat, LogLevel};
+use crate::error::Error;
 use crate::http::CorrelationId;
 
 /// Logging could not be set up.
@@ -52,8 +54,9 @@ pub fn init(config: &Config, service: &str, version: &str) -> Result<(), LogErro
         }
         _ => EnvFilter::new(config.log_level.as_str()),
     };
+    let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
-    let _already_set = match config.log_format {
+    let installed = match config.log_format {
         LogFormat::Json => registry.with(JsonLayer::new(service, version)).try_init(),
         LogFormat::Pretty => registry
             .with(
@@ -63,7 +66,28 @@ pub fn init(config: &Config, service: &str, version: &str) -> Result<(), LogErro
             )
             .try_init(),
     };
+    if installed.is_ok() {
+        // Only the subscriber patron installed can be changed at run time.
+        let _ = LEVEL.set(handle);
+    }
     Ok(())
+}
+
+/// The reload handle of the installed filter, for `POST /debug/log/{level}`.
+static LEVEL: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
+
+/// Changes the log level of the subscriber [`init`] installed. The new level
+/// replaces any `RUST_LOG` directives.
+pub fn set_level(level: LogLevel) -> Result<(), Error> {
+    let handle = LEVEL.get().ok_or_else(|| {
+        Error::new(
+            http::StatusCode::CONFLICT,
+            "logging in this process was not set up by patron, so its level cannot be changed",
+        )
+    })?;
+    handle
+        .reload(EnvFilter::new(level.as_str()))
+        .map_err(|e| Error::msg(format!("cannot change the log level: {e}")))
 }
 
 /// Writes each event as one JSON object on stdout.

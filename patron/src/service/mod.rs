@@ -22,6 +22,7 @@ pub use validate::StartupError;
 use crate::component::{Component, DynComponent};
 use crate::config::Config;
 use crate::deps::{AppState, Deps};
+use crate::http::Authenticator;
 use crate::http::builtin::CheckFn;
 use crate::http::router::GlobalLayer;
 use crate::observe::metrics::Metrics;
@@ -60,7 +61,11 @@ pub struct Service {
     pub(crate) sighup: Option<SighupFn>,
     pub(crate) routes: Option<Vec<&'static RouteDef>>,
     pub(crate) metrics: Metrics,
+    pub(crate) debug_auth: Option<DebugAuth>,
 }
+
+/// Wraps the debug routes in the authenticator given to `with_debug_auth`.
+pub(crate) type DebugAuth = Arc<dyn Fn(axum::Router) -> axum::Router + Send + Sync>;
 
 impl fmt::Debug for Service {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -87,6 +92,7 @@ impl Service {
             sighup: None,
             routes: None,
             metrics: Metrics::new(),
+            debug_auth: None,
         }
     }
 
@@ -195,6 +201,27 @@ impl Service {
     {
         self.sighup = Some(Arc::new(move || {
             hook().map(|r| r.map_err(|e| e.to_string())).boxed()
+        }));
+        self
+    }
+
+    /// Turns on the debug endpoints (`GET /debug/pprof/profile`,
+    /// `POST /debug/log/{level}`), as `PATRON_DEBUG_ENDPOINTS=true` does.
+    /// They are never on by default; put them behind
+    /// [`with_debug_auth`](Self::with_debug_auth) wherever the port is reachable.
+    pub fn with_debug_endpoints(mut self) -> Self {
+        self.config.debug_endpoints = true;
+        self
+    }
+
+    /// Requires `auth` on the debug endpoints (it does not turn them on).
+    pub fn with_debug_auth<A: Authenticator>(mut self, auth: A) -> Self {
+        let auth = Arc::new(auth);
+        self.debug_auth = Some(Arc::new(move |router: axum::Router| {
+            router.route_layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&auth),
+                crate::http::authenticate::<A>,
+            ))
         }));
         self
     }

@@ -22,7 +22,7 @@ use crate::component::{ComponentContext, ComponentInfo, DynComponent, Readiness}
 use crate::config::Config;
 use crate::error::Error;
 use crate::http::builtin::Shared;
-use crate::http::router::{self, App};
+use crate::http::router::{self, App, AppParts};
 use crate::http::server::{self, Timeouts};
 use crate::observe::metrics::{HttpMetrics, Metrics};
 use crate::registry::{self, RouteDef};
@@ -122,15 +122,16 @@ impl Service {
             ),
             info: serde_json::to_vec(&info).unwrap_or_default().into(),
         });
-        let app = router::build(
-            &routes,
-            Arc::new(deps),
-            &self.globals,
-            &self.config,
-            Arc::clone(&shared),
-            &metrics,
-            &http_metrics,
-        )
+        let app = router::build(AppParts {
+            routes: &routes,
+            deps: Arc::new(deps),
+            globals: &self.globals,
+            config: &self.config,
+            shared: Arc::clone(&shared),
+            metrics: &metrics,
+            http_metrics: &http_metrics,
+            debug_auth: self.debug_auth.as_ref(),
+        })
         .map_err(|e| validate::StartupError { problems: vec![e] })?;
 
         let addr = SocketAddr::new(self.config.http_host, self.config.http_port);

@@ -101,7 +101,7 @@ pub(crate) fn check(
         }
     }
     for r in routes {
-        if RESERVED.contains(&r.path) {
+        if RESERVED.contains(&r.path) || crate::http::debug::PATHS.contains(&r.path) {
             problems.push(format!(
                 "route {} at {} ({}) takes a path patron reserves for its built-in endpoint; choose another path",
                 r.span_name,

@@ -1,0 +1,204 @@
+//! The opt-in debug endpoints: off by default, a CPU profile that decodes as
+//! pprof protobuf, behind the configured authenticator, and (in a child
+//! process, where patron owns logging) a run-time log level change.
+
+use std::time::Duration;
+
+use patron::prelude::*;
+use patron::test::TestServer;
+use patron_tests::{Proc, eventually};
+use pprof::protos::Message;
+
+const CUSTOM: &str = env!("CARGO_BIN_EXE_custom");
+
+#[patron::route(GET "/work")]
+async fn work() -> String {
+    // Burn some CPU so the profile has samples from this process.
+    let mut x: u64 = 1;
+    for i in 0..5_000_000u64 {
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(i);
+    }
+    x.to_string()
+}
+
+#[tokio::test]
+async fn debug_endpoints_are_off_by_default() {
+    let server = TestServer::start(Service::new("debug-off")).await.unwrap();
+    let client = reqwest::Client::new();
+    let profile = client
+        .get(server.url("/debug/pprof/profile?seconds=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(profile.status(), 404);
+    let level = client
+        .post(server.url("/debug/log/debug"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(level.status(), 404);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_profile_is_valid_pprof_protobuf() {
+    let server = TestServer::start(Service::new("debug-on").with_debug_endpoints())
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    let load = {
+        let client = client.clone();
+        let url = server.url("/work");
+        tokio::spawn(async move {
+            for _ in 0..40 {
+                let _ = client.get(&url).send().await;
+            }
+        })
+    };
+    let resp = client
+        .get(server.url("/debug/pprof/profile?seconds=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/octet-stream");
+    let bytes = resp.bytes().await.unwrap();
+    let profile = pprof::protos::Profile::decode(bytes.as_ref()).expect("a pprof protobuf profile");
+    assert!(!profile.sample_type.is_empty(), "sample types are declared");
+    assert!(
+        !profile.string_table.is_empty() && profile.string_table[0].is_empty(),
+        "string table starts empty"
+    );
+    assert!(
+        profile.duration_nanos >= 900_000_000,
+        "about one second: {}",
+        profile.duration_nanos
+    );
+    assert!(!profile.sample.is_empty(), "the busy handler was sampled");
+    load.await.unwrap();
+
+    let bad = client
+        .get(server.url("/debug/pprof/profile?seconds=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(bad.headers()["content-type"], "application/problem+json");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn debug_endpoints_use_the_configured_authenticator() {
+    let svc = Service::new("debug-auth")
+        .with_debug_endpoints()
+        .with_debug_auth(ApiKey::new(["ops-key"]));
+    let server = TestServer::start(svc).await.unwrap();
+    let client = reqwest::Client::new();
+    let denied = client
+        .post(server.url("/debug/log/debug"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    assert_eq!(denied.headers()["www-authenticate"], "Apikey");
+    // Authenticated, but this test process's logging is not patron's: 409 says so.
+    let allowed = client
+        .post(server.url("/debug/log/debug"))
+        .header("authorization", "Apikey ops-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 409);
+    let body: serde_json::Value = allowed.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not set up by patron"),
+        "{body}"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn log_level_changes_at_run_time() {
+    let mut proc = Proc::spawn(CUSTOM, &[("PATRON_DEBUG_ENDPOINTS", "true")]);
+    proc.wait_alive().await;
+    let client = reqwest::Client::new();
+    let debug_lines = |p: &Proc| {
+        p.json_logs()
+            .iter()
+            .filter(|l| l["level"] == "DEBUG")
+            .count()
+    };
+
+    client
+        .get(proc.url("/report?delay_ms=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(debug_lines(&proc), 0, "info level by default");
+
+    let bad = client
+        .post(proc.url("/debug/log/loud"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let body: serde_json::Value = bad.json().await.unwrap();
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("trace, debug, info, warn, error"),
+        "{body}"
+    );
+
+    let changed = client
+        .post(proc.url("/debug/log/debug"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(changed.status(), 200);
+    assert_eq!(
+        changed.json::<serde_json::Value>().await.unwrap()["level"],
+        "debug"
+    );
+    client
+        .get(proc.url("/report?delay_ms=1"))
+        .send()
+        .await
+        .unwrap();
+    let seen = eventually(Duration::from_secs(5), || {
+        let n = debug_lines(&proc);
+        async move { n > 0 }
+    })
+    .await;
+    assert!(
+        seen,
+        "no debug line after switching to debug: {:?}",
+        proc.stdout()
+    );
+
+    client
+        .post(proc.url("/debug/log/warn"))
+        .send()
+        .await
+        .unwrap();
+    let before = proc.json_logs().len();
+    client
+        .get(proc.url("/report?delay_ms=1"))
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after: Vec<_> = proc.json_logs().into_iter().skip(before).collect();
+    assert!(
+        after
+            .iter()
+            .all(|l| l["level"] == "WARN" || l["level"] == "ERROR"),
+        "{after:?}"
+    );
+    proc.signal(libc::SIGTERM);
+    assert_eq!(proc.wait_exit(Duration::from_secs(10)), Some(0));
+}
