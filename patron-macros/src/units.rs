@@ -93,6 +93,38 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("invalid size \"{text}\": too large"))
 }
 
+/// Parses a rate such as `"100/s"`, `"20/m"`, `"1000/h"` or `"5/10s"` into
+/// `(count, period in nanoseconds)`.
+pub fn parse_rate(text: &str) -> Result<(u32, u64), String> {
+    let allowed =
+        "expected a count per period such as \"100/s\", \"20/m\", \"1000/h\" or \"5/10s\"";
+    let Some((count, period)) = text.split_once('/') else {
+        return Err(format!("invalid rate \"{text}\": {allowed}"));
+    };
+    let count: u32 = match count.trim().parse() {
+        Ok(n) if n > 0 => n,
+        _ => {
+            return Err(format!(
+                "invalid rate \"{text}\": the count must be a whole number above zero; {allowed}"
+            ));
+        }
+    };
+    let period = period.trim();
+    let nanos = match period {
+        "s" | "sec" | "second" => 1_000_000_000,
+        "m" | "min" | "minute" => 60_000_000_000,
+        "h" | "hour" => 3_600_000_000_000,
+        other => parse_duration(other)
+            .map_err(|_| format!("invalid rate \"{text}\": unknown period `{other}`; {allowed}"))?,
+    };
+    if nanos == 0 {
+        return Err(format!(
+            "invalid rate \"{text}\": the period must be longer than zero"
+        ));
+    }
+    Ok((count, nanos))
+}
+
 /// The closest candidate to `word` by edit distance, if it is close enough to
 /// be a plausible typo.
 pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
@@ -147,6 +179,20 @@ mod tests {
             parse_size("1 furlong")
                 .unwrap_err()
                 .contains("unknown unit")
+        );
+    }
+
+    #[test]
+    fn rates() {
+        assert_eq!(parse_rate("100/s"), Ok((100, 1_000_000_000)));
+        assert_eq!(parse_rate("20/m"), Ok((20, 60_000_000_000)));
+        assert_eq!(parse_rate("5/10s"), Ok((5, 10_000_000_000)));
+        assert!(parse_rate("lots").unwrap_err().contains("count per period"));
+        assert!(parse_rate("0/s").unwrap_err().contains("above zero"));
+        assert!(
+            parse_rate("3/fortnight")
+                .unwrap_err()
+                .contains("unknown period")
         );
     }
 

@@ -15,7 +15,7 @@ pub use crate::deps::AppState;
 pub use crate::error::{Error, Result};
 pub use crate::http::RouteCtx;
 pub use crate::http::rejection;
-pub use crate::registry::{AuthSpec, DepSpec, RouteDef};
+pub use crate::registry::{AuthSpec, DepSpec, RateSpec, RouteDef};
 pub use crate::service::Service;
 
 use crate::config::Config;

@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use crate::http::StatusRules;
+
 #[path = "../../patron-macros/src/units.rs"]
 #[allow(dead_code)]
 mod units;
@@ -114,6 +116,15 @@ pub struct Config {
     /// `PATRON_DEBUG_ENDPOINTS`: serve `/debug/pprof/profile` and
     /// `POST /debug/log/{level}` (false).
     pub debug_endpoints: bool,
+    /// `PATRON_HTTP_STATUS_ERROR_LOGGING`: statuses logged at ERROR with
+    /// their body, in Go Patron's syntax such as `404;[500,600)` (none).
+    pub http_status_error_logging: StatusRules,
+    /// `PATRON_HTTP_APP_HEADERS`: add `X-App-Name` and `X-App-Version` to
+    /// user responses (false).
+    pub http_app_headers: bool,
+    /// `PATRON_HTTP_COMPRESSION`: compress user responses (gzip, deflate,
+    /// br, zstd) by `Accept-Encoding` (true).
+    pub http_compression: bool,
 }
 
 impl Default for Config {
@@ -131,6 +142,9 @@ impl Default for Config {
             log_level: LogLevel::Info,
             log_format: LogFormat::Json,
             debug_endpoints: false,
+            http_status_error_logging: StatusRules::default(),
+            http_app_headers: false,
+            http_compression: true,
         }
     }
 }
@@ -214,12 +228,19 @@ impl Config {
                 )
             })?;
         }
-        if let Some(v) = get("PATRON_DEBUG_ENDPOINTS") {
-            c.debug_endpoints = match v.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "on" => true,
-                "false" | "0" | "no" | "off" => false,
-                _ => return Err(invalid("PATRON_DEBUG_ENDPOINTS", &v, "true or false")),
-            };
+        c.debug_endpoints = flag(&get, "PATRON_DEBUG_ENDPOINTS", c.debug_endpoints)?;
+        c.http_app_headers = flag(&get, "PATRON_HTTP_APP_HEADERS", c.http_app_headers)?;
+        c.http_compression = flag(&get, "PATRON_HTTP_COMPRESSION", c.http_compression)?;
+        if let Some(v) = get("PATRON_HTTP_STATUS_ERROR_LOGGING") {
+            c.http_status_error_logging = StatusRules::parse(&v).map_err(|why| {
+                invalid(
+                    "PATRON_HTTP_STATUS_ERROR_LOGGING",
+                    &v,
+                    &format!(
+                        "`;`-separated status codes and intervals such as 404;[500,600) ({why})"
+                    ),
+                )
+            })?;
         }
         if let Some(v) = get("PATRON_LOG_FORMAT") {
             c.log_format = match v.trim().to_ascii_lowercase().as_str() {
@@ -237,6 +258,21 @@ fn invalid(var: &str, value: &str, expected: &str) -> ConfigError {
         var: var.to_string(),
         value: value.to_string(),
         expected: expected.to_string(),
+    }
+}
+
+fn flag(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    let Some(v) = get(var) else {
+        return Ok(default);
+    };
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(invalid(var, &v, "true or false")),
     }
 }
 
@@ -358,6 +394,22 @@ mod tests {
         assert_eq!(
             err,
             "invalid value for PATRON_DEBUG_ENDPOINTS: \"maybe\"; expected true or false"
+        );
+    }
+
+    #[test]
+    fn status_error_logging_uses_go_syntax() {
+        let c = with(&[("PATRON_HTTP_STATUS_ERROR_LOGGING", "404;[500,600)")]).unwrap();
+        assert!(
+            c.http_status_error_logging
+                .matches(http::StatusCode::NOT_FOUND)
+        );
+        let err = with(&[("PATRON_HTTP_STATUS_ERROR_LOGGING", "[500,600")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("PATRON_HTTP_STATUS_ERROR_LOGGING") && err.contains("[500,600"),
+            "{err}"
         );
     }
 

@@ -34,6 +34,8 @@ pub struct RouteDef {
     pub timeout: Option<Duration>,
     /// The `body_limit` argument in bytes.
     pub body_limit: Option<usize>,
+    /// The `rate_limit` argument.
+    pub rate_limit: Option<RateSpec>,
     /// The `Dep<T>` arguments.
     pub deps: &'static [DepSpec],
     /// Builds the route's method router.
@@ -60,6 +62,17 @@ pub struct AuthSpec {
     pub type_name: &'static str,
     /// Its `TypeId`.
     pub type_id: fn() -> TypeId,
+}
+
+/// A route's `rate_limit = "count/period"`: a token bucket holding `count`
+/// tokens, refilled evenly over `per`.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct RateSpec {
+    /// Requests allowed per period (also the burst).
+    pub count: u32,
+    /// The period.
+    pub per: Duration,
 }
 
 /// A `Dep<T>` a handler takes.

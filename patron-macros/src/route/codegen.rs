@@ -113,6 +113,15 @@ pub fn generate(attr: &RouteAttr, handler: &Handler, func: &ItemFn) -> TokenStre
         }
         None => quote!(::core::option::Option::None),
     };
+    let rate_limit = match attr.rate_limit {
+        Some((count, nanos)) => quote! {
+            ::core::option::Option::Some(#p::RateSpec {
+                count: #count,
+                per: ::core::time::Duration::from_nanos(#nanos),
+            })
+        },
+        None => quote!(::core::option::Option::None),
+    };
     let handler_name = name.to_string();
     let line = quote_spanned! {name.span()=> ::core::line!() };
     let file = quote_spanned! {name.span()=> ::core::file!() };
@@ -153,6 +162,7 @@ pub fn generate(attr: &RouteAttr, handler: &Handler, func: &ItemFn) -> TokenStre
                     trace: #trace,
                     timeout: #timeout,
                     body_limit: #body_limit,
+                    rate_limit: #rate_limit,
                     deps: &[#(#deps),*],
                     build: __patron_build,
                 }

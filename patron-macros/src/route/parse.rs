@@ -10,7 +10,14 @@ use syn::{Ident, LitBool, LitStr, Token};
 use crate::units;
 
 pub const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
-const KEYS: &[&str] = &["auth", "middleware", "trace", "timeout", "body_limit"];
+const KEYS: &[&str] = &[
+    "auth",
+    "middleware",
+    "trace",
+    "timeout",
+    "body_limit",
+    "rate_limit",
+];
 
 pub struct RouteAttr {
     pub method: Ident,
@@ -20,6 +27,8 @@ pub struct RouteAttr {
     pub trace: bool,
     pub timeout_nanos: Option<u64>,
     pub body_limit: Option<u64>,
+    /// `(count, per nanoseconds)`.
+    pub rate_limit: Option<(u32, u64)>,
 }
 
 impl Parse for RouteAttr {
@@ -71,6 +80,7 @@ impl Parse for RouteAttr {
             trace: true,
             timeout_nanos: None,
             body_limit: None,
+            rate_limit: None,
         };
         let mut seen: Vec<String> = Vec::new();
         while !input.is_empty() {
@@ -145,6 +155,13 @@ impl Parse for RouteAttr {
                         ));
                     }
                     attr.body_limit = Some(bytes);
+                }
+                "rate_limit" => {
+                    let lit = parse_str_value(input, "rate_limit", "\"100/s\"")?;
+                    attr.rate_limit = Some(
+                        units::parse_rate(&lit.value())
+                            .map_err(|msg| syn::Error::new(lit.span(), msg))?,
+                    );
                 }
                 _ => unreachable!("keys are checked against KEYS above"),
             }

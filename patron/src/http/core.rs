@@ -21,16 +21,19 @@ use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt;
 use futures_util::future::CatchUnwind;
-use http::{HeaderValue, StatusCode, header};
+use http::{HeaderName, HeaderValue, StatusCode, header};
 use pin_project_lite::pin_project;
 use tokio::task::futures::TaskLocalFuture;
 use tokio::time::Timeout;
 use tracing::Instrument;
 use tracing::instrument::Instrumented;
 
+use super::access::{self, Access, StatusRules};
 use super::correlation::{self, X_CORRELATION_ID};
 use crate::error::Error;
 use crate::observe::metrics::{RouteMetrics, method_label};
+use governor::DefaultDirectRateLimiter;
+use governor::clock::{Clock, DefaultClock};
 
 /// What the core middleware needs to know about one route.
 pub(crate) struct RouteRuntime {
@@ -42,6 +45,67 @@ pub(crate) struct RouteRuntime {
     pub body_limit: usize,
     /// `None` for `trace = false` routes.
     pub metrics: Option<RouteMetrics>,
+    /// Service-wide response settings.
+    pub shared: &'static HttpShared,
+    /// The route's token bucket, from `rate_limit = "…"`.
+    pub rate_limit: Option<DefaultDirectRateLimiter>,
+}
+
+/// Response settings every route shares.
+pub(crate) struct HttpShared {
+    /// Statuses logged at ERROR level with their body.
+    pub status_rules: StatusRules,
+    /// `X-App-Name` and `X-App-Version`, when turned on.
+    pub app_headers: Option<(HeaderValue, HeaderValue)>,
+}
+
+/// The `X-App-Name` response header.
+pub const X_APP_NAME: HeaderName = HeaderName::from_static("x-app-name");
+/// The `X-App-Version` response header.
+pub const X_APP_VERSION: HeaderName = HeaderName::from_static("x-app-version");
+
+/// Completes a response: metrics, correlation id, app headers, and the
+/// access or error log line.
+fn finish(
+    route: &RouteRuntime,
+    method: &'static str,
+    started: Instant,
+    id: HeaderValue,
+    mut response: Response,
+) -> Response {
+    let status = response.status();
+    if let Some(m) = &route.metrics {
+        m.observe(method, status, started.elapsed().as_secs_f64());
+    }
+    let headers = response.headers_mut();
+    if let Some((name, version)) = &route.shared.app_headers {
+        headers.insert(X_APP_NAME, name.clone());
+        headers.insert(X_APP_VERSION, version.clone());
+    }
+    let method = route_method(route, method);
+    if route.shared.status_rules.matches(status) {
+        headers.insert(X_CORRELATION_ID, id.clone());
+        let access = Access {
+            method,
+            route: route.route,
+            status,
+            started,
+            correlation_id: id,
+        };
+        let (parts, body) = response.into_parts();
+        return Response::from_parts(parts, access::log(&route.shared.status_rules, access, body));
+    }
+    access::log_served(method, route.route, status, started, &id);
+    headers.insert(X_CORRELATION_ID, id);
+    response
+}
+
+fn route_method(route: &RouteRuntime, method: &'static str) -> &'static str {
+    if route.method.is_empty() {
+        method
+    } else {
+        route.method
+    }
 }
 
 /// Keeps `http_server_active_requests` right even when a request is dropped
@@ -110,7 +174,7 @@ where
     if let Some(len) = content_length(&req)
         && len > route.body_limit as u64
     {
-        let mut response = Error::new(
+        let response = Error::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "request body of {len} bytes exceeds this route's limit of {} bytes",
@@ -118,10 +182,25 @@ where
             ),
         )
         .into_response();
-        response.headers_mut().insert(X_CORRELATION_ID, id);
-        if let Some(m) = &route.metrics {
-            m.observe(method, response.status(), started.elapsed().as_secs_f64());
-        }
+        let response = finish(route, method, started, id, response);
+        return CoreFuture::Rejected {
+            response: Some(response),
+        };
+    }
+    if let Some(limiter) = &route.rate_limit
+        && let Err(not_until) = limiter.check()
+    {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let retry_after = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        let mut response = Error::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("this route's rate limit is exhausted; retry in {retry_after} s"),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+        let response = finish(route, method, started, id, response);
         return CoreFuture::Rejected {
             response: Some(response),
         };
@@ -177,7 +256,7 @@ where
             } => {
                 let outcome = ready!(inner.poll(cx));
                 let id = id.take().unwrap_or_else(|| HeaderValue::from_static(""));
-                let mut response = match outcome {
+                let response = match outcome {
                     Ok(Ok(Ok(response))) => response,
                     Ok(Ok(Err(never))) => match never {},
                     Ok(Err(panic)) => {
@@ -206,10 +285,7 @@ where
                         .into_response()
                     }
                 };
-                response.headers_mut().insert(X_CORRELATION_ID, id);
-                if let Some(m) = &route.metrics {
-                    m.observe(method, response.status(), started.elapsed().as_secs_f64());
-                }
+                let response = finish(route, method, *started, id, response);
                 Poll::Ready(Ok(response))
             }
         }

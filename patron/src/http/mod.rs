@@ -1,6 +1,7 @@
 //! The HTTP side of a service: the default HTTP component, its built-in
 //! routes, authentication, the per-route middleware and error bodies.
 
+mod access;
 mod auth;
 pub(crate) mod builtin;
 pub(crate) mod core;
@@ -10,10 +11,14 @@ mod extract;
 pub(crate) mod router;
 pub(crate) mod server;
 
+pub use access::StatusRules;
 pub(crate) use auth::authenticate;
 pub use auth::{ApiKey, Authenticator};
+pub use core::{X_APP_NAME, X_APP_VERSION};
 pub use correlation::{CorrelationId, X_CORRELATION_ID};
 #[doc(hidden)]
 pub use extract::rejection;
 #[doc(hidden)]
 pub use router::RouteCtx;
+/// tower-http's CORS layer, for [`Service::with_cors`](crate::Service::with_cors).
+pub use tower_http::cors;

@@ -18,17 +18,22 @@ use http::{HeaderValue, Method, StatusCode, header};
 use tower::ServiceExt;
 use tower::util::Oneshot;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate};
+use tower_http::cors::CorsLayer;
 
 use super::auth::{Authenticator, authenticate};
 use super::builtin::{self, RESERVED, Shared};
-use super::core::{CoreFuture, RouteRuntime, guard, panic_message};
+use super::core::{CoreFuture, HttpShared, RouteRuntime, guard, panic_message};
 use super::debug;
 use crate::config::Config;
 use crate::deps::{AppState, Deps};
 use crate::error::{Error, problem};
 use crate::observe::metrics::{HttpMetrics, Metrics};
-use crate::registry::RouteDef;
+use crate::registry::{RateSpec, RouteDef};
 use crate::service::DebugAuth;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::num::NonZeroU32;
 
 /// The limit axum's body extractors apply when no `DefaultBodyLimit` is set.
 const AXUM_DEFAULT_BODY_LIMIT: usize = 2 * 1024 * 1024;
@@ -78,6 +83,9 @@ pub(crate) struct AppParts<'a> {
     pub metrics: &'a Metrics,
     pub http_metrics: &'a HttpMetrics,
     pub debug_auth: Option<&'a DebugAuth>,
+    pub name: &'a str,
+    pub version: &'a str,
+    pub cors: Option<&'a CorsLayer>,
 }
 
 /// Builds the complete router. Route conflicts must have been rejected by
@@ -92,7 +100,23 @@ pub(crate) fn build(parts: AppParts<'_>) -> Result<App, String> {
         metrics,
         http_metrics,
         debug_auth,
+        name,
+        version,
+        cors,
     } = parts;
+    let app_headers = if config.http_app_headers {
+        let value = |v: &str, what: &str| {
+            HeaderValue::from_str(v)
+                .map_err(|_| format!("the service {what} {v:?} cannot be sent as a header"))
+        };
+        Some((value(name, "name")?, value(version, "version")?))
+    } else {
+        None
+    };
+    let http_shared: &'static HttpShared = Box::leak(Box::new(HttpShared {
+        status_rules: config.http_status_error_logging.clone(),
+        app_headers,
+    }));
     let mut index: matchit::Router<PathSettings> = matchit::Router::new();
     let mut settings: BTreeMap<&'static str, Vec<(Method, &'static RouteRuntime)>> =
         BTreeMap::new();
@@ -116,6 +140,12 @@ pub(crate) fn build(parts: AppParts<'_>) -> Result<App, String> {
             timeout: def.timeout.unwrap_or(config.http_handler_timeout),
             body_limit: limit,
             metrics: def.trace.then(|| http_metrics.route(def.method, def.path)),
+            shared: http_shared,
+            rate_limit: def
+                .rate_limit
+                .map(limiter)
+                .transpose()
+                .map_err(|e| format!("route {}: {e}", def.span_name))?,
         }));
         let method = Method::from_bytes(def.method.as_bytes())
             .map_err(|e| format!("route {} has an invalid method: {e}", def.span_name))?;
@@ -196,9 +226,23 @@ pub(crate) fn build(parts: AppParts<'_>) -> Result<App, String> {
         timeout: config.http_handler_timeout,
         body_limit: config.http_body_limit,
         metrics: Some(http_metrics.route("", "unmatched")),
+        shared: http_shared,
+        rate_limit: None,
     }));
+    let router = management.merge(user);
+    let user = match cors {
+        Some(layer) => router.clone().layer(layer.clone()),
+        None => router.clone(),
+    };
+    let compressed = config.http_compression.then(|| {
+        user.clone().layer(
+            CompressionLayer::new().compress_when(DefaultPredicate::new().and(CompressibleStatus)),
+        )
+    });
     Ok(App {
-        router: management.merge(user),
+        router,
+        user,
+        compressed,
         index,
         unmatched,
     })
@@ -215,7 +259,12 @@ enum PathSettings {
 /// The complete HTTP application: the router plus the settings the core
 /// middleware applies to each user request.
 pub(crate) struct App {
+    /// Management and user routes, with no response layers.
     router: Router,
+    /// The same with the service's CORS layer, for user requests.
+    user: Router,
+    /// `user` with response compression, for requests that accept an encoding.
+    compressed: Option<Router>,
     index: matchit::Router<PathSettings>,
     unmatched: &'static RouteRuntime,
 }
@@ -246,12 +295,39 @@ impl App {
             },
             Err(_) => self.unmatched,
         };
-        Either::Right(guard(route, req, |req| self.route(req)))
+        let router = match &self.compressed {
+            Some(compressed) if req.headers().contains_key(header::ACCEPT_ENCODING) => compressed,
+            _ => &self.user,
+        };
+        Either::Right(guard(route, req, |req| router.clone().oneshot(req)))
     }
 
     /// Dispatches to the axum router.
     fn route(&self, req: Request) -> Oneshot<Router, Request> {
         self.router.clone().oneshot(req)
+    }
+}
+
+/// A token bucket of `spec.count` tokens refilled evenly over `spec.per`.
+fn limiter(spec: RateSpec) -> Result<DefaultDirectRateLimiter, String> {
+    let count = NonZeroU32::new(spec.count).ok_or("a rate limit needs a count above zero")?;
+    let quota = Quota::with_period(spec.per / spec.count)
+        .ok_or("a rate limit needs a period longer than zero")?
+        .allow_burst(count);
+    Ok(RateLimiter::direct(quota))
+}
+
+/// Never compress informational, 204 and 304 responses: they carry no body
+/// that could be encoded.
+#[derive(Clone, Copy)]
+struct CompressibleStatus;
+
+impl Predicate for CompressibleStatus {
+    fn should_compress<B: http_body::Body>(&self, response: &http::Response<B>) -> bool {
+        let status = response.status();
+        !(status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED)
     }
 }
 

@@ -62,6 +62,7 @@ pub struct Service {
     pub(crate) routes: Option<Vec<&'static RouteDef>>,
     pub(crate) metrics: Metrics,
     pub(crate) debug_auth: Option<DebugAuth>,
+    pub(crate) cors: Option<tower_http::cors::CorsLayer>,
 }
 
 /// Wraps the debug routes in the authenticator given to `with_debug_auth`.
@@ -93,6 +94,7 @@ impl Service {
             routes: None,
             metrics: Metrics::new(),
             debug_auth: None,
+            cors: None,
         }
     }
 
@@ -211,6 +213,21 @@ impl Service {
     /// [`with_debug_auth`](Self::with_debug_auth) wherever the port is reachable.
     pub fn with_debug_endpoints(mut self) -> Self {
         self.config.debug_endpoints = true;
+        self
+    }
+
+    /// Answers CORS requests on user routes with `cors` (tower-http's
+    /// `CorsLayer`, re-exported as `patron::http::cors::CorsLayer`),
+    /// including preflight `OPTIONS` requests to any path.
+    pub fn with_cors(mut self, cors: tower_http::cors::CorsLayer) -> Self {
+        self.cors = Some(cors);
+        self
+    }
+
+    /// Adds `X-App-Name` and `X-App-Version` (the service's name and version)
+    /// to every user response, as `PATRON_HTTP_APP_HEADERS=true` does.
+    pub fn with_app_headers(mut self) -> Self {
+        self.config.http_app_headers = true;
         self
     }
 

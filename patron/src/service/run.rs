@@ -131,6 +131,9 @@ impl Service {
             metrics: &metrics,
             http_metrics: &http_metrics,
             debug_auth: self.debug_auth.as_ref(),
+            name: &self.name,
+            version: &self.version,
+            cors: self.cors.as_ref(),
         })
         .map_err(|e| validate::StartupError { problems: vec![e] })?;
 
