@@ -124,29 +124,38 @@ where
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(async move {
+    let (code, export) = runtime.block_on(async move {
         let config = match Config::from_env() {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("error: {}: {e}", info.name);
-                return ExitCode::FAILURE;
+                return (ExitCode::FAILURE, None);
             }
         };
-        if let Err(e) = crate::observe::log::init(&config, info.name, info.version) {
-            eprintln!("error: {}: {e}", info.name);
-            return ExitCode::FAILURE;
-        }
+        let export = match crate::observe::log::init(&config, info.name, info.version) {
+            Ok(export) => export.map(|e| (e, config.shutdown_timeout)),
+            Err(e) => {
+                eprintln!("error: {}: {e}", info.name);
+                return (ExitCode::FAILURE, None);
+            }
+        };
         let service = Service::new(info.name).version(info.version).config(config);
         let service = match body(service).await {
             Ok(s) => s,
-            Err(e) => return fail(info.name, "start-up failed", &e),
+            Err(e) => return (fail(info.name, "start-up failed", &e), export),
         };
-        match service.run().await {
+        let code = match service.run().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(info.name, "the service failed", &e),
-        }
+        };
+        (code, export)
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
+    // Spans still batched are exported before the process exits, bounded by
+    // the shutdown timeout.
+    if let Some((export, timeout)) = export {
+        export.shutdown(timeout);
+    }
     code
 }
 

@@ -32,8 +32,10 @@ use super::access::{self, Access, StatusRules};
 use super::correlation::{self, X_CORRELATION_ID};
 use crate::error::Error;
 use crate::observe::metrics::{RouteMetrics, method_label};
+use crate::observe::trace;
 use governor::DefaultDirectRateLimiter;
 use governor::clock::{Clock, DefaultClock};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// What the core middleware needs to know about one route.
 pub(crate) struct RouteRuntime {
@@ -210,13 +212,21 @@ where
             "HTTP request",
             otel.name = route.span_name,
             otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
             http.request.method = route.method,
             http.route = route.route,
+            http.response.status_code = tracing::field::Empty,
+            url.path = req.uri().path(),
+            url.scheme = "http",
             correlation_id = id.to_str().unwrap_or_default(),
         )
     } else {
         tracing::Span::none()
     };
+    if trace::enabled() && !span.is_disabled() {
+        // A malformed traceparent yields an empty context: a new root.
+        let _ = span.set_parent(trace::extract(req.headers()));
+    }
     let context = RequestContext {
         correlation_id: id.clone(),
     };
@@ -247,14 +257,14 @@ where
                 .take()
                 .unwrap_or_else(|| Error::msg("response polled twice").into_response()))),
             CoreProj::Running {
-                inner,
+                mut inner,
                 route,
                 id,
                 method,
                 started,
                 active: _,
             } => {
-                let outcome = ready!(inner.poll(cx));
+                let outcome = ready!(inner.as_mut().poll(cx));
                 let id = id.take().unwrap_or_else(|| HeaderValue::from_static(""));
                 let response = match outcome {
                     Ok(Ok(Ok(response))) => response,
@@ -285,6 +295,16 @@ where
                         .into_response()
                     }
                 };
+                let span = inner.span();
+                if !span.is_disabled() {
+                    span.record(
+                        "http.response.status_code",
+                        i64::from(response.status().as_u16()),
+                    );
+                    if response.status().is_server_error() {
+                        span.record("otel.status_code", "ERROR");
+                    }
+                }
                 let response = finish(route, method, *started, id, response);
                 Poll::Ready(Ok(response))
             }

@@ -14,8 +14,12 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::sync::OnceLock;
 
+use opentelemetry::trace::TraceContextExt;
+use tracing::dispatcher::WeakDispatch;
 use tracing::field::{Field, Visit};
-use tracing::{Event, Subscriber};
+use tracing::{Event, Level, Subscriber};
+use tracing_opentelemetry::get_otel_context;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
@@ -26,9 +30,10 @@ use tracing_subscriber::{EnvFilter, Registry, reload};
 use crate::config::{Config, LogFormat, LogLevel};
 use crate::error::Error;
 use crate::http::CorrelationId;
+use crate::observe::trace::{self, TraceExport};
 
 /// Logging could not be set up.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LogError {
     /// `RUST_LOG` holds a directive tracing-subscriber cannot parse.
     #[error(
@@ -42,9 +47,11 @@ pub enum LogError {
     },
 }
 
-/// Installs the global subscriber for a service. Does nothing if one is
-/// already installed (for example by a test).
-pub fn init(config: &Config, service: &str, version: &str) -> Result<(), LogError> {
+/// Installs the global subscriber for a service: the log layer and, when an
+/// OTLP endpoint is configured, the OpenTelemetry layer. Does nothing if a
+/// subscriber is already installed (for example by a test). Returns the
+/// trace exporter to flush at shutdown.
+pub fn init(config: &Config, service: &str, version: &str) -> Result<Option<TraceExport>, Error> {
     let filter = match std::env::var("RUST_LOG") {
         Ok(value) if !value.trim().is_empty() => {
             EnvFilter::try_new(&value).map_err(|e| LogError::BadFilter {
@@ -54,23 +61,48 @@ pub fn init(config: &Config, service: &str, version: &str) -> Result<(), LogErro
         }
         _ => EnvFilter::new(config.log_level.as_str()),
     };
+    let lookup = |name: &str| std::env::var(name).ok();
+    let sampler = trace::sampler_from(&lookup)?;
     let (filter, handle) = reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry().with(filter);
-    let installed = match config.log_format {
-        LogFormat::Json => registry.with(JsonLayer::new(service, version)).try_init(),
-        LogFormat::Pretty => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-                    .event_format(PrettyFormat(Default::default())),
-            )
-            .try_init(),
+    let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
+    layers.push(match config.log_format {
+        LogFormat::Json => JsonLayer::new(service, version).with_filter(filter).boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
+            .event_format(PrettyFormat(Default::default()))
+            .with_filter(filter)
+            .boxed(),
+    });
+    let export = if trace::exporter_configured(&lookup) {
+        let (export, tracer) = TraceExport::start(service, version, sampler)?;
+        // Request spans are DEBUG spans: the trace layer takes them (and
+        // anything at INFO or above) whatever the log level is.
+        let wanted = filter_fn(|meta| {
+            meta.level() <= &Level::INFO
+                || (meta.is_span() && meta.target() == "patron::http::core")
+        });
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(tracer)
+                .with_filter(wanted)
+                .boxed(),
+        );
+        Some(export)
+    } else {
+        None
     };
-    if installed.is_ok() {
+    if tracing_subscriber::registry()
+        .with(layers)
+        .try_init()
+        .is_ok()
+    {
         // Only the subscriber patron installed can be changed at run time.
         let _ = LEVEL.set(handle);
+        tracing::dispatcher::get_default(|dispatch| {
+            let _ = DISPATCH.set(dispatch.downgrade());
+        });
     }
-    Ok(())
+    Ok(export)
 }
 
 /// The reload handle of the installed filter, for `POST /debug/log/{level}`.
@@ -94,6 +126,10 @@ pub fn set_level(level: LogLevel) -> Result<(), Error> {
 pub struct JsonLayer {
     fixed: String,
 }
+
+/// The dispatcher patron installed, for looking up OpenTelemetry span
+/// contexts from inside the log layer.
+static DISPATCH: OnceLock<WeakDispatch> = OnceLock::new();
 
 impl JsonLayer {
     /// A layer stamping every line with the service, version and host.
@@ -134,6 +170,23 @@ impl JsonLayer {
         if let Some(id) = CorrelationId::current() {
             out.push_str(",\"correlation_id\":");
             escape(out, id.as_str());
+        }
+        // The request span is a DEBUG span this layer's filter may hide, so
+        // ask the registry itself for the current span.
+        if trace::enabled()
+            && let Some(dispatch) = DISPATCH.get().and_then(WeakDispatch::upgrade)
+            && let Some(id) = dispatch.current_span().id()
+            && let Some(cx) = get_otel_context(id, &dispatch)
+        {
+            let span_context = cx.span().span_context().clone();
+            if span_context.is_valid() {
+                let _ = write!(
+                    out,
+                    ",\"trace_id\":\"{}\",\"span_id\":\"{}\"",
+                    span_context.trace_id(),
+                    span_context.span_id()
+                );
+            }
         }
         out.push_str(&fields.rest);
         out.push('}');

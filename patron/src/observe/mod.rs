@@ -1,4 +1,5 @@
-//! Observability: structured logs and Prometheus metrics; traces plug in here.
+//! Observability: structured logs, Prometheus metrics and OpenTelemetry traces.
 
 pub mod log;
 pub mod metrics;
+pub mod trace;

@@ -1,0 +1,231 @@
+//! OpenTelemetry traces against a real OTLP/HTTP receiver started in the
+//! test: it decodes `/v1/traces` with `opentelemetry-proto`. The service is
+//! the `custom` example in a child process, configured only through the
+//! standard `OTEL_*` variables.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::routing::post;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::trace::v1::Span;
+use patron_tests::{Proc, eventually};
+use prost::Message;
+
+const CUSTOM: &str = env!("CARGO_BIN_EXE_custom");
+const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+const PARENT_ID: &str = "b7ad6b7169203331";
+
+type Received = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
+
+/// An OTLP/HTTP trace receiver on a free port; returns its base URL.
+async fn receiver() -> (String, Received) {
+    let received: Received = Arc::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: Bytes| {
+            let sink = sink.clone();
+            async move {
+                let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                sink.lock().unwrap().push(request);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (url, received)
+}
+
+fn spans(received: &Received) -> Vec<(Span, Vec<KeyValue>)> {
+    let mut out = Vec::new();
+    for req in received.lock().unwrap().iter() {
+        for rs in &req.resource_spans {
+            let resource = rs
+                .resource
+                .as_ref()
+                .map(|r| r.attributes.clone())
+                .unwrap_or_default();
+            for ss in &rs.scope_spans {
+                for span in &ss.spans {
+                    out.push((span.clone(), resource.clone()));
+                }
+            }
+        }
+    }
+    out
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+    attrs
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.as_ref())
+        .and_then(|v: &AnyValue| v.value.as_ref())
+}
+
+fn string(attrs: &[KeyValue], key: &str) -> Option<String> {
+    match attr(attrs, key) {
+        Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn int(attrs: &[KeyValue], key: &str) -> Option<i64> {
+    match attr(attrs, key) {
+        Some(any_value::Value::IntValue(i)) => Some(*i),
+        _ => None,
+    }
+}
+
+async fn traced_request(proc: &Proc, correlation: &str) {
+    let resp = reqwest::Client::new()
+        .get(proc.url("/report?delay_ms=1"))
+        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+        .header("x-correlation-id", correlation)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_span_continues_the_incoming_trace() {
+    let (endpoint, received) = receiver().await;
+    let proc = Proc::spawn(
+        CUSTOM,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    proc.wait_alive().await;
+    traced_request(&proc, "otel-1").await;
+    let arrived = eventually(Duration::from_secs(10), || {
+        let n = spans(&received).len();
+        async move { n > 0 }
+    })
+    .await;
+    assert!(arrived, "no span exported; stderr {:?}", proc.stderr());
+    let all = spans(&received);
+    let (span, resource) = all
+        .iter()
+        .find(|(s, _)| hex(&s.trace_id) == TRACE_ID)
+        .expect("a span in the caller's trace");
+    assert_eq!(hex(&span.parent_span_id), PARENT_ID);
+    assert_eq!(span.name, "GET /report");
+    assert_eq!(span.kind, 2, "SPAN_KIND_SERVER");
+    assert_eq!(
+        string(&span.attributes, "http.request.method").as_deref(),
+        Some("GET")
+    );
+    assert_eq!(
+        string(&span.attributes, "http.route").as_deref(),
+        Some("/report")
+    );
+    assert_eq!(
+        int(&span.attributes, "http.response.status_code"),
+        Some(200),
+        "{:?}",
+        span.attributes
+    );
+    assert_eq!(
+        string(&span.attributes, "url.path").as_deref(),
+        Some("/report")
+    );
+    assert_eq!(
+        string(&span.attributes, "url.scheme").as_deref(),
+        Some("http")
+    );
+    assert_eq!(
+        string(&span.attributes, "correlation_id").as_deref(),
+        Some("otel-1")
+    );
+    assert_eq!(string(resource, "service.name").as_deref(), Some("custom"));
+    assert_eq!(
+        string(resource, "service.version").as_deref(),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    assert!(string(resource, "host.name").is_some_and(|h| !h.is_empty()));
+
+    // Log lines inside the request carry the trace and span ids.
+    let logs = proc.json_logs();
+    let line = logs
+        .iter()
+        .find(|l| l["message"] == "building report")
+        .expect("handler log line");
+    assert_eq!(line["trace_id"], TRACE_ID);
+    assert_eq!(line["span_id"], hex(&span.span_id));
+    assert_eq!(line["correlation_id"], "otel-1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sampling_off_exports_nothing() {
+    let (endpoint, received) = receiver().await;
+    let mut proc = Proc::spawn(
+        CUSTOM,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_TRACES_SAMPLER", "always_off"),
+        ],
+    );
+    proc.wait_alive().await;
+    traced_request(&proc, "off-1").await;
+    proc.signal(libc::SIGTERM);
+    assert_eq!(proc.wait_exit(Duration::from_secs(15)), Some(0));
+    assert!(
+        spans(&received).is_empty(),
+        "sampler always_off exported spans"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_are_flushed_on_graceful_shutdown() {
+    let (endpoint, received) = receiver().await;
+    // A batch delay far longer than the test: only the shutdown flush can deliver.
+    let mut proc = Proc::spawn(
+        CUSTOM,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "600000"),
+        ],
+    );
+    proc.wait_alive().await;
+    traced_request(&proc, "flush-1").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(spans(&received).is_empty(), "exported before shutdown");
+    proc.signal(libc::SIGTERM);
+    assert_eq!(
+        proc.wait_exit(Duration::from_secs(15)),
+        Some(0),
+        "stderr {:?}",
+        proc.stderr()
+    );
+    let all = spans(&received);
+    assert!(
+        all.iter().any(|(s, _)| hex(&s.trace_id) == TRACE_ID),
+        "the span was flushed on shutdown; stderr {:?}; stdout {:?}",
+        proc.stderr(),
+        proc.stdout()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sampler_is_a_start_up_error() {
+    let mut proc = Proc::spawn(CUSTOM, &[("OTEL_TRACES_SAMPLER", "sometimes")]);
+    assert_eq!(proc.wait_exit(Duration::from_secs(10)), Some(1));
+    let stderr = proc.stderr().join("\n");
+    assert!(
+        stderr.contains("OTEL_TRACES_SAMPLER") && stderr.contains("sometimes"),
+        "{stderr}"
+    );
+}
