@@ -207,7 +207,9 @@ where
             response: Some(response),
         };
     }
-    let span = if route.trace {
+    // With trace export on, unsampled requests get no span at all.
+    let sampled = !trace::enabled() || trace::sample_request(req.headers());
+    let span = if route.trace && sampled {
         tracing::debug_span!(
             "HTTP request",
             otel.name = route.span_name,
@@ -219,21 +221,21 @@ where
             url.path = req.uri().path(),
             url.scheme = "http",
             correlation_id = id.to_str().unwrap_or_default(),
+            patron.sampled = tracing::field::Empty,
         )
     } else {
         tracing::Span::none()
     };
     if trace::enabled() && !span.is_disabled() {
+        span.record("patron.sampled", true);
         // A malformed traceparent yields an empty context: a new root.
         let _ = span.set_parent(trace::extract(req.headers()));
     }
     let context = RequestContext {
         correlation_id: id.clone(),
     };
-    let inner = span.in_scope(|| {
-        let handled = AssertUnwindSafe(call(req)).catch_unwind();
-        REQUEST.scope(context, tokio::time::timeout(route.timeout, handled))
-    });
+    let handled = AssertUnwindSafe(call(req)).catch_unwind();
+    let inner = REQUEST.scope(context, tokio::time::timeout(route.timeout, handled));
     let active = Active::enter(route.metrics.as_ref());
     CoreFuture::Running {
         inner: inner.instrument(span),

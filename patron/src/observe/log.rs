@@ -62,7 +62,7 @@ pub fn init(config: &Config, service: &str, version: &str) -> Result<Option<Trac
         _ => EnvFilter::new(config.log_level.as_str()),
     };
     let lookup = |name: &str| std::env::var(name).ok();
-    let sampler = trace::sampler_from(&lookup)?;
+    let sampling = trace::sampling_from(&lookup)?;
     let (filter, handle) = reload::Layer::new(filter);
     let mut layers: Vec<Box<dyn Layer<Registry> + Send + Sync>> = Vec::new();
     layers.push(match config.log_format {
@@ -74,19 +74,25 @@ pub fn init(config: &Config, service: &str, version: &str) -> Result<Option<Trac
             .boxed(),
     });
     let export = if trace::exporter_configured(&lookup) {
-        let (export, tracer) = TraceExport::start(service, version, sampler)?;
+        let (export, tracer) = TraceExport::start(service, version, sampling)?;
         // Request spans are DEBUG spans: the trace layer takes them (and
         // anything at INFO or above) whatever the log level is.
         let wanted = filter_fn(|meta| {
             meta.level() <= &Level::INFO
                 || (meta.is_span() && meta.target() == "patron::http::core")
         });
-        layers.push(
-            tracing_opentelemetry::layer()
-                .with_tracer(tracer)
-                .with_filter(wanted)
-                .boxed(),
-        );
+        // Source location, thread, target and busy/idle timings would cost
+        // allocations and clock reads on every request span; the semconv
+        // fields carry what a trace needs. Contexts are not activated on
+        // every poll: patron's own propagation reads the span's context.
+        let otel = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_context_activation(false);
+        layers.push(otel.with_filter(wanted).boxed());
         Some(export)
     } else {
         None

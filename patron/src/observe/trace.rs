@@ -13,14 +13,17 @@
 //!   bounded by the shutdown timeout.
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, TextMapCompositePropagator, TextMapPropagator};
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceId, TracerProvider as _};
+use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider, Tracer};
+use opentelemetry_sdk::trace::{
+    Sampler, SamplingDecision, SamplingResult, SdkTracerProvider, ShouldSample, Tracer,
+};
 
 use crate::config::ConfigError;
 use crate::error::Error;
@@ -44,8 +47,56 @@ pub(crate) fn exporter_configured(lookup: &impl Fn(&str) -> Option<String>) -> b
     .any(|v| lookup(v).is_some_and(|s| !s.trim().is_empty()))
 }
 
-/// The sampler the environment asks for; parent-based ratio 0.1 by default.
-pub fn sampler_from(lookup: &impl Fn(&str) -> Option<String>) -> Result<Sampler, ConfigError> {
+/// How a request is sampled, decided before its span exists so that
+/// unsampled requests cost no span at all.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Head {
+    /// Follow a valid incoming `traceparent`'s sampled flag.
+    pub parent_based: bool,
+    /// The fraction of root requests sampled (0 or 1 for always off or on).
+    pub ratio: f64,
+}
+
+impl Head {
+    fn sample(&self, headers: &http::HeaderMap) -> bool {
+        if self.parent_based
+            && let Some(sampled) = headers
+                .get("traceparent")
+                .and_then(|v| parent_sampled(v.as_bytes()))
+        {
+            return sampled;
+        }
+        self.ratio >= 1.0 || (self.ratio > 0.0 && fastrand::f64() < self.ratio)
+    }
+}
+
+/// The sampled flag of a W3C `traceparent` (`00-<trace>-<span>-<flags>`),
+/// or `None` when it is malformed.
+fn parent_sampled(value: &[u8]) -> Option<bool> {
+    let text = std::str::from_utf8(value).ok()?.trim();
+    let mut parts = text.split('-');
+    let (version, trace, span, flags) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !(hex(version, 2) && version != "ff" && hex(trace, 32) && hex(span, 16) && hex(flags, 2)) {
+        return None;
+    }
+    if trace.bytes().all(|b| b == b'0') || span.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    Some(u8::from_str_radix(flags, 16).ok()? & 1 == 1)
+}
+
+static HEAD: OnceLock<Head> = OnceLock::new();
+
+/// Whether the request with these headers is sampled (when traces are on).
+pub(crate) fn sample_request(headers: &http::HeaderMap) -> bool {
+    HEAD.get().is_some_and(|h| h.sample(headers))
+}
+
+/// The sampling the environment asks for (`OTEL_TRACES_SAMPLER` and
+/// `OTEL_TRACES_SAMPLER_ARG`); parent-based ratio 0.1 by default.
+pub fn sampling_from(lookup: &impl Fn(&str) -> Option<String>) -> Result<Head, ConfigError> {
     let name = lookup("OTEL_TRACES_SAMPLER")
         .map(|s| s.trim().to_ascii_lowercase())
         .filter(|s| !s.is_empty());
@@ -63,15 +114,17 @@ pub fn sampler_from(lookup: &impl Fn(&str) -> Option<String>) -> Result<Sampler,
             },
         }
     };
+    let head = |parent_based, ratio| Head {
+        parent_based,
+        ratio,
+    };
     Ok(match name.as_deref() {
-        None | Some("parentbased_traceidratio") => {
-            Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(ratio()?)))
-        }
-        Some("always_on") => Sampler::AlwaysOn,
-        Some("always_off") => Sampler::AlwaysOff,
-        Some("traceidratio") => Sampler::TraceIdRatioBased(ratio()?),
-        Some("parentbased_always_on") => Sampler::ParentBased(Box::new(Sampler::AlwaysOn)),
-        Some("parentbased_always_off") => Sampler::ParentBased(Box::new(Sampler::AlwaysOff)),
+        None | Some("parentbased_traceidratio") => head(true, ratio()?),
+        Some("always_on") => head(false, 1.0),
+        Some("always_off") => head(false, 0.0),
+        Some("traceidratio") => head(false, ratio()?),
+        Some("parentbased_always_on") => head(true, 1.0),
+        Some("parentbased_always_off") => head(true, 0.0),
         Some(other) => {
             return Err(ConfigError::Invalid {
                 var: "OTEL_TRACES_SAMPLER".into(),
@@ -80,6 +133,67 @@ pub fn sampler_from(lookup: &impl Fn(&str) -> Option<String>) -> Result<Sampler,
             });
         }
     })
+}
+
+/// The SDK sampler: request spans carry patron's head decision in
+/// `patron.sampled`; any other span follows the configured sampling.
+#[derive(Debug, Clone)]
+struct PatronSampler {
+    others: Sampler,
+}
+
+impl PatronSampler {
+    fn new(head: Head) -> Self {
+        let root = match head.ratio {
+            r if r >= 1.0 => Sampler::AlwaysOn,
+            r if r <= 0.0 => Sampler::AlwaysOff,
+            r => Sampler::TraceIdRatioBased(r),
+        };
+        let others = if head.parent_based {
+            Sampler::ParentBased(Box::new(root))
+        } else {
+            root
+        };
+        PatronSampler { others }
+    }
+}
+
+impl ShouldSample for PatronSampler {
+    fn should_sample(
+        &self,
+        parent_context: Option<&Context>,
+        trace_id: TraceId,
+        name: &str,
+        span_kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        let decided = attributes
+            .iter()
+            .find(|kv| kv.key.as_str() == "patron.sampled")
+            .map(|kv| kv.value == Value::Bool(true));
+        match decided {
+            Some(sampled) => SamplingResult {
+                decision: if sampled {
+                    SamplingDecision::RecordAndSample
+                } else {
+                    SamplingDecision::Drop
+                },
+                attributes: Vec::new(),
+                trace_state: parent_context
+                    .map(|cx| cx.span().span_context().trace_state().clone())
+                    .unwrap_or_default(),
+            },
+            None => self.others.should_sample(
+                parent_context,
+                trace_id,
+                name,
+                span_kind,
+                attributes,
+                links,
+            ),
+        }
+    }
 }
 
 /// The tracer provider, owned by the process for the service's lifetime.
@@ -91,11 +205,8 @@ impl TraceExport {
     /// Builds the OTLP/HTTP exporter and the provider. Runs on its own
     /// thread: the HTTP client it creates must not be built on a runtime
     /// thread.
-    pub(crate) fn start(
-        service: &str,
-        version: &str,
-        sampler: Sampler,
-    ) -> Result<(Self, Tracer), Error> {
+    pub(crate) fn start(service: &str, version: &str, head: Head) -> Result<(Self, Tracer), Error> {
+        let sampler = PatronSampler::new(head);
         let name = std::env::var("OTEL_SERVICE_NAME")
             .ok()
             .filter(|s| !s.trim().is_empty())
@@ -123,6 +234,7 @@ impl TraceExport {
         .join()
         .map_err(|_| Error::msg("building the OTLP trace exporter panicked"))??;
         let tracer = provider.tracer("patron");
+        let _ = HEAD.set(head);
         ENABLED.store(true, Ordering::Relaxed);
         Ok((TraceExport { provider }, tracer))
     }
@@ -151,11 +263,13 @@ pub(crate) fn extract(headers: &http::HeaderMap) -> Context {
             self.0.keys().map(|k| k.as_str()).collect()
         }
     }
-    let propagator = TextMapCompositePropagator::new(vec![
-        Box::new(TraceContextPropagator::new()),
-        Box::new(BaggagePropagator::new()),
-    ]);
-    propagator.extract(&Headers(headers))
+    static PROPAGATOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
+        TextMapCompositePropagator::new(vec![
+            Box::new(TraceContextPropagator::new()),
+            Box::new(BaggagePropagator::new()),
+        ])
+    });
+    PROPAGATOR.extract(&Headers(headers))
 }
 
 #[cfg(test)]
@@ -172,31 +286,33 @@ mod tests {
     }
 
     #[test]
-    fn default_sampler_is_parent_based_tenth() {
-        let s = sampler_from(&with(&[])).unwrap();
+    fn default_sampling_is_parent_based_tenth() {
         assert_eq!(
-            format!("{s:?}"),
-            format!(
-                "{:?}",
-                Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(0.1)))
-            )
+            sampling_from(&with(&[])).unwrap(),
+            Head {
+                parent_based: true,
+                ratio: 0.1
+            }
         );
     }
 
     #[test]
     fn sampler_env_is_validated() {
-        assert!(matches!(
-            sampler_from(&with(&[("OTEL_TRACES_SAMPLER", "always_off")])).unwrap(),
-            Sampler::AlwaysOff
-        ));
-        let err = sampler_from(&with(&[("OTEL_TRACES_SAMPLER", "sometimes")]))
+        assert_eq!(
+            sampling_from(&with(&[("OTEL_TRACES_SAMPLER", "always_off")])).unwrap(),
+            Head {
+                parent_based: false,
+                ratio: 0.0
+            }
+        );
+        let err = sampling_from(&with(&[("OTEL_TRACES_SAMPLER", "sometimes")]))
             .unwrap_err()
             .to_string();
         assert!(
             err.contains("OTEL_TRACES_SAMPLER") && err.contains("sometimes"),
             "{err}"
         );
-        let err = sampler_from(&with(&[
+        let err = sampling_from(&with(&[
             ("OTEL_TRACES_SAMPLER", "traceidratio"),
             ("OTEL_TRACES_SAMPLER_ARG", "2"),
         ]))
@@ -205,6 +321,51 @@ mod tests {
         assert!(
             err.contains("OTEL_TRACES_SAMPLER_ARG") && err.contains("0.0 to 1.0"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn head_follows_a_valid_parent() {
+        let head = Head {
+            parent_based: true,
+            ratio: 0.0,
+        };
+        let mut h = http::HeaderMap::new();
+        assert!(!head.sample(&h));
+        h.insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+                .parse()
+                .unwrap(),
+        );
+        assert!(head.sample(&h));
+        h.insert(
+            "traceparent",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+                .parse()
+                .unwrap(),
+        );
+        assert!(
+            !Head {
+                parent_based: true,
+                ratio: 1.0
+            }
+            .sample(&h)
+        );
+        h.insert("traceparent", "garbage".parse().unwrap());
+        assert!(
+            Head {
+                parent_based: true,
+                ratio: 1.0
+            }
+            .sample(&h)
+        );
+        assert!(
+            !Head {
+                parent_based: false,
+                ratio: 0.0
+            }
+            .sample(&h)
         );
     }
 
