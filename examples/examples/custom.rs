@@ -4,6 +4,8 @@
 //! - `GET /visits` counts requests through the shared `Stats` dependency;
 //! - `GET /report?delay_ms=N` simulates slow work (for shutdown drills);
 //! - `GET /reloads` says how many times SIGHUP reloaded the configuration;
+//! - `GET /outbound` shows the trace and correlation headers an outgoing
+//!   call would carry;
 //! - every response carries `x-served-by` from the global middleware;
 //! - `/ready` fails while the file named by `CUSTOM_MAINTENANCE_FILE` exists;
 //! - the `heartbeat` component ticks every `CUSTOM_TICK_MS` (1000) ms.
@@ -46,6 +48,21 @@ async fn report(Query(p): Query<ReportParams>) -> String {
 #[patron::route(GET "/reloads")]
 async fn reloads(stats: Dep<Stats>) -> String {
     stats.reloads.load(Ordering::Relaxed).to_string()
+}
+
+/// The headers an outgoing call made now would carry: correlation id and
+/// W3C trace context (see `patron::observe::trace::inject`).
+#[patron::route(GET "/outbound")]
+async fn outbound() -> Json<serde_json::Value> {
+    let mut headers = http::HeaderMap::new();
+    patron::observe::trace::inject(&mut headers);
+    let pairs = headers.iter().map(|(k, v)| {
+        (
+            k.to_string(),
+            serde_json::Value::from(v.to_str().unwrap_or_default()),
+        )
+    });
+    Json(serde_json::Value::Object(pairs.collect()))
 }
 
 /// Global middleware: marks every user response.

@@ -155,6 +155,16 @@ async fn count(counter: Dep<Counter>) -> String {
     (counter.0.fetch_add(1, Ordering::SeqCst) + 1).to_string()
 }
 
+#[patron::route(GET "/propagate")]
+async fn propagate() -> Json<Value> {
+    let mut headers = HeaderMap::new();
+    patron::observe::trace::inject(&mut headers);
+    let pairs = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), Value::from(v.to_str().unwrap())));
+    Json(Value::Object(pairs.collect()))
+}
+
 #[patron::route(GET "/untraced", trace = false)]
 async fn untraced() -> &'static str {
     "no span"
@@ -555,6 +565,41 @@ async fn server_errors_panics_and_timeouts() {
     assert!(
         started.elapsed() < Duration::from_secs(2),
         "the timeout cut the request short"
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn trace_context_passes_through_without_an_exporter() {
+    let (server, client) = start().await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let out: Value = client
+        .get(server.url("/propagate"))
+        .header("traceparent", traceparent)
+        .header("baggage", "tenant=acme")
+        .header("x-correlation-id", "prop-1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        json!({"traceparent": traceparent, "baggage": "tenant=acme", "x-correlation-id": "prop-1"})
+    );
+    let bare: Value = client
+        .get(server.url("/propagate"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        bare.as_object().unwrap().len(),
+        1,
+        "only the correlation id: {bare}"
     );
     server.shutdown().await.unwrap();
 }

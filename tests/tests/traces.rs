@@ -156,6 +156,26 @@ async fn server_span_continues_the_incoming_trace() {
     );
     assert!(string(resource, "host.name").is_some_and(|h| !h.is_empty()));
 
+    // An outgoing call from inside the request continues the trace as a
+    // child of the server span.
+    let out: serde_json::Value = reqwest::Client::new()
+        .get(proc.url("/outbound"))
+        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tp = out["traceparent"].as_str().expect("traceparent injected");
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(parts[1], TRACE_ID, "{tp}");
+    assert_ne!(
+        parts[2], PARENT_ID,
+        "the callee's parent is this service's span: {tp}"
+    );
+    assert_eq!(parts[3], "01");
+
     // Log lines inside the request carry the trace and span ids.
     let logs = proc.json_logs();
     let line = logs

@@ -61,6 +61,9 @@ pub(crate) struct HttpShared {
     pub app_headers: Option<(HeaderValue, HeaderValue)>,
 }
 
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+
 /// The `X-App-Name` response header.
 pub const X_APP_NAME: HeaderName = HeaderName::from_static("x-app-name");
 /// The `X-App-Version` response header.
@@ -135,6 +138,10 @@ impl Drop for Active {
 #[derive(Debug, Clone)]
 pub(crate) struct RequestContext {
     pub(crate) correlation_id: HeaderValue,
+    /// The incoming W3C trace context, passed on when this service exports
+    /// no span of its own.
+    pub(crate) traceparent: Option<HeaderValue>,
+    pub(crate) baggage: Option<HeaderValue>,
 }
 
 tokio::task_local! {
@@ -233,6 +240,8 @@ where
     }
     let context = RequestContext {
         correlation_id: id.clone(),
+        traceparent: req.headers().get(TRACEPARENT).cloned(),
+        baggage: req.headers().get(BAGGAGE).cloned(),
     };
     let handled = AssertUnwindSafe(call(req)).catch_unwind();
     let inner = REQUEST.scope(context, tokio::time::timeout(route.timeout, handled));

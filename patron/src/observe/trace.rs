@@ -8,7 +8,9 @@
 //!   parent-based trace-id ratio 0.1, as Go Patron.
 //! - Resource: `service.name` (`OTEL_SERVICE_NAME` wins over the service's
 //!   name), `service.version`, `host.name`.
-//! - Incoming W3C `traceparent` and `baggage` become the server span's parent.
+//! - Incoming W3C `traceparent` and `baggage` become the server span's
+//!   parent; [`inject`] passes the context on to outgoing calls, even when
+//!   nothing is exported.
 //! - Spans are batched on a background thread and flushed on shutdown,
 //!   bounded by the shutdown timeout.
 
@@ -16,7 +18,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{LazyLock, OnceLock};
 use std::time::Duration;
 
-use opentelemetry::propagation::{Extractor, TextMapCompositePropagator, TextMapPropagator};
+use opentelemetry::propagation::{
+    Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
+};
+
+use crate::http::core::REQUEST;
 use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceId, TracerProvider as _};
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::Resource;
@@ -252,6 +258,65 @@ impl TraceExport {
     }
 }
 
+/// Writes the current request's trace context (W3C `traceparent` and
+/// `baggage`) and correlation id into `headers`, for an outgoing call.
+///
+/// With trace export on and the request sampled, the context is this
+/// service's server span, so the callee becomes its child. Otherwise the
+/// incoming `traceparent` and `baggage` are passed on unchanged, so a trace
+/// survives services that export nothing. Outside a request it writes
+/// nothing.
+///
+/// ```
+/// let mut headers = http::HeaderMap::new();
+/// patron::observe::trace::inject(&mut headers);
+/// assert!(headers.is_empty(), "no request, nothing to propagate");
+/// ```
+pub fn inject(headers: &mut http::HeaderMap) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    struct Headers<'a>(&'a mut http::HeaderMap);
+    impl Injector for Headers<'_> {
+        fn set(&mut self, key: &str, value: String) {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::from_bytes(key.as_bytes()),
+                http::HeaderValue::from_str(&value),
+            ) {
+                self.0.insert(name, value);
+            }
+        }
+    }
+    let Ok((correlation_id, traceparent, baggage)) = REQUEST.try_with(|c| {
+        (
+            c.correlation_id.clone(),
+            c.traceparent.clone(),
+            c.baggage.clone(),
+        )
+    }) else {
+        return;
+    };
+    headers.insert(crate::http::X_CORRELATION_ID, correlation_id);
+    if enabled() {
+        let cx = tracing::Span::current().context();
+        if cx.span().span_context().is_valid() {
+            PROPAGATOR.inject_context(&cx, &mut Headers(headers));
+            return;
+        }
+    }
+    if let Some(tp) = traceparent {
+        headers.insert(http::HeaderName::from_static("traceparent"), tp);
+    }
+    if let Some(bg) = baggage {
+        headers.insert(http::HeaderName::from_static("baggage"), bg);
+    }
+}
+
+static PROPAGATOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
+    TextMapCompositePropagator::new(vec![
+        Box::new(TraceContextPropagator::new()),
+        Box::new(BaggagePropagator::new()),
+    ])
+});
+
 /// Reads W3C `traceparent` and `baggage` from request headers.
 pub(crate) fn extract(headers: &http::HeaderMap) -> Context {
     struct Headers<'a>(&'a http::HeaderMap);
@@ -263,12 +328,6 @@ pub(crate) fn extract(headers: &http::HeaderMap) -> Context {
             self.0.keys().map(|k| k.as_str()).collect()
         }
     }
-    static PROPAGATOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
-        TextMapCompositePropagator::new(vec![
-            Box::new(TraceContextPropagator::new()),
-            Box::new(BaggagePropagator::new()),
-        ])
-    });
     PROPAGATOR.extract(&Headers(headers))
 }
 
