@@ -605,6 +605,39 @@ async fn trace_context_passes_through_without_an_exporter() {
 }
 
 #[tokio::test]
+async fn http2_prior_knowledge_is_served_with_the_same_middleware() {
+    let (server, _) = start().await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let resp = h2
+        .get(server.url("/cid"))
+        .header("x-correlation-id", "h2-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.headers()["x-correlation-id"], "h2-1");
+    assert_eq!(resp.text().await.unwrap(), "h2-1");
+    let missing = h2.get(server.url("/nope")).send().await.unwrap();
+    assert_eq!(missing.version(), reqwest::Version::HTTP_2);
+    problem(missing, 404).await;
+    // Several requests share one connection concurrently.
+    let calls = (0..8).map(|i| {
+        let h2 = h2.clone();
+        let url = server.url(&format!("/items/{i}"));
+        async move { h2.get(url).send().await.unwrap().text().await.unwrap() }
+    });
+    let bodies = futures_util::future::join_all(calls).await;
+    assert_eq!(
+        bodies,
+        (0..8).map(|i| format!("item {i}")).collect::<Vec<_>>()
+    );
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn handlers_stay_plain_functions() {
     assert_eq!(hello().await, "hello");
     assert_eq!(item(Path(5)).await, "item 5");
