@@ -165,6 +165,7 @@ impl JsonLayer {
         out.push('"');
         let mut fields = FieldWriter {
             message: None,
+            correlation_id: None,
             rest: String::new(),
         };
         event.record(&mut fields);
@@ -176,6 +177,9 @@ impl JsonLayer {
         if let Some(id) = CorrelationId::current() {
             out.push_str(",\"correlation_id\":");
             escape(out, id.as_str());
+        } else if let Some(id) = &fields.correlation_id {
+            out.push_str(",\"correlation_id\":");
+            escape(out, id);
         }
         // The request span is a DEBUG span this layer's filter may hide, so
         // ask the registry itself for the current span.
@@ -246,13 +250,24 @@ where
 
 struct FieldWriter {
     message: Option<String>,
+    /// An explicit `correlation_id` field, for lines written outside the
+    /// request's task (the access log, panics, timeouts).
+    correlation_id: Option<String>,
     rest: String,
 }
 
 impl FieldWriter {
+    /// Writes the key of an event field. A field named like one of the keys
+    /// every line has (`service`, `host`, …) is written as `fields.<name>`,
+    /// so a line never holds the same key twice.
     fn key(&mut self, field: &Field) {
         self.rest.push(',');
-        escape(&mut self.rest, field.name());
+        let name = field.name();
+        if RESERVED_KEYS.contains(&name) {
+            escape(&mut self.rest, &format!("fields.{name}"));
+        } else {
+            escape(&mut self.rest, name);
+        }
         self.rest.push(':');
     }
 }
@@ -261,6 +276,13 @@ impl Visit for FieldWriter {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "message" {
             self.message = Some(value.to_string());
+            return;
+        }
+        if field.name() == "correlation_id"
+            && self.correlation_id.is_none()
+            && CorrelationId::current().is_none()
+        {
+            self.correlation_id = Some(value.to_string());
             return;
         }
         self.key(field);
@@ -301,6 +323,20 @@ impl Visit for FieldWriter {
     }
 }
 
+/// Keys patron writes on every JSON line (or inside requests).
+const RESERVED_KEYS: &[&str] = &[
+    "timestamp",
+    "level",
+    "message",
+    "target",
+    "service",
+    "version",
+    "host",
+    "correlation_id",
+    "trace_id",
+    "span_id",
+];
+
 /// Appends `value` as a JSON string.
 fn escape(out: &mut String, value: &str) {
     out.push('"');
@@ -323,6 +359,32 @@ fn escape(out: &mut String, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_fields_never_repeat_a_fixed_key() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let layer = JsonLayer::new("svc", "1.0");
+        let captured = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        struct Capture(JsonLayer, std::sync::Arc<std::sync::Mutex<String>>);
+        impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
+            fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
+                let mut out = String::new();
+                self.0.format(&mut out, event);
+                *self.1.lock().unwrap() = out;
+            }
+        }
+        let subscriber = tracing_subscriber::registry().with(Capture(layer, captured.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::info!(service = "billing", host = 3, order = 7, "placed");
+        });
+        let line = captured.lock().unwrap().clone();
+        let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(value["service"], "svc");
+        assert_eq!(value["fields.service"], "billing");
+        assert_eq!(value["fields.host"], 3);
+        assert_eq!(value["order"], 7);
+        assert_eq!(line.matches("\"service\":").count(), 1, "{line}");
+    }
 
     #[test]
     fn escapes_json() {
