@@ -5,7 +5,7 @@ use std::future::Future;
 use std::process::ExitCode;
 use std::time::Duration;
 
-pub use axum::extract::{FromRequest, FromRequestParts, Request, State};
+pub use axum::extract::{FromRequest, FromRequestParts, Request};
 pub use axum::middleware::from_fn;
 pub use axum::response::{IntoResponse, Response};
 pub use axum::routing::MethodFilter;

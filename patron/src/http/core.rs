@@ -79,6 +79,7 @@ fn finish(
     mut response: Response,
 ) -> Response {
     let status = response.status();
+    let method = route_method(route, method);
     if let Some(m) = &route.metrics {
         m.observe(method, status, started.elapsed().as_secs_f64());
     }
@@ -87,7 +88,6 @@ fn finish(
         headers.insert(X_APP_NAME, name.clone());
         headers.insert(X_APP_VERSION, version.clone());
     }
-    let method = route_method(route, method);
     if route.shared.status_rules.matches(status) {
         headers.insert(X_CORRELATION_ID, id.clone());
         let access = Access {

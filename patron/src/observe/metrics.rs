@@ -153,15 +153,11 @@ pub(crate) struct RouteMetrics {
 }
 
 impl RouteMetrics {
-    /// Records one finished request; `method` is the request's method label
-    /// (see [`method_label`]), used only by the unmatched route.
+    /// Records one finished request with its method label. Routes with a
+    /// fixed method cache their histogram child per status; the unmatched
+    /// route, whose method varies, looks its child up.
     pub(crate) fn observe(&self, method: &'static str, status: http::StatusCode, seconds: f64) {
         let code = usize::from(status.as_u16());
-        let method = if self.method.is_empty() {
-            method
-        } else {
-            self.method
-        };
         if self.method.is_empty() || code >= STATUS_SLOTS {
             self.duration
                 .with_label_values(&[method, self.route, status.as_str()])

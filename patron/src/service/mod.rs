@@ -65,6 +65,24 @@ pub struct Service {
     pub(crate) cors: Option<tower_http::cors::CorsLayer>,
 }
 
+/// Writes one item as `single` + item, or several as `many(count)` followed
+/// by a bulleted list: the shape of every multi-error message patron prints.
+pub(crate) fn write_list(
+    f: &mut fmt::Formatter<'_>,
+    items: &[String],
+    single: &str,
+    many: impl Fn(usize) -> String,
+) -> fmt::Result {
+    if let [one] = items {
+        return write!(f, "{single}{one}");
+    }
+    f.write_str(&many(items.len()))?;
+    for item in items {
+        write!(f, "\n  - {item}")?;
+    }
+    Ok(())
+}
+
 /// Wraps the debug routes in the authenticator given to `with_debug_auth`.
 pub(crate) type DebugAuth = Arc<dyn Fn(axum::Router) -> axum::Router + Send + Sync>;
 

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::{Service, SighupFn, signals, validate};
+use super::{Service, signals, validate, write_list};
 use crate::component::{ComponentContext, ComponentInfo, DynComponent, Readiness};
 use crate::config::Config;
 use crate::error::Error;
@@ -36,14 +36,12 @@ pub struct ServiceError {
 
 impl fmt::Display for ServiceError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let [one] = self.errors.as_slice() {
-            return write!(f, "the service stopped with an error: {one}");
-        }
-        write!(f, "the service stopped with {} errors:", self.errors.len())?;
-        for e in &self.errors {
-            write!(f, "\n  - {e}")?;
-        }
-        Ok(())
+        write_list(
+            f,
+            &self.errors,
+            "the service stopped with an error: ",
+            |n| format!("the service stopped with {n} errors:"),
+        )
     }
 }
 
@@ -57,8 +55,6 @@ pub struct BoundService {
     shared: Arc<Shared>,
     components: Vec<(ComponentInfo, Readiness, Box<dyn DynComponent>)>,
     metrics: Metrics,
-    #[allow(dead_code)]
-    sighup: Option<SighupFn>,
 }
 
 impl fmt::Debug for BoundService {
@@ -156,7 +152,6 @@ impl Service {
             shared,
             components,
             metrics,
-            sighup: self.sighup,
         })
     }
 

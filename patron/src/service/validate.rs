@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use super::write_list;
 use crate::deps::Deps;
 use crate::http::builtin::RESERVED;
 use crate::registry::RouteDef;
@@ -17,18 +18,9 @@ pub struct StartupError {
 
 impl fmt::Display for StartupError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let [one] = self.problems.as_slice() {
-            return write!(f, "the service cannot start: {one}");
-        }
-        write!(
-            f,
-            "the service cannot start ({} problems):",
-            self.problems.len()
-        )?;
-        for p in &self.problems {
-            write!(f, "\n  - {p}")?;
-        }
-        Ok(())
+        write_list(f, &self.problems, "the service cannot start: ", |n| {
+            format!("the service cannot start ({n} problems):")
+        })
     }
 }
 
