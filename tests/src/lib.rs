@@ -154,3 +154,63 @@ impl Drop for Proc {
         let _ = self.child.wait();
     }
 }
+
+/// Reading the Prometheus text exposition format in tests.
+pub mod prom {
+    use std::collections::BTreeMap;
+
+    /// One sample: metric name, labels, value.
+    pub type Sample = (String, BTreeMap<String, String>, f64);
+
+    /// Parses the text exposition format (comments skipped).
+    pub fn parse(text: &str) -> Vec<Sample> {
+        let mut out = Vec::new();
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        {
+            let (series, value) = line.rsplit_once(' ').expect("sample has a value");
+            let value: f64 = value
+                .parse()
+                .unwrap_or_else(|_| panic!("bad value in {line}"));
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => {
+                    let rest = rest.strip_suffix('}').expect("closing brace");
+                    let mut labels = BTreeMap::new();
+                    for pair in rest.split("\",").filter(|p| !p.is_empty()) {
+                        let (k, v) = pair.split_once("=\"").expect("label pair");
+                        labels.insert(k.to_string(), v.trim_end_matches('"').to_string());
+                    }
+                    (name.to_string(), labels)
+                }
+                None => (series.to_string(), BTreeMap::new()),
+            };
+            out.push((name, labels, value));
+        }
+        out
+    }
+
+    pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        samples
+            .iter()
+            .find(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| *v)
+    }
+
+    /// Fetches `url` (a `/metrics` endpoint), checks status and media type,
+    /// and parses it.
+    pub async fn scrape(client: &reqwest::Client, url: &str) -> Vec<Sample> {
+        let resp = client.get(url).send().await.expect("scrape");
+        assert_eq!(resp.status(), 200);
+        assert_eq!(
+            resp.headers()["content-type"],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        parse(&resp.text().await.expect("metrics body"))
+    }
+}

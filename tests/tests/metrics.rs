@@ -2,11 +2,11 @@
 //! metrics are checked against a known request mix, labelled by route
 //! template; process, runtime and user metrics sit on the same registry.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use patron::prelude::*;
 use patron::test::TestServer;
+use patron_tests::prom::{scrape, value};
 use prometheus::IntCounter;
 
 #[patron::route(GET "/items/{id}")]
@@ -40,63 +40,6 @@ async fn order(orders: Dep<Orders>, metrics: Dep<Metrics>) -> String {
     text.lines()
         .filter(|l| l.starts_with("orders_total"))
         .collect()
-}
-
-/// One sample: metric name, labels, value.
-type Sample = (String, BTreeMap<String, String>, f64);
-
-/// Parses the text exposition format (comments skipped).
-fn parse(text: &str) -> Vec<Sample> {
-    let mut out = Vec::new();
-    for line in text
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-    {
-        let (series, value) = line.rsplit_once(' ').expect("sample has a value");
-        let value: f64 = value
-            .parse()
-            .unwrap_or_else(|_| panic!("bad value in {line}"));
-        let (name, labels) = match series.split_once('{') {
-            Some((name, rest)) => {
-                let rest = rest.strip_suffix('}').expect("closing brace");
-                let mut labels = BTreeMap::new();
-                for pair in rest.split("\",").filter(|p| !p.is_empty()) {
-                    let (k, v) = pair.split_once("=\"").expect("label pair");
-                    labels.insert(k.to_string(), v.trim_end_matches('"').to_string());
-                }
-                (name.to_string(), labels)
-            }
-            None => (series.to_string(), BTreeMap::new()),
-        };
-        out.push((name, labels, value));
-    }
-    out
-}
-
-fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    samples
-        .iter()
-        .find(|(n, l, _)| {
-            n == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
-        })
-        .map(|(_, _, v)| *v)
-}
-
-async fn scrape(client: &reqwest::Client, server: &TestServer) -> Vec<Sample> {
-    let resp = client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("scrape");
-    assert_eq!(resp.status(), 200);
-    assert_eq!(
-        resp.headers()["content-type"],
-        "text/plain; version=0.0.4; charset=utf-8"
-    );
-    parse(&resp.text().await.expect("metrics body"))
 }
 
 fn service() -> Service {
@@ -175,7 +118,7 @@ async fn request_mix_is_counted_by_route_template_method_and_status() {
         client.get(server.url("/alive")).send().await.unwrap();
     }
 
-    let samples = scrape(&client, &server).await;
+    let samples = scrape(&client, &server.url("/metrics")).await;
     let count = |method, route, status| {
         value(
             &samples,
@@ -238,13 +181,13 @@ async fn active_requests_gauge_follows_in_flight_requests() {
     let client = reqwest::Client::new();
     let slow = tokio::spawn(client.get(server.url("/slow")).send());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let during = scrape(&client, &server).await;
+    let during = scrape(&client, &server.url("/metrics")).await;
     assert_eq!(
         value(&during, "http_server_active_requests", &[]),
         Some(1.0)
     );
     assert_eq!(slow.await.unwrap().unwrap().status(), 200);
-    let after = scrape(&client, &server).await;
+    let after = scrape(&client, &server.url("/metrics")).await;
     assert_eq!(value(&after, "http_server_active_requests", &[]), Some(0.0));
     let slow_sum = value(
         &after,
@@ -275,7 +218,7 @@ async fn process_runtime_and_user_metrics_share_the_registry() {
         body, "orders_total 1",
         "the handler saw its own counter through Dep<Metrics>"
     );
-    let samples = scrape(&client, &server).await;
+    let samples = scrape(&client, &server.url("/metrics")).await;
     assert_eq!(value(&samples, "orders_total", &[]), Some(1.0));
     for name in [
         "process_cpu_seconds_total",
