@@ -1,5 +1,5 @@
 //! Attribute macros for [patron](https://docs.rs/patron). Use them through the
-//! re-exports `patron::route` and `patron::main`; this crate has no runtime
+//! re-exports `patron::route`, `patron::consumer` and `patron::main`; this crate has no runtime
 //! dependency and emits code that names only `::patron::__private`.
 //!
 //! Every argument error is a compile error placed on the offending token with a
@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+mod consumer;
 mod entry;
 mod route;
 mod units;
@@ -24,4 +25,11 @@ pub fn route(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
     entry::expand(attr.into(), item.into()).into()
+}
+
+/// Registers an `async fn` as a message consumer. See `patron::consumer` for
+/// the grammar and examples.
+#[proc_macro_attribute]
+pub fn consumer(attr: TokenStream, item: TokenStream) -> TokenStream {
+    consumer::expand(attr.into(), item.into()).into()
 }

@@ -18,6 +18,106 @@ pub use crate::http::rejection;
 pub use crate::registry::{AuthSpec, DepSpec, RateSpec, RouteDef};
 pub use crate::service::Service;
 
+pub use crate::component::BoxedComponent;
+pub use crate::consumer::{
+    BatchCx, BatchHandler, ConsumerOutput, Delivery, FromBatch, FromDelivery, FromDeps,
+    HandlerError, MessageHandler, OnFailure,
+};
+pub use crate::deps::Deps;
+pub use crate::registry::ConsumerDef;
+pub use futures_util::future::BoxFuture;
+pub use std::sync::Arc;
+
+/// A handler call that failed before the handler ran.
+pub fn message_failed(
+    e: HandlerError,
+) -> BoxFuture<'static, std::result::Result<(), HandlerError>> {
+    Box::pin(std::future::ready(Err(e)))
+}
+
+/// A batch handler call that failed before the handler ran.
+pub fn batch_failed(e: HandlerError) -> BoxFuture<'static, Result<()>> {
+    let e = match e {
+        HandlerError::Failed(e) => e,
+        HandlerError::Decode(e) => Error::msg(e.to_string()),
+    };
+    Box::pin(std::future::ready(Err(e)))
+}
+
+/// What `#[patron::consumer(amqp = …)]` says, as written.
+#[cfg(feature = "amqp")]
+pub struct AmqpSpec {
+    /// The handler's name.
+    pub name: &'static str,
+    /// `amqp = "…"`.
+    pub queue: &'static str,
+    /// `exchange`.
+    pub exchange: Option<&'static str>,
+    /// `routing_key`.
+    pub routing_key: Option<&'static str>,
+    /// `declare`.
+    pub declare: bool,
+    /// `prefetch`.
+    pub prefetch: Option<u16>,
+    /// `concurrency`.
+    pub concurrency: Option<usize>,
+    /// `retries`.
+    pub retries: Option<u32>,
+    /// `backoff`.
+    pub backoff: Option<Duration>,
+    /// `on_failure`.
+    pub on_failure: Option<OnFailure>,
+    /// `dlq`.
+    pub dlq: Option<&'static str>,
+    /// `batch` and `batch_timeout`.
+    pub batch: Option<(usize, Duration)>,
+}
+
+#[cfg(feature = "amqp")]
+fn configure(
+    mut c: crate::consumer::amqp::AmqpConsumer,
+    spec: &AmqpSpec,
+) -> crate::consumer::amqp::AmqpConsumer {
+    c = c.name(spec.name).declare(spec.declare);
+    if let Some(exchange) = spec.exchange {
+        c = c.exchange(exchange, spec.routing_key.unwrap_or_default());
+    }
+    if let Some(n) = spec.prefetch {
+        c = c.prefetch(n);
+    }
+    if let Some(n) = spec.concurrency {
+        c = c.concurrency(n);
+    }
+    if let Some(n) = spec.retries {
+        c = c.retries(n);
+    }
+    if let Some(d) = spec.backoff {
+        c = c.backoff(d);
+    }
+    if let Some(s) = spec.on_failure {
+        c = c.on_failure(s);
+    }
+    if let Some(dlq) = spec.dlq {
+        c = c.dlq(dlq);
+    }
+    c
+}
+
+/// The component of a one-message-at-a-time AMQP consumer.
+#[cfg(feature = "amqp")]
+pub fn amqp_consumer(spec: AmqpSpec, handler: impl MessageHandler) -> BoxedComponent {
+    let c = crate::consumer::amqp::AmqpConsumer::new(spec.queue, handler);
+    BoxedComponent::new(configure(c, &spec))
+}
+
+/// The component of a batch AMQP consumer.
+#[cfg(feature = "amqp")]
+pub fn amqp_batch_consumer(spec: AmqpSpec, handler: impl BatchHandler) -> BoxedComponent {
+    let (size, timeout) = spec.batch.unwrap_or((1, Duration::from_secs(1)));
+    let c = crate::consumer::amqp::AmqpConsumer::batch(spec.queue, handler, size, timeout);
+    BoxedComponent::new(configure(c, &spec))
+}
+
 use crate::config::Config;
 
 /// A route's method router.

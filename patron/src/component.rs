@@ -9,6 +9,8 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
+use crate::deps::Deps;
 use crate::error::Error;
 use crate::observe::metrics::Metrics;
 
@@ -65,6 +67,17 @@ impl<C: Component> DynComponent for C {
     }
 }
 
+/// A component in a box, as the consumer registry builds it.
+#[doc(hidden)]
+pub struct BoxedComponent(pub(crate) Box<dyn DynComponent>);
+
+impl BoxedComponent {
+    /// Boxes a component.
+    pub fn new<C: Component>(component: C) -> Self {
+        BoxedComponent(Box::new(component))
+    }
+}
+
 /// A description of a component, shown by `GET /info`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ComponentInfo {
@@ -94,22 +107,43 @@ impl ComponentInfo {
     }
 }
 
-/// What a running component gets from the service: the shutdown signal and
-/// a readiness switch that `/ready` reports.
+/// What a running component gets from the service: the shutdown signal, a
+/// readiness switch that `/ready` reports, the metric registry, the provided
+/// dependencies and the configuration.
 #[derive(Clone)]
 pub struct ComponentContext {
     shutdown: CancellationToken,
     readiness: Readiness,
     metrics: Metrics,
+    deps: Arc<Deps>,
+    config: Arc<Config>,
 }
 
 impl ComponentContext {
-    pub(crate) fn new(shutdown: CancellationToken, readiness: Readiness, metrics: Metrics) -> Self {
+    pub(crate) fn new(
+        shutdown: CancellationToken,
+        readiness: Readiness,
+        metrics: Metrics,
+        deps: Arc<Deps>,
+        config: Arc<Config>,
+    ) -> Self {
         ComponentContext {
             shutdown,
             readiness,
             metrics,
+            deps,
+            config,
         }
+    }
+
+    /// The values the service provides (what handlers take as `Dep<T>`).
+    pub fn deps(&self) -> &Arc<Deps> {
+        &self.deps
+    }
+
+    /// The service's configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
     /// The service's metric registry, for the component's own metrics.

@@ -125,6 +125,73 @@ pub struct Config {
     /// `PATRON_HTTP_COMPRESSION`: compress user responses (gzip, deflate,
     /// br, zstd) by `Accept-Encoding` (true).
     pub http_compression: bool,
+    /// `PATRON_AMQP_URL`: the RabbitMQ broker AMQP consumers connect to
+    /// (`amqp://guest:guest@127.0.0.1:5672/%2f`). Its password never
+    /// appears in logs or errors.
+    pub amqp_url: BrokerUrl,
+}
+
+/// A broker URL that may hold credentials: `Display` and `Debug` show it
+/// with the password replaced by `***`.
+///
+/// ```
+/// use patron::config::BrokerUrl;
+///
+/// let url = BrokerUrl::new("amqp://user:secret@mq:5672/%2f");
+/// assert_eq!(url.to_string(), "amqp://user:***@mq:5672/%2f");
+/// assert_eq!(url.expose(), "amqp://user:secret@mq:5672/%2f");
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct BrokerUrl(String);
+
+impl BrokerUrl {
+    /// Wraps a URL.
+    pub fn new(url: impl Into<String>) -> Self {
+        BrokerUrl(url.into())
+    }
+
+    /// The URL with its password, for the client library only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        redact(&self.0)
+    }
+}
+
+/// `scheme://user:password@host…` → `scheme://user:***@host…`.
+pub(crate) fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    let userinfo = &authority[..at];
+    let user = userinfo.split(':').next().unwrap_or_default();
+    let hidden = if userinfo.contains(':') {
+        format!("{user}:***")
+    } else {
+        user.to_string()
+    };
+    format!("{}{}{}", &url[..scheme_end + 3], hidden, &rest[at..])
+}
+
+impl std::fmt::Display for BrokerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::fmt::Debug for BrokerUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BrokerUrl({:?})", self.redacted())
+    }
 }
 
 impl Default for Config {
@@ -145,6 +212,7 @@ impl Default for Config {
             http_status_error_logging: StatusRules::default(),
             http_app_headers: false,
             http_compression: true,
+            amqp_url: BrokerUrl::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
         }
     }
 }
@@ -241,6 +309,17 @@ impl Config {
                     ),
                 )
             })?;
+        }
+        if let Some(v) = get("PATRON_AMQP_URL") {
+            let v = v.trim();
+            if !(v.starts_with("amqp://") || v.starts_with("amqps://")) {
+                return Err(invalid(
+                    "PATRON_AMQP_URL",
+                    &redact(v),
+                    "an amqp:// or amqps:// URL such as amqp://guest:guest@127.0.0.1:5672/%2f",
+                ));
+            }
+            c.amqp_url = BrokerUrl::new(v);
         }
         if let Some(v) = get("PATRON_LOG_FORMAT") {
             c.log_format = match v.trim().to_ascii_lowercase().as_str() {
@@ -421,5 +500,23 @@ mod tests {
                 .http_port,
             50000
         );
+    }
+
+    #[test]
+    fn amqp_url_is_validated_and_never_shown_with_its_password() {
+        let c = with(&[("PATRON_AMQP_URL", "amqp://app:hunter2@mq:5672/prod")]).unwrap();
+        assert_eq!(c.amqp_url.expose(), "amqp://app:hunter2@mq:5672/prod");
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let err = with(&[("PATRON_AMQP_URL", "http://app:hunter2@mq")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("PATRON_AMQP_URL") && err.contains("amqp://"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+        assert_eq!(redact("amqp://mq:5672"), "amqp://mq:5672");
+        assert_eq!(redact("amqp://u@mq/v?x=a@b"), "amqp://u@mq/v?x=a@b");
+        assert_eq!(redact("amqps://u:p@ss@mq/v"), "amqps://u:***@mq/v");
     }
 }

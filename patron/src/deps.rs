@@ -83,6 +83,12 @@ impl<T: ?Sized> Dep<T> {
     }
 }
 
+impl<T: ?Sized> Dep<T> {
+    pub(crate) fn from_arc(value: Arc<T>) -> Self {
+        Dep(value)
+    }
+}
+
 impl<T> Dep<T> {
     /// Wraps a value, for calling a handler directly in a unit test.
     pub fn new(value: T) -> Self {

@@ -51,6 +51,7 @@
 
 pub mod component;
 pub mod config;
+pub mod consumer;
 mod deps;
 mod error;
 pub mod http;
@@ -109,6 +110,63 @@ pub use service::{BoundService, Service, ServiceError, StartupError};
 /// ```
 pub use patron_macros::route;
 
+/// Registers an `async fn` as a message consumer: a component of the
+/// service, started with it and stopped gracefully with it.
+///
+/// # Grammar
+///
+/// ```text
+/// #[patron::consumer(amqp = "queue" (, key = value)*)]
+/// exchange      = "name"     // bind the queue to this exchange (which must exist)
+/// routing_key   = "key"      // the binding's routing key ("" by default; needs `exchange`)
+/// declare       = true       // declare the queue (durable) and the DLQ at start
+/// prefetch      = 20         // channel QoS (default 10 × concurrency, at least batch × concurrency)
+/// concurrency   = 4          // handlers running at once (1)
+/// retries       = 3          // in-process retries after a failure (3)
+/// backoff       = "100ms"    // first retry delay, doubled each retry, with jitter (100ms)
+/// on_failure    = dlq        // dlq | requeue | drop | exit (dlq when `dlq` is set, else requeue)
+/// dlq           = "name"     // dead-letter queue (`<queue>.dlq` for `on_failure = dlq`)
+/// batch         = 100        // the handler takes Batch<T> of up to 100 messages
+/// batch_timeout = "1s"       // a batch waits at most this long after its first message (1s)
+/// ```
+///
+/// The handler is a non-generic `async fn` that takes one
+/// [`Message<T>`](consumer::Message) (or, with `batch`, one
+/// [`Batch<T>`](consumer::Batch)) and any number of [`Dep<T>`], and returns
+/// `()` or `Result<(), E>`. `T` is `Json<U>`, `String`, `Bytes`, `Vec<u8>`
+/// or any [`consumer::Decode`]. The broker URL comes from `PATRON_AMQP_URL`;
+/// the `amqp` cargo feature must be on. See [`consumer`] for the outcome
+/// model.
+///
+/// ```
+/// use patron::prelude::*;
+///
+/// #[derive(Deserialize)]
+/// struct Payment { id: u64 }
+///
+/// struct Ledger;
+///
+/// # #[cfg(feature = "amqp")]
+/// #[patron::consumer(amqp = "payments", declare = true, concurrency = 4, retries = 2, dlq = "payments.dlq")]
+/// async fn record(msg: Message<Json<Payment>>, ledger: Dep<Ledger>) -> Result<(), patron::Error> {
+///     let _ = (&*ledger, msg.id);
+///     Ok(())
+/// }
+///
+/// # #[cfg(feature = "amqp")]
+/// #[patron::consumer(amqp = "audit", batch = 50, batch_timeout = "500ms", prefetch = 100)]
+/// async fn audit(batch: Batch<String>) -> Result<(), patron::Error> {
+///     for (i, line) in batch.iter().enumerate() {
+///         if line.payload().is_empty() {
+///             batch.nack(i, "empty audit line");
+///         }
+///     }
+///     Ok(())
+/// }
+/// # fn main() {}
+/// ```
+pub use patron_macros::consumer;
+
 /// Turns `async fn main` into a service entry point.
 ///
 /// Two forms:
@@ -122,9 +180,31 @@ pub use patron_macros::route;
 /// A failure at any step prints the error and exits with code 1.
 pub use patron_macros::main;
 
+/// Passes a consumer registration through when the `amqp` feature is on.
+#[cfg(feature = "amqp")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __patron_require_amqp {
+    ($($item:tt)*) => { $($item)* };
+}
+
+/// Stops a consumer registration with an error naming the feature to enable.
+#[cfg(not(feature = "amqp"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __patron_require_amqp {
+    ($($item:tt)*) => {
+        ::core::compile_error!(
+            "`#[patron::consumer(amqp = …)]` needs patron's `amqp` cargo feature: \
+             in Cargo.toml, write `patron = { version = \"…\", features = [\"amqp\"] }`"
+        );
+    };
+}
+
 /// The names most services need.
 pub mod prelude {
     pub use crate::component::{Component, ComponentContext, ComponentInfo};
+    pub use crate::consumer::{Batch, Message};
     pub use crate::http::{ApiKey, Authenticator, CorrelationId};
     pub use crate::observe::metrics::Metrics;
     pub use crate::{Dep, Error, Service};

@@ -82,7 +82,7 @@ impl Handler {
 }
 
 /// `T` for an argument typed `Dep<T>` (any path ending in `Dep`).
-fn dep_inner(ty: &Type) -> Option<Type> {
+pub fn dep_inner(ty: &Type) -> Option<Type> {
     let Type::Path(path) = ty else { return None };
     let last = path.path.segments.last()?;
     if last.ident != "Dep" {

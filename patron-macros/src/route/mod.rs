@@ -4,6 +4,8 @@
 
 mod codegen;
 mod handler;
+
+pub use handler::dep_inner;
 mod parse;
 
 use proc_macro2::TokenStream;

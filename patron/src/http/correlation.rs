@@ -68,8 +68,19 @@ pub(crate) fn from_headers(headers: &HeaderMap) -> HeaderValue {
     }
 }
 
+/// The usable correlation id in `text` (a message header), or a fresh one.
+pub(crate) fn from_text(text: Option<&str>) -> String {
+    match text {
+        Some(t) if usable_bytes(t.as_bytes()) => t.to_string(),
+        _ => generate().to_str().unwrap_or_default().to_string(),
+    }
+}
+
 fn usable(v: &HeaderValue) -> bool {
-    let b = v.as_bytes();
+    usable_bytes(v.as_bytes())
+}
+
+fn usable_bytes(b: &[u8]) -> bool {
     !b.is_empty() && b.len() <= MAX_LEN && b.iter().all(|c| (0x21..=0x7e).contains(c))
 }
 

@@ -5,7 +5,7 @@ mod access;
 mod auth;
 pub(crate) mod builtin;
 pub(crate) mod core;
-mod correlation;
+pub(crate) mod correlation;
 pub(crate) mod debug;
 mod extract;
 pub(crate) mod router;

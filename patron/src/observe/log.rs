@@ -75,11 +75,15 @@ pub fn init(config: &Config, service: &str, version: &str) -> Result<Option<Trac
     });
     let export = if trace::exporter_configured(&lookup) {
         let (export, tracer) = TraceExport::start(service, version, sampling)?;
-        // Request spans are DEBUG spans: the trace layer takes them (and
-        // anything at INFO or above) whatever the log level is.
+        // Request and message spans are DEBUG spans: the trace layer takes
+        // them (and anything at INFO or above) whatever the log level is.
         let wanted = filter_fn(|meta| {
             meta.level() <= &Level::INFO
-                || (meta.is_span() && meta.target() == "patron::http::core")
+                || (meta.is_span()
+                    && matches!(
+                        meta.target(),
+                        "patron::http::core" | "patron::consumer::process"
+                    ))
         });
         // Source location, thread, target and busy/idle timings would cost
         // allocations and clock reads on every request span; the semconv

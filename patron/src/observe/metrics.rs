@@ -49,6 +49,9 @@ pub const DURATION_BUCKETS: &[f64] = &[
 #[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Registry,
+    /// Metric families shared by every consumer, registered on first use.
+    pub(crate) consumers:
+        std::sync::Arc<std::sync::Mutex<Option<crate::consumer::metrics::Families>>>,
 }
 
 impl Default for Metrics {
@@ -62,6 +65,7 @@ impl Metrics {
     pub fn new() -> Self {
         Metrics {
             registry: Registry::new(),
+            consumers: Default::default(),
         }
     }
 

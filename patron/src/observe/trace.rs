@@ -65,10 +65,12 @@ pub struct Head {
 
 impl Head {
     fn sample(&self, headers: &http::HeaderMap) -> bool {
+        self.sample_parent(headers.get("traceparent").map(|v| v.as_bytes()))
+    }
+
+    fn sample_parent(&self, traceparent: Option<&[u8]>) -> bool {
         if self.parent_based
-            && let Some(sampled) = headers
-                .get("traceparent")
-                .and_then(|v| parent_sampled(v.as_bytes()))
+            && let Some(sampled) = traceparent.and_then(parent_sampled)
         {
             return sampled;
         }
@@ -98,6 +100,12 @@ static HEAD: OnceLock<Head> = OnceLock::new();
 /// Whether the request with these headers is sampled (when traces are on).
 pub(crate) fn sample_request(headers: &http::HeaderMap) -> bool {
     HEAD.get().is_some_and(|h| h.sample(headers))
+}
+
+/// Whether a message with this `traceparent` header is sampled (when
+/// traces are on).
+pub(crate) fn sample_parent(traceparent: Option<&[u8]>) -> bool {
+    HEAD.get().is_some_and(|h| h.sample_parent(traceparent))
 }
 
 /// The sampling the environment asks for (`OTEL_TRACES_SAMPLER` and
@@ -316,6 +324,20 @@ static PROPAGATOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
         Box::new(BaggagePropagator::new()),
     ])
 });
+
+/// Reads W3C `traceparent` and `baggage` from message headers.
+pub(crate) fn extract_message(headers: &crate::consumer::Headers) -> Context {
+    struct Headers<'a>(&'a crate::consumer::Headers);
+    impl Extractor for Headers<'_> {
+        fn get(&self, key: &str) -> Option<&str> {
+            self.0.get(key)
+        }
+        fn keys(&self) -> Vec<&str> {
+            self.0.iter().map(|(k, _)| k).collect()
+        }
+    }
+    PROPAGATOR.extract(&Headers(headers))
+}
 
 /// Reads W3C `traceparent` and `baggage` from request headers.
 pub(crate) fn extract(headers: &http::HeaderMap) -> Context {

@@ -26,7 +26,7 @@ use crate::http::Authenticator;
 use crate::http::builtin::CheckFn;
 use crate::http::router::GlobalLayer;
 use crate::observe::metrics::Metrics;
-use crate::registry::RouteDef;
+use crate::registry::{ConsumerDef, RouteDef};
 
 pub(crate) type SighupFn =
     Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -60,6 +60,7 @@ pub struct Service {
     pub(crate) checks: Vec<(String, CheckFn)>,
     pub(crate) sighup: Option<SighupFn>,
     pub(crate) routes: Option<Vec<&'static RouteDef>>,
+    pub(crate) consumers: Option<Vec<&'static ConsumerDef>>,
     pub(crate) metrics: Metrics,
     pub(crate) debug_auth: Option<DebugAuth>,
     pub(crate) cors: Option<tower_http::cors::CorsLayer>,
@@ -110,6 +111,7 @@ impl Service {
             checks: Vec::new(),
             sighup: None,
             routes: None,
+            consumers: None,
             metrics: Metrics::new(),
             debug_auth: None,
             cors: None,
@@ -265,6 +267,17 @@ impl Service {
     #[doc(hidden)]
     pub fn with_routes(mut self, routes: impl IntoIterator<Item = &'static RouteDef>) -> Self {
         self.routes = Some(routes.into_iter().collect());
+        self
+    }
+
+    /// Runs exactly these `#[patron::consumer]` consumers instead of every
+    /// registered one.
+    #[doc(hidden)]
+    pub fn with_consumers(
+        mut self,
+        consumers: impl IntoIterator<Item = &'static ConsumerDef>,
+    ) -> Self {
+        self.consumers = Some(consumers.into_iter().collect());
         self
     }
 }

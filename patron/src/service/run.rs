@@ -20,12 +20,13 @@ use tokio_util::sync::CancellationToken;
 use super::{Service, signals, validate, write_list};
 use crate::component::{ComponentContext, ComponentInfo, DynComponent, Readiness};
 use crate::config::Config;
+use crate::deps::Deps;
 use crate::error::Error;
 use crate::http::builtin::Shared;
 use crate::http::router::{self, App, AppParts};
 use crate::http::server::{self, Timeouts};
 use crate::observe::metrics::{HttpMetrics, Metrics};
-use crate::registry::{self, RouteDef};
+use crate::registry::{self, ConsumerDef, RouteDef};
 
 /// Why a service stopped with a failure: every component error, joined.
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +49,8 @@ impl fmt::Display for ServiceError {
 /// A validated service whose HTTP port is bound but not yet serving.
 pub struct BoundService {
     name: String,
-    config: Config,
+    config: Arc<Config>,
+    deps: Arc<Deps>,
     listener: TcpListener,
     addr: SocketAddr,
     app: Arc<App>,
@@ -74,16 +76,27 @@ impl Service {
             Some(r) => r.clone(),
             None => registry::routes(),
         };
+        let consumers: Vec<&'static ConsumerDef> = match &self.consumers {
+            Some(c) => c.clone(),
+            None => registry::consumers(),
+        };
         // Handlers may take `Dep<Metrics>`: provide it before validation.
         let metrics = self.metrics;
         let mut deps = self.deps;
         deps.insert(metrics.clone());
-        validate::check(&routes, &deps, self.components.len())?;
+        validate::check(
+            &routes,
+            &consumers,
+            &deps,
+            self.components.len() + consumers.len(),
+        )?;
         metrics.register_runtime()?;
         let http_metrics = HttpMetrics::register(&metrics)?;
+        let deps = Arc::new(deps);
 
-        let components: Vec<(ComponentInfo, Readiness, Box<dyn DynComponent>)> = self
-            .components
+        let mut all_components = self.components;
+        all_components.extend(consumers.iter().map(|c| (c.build)().0));
+        let components: Vec<(ComponentInfo, Readiness, Box<dyn DynComponent>)> = all_components
             .into_iter()
             .map(|c| {
                 let info = c.info();
@@ -120,7 +133,7 @@ impl Service {
         });
         let app = router::build(AppParts {
             routes: &routes,
-            deps: Arc::new(deps),
+            deps: Arc::clone(&deps),
             globals: &self.globals,
             config: &self.config,
             shared: Arc::clone(&shared),
@@ -145,7 +158,8 @@ impl Service {
             .map_err(|e| Error::msg(format!("cannot read the bound address: {e}")))?;
         Ok(BoundService {
             name: self.name,
-            config: self.config,
+            config: Arc::new(self.config),
+            deps,
             listener,
             addr,
             app: Arc::new(app),
@@ -196,7 +210,13 @@ impl BoundService {
             ("http".to_string(), result)
         });
         for (info, readiness, component) in self.components {
-            let ctx = ComponentContext::new(shutdown.clone(), readiness, self.metrics.clone());
+            let ctx = ComponentContext::new(
+                shutdown.clone(),
+                readiness,
+                self.metrics.clone(),
+                Arc::clone(&self.deps),
+                Arc::clone(&self.config),
+            );
             let name = info.name.clone();
             tracing::info!(kind = %info.kind, component = %name, "starting component");
             tasks.spawn(async move { (name, component.run_boxed(ctx).await) });

@@ -7,7 +7,7 @@ use std::fmt;
 use super::write_list;
 use crate::deps::Deps;
 use crate::http::builtin::RESERVED;
-use crate::registry::RouteDef;
+use crate::registry::{ConsumerDef, RouteDef};
 
 /// The service cannot start; each entry says what is wrong and how to fix it.
 #[derive(Debug, thiserror::Error)]
@@ -53,14 +53,15 @@ fn shape(path: &str) -> String {
 
 pub(crate) fn check(
     routes: &[&'static RouteDef],
+    consumers: &[&'static ConsumerDef],
     deps: &Deps,
     components: usize,
 ) -> Result<(), StartupError> {
     let mut problems = Vec::new();
     if routes.is_empty() && components == 0 {
         problems.push(
-            "no routes and no components are registered, so the service would do nothing. \
-             If routes are defined with #[patron::route] in a library crate, the linker may have \
+            "no routes, consumers or components are registered, so the service would do nothing. \
+             If routes or consumers are defined with #[patron::route] / #[patron::consumer] in a library crate, the linker may have \
              dropped them because nothing references that crate: add `use that_crate as _;` to the binary"
                 .to_string(),
         );
@@ -124,6 +125,21 @@ pub(crate) fn check(
                     auth.type_name,
                     auth.type_name
                 ));
+        }
+    }
+    for c in consumers {
+        for dep in c.deps {
+            if !deps.contains((dep.type_id)()) {
+                problems.push(format!(
+                    "consumer {} ({}, {} \"{}\") takes `Dep<{}>`, but no `{}` was provided: call `service.provide(…)` with one in `#[patron::main]`",
+                    c.qualified_handler(),
+                    c.location(),
+                    c.broker,
+                    c.destination,
+                    dep.type_name,
+                    dep.type_name
+                ));
+            }
         }
     }
     if problems.is_empty() {

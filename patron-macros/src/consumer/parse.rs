@@ -1,0 +1,319 @@
+//! The attribute grammar:
+//! `amqp = "queue" (, key = value)*`, with keys `exchange`, `routing_key`,
+//! `declare`, `prefetch`, `concurrency`, `retries`, `backoff`,
+//! `on_failure`, `dlq`, `batch` and `batch_timeout`.
+
+use proc_macro2::Span;
+use syn::parse::{Parse, ParseStream};
+use syn::spanned::Spanned;
+use syn::{Ident, LitBool, LitInt, LitStr, Token};
+
+use crate::units;
+
+const BROKERS: &[&str] = &["amqp", "kafka", "sqs"];
+const KEYS: &[&str] = &[
+    "exchange",
+    "routing_key",
+    "declare",
+    "prefetch",
+    "concurrency",
+    "retries",
+    "backoff",
+    "on_failure",
+    "dlq",
+    "batch",
+    "batch_timeout",
+];
+const STRATEGIES: &[&str] = &["dlq", "requeue", "drop", "exit"];
+
+pub struct ConsumerAttr {
+    /// The `amqp` key, for spans.
+    pub broker: Ident,
+    pub queue: LitStr,
+    pub exchange: Option<LitStr>,
+    pub routing_key: Option<LitStr>,
+    pub declare: bool,
+    pub prefetch: Option<u16>,
+    pub concurrency: Option<u32>,
+    pub retries: Option<u32>,
+    pub backoff_nanos: Option<u64>,
+    pub on_failure: Option<String>,
+    pub dlq: Option<LitStr>,
+    /// `(size, span)`.
+    pub batch: Option<(u32, Span)>,
+    pub batch_timeout_nanos: Option<u64>,
+}
+
+impl Parse for ConsumerAttr {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        if input.is_empty() {
+            return Err(syn::Error::new(
+                Span::call_site(),
+                "missing the broker and queue: write `#[patron::consumer(amqp = \"orders\")]`",
+            ));
+        }
+        let broker: Ident = input.call(syn::ext::IdentExt::parse_any).map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "a consumer starts with its broker and queue, e.g. `amqp = \"orders\"`",
+            )
+        })?;
+        let name = broker.to_string();
+        if !BROKERS.contains(&name.as_str()) {
+            let hint = if KEYS.contains(&name.as_str()) {
+                format!(
+                    "`{name}` comes after the broker; start with the broker and queue, e.g. `amqp = \"orders\", {name} = …`"
+                )
+            } else {
+                match units::did_you_mean(&name, BROKERS) {
+                    Some(s) => format!("unknown broker `{name}`; did you mean `{s}`?"),
+                    None => format!("unknown broker `{name}`; expected `amqp = \"queue\"`"),
+                }
+            };
+            return Err(syn::Error::new(broker.span(), hint));
+        }
+        if name != "amqp" {
+            return Err(syn::Error::new(
+                broker.span(),
+                format!(
+                    "`{name}` consumers are not available in this version of patron; use `amqp = \"queue\"` (RabbitMQ)"
+                ),
+            ));
+        }
+        input.parse::<Token![=]>().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "expected `=` and the queue name: `amqp = \"orders\"`",
+            )
+        })?;
+        let queue = parse_str(input, "amqp", "\"orders\"")?;
+        if queue.value().trim().is_empty() {
+            return Err(syn::Error::new(queue.span(), "the queue name is empty"));
+        }
+        if queue.value().len() > 255 {
+            return Err(syn::Error::new(
+                queue.span(),
+                "AMQP queue names are at most 255 bytes",
+            ));
+        }
+        let mut attr = ConsumerAttr {
+            broker,
+            queue,
+            exchange: None,
+            routing_key: None,
+            declare: false,
+            prefetch: None,
+            concurrency: None,
+            retries: None,
+            backoff_nanos: None,
+            on_failure: None,
+            dlq: None,
+            batch: None,
+            batch_timeout_nanos: None,
+        };
+        let mut seen: Vec<String> = Vec::new();
+        let mut batch_timeout_span = None;
+        let mut prefetch_span = None;
+        while !input.is_empty() {
+            input.parse::<Token![,]>().map_err(|e| {
+                syn::Error::new(e.span(), "expected `,` between consumer arguments")
+            })?;
+            if input.is_empty() {
+                break;
+            }
+            let key: Ident = input.call(syn::ext::IdentExt::parse_any).map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    format!(
+                        "expected a `key = value` argument; known keys: {}",
+                        KEYS.join(", ")
+                    ),
+                )
+            })?;
+            let name = key.to_string();
+            if BROKERS.contains(&name.as_str()) {
+                return Err(syn::Error::new(
+                    key.span(),
+                    format!("a consumer reads from one broker; remove `{name}`"),
+                ));
+            }
+            if !KEYS.contains(&name.as_str()) {
+                let hint = match units::did_you_mean(&name, KEYS) {
+                    Some(s) => format!("did you mean `{s}`? "),
+                    None => String::new(),
+                };
+                return Err(syn::Error::new(
+                    key.span(),
+                    format!(
+                        "unknown consumer argument `{name}`; {hint}known arguments: {}",
+                        KEYS.join(", ")
+                    ),
+                ));
+            }
+            if seen.contains(&name) {
+                return Err(syn::Error::new(
+                    key.span(),
+                    format!("`{name}` is specified more than once; keep one"),
+                ));
+            }
+            seen.push(name.clone());
+            input
+                .parse::<Token![=]>()
+                .map_err(|e| syn::Error::new(e.span(), format!("expected `=` after `{name}`")))?;
+            match name.as_str() {
+                "exchange" => attr.exchange = Some(parse_str(input, "exchange", "\"events\"")?),
+                "routing_key" => {
+                    attr.routing_key = Some(parse_str(input, "routing_key", "\"orders.*\"")?)
+                }
+                "dlq" => {
+                    let lit = parse_str(input, "dlq", "\"orders.dlq\"")?;
+                    if lit.value().trim().is_empty() {
+                        return Err(syn::Error::new(lit.span(), "the DLQ name is empty"));
+                    }
+                    if lit.value() == attr.queue.value() {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            "the DLQ must differ from the consumed queue, or failed messages would loop",
+                        ));
+                    }
+                    attr.dlq = Some(lit);
+                }
+                "declare" => {
+                    let value: LitBool = input.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "`declare` takes `true` or `false`")
+                    })?;
+                    attr.declare = value.value;
+                }
+                "prefetch" => {
+                    let (n, span) = parse_int(input, "prefetch", 1, u64::from(u16::MAX))?;
+                    attr.prefetch = Some(n as u16);
+                    prefetch_span = Some(span);
+                }
+                "concurrency" => {
+                    attr.concurrency = Some(parse_int(input, "concurrency", 1, 10_000)?.0 as u32)
+                }
+                "retries" => attr.retries = Some(parse_int(input, "retries", 0, 1_000)?.0 as u32),
+                "batch" => {
+                    let (n, span) = parse_int(input, "batch", 1, 65_535)?;
+                    attr.batch = Some((n as u32, span));
+                }
+                "backoff" => {
+                    let lit = parse_str(input, "backoff", "\"100ms\"")?;
+                    attr.backoff_nanos = Some(
+                        units::parse_duration(&lit.value())
+                            .map_err(|msg| syn::Error::new(lit.span(), msg))?,
+                    );
+                }
+                "batch_timeout" => {
+                    let lit = parse_str(input, "batch_timeout", "\"1s\"")?;
+                    let nanos = units::parse_duration(&lit.value())
+                        .map_err(|msg| syn::Error::new(lit.span(), msg))?;
+                    if nanos == 0 {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            "`batch_timeout` must be greater than zero",
+                        ));
+                    }
+                    attr.batch_timeout_nanos = Some(nanos);
+                    batch_timeout_span = Some(key.span());
+                }
+                "on_failure" => {
+                    let (value, span) = if input.peek(LitStr) {
+                        let lit: LitStr = input.parse()?;
+                        (lit.value(), lit.span())
+                    } else {
+                        let ident: Ident =
+                            input.call(syn::ext::IdentExt::parse_any).map_err(|e| {
+                                syn::Error::new(
+                                    e.span(),
+                                    "`on_failure` takes one of dlq, requeue, drop, exit",
+                                )
+                            })?;
+                        (ident.to_string(), ident.span())
+                    };
+                    if !STRATEGIES.contains(&value.as_str()) {
+                        let hint = match value.as_str() {
+                            "skip" => "`skip` is Kafka's name for this; for RabbitMQ use `drop`. "
+                                .to_string(),
+                            _ => match units::did_you_mean(&value, STRATEGIES) {
+                                Some(s) => format!("did you mean `{s}`? "),
+                                None => String::new(),
+                            },
+                        };
+                        return Err(syn::Error::new(
+                            span,
+                            format!(
+                                "unknown failure strategy `{value}`; {hint}expected one of dlq, requeue, drop, exit"
+                            ),
+                        ));
+                    }
+                    attr.on_failure = Some(value);
+                }
+                _ => unreachable!("keys are checked against KEYS above"),
+            }
+        }
+        if let (Some(rk), None) = (&attr.routing_key, &attr.exchange) {
+            return Err(syn::Error::new(
+                rk.span(),
+                "`routing_key` binds the queue to an exchange: add `exchange = \"…\"`",
+            ));
+        }
+        if let (Some(span), None) = (batch_timeout_span, attr.batch) {
+            return Err(syn::Error::new(
+                span,
+                "`batch_timeout` needs `batch = N` (the largest batch)",
+            ));
+        }
+        if let (Some(p), Some((b, _)), Some(span)) = (attr.prefetch, attr.batch, prefetch_span)
+            && u32::from(p) < b
+        {
+            return Err(syn::Error::new(
+                span,
+                format!(
+                    "prefetch {p} is smaller than the batch size {b}, so a batch could never fill; raise prefetch to at least {b}"
+                ),
+            ));
+        }
+        if let (Some(strategy), Some(dlq)) = (&attr.on_failure, &attr.dlq)
+            && (strategy == "drop" || strategy == "exit")
+        {
+            return Err(syn::Error::new(
+                dlq.span(),
+                format!(
+                    "`dlq` is never used with `on_failure = {strategy}`; remove it, or use `on_failure = dlq`"
+                ),
+            ));
+        }
+        Ok(attr)
+    }
+}
+
+fn parse_str(input: ParseStream, key: &str, example: &str) -> syn::Result<LitStr> {
+    if input.peek(LitStr) {
+        return input.parse();
+    }
+    let value: syn::Expr = input.parse()?;
+    Err(syn::Error::new(
+        value.span(),
+        format!("`{key}` takes a string literal, e.g. `{key} = {example}`"),
+    ))
+}
+
+fn parse_int(input: ParseStream, key: &str, min: u64, max: u64) -> syn::Result<(u64, Span)> {
+    let err = |span: Span| {
+        syn::Error::new(
+            span,
+            format!("`{key}` takes a whole number from {min} to {max}"),
+        )
+    };
+    if !input.peek(LitInt) {
+        let value: syn::Expr = input.parse()?;
+        return Err(err(value.span()));
+    }
+    let lit: LitInt = input.parse()?;
+    let n: u64 = lit.base10_parse().map_err(|_| err(lit.span()))?;
+    if n < min || n > max {
+        return Err(err(lit.span()));
+    }
+    Ok((n, lit.span()))
+}

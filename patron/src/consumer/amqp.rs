@@ -1,0 +1,810 @@
+//! The RabbitMQ consumer (feature `amqp`, built on `lapin`): an
+//! [`AmqpConsumer`] component that `#[patron::consumer(amqp = "queue")]`
+//! creates, or that you build in code.
+//!
+//! - One connection per consumer, from `PATRON_AMQP_URL` unless
+//!   [`AmqpConsumer::url`] sets one. When it drops, the consumer reports
+//!   not-ready on `/ready` and reconnects with backoff (0.5 s doubling to
+//!   10 s); messages it had not acknowledged are redelivered by the broker.
+//! - `prefetch` is the channel QoS; `concurrency` handlers run in parallel.
+//! - Dead-lettered messages are published to the DLQ queue through the
+//!   default exchange on a confirm-mode channel; the original is
+//!   acknowledged only after the broker confirmed the copy.
+//! - Shutdown cancels the subscription (`basic.cancel`), lets in-flight
+//!   handlers finish and acknowledge (bounded by the shutdown timeout), then
+//!   closes the channel: prefetched messages no handler started go back to
+//!   the queue.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::handler::{BatchHandler, MessageHandler};
+use super::message::{AmqpMetadata, Delivery, Headers, Metadata};
+use super::metrics::ConsumerMetrics;
+use super::policy::{OnFailure, Policy};
+use super::process::{Pipeline, Verdict, exit_error};
+use crate::component::{Component, ComponentContext, ComponentInfo};
+use crate::config::BrokerUrl;
+use crate::error::Error;
+
+const RECONNECT_MIN: Duration = Duration::from_millis(500);
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Header names patron writes on a dead-lettered message.
+pub mod dlq_headers {
+    /// The last error, as text.
+    pub const ERROR: &str = "x-patron-error";
+    /// How many times the handler was called.
+    pub const ATTEMPTS: &str = "x-patron-attempts";
+    /// The queue the message was consumed from.
+    pub const QUEUE: &str = "x-patron-original-queue";
+    /// The exchange it was published to.
+    pub const EXCHANGE: &str = "x-patron-original-exchange";
+    /// The routing key it was published with.
+    pub const ROUTING_KEY: &str = "x-patron-original-routing-key";
+    /// The consumer (handler) that failed.
+    pub const CONSUMER: &str = "x-patron-consumer";
+    /// When it was dead-lettered, in milliseconds since the Unix epoch.
+    pub const FAILED_AT: &str = "x-patron-failed-at";
+}
+
+enum Handler {
+    Single(Arc<dyn MessageHandler>),
+    Batch {
+        handler: Arc<dyn BatchHandler>,
+        size: usize,
+        timeout: Duration,
+    },
+}
+
+/// A RabbitMQ consumer component.
+///
+/// ```no_run
+/// use patron::consumer::amqp::AmqpConsumer;
+/// use patron::consumer::{handler_fn, Message, OnFailure};
+/// use patron::prelude::*;
+///
+/// #[patron::main]
+/// async fn main(service: Service) -> patron::Result<Service> {
+///     let queue = format!("orders-{}", std::env::var("REGION").unwrap_or_default());
+///     let consumer = AmqpConsumer::new(&queue, handler_fn(|msg: Message<String>| async move {
+///         tracing::info!(body = %msg.payload(), "received");
+///         Ok::<(), patron::Error>(())
+///     }))
+///     .declare(true)
+///     .prefetch(20)
+///     .concurrency(4)
+///     .on_failure(OnFailure::Dlq);
+///     Ok(service.with_component(consumer))
+/// }
+/// ```
+pub struct AmqpConsumer {
+    name: String,
+    queue: String,
+    url: Option<BrokerUrl>,
+    exchange: Option<(String, String)>,
+    declare: bool,
+    prefetch: Option<u16>,
+    concurrency: usize,
+    policy: Policy,
+    on_failure_set: bool,
+    handler: Handler,
+}
+
+impl AmqpConsumer {
+    /// A consumer of `queue` that calls `handler` for each message.
+    pub fn new(queue: impl Into<String>, handler: impl MessageHandler) -> Self {
+        Self::with_handler(queue.into(), Handler::Single(Arc::new(handler)))
+    }
+
+    /// A consumer of `queue` that calls `handler` with up to `size`
+    /// messages, or fewer when `timeout` passed since the first one arrived.
+    pub fn batch(
+        queue: impl Into<String>,
+        handler: impl BatchHandler,
+        size: usize,
+        timeout: Duration,
+    ) -> Self {
+        Self::with_handler(
+            queue.into(),
+            Handler::Batch {
+                handler: Arc::new(handler),
+                size,
+                timeout,
+            },
+        )
+    }
+
+    fn with_handler(queue: String, handler: Handler) -> Self {
+        AmqpConsumer {
+            name: queue.clone(),
+            queue,
+            url: None,
+            exchange: None,
+            declare: false,
+            prefetch: None,
+            concurrency: 1,
+            policy: Policy::default(),
+            on_failure_set: false,
+            handler,
+        }
+    }
+
+    /// The consumer's name in logs, metrics and `/ready` (the queue name by
+    /// default; the handler's name for `#[patron::consumer]`).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The broker URL, instead of `PATRON_AMQP_URL`.
+    pub fn url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(BrokerUrl::new(url));
+        self
+    }
+
+    /// Binds the queue to `exchange` with `routing_key` at start. The
+    /// exchange must exist.
+    pub fn exchange(mut self, exchange: impl Into<String>, routing_key: impl Into<String>) -> Self {
+        self.exchange = Some((exchange.into(), routing_key.into()));
+        self
+    }
+
+    /// Declares the queue (durable), its binding and the DLQ queue at start.
+    pub fn declare(mut self, declare: bool) -> Self {
+        self.declare = declare;
+        self
+    }
+
+    /// The channel's prefetch (QoS): unacknowledged messages the broker
+    /// sends ahead. Default `10 × concurrency`, at least the batch size
+    /// times `concurrency`.
+    pub fn prefetch(mut self, prefetch: u16) -> Self {
+        self.prefetch = Some(prefetch);
+        self
+    }
+
+    /// How many handlers (or batches) run at once (1).
+    pub fn concurrency(mut self, concurrency: usize) -> Self {
+        self.concurrency = concurrency;
+        self
+    }
+
+    /// In-process retries after a failed call (3).
+    pub fn retries(mut self, retries: u32) -> Self {
+        self.policy.retries = retries;
+        self
+    }
+
+    /// Base delay between retries (100ms), doubled each retry, with jitter.
+    pub fn backoff(mut self, backoff: Duration) -> Self {
+        self.policy.backoff = backoff;
+        self
+    }
+
+    /// What happens after the last retry (`dlq` when a DLQ is named, else
+    /// `requeue`).
+    pub fn on_failure(mut self, on_failure: OnFailure) -> Self {
+        self.policy.on_failure = on_failure;
+        self.on_failure_set = true;
+        self
+    }
+
+    /// The dead-letter queue (`<queue>.dlq` when `on_failure = dlq` names
+    /// none).
+    pub fn dlq(mut self, queue: impl Into<String>) -> Self {
+        self.policy.dlq = Some(queue.into());
+        self
+    }
+
+    /// The settings in effect, checked.
+    fn settings(&self) -> Result<Settings, Error> {
+        let fail = |what: String| {
+            Err(Error::msg(format!(
+                "AMQP consumer {} (queue {:?}): {what}",
+                self.name, self.queue
+            )))
+        };
+        if self.queue.is_empty() {
+            return fail("the queue name is empty".into());
+        }
+        if self.concurrency == 0 {
+            return fail("concurrency must be at least 1".into());
+        }
+        let batch = match &self.handler {
+            Handler::Batch { size, timeout, .. } => {
+                if *size == 0 {
+                    return fail("the batch size must be at least 1".into());
+                }
+                if timeout.is_zero() {
+                    return fail("the batch timeout must be greater than zero".into());
+                }
+                *size
+            }
+            Handler::Single(_) => 1,
+        };
+        let needed = batch.saturating_mul(self.concurrency);
+        let prefetch = match self.prefetch {
+            Some(0) => return fail("prefetch must be at least 1".into()),
+            Some(p) if usize::from(p) < batch => {
+                return fail(format!(
+                    "prefetch {p} is smaller than the batch size {batch}, so a batch could never fill; raise prefetch"
+                ));
+            }
+            Some(p) => p,
+            None => u16::try_from(needed.max(10 * self.concurrency)).unwrap_or(u16::MAX),
+        };
+        let mut policy = self.policy.clone();
+        if !self.on_failure_set && policy.dlq.is_some() {
+            policy.on_failure = OnFailure::Dlq;
+        }
+        if policy.on_failure == OnFailure::Dlq && policy.dlq.is_none() {
+            policy.dlq = Some(format!("{}.dlq", self.queue));
+        }
+        Ok(Settings { prefetch, policy })
+    }
+}
+
+#[derive(Debug)]
+struct Settings {
+    prefetch: u16,
+    policy: Policy,
+}
+
+/// What every task of a running consumer shares.
+struct Running {
+    pipeline: Pipeline,
+    stop: CancellationToken,
+    fatal: Mutex<Option<String>>,
+    queue: String,
+}
+
+impl Component for AmqpConsumer {
+    fn info(&self) -> ComponentInfo {
+        let mut info = ComponentInfo::new("amqp-consumer", &self.name)
+            .detail("queue", self.queue.as_str())
+            .detail("concurrency", self.concurrency);
+        if let Some((exchange, key)) = &self.exchange {
+            info = info
+                .detail("exchange", exchange.as_str())
+                .detail("routing_key", key.as_str());
+        }
+        if let Handler::Batch { size, .. } = &self.handler {
+            info = info.detail("batch", *size);
+        }
+        info
+    }
+
+    async fn run(self, ctx: ComponentContext) -> Result<(), Error> {
+        let settings = self.settings()?;
+        let url = self
+            .url
+            .clone()
+            .unwrap_or_else(|| ctx.config().amqp_url.clone());
+        let metrics = ConsumerMetrics::new(ctx.metrics(), &self.name, "rabbitmq", &self.queue)?;
+        let running = Arc::new(Running {
+            pipeline: Pipeline {
+                consumer: self.name.as_str().into(),
+                system: "rabbitmq",
+                destination: self.queue.as_str().into(),
+                span_name: format!("{} process", self.queue).into(),
+                policy: settings.policy.clone(),
+                metrics,
+                deps: Arc::clone(ctx.deps()),
+            },
+            stop: ctx.shutdown().child_token(),
+            fatal: Mutex::new(None),
+            queue: self.queue.clone(),
+        });
+        let session = Session {
+            consumer: &self,
+            settings: &settings,
+            url: &url,
+            ctx: &ctx,
+            running: &running,
+            tracker: TaskTracker::new(),
+            permits: Arc::new(Semaphore::new(self.concurrency)),
+        };
+        let mut delay = RECONNECT_MIN;
+        ctx.readiness()
+            .not_ready(format!("AMQP consumer {}: connecting", self.name));
+        loop {
+            match session.run(&mut delay).await {
+                Ok(()) => break,
+                Err(e) => {
+                    if running.stop.is_cancelled() {
+                        break;
+                    }
+                    let reason = format!("AMQP consumer {} ({}): {e}", self.name, url);
+                    ctx.readiness().not_ready(reason.clone());
+                    tracing::warn!(
+                        consumer = %self.name,
+                        error = %reason,
+                        retry_in_ms = delay.as_millis() as u64,
+                        "AMQP connection lost; reconnecting"
+                    );
+                    tokio::select! {
+                        _ = running.stop.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                    delay = (delay * 2).min(RECONNECT_MAX);
+                }
+            }
+        }
+        session.drain(ctx.config().shutdown_timeout).await;
+        let fatal = running
+            .fatal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match fatal {
+            Some(reason) => Err(exit_error(&self.name, &reason)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One connection's worth of consuming.
+struct Session<'a> {
+    consumer: &'a AmqpConsumer,
+    settings: &'a Settings,
+    url: &'a BrokerUrl,
+    ctx: &'a ComponentContext,
+    running: &'a Arc<Running>,
+    tracker: TaskTracker,
+    permits: Arc<Semaphore>,
+}
+
+/// A broker error, with what patron was doing when it happened.
+#[derive(Debug, thiserror::Error)]
+#[error("{doing}: {source}")]
+struct SessionError {
+    doing: String,
+    source: Box<dyn std::error::Error + Send + Sync>,
+}
+
+fn during<E: std::error::Error + Send + Sync + 'static>(
+    doing: impl Into<String>,
+) -> impl FnOnce(E) -> SessionError {
+    let doing = doing.into();
+    move |e| SessionError {
+        doing,
+        source: Box::new(e),
+    }
+}
+
+impl Session<'_> {
+    async fn run(&self, delay: &mut Duration) -> Result<(), SessionError> {
+        let c = self.consumer;
+        let stop = &self.running.stop;
+        let props = ConnectionProperties::default()
+            .with_connection_name(format!("patron {}", c.name).into());
+        let conn = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            r = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(self.url.expose(), props)) => r
+                .map_err(during("connecting timed out"))?
+                .map_err(during(format!("cannot connect to {}", self.url)))?,
+        };
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(during("cannot open a channel"))?;
+        channel
+            .basic_qos(self.settings.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(during(format!(
+                "cannot set prefetch {}",
+                self.settings.prefetch
+            )))?;
+        let dlq = self.settings.policy.dlq.clone();
+        if c.declare {
+            declare_queue(&channel, &c.queue).await?;
+            if let Some(dlq) = &dlq {
+                declare_queue(&channel, dlq).await?;
+            }
+        }
+        if let Some((exchange, key)) = &c.exchange {
+            channel
+                .queue_bind(
+                    c.queue.as_str().into(),
+                    exchange.as_str().into(),
+                    key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .map_err(during(format!(
+                    "cannot bind queue {:?} to exchange {exchange:?} with routing key {key:?} (the exchange must exist)",
+                    c.queue
+                )))?;
+        }
+        let publisher = match &dlq {
+            Some(_) => {
+                let ch = conn
+                    .create_channel()
+                    .await
+                    .map_err(during("cannot open the DLQ channel"))?;
+                ch.confirm_select(ConfirmSelectOptions::default())
+                    .await
+                    .map_err(during("cannot enable publisher confirms"))?;
+                Some(ch)
+            }
+            None => None,
+        };
+        let tag = format!("{}-{}", c.name, uuid::Uuid::new_v4().simple());
+        let mut consumer = channel
+            .basic_consume(
+                c.queue.as_str().into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(during(format!("cannot consume from queue {:?}", c.queue)))?;
+        self.ctx.readiness().ready();
+        *delay = RECONNECT_MIN;
+        tracing::info!(consumer = %c.name, queue = %c.queue, prefetch = self.settings.prefetch, concurrency = c.concurrency, "consuming");
+
+        let shared = Arc::new(Outlet {
+            running: Arc::clone(self.running),
+            publisher,
+            dlq,
+        });
+        let result: Result<(), SessionError> = async {
+            loop {
+                let permit = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return Ok(()),
+                    p = Arc::clone(&self.permits).acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return Ok(()),
+                    },
+                };
+                let first = tokio::select! {
+                    biased;
+                    _ = stop.cancelled() => return Ok(()),
+                    d = consumer.next() => next_delivery(d)?,
+                };
+                match &c.handler {
+                    Handler::Single(handler) => {
+                        let handler = Arc::clone(handler);
+                        let shared = Arc::clone(&shared);
+                        self.tracker.spawn(async move {
+                            let (model, acker) = convert(&shared.running.queue, first);
+                            let verdict = shared
+                                .running
+                                .pipeline
+                                .process(&*handler, &model, &shared.running.stop)
+                                .await;
+                            shared.settle(&model, &acker, verdict).await;
+                            drop(permit);
+                        });
+                    }
+                    Handler::Batch {
+                        handler,
+                        size,
+                        timeout,
+                    } => {
+                        let mut raw = vec![first];
+                        let deadline = tokio::time::Instant::now() + *timeout;
+                        while raw.len() < *size {
+                            tokio::select! {
+                                biased;
+                                _ = stop.cancelled() => return Ok(()),
+                                _ = tokio::time::sleep_until(deadline) => break,
+                                d = consumer.next() => raw.push(next_delivery(d)?),
+                            }
+                        }
+                        let handler = Arc::clone(handler);
+                        let shared = Arc::clone(&shared);
+                        self.tracker.spawn(async move {
+                            let (models, ackers): (Vec<Delivery>, Vec<lapin::Acker>) = raw
+                                .into_iter()
+                                .map(|d| convert(&shared.running.queue, d))
+                                .unzip();
+                            let verdicts = shared
+                                .running
+                                .pipeline
+                                .process_batch(&*handler, &models, &shared.running.stop)
+                                .await;
+                            for ((model, acker), verdict) in
+                                models.iter().zip(&ackers).zip(verdicts)
+                            {
+                                shared.settle(model, acker, verdict).await;
+                            }
+                            drop(permit);
+                        });
+                    }
+                }
+            }
+        }
+        .await;
+        if result.is_ok() {
+            // Stop delivery, let in-flight handlers acknowledge, then close:
+            // prefetched messages no handler started return to the queue.
+            if let Err(e) = channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await
+            {
+                tracing::warn!(consumer = %c.name, error = %e, "cancelling the AMQP subscription failed");
+            }
+            self.drain(self.ctx.config().shutdown_timeout).await;
+            let _ = channel.close(200, "shutdown".into()).await;
+            let _ = conn.close(200, "shutdown".into()).await;
+            tracing::info!(consumer = %c.name, "AMQP consumer stopped");
+        }
+        result
+    }
+
+    /// Waits for in-flight handlers, at most `limit`.
+    async fn drain(&self, limit: Duration) {
+        self.tracker.close();
+        if tokio::time::timeout(limit, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                consumer = %self.consumer.name,
+                "in-flight messages did not finish within the shutdown timeout; the broker will redeliver them"
+            );
+        }
+        self.tracker.reopen();
+    }
+}
+
+fn next_delivery(
+    next: Option<Result<lapin::message::Delivery, lapin::Error>>,
+) -> Result<lapin::message::Delivery, SessionError> {
+    match next {
+        Some(Ok(d)) => Ok(d),
+        Some(Err(e)) => Err(during("the connection failed")(e)),
+        None => Err(SessionError {
+            doing: "the subscription ended".into(),
+            source: "the broker cancelled the consumer (was the queue deleted?)".into(),
+        }),
+    }
+}
+
+async fn declare_queue(channel: &Channel, queue: &str) -> Result<(), SessionError> {
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .map(|_| ())
+        .map_err(during(format!("cannot declare queue {queue:?}")))
+}
+
+/// What a handler task needs to carry out its verdict.
+struct Outlet {
+    running: Arc<Running>,
+    publisher: Option<Channel>,
+    dlq: Option<String>,
+}
+
+impl Outlet {
+    async fn settle(&self, delivery: &Delivery, acker: &lapin::Acker, verdict: Verdict) {
+        let consumer = &self.running.pipeline.consumer;
+        let result = match verdict {
+            Verdict::Ack | Verdict::Drop => acker.ack(BasicAckOptions::default()).await,
+            Verdict::Requeue | Verdict::Release => {
+                acker
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        multiple: false,
+                    })
+                    .await
+            }
+            Verdict::DeadLetter { reason, attempts } => {
+                match self.dead_letter(delivery, &reason, attempts).await {
+                    Ok(()) => acker.ack(BasicAckOptions::default()).await,
+                    Err(e) => {
+                        tracing::error!(consumer = %consumer, error = %e, "cannot dead-letter the message; returning it to the queue");
+                        acker
+                            .nack(BasicNackOptions {
+                                requeue: true,
+                                multiple: false,
+                            })
+                            .await
+                    }
+                }
+            }
+            Verdict::Exit(reason) => {
+                let mut fatal = self.running.fatal.lock().unwrap_or_else(|p| p.into_inner());
+                if fatal.is_none() {
+                    *fatal = Some(reason);
+                }
+                self.running.stop.cancel();
+                return;
+            }
+        };
+        if let Err(e) = result {
+            tracing::warn!(consumer = %consumer, error = %e, "cannot settle the message with the broker; it will be redelivered");
+        }
+    }
+
+    async fn dead_letter(&self, d: &Delivery, reason: &str, attempts: u32) -> Result<(), String> {
+        let (Some(channel), Some(dlq)) = (&self.publisher, &self.dlq) else {
+            return Err("no DLQ channel".into());
+        };
+        let mut headers = FieldTable::default();
+        for (k, v) in d.headers().iter() {
+            headers.insert(
+                k.into(),
+                AMQPValue::LongString(LongString::from(v.to_vec())),
+            );
+        }
+        let (exchange, routing_key) = match d.metadata() {
+            Metadata::Amqp(m) => (m.exchange.clone(), m.routing_key.clone()),
+            _ => (String::new(), String::new()),
+        };
+        let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
+        let mut reason = reason.to_string();
+        if reason.len() > 4096 {
+            let cut = (0..=4096)
+                .rev()
+                .find(|&i| reason.is_char_boundary(i))
+                .unwrap_or(0);
+            reason.truncate(cut);
+        }
+        headers.insert(dlq_headers::ERROR.into(), text(&reason));
+        headers.insert(
+            dlq_headers::ATTEMPTS.into(),
+            AMQPValue::LongLongInt(i64::from(attempts)),
+        );
+        headers.insert(dlq_headers::QUEUE.into(), text(&self.running.queue));
+        headers.insert(dlq_headers::EXCHANGE.into(), text(&exchange));
+        headers.insert(dlq_headers::ROUTING_KEY.into(), text(&routing_key));
+        headers.insert(
+            dlq_headers::CONSUMER.into(),
+            text(&self.running.pipeline.consumer),
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        headers.insert(dlq_headers::FAILED_AT.into(), AMQPValue::LongLongInt(now));
+        let mut props = BasicProperties::default()
+            .with_headers(headers)
+            .with_delivery_mode(2);
+        if let Some(ct) = d.content_type() {
+            props = props.with_content_type(ct.into());
+        }
+        let confirm = channel
+            .basic_publish(
+                ShortString::from(""),
+                dlq.as_str().into(),
+                BasicPublishOptions::default(),
+                d.body(),
+                props,
+            )
+            .await
+            .map_err(|e| format!("publishing to DLQ {dlq:?} failed: {e}"))?
+            .await
+            .map_err(|e| format!("DLQ {dlq:?} did not confirm the message: {e}"))?;
+        if confirm.is_nack() {
+            return Err(format!("the broker refused the message for DLQ {dlq:?}"));
+        }
+        Ok(())
+    }
+}
+
+/// A lapin delivery as patron's [`Delivery`], plus its acker.
+fn convert(queue: &str, d: lapin::message::Delivery) -> (Delivery, lapin::Acker) {
+    let mut headers = Headers::new();
+    if let Some(table) = d.properties.headers() {
+        for (k, v) in table.inner() {
+            if let Some(bytes) = value_bytes(v) {
+                headers.insert(k.as_str(), bytes);
+            }
+        }
+    }
+    if headers.get("X-Correlation-Id").is_none()
+        && let Some(id) = d.properties.correlation_id()
+    {
+        headers.insert("X-Correlation-Id", id.as_str().to_string());
+    }
+    let mut metadata = AmqpMetadata::new(queue, d.exchange.as_str(), d.routing_key.as_str());
+    metadata.delivery_tag = d.delivery_tag;
+    metadata.redelivered = d.redelivered;
+    metadata.message_id = d.properties.message_id().as_ref().map(|m| m.to_string());
+    let content_type = d
+        .properties
+        .content_type()
+        .as_ref()
+        .map(|c| c.as_str().to_string());
+    let delivery = Delivery::new(
+        Bytes::from(d.data),
+        content_type.as_deref(),
+        headers,
+        Metadata::Amqp(metadata),
+    );
+    (delivery, d.acker)
+}
+
+/// A header value as bytes: strings as they are, numbers and booleans as
+/// decimal text; tables and arrays are skipped.
+fn value_bytes(v: &AMQPValue) -> Option<Vec<u8>> {
+    Some(match v {
+        AMQPValue::LongString(s) => s.as_bytes().to_vec(),
+        AMQPValue::ShortString(s) => s.as_str().as_bytes().to_vec(),
+        AMQPValue::ByteArray(b) => b.as_slice().to_vec(),
+        AMQPValue::Boolean(b) => b.to_string().into_bytes(),
+        AMQPValue::ShortShortInt(n) => n.to_string().into_bytes(),
+        AMQPValue::ShortShortUInt(n) => n.to_string().into_bytes(),
+        AMQPValue::ShortInt(n) => n.to_string().into_bytes(),
+        AMQPValue::ShortUInt(n) => n.to_string().into_bytes(),
+        AMQPValue::LongInt(n) => n.to_string().into_bytes(),
+        AMQPValue::LongUInt(n) => n.to_string().into_bytes(),
+        AMQPValue::LongLongInt(n) => n.to_string().into_bytes(),
+        AMQPValue::Float(n) => n.to_string().into_bytes(),
+        AMQPValue::Double(n) => n.to_string().into_bytes(),
+        AMQPValue::Timestamp(n) => n.to_string().into_bytes(),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consumer::handler_fn;
+
+    fn consumer() -> AmqpConsumer {
+        AmqpConsumer::new(
+            "orders",
+            handler_fn(|_m: crate::consumer::Message<String>| async {}),
+        )
+    }
+
+    #[test]
+    fn settings_default_and_validate() {
+        let s = consumer().settings().unwrap();
+        assert_eq!(s.prefetch, 10);
+        assert_eq!(s.policy.on_failure, OnFailure::Requeue);
+        let s = consumer()
+            .dlq("orders.dead")
+            .concurrency(3)
+            .settings()
+            .unwrap();
+        assert_eq!(s.policy.on_failure, OnFailure::Dlq);
+        assert_eq!(s.prefetch, 30);
+        let s = consumer().on_failure(OnFailure::Dlq).settings().unwrap();
+        assert_eq!(s.policy.dlq.as_deref(), Some("orders.dlq"));
+        let err = consumer()
+            .concurrency(0)
+            .settings()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("orders") && err.contains("concurrency"),
+            "{err}"
+        );
+        let b = AmqpConsumer::batch(
+            "b",
+            crate::consumer::batch_handler_fn(|_b: crate::consumer::Batch<String>| async {}),
+            50,
+            Duration::from_secs(1),
+        );
+        let err = b.prefetch(10).settings().unwrap_err().to_string();
+        assert!(err.contains("smaller than the batch size 50"), "{err}");
+    }
+}

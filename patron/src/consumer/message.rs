@@ -1,0 +1,423 @@
+//! The message model every broker shares: a raw [`Delivery`] as it came off
+//! the wire, and the [`Message<T>`] a handler receives, whose payload is
+//! decoded by [`Decode`] on each attempt.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+/// Message headers (AMQP headers, Kafka record headers, SQS message
+/// attributes), by name. Values are kept as bytes; numbers and booleans
+/// from AMQP are stored as their decimal text.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers {
+    map: BTreeMap<String, Bytes>,
+}
+
+impl Headers {
+    /// No headers.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets a header, replacing an earlier value with the same name.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Bytes>) {
+        self.map.insert(name.into(), value.into());
+    }
+
+    /// The value of `name` as text, if present and valid UTF-8. Names are
+    /// matched exactly first, then ignoring ASCII case.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.get_bytes(name)
+            .and_then(|b| std::str::from_utf8(b).ok())
+    }
+
+    /// The raw value of `name`.
+    pub fn get_bytes(&self, name: &str) -> Option<&[u8]> {
+        if let Some(v) = self.map.get(name) {
+            return Some(v);
+        }
+        self.map
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_ref())
+    }
+
+    /// Every header, ordered by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.map.iter().map(|(k, v)| (k.as_str(), v.as_ref()))
+    }
+
+    /// The number of headers.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether there are no headers.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// Where a message came from, by broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Metadata {
+    /// A RabbitMQ delivery.
+    Amqp(AmqpMetadata),
+    /// A message built in code, e.g. with [`Message::new`] in a unit test.
+    None,
+}
+
+/// What RabbitMQ says about a delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct AmqpMetadata {
+    /// The queue it was consumed from.
+    pub queue: String,
+    /// The exchange it was published to (empty for the default exchange).
+    pub exchange: String,
+    /// The routing key it was published with.
+    pub routing_key: String,
+    /// The delivery tag on the consumer's channel.
+    pub delivery_tag: u64,
+    /// Whether the broker delivered it before (requeued or unacked when a
+    /// connection closed).
+    pub redelivered: bool,
+    /// The `message_id` property, when the publisher set one.
+    pub message_id: Option<String>,
+}
+
+impl AmqpMetadata {
+    /// Metadata for a delivery, for brokers and tests.
+    pub fn new(
+        queue: impl Into<String>,
+        exchange: impl Into<String>,
+        routing_key: impl Into<String>,
+    ) -> Self {
+        AmqpMetadata {
+            queue: queue.into(),
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// A message as received, before decoding: the body, headers, content type,
+/// correlation id and broker metadata. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub(crate) body: Bytes,
+    pub(crate) content_type: Option<Arc<str>>,
+    pub(crate) headers: Arc<Headers>,
+    pub(crate) correlation_id: Arc<str>,
+    pub(crate) metadata: Arc<Metadata>,
+}
+
+impl Delivery {
+    /// A delivery. The correlation id is read from the `X-Correlation-Id`
+    /// header, or generated when absent or unusable.
+    pub fn new(
+        body: impl Into<Bytes>,
+        content_type: Option<&str>,
+        headers: Headers,
+        metadata: Metadata,
+    ) -> Self {
+        let correlation_id = crate::http::correlation::from_text(headers.get("X-Correlation-Id"));
+        Delivery {
+            body: body.into(),
+            content_type: content_type.map(Arc::from),
+            headers: Arc::new(headers),
+            correlation_id: correlation_id.into(),
+            metadata: Arc::new(metadata),
+        }
+    }
+
+    /// The raw body.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// The content type the publisher set.
+    pub fn content_type(&self) -> Option<&str> {
+        self.content_type.as_deref()
+    }
+
+    /// The headers.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The correlation id (from `X-Correlation-Id`, or generated).
+    pub fn correlation_id(&self) -> &str {
+        &self.correlation_id
+    }
+
+    /// Where the message came from.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Decodes the payload as `T`.
+    pub fn decode<T: Decode>(&self, attempt: u32) -> Result<Message<T>, DecodeError> {
+        let payload = T::decode(&self.body, self.content_type())?;
+        Ok(Message {
+            payload,
+            headers: Arc::clone(&self.headers),
+            correlation_id: Arc::clone(&self.correlation_id),
+            metadata: Arc::clone(&self.metadata),
+            attempt,
+        })
+    }
+}
+
+/// A message a consumer handler receives: the decoded payload plus headers,
+/// correlation id, broker metadata and the attempt number.
+///
+/// `Message<Json<T>>` dereferences to `T`, so `msg.field` reads the payload.
+///
+/// ```
+/// use patron::consumer::Message;
+/// use patron::prelude::*;
+///
+/// #[derive(Deserialize)]
+/// struct Order { id: u64 }
+///
+/// let msg = Message::new(Json(Order { id: 7 }));
+/// assert_eq!(msg.id, 7);
+/// assert_eq!(msg.attempt(), 1);
+/// assert_eq!(msg.correlation_id().len(), 36); // generated
+/// ```
+pub struct Message<T> {
+    payload: T,
+    headers: Arc<Headers>,
+    correlation_id: Arc<str>,
+    metadata: Arc<Metadata>,
+    attempt: u32,
+}
+
+impl<T> Message<T> {
+    /// A message with this payload and no headers, for calling a handler
+    /// directly in a unit test. It gets a fresh correlation id.
+    pub fn new(payload: T) -> Self {
+        Message {
+            payload,
+            headers: Arc::new(Headers::new()),
+            correlation_id: crate::http::correlation::from_text(None).into(),
+            metadata: Arc::new(Metadata::None),
+            attempt: 1,
+        }
+    }
+
+    /// Replaces the headers (the correlation id is read from them again).
+    pub fn with_headers(mut self, headers: Headers) -> Self {
+        self.correlation_id =
+            crate::http::correlation::from_text(headers.get("X-Correlation-Id")).into();
+        self.headers = Arc::new(headers);
+        self
+    }
+
+    /// The decoded payload.
+    pub fn payload(&self) -> &T {
+        &self.payload
+    }
+
+    /// Takes the payload out.
+    pub fn into_payload(self) -> T {
+        self.payload
+    }
+
+    /// The headers as published.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// The correlation id: `X-Correlation-Id` from the headers, or a
+    /// generated one. It is on every log line the handler writes.
+    pub fn correlation_id(&self) -> &str {
+        &self.correlation_id
+    }
+
+    /// Broker metadata.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// 1 for the first call, 2 for the first in-process retry, …
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+}
+
+impl<T> Deref for Message<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.payload
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for Message<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Message")
+            .field("payload", &self.payload)
+            .field("correlation_id", &self.correlation_id)
+            .field("attempt", &self.attempt)
+            .field("metadata", &self.metadata)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A payload that could not be decoded. Such a message is never retried: it
+/// goes straight to the failure strategy (see [`crate::consumer::OnFailure`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot decode the message payload as {target}: {reason}")]
+pub struct DecodeError {
+    target: &'static str,
+    reason: String,
+}
+
+impl DecodeError {
+    /// A decode failure for the payload type `target`.
+    pub fn new(target: &'static str, reason: impl Into<String>) -> Self {
+        DecodeError {
+            target,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// How a payload type is decoded from a message body.
+///
+/// Implemented for `Json<T>` (JSON, any `T: Deserialize`), `Bytes`,
+/// `Vec<u8>`, `String` (UTF-8) and, with the `protobuf` feature,
+/// [`Protobuf<T>`](crate::consumer::Protobuf).
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a message payload type",
+    label = "cannot decode a message into this",
+    note = "use `Json<T>` (T: Deserialize), `Bytes`, `Vec<u8>`, `String`, or implement `patron::consumer::Decode`"
+)]
+pub trait Decode: Sized {
+    /// Decodes `body`, whose publisher set `content_type` (if any).
+    fn decode(body: &Bytes, content_type: Option<&str>) -> Result<Self, DecodeError>;
+}
+
+impl<T: DeserializeOwned> Decode for axum::Json<T> {
+    fn decode(body: &Bytes, content_type: Option<&str>) -> Result<Self, DecodeError> {
+        let target = std::any::type_name::<T>();
+        if let Some(ct) = content_type {
+            let essence = ct.split(';').next().unwrap_or_default().trim();
+            if !essence.is_empty() && !essence.to_ascii_lowercase().contains("json") {
+                return Err(DecodeError::new(
+                    target,
+                    format!("the content type is `{ct}`, not JSON"),
+                ));
+            }
+        }
+        serde_json::from_slice(body)
+            .map(axum::Json)
+            .map_err(|e| DecodeError::new(target, format!("invalid JSON: {e}")))
+    }
+}
+
+impl Decode for Bytes {
+    fn decode(body: &Bytes, _: Option<&str>) -> Result<Self, DecodeError> {
+        Ok(body.clone())
+    }
+}
+
+impl Decode for Vec<u8> {
+    fn decode(body: &Bytes, _: Option<&str>) -> Result<Self, DecodeError> {
+        Ok(body.to_vec())
+    }
+}
+
+impl Decode for String {
+    fn decode(body: &Bytes, _: Option<&str>) -> Result<Self, DecodeError> {
+        String::from_utf8(body.to_vec())
+            .map_err(|e| DecodeError::new("String", format!("the body is not UTF-8: {e}")))
+    }
+}
+
+/// A protobuf payload, decoded with `prost`.
+#[cfg(feature = "protobuf")]
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Protobuf<T>(pub T);
+
+#[cfg(feature = "protobuf")]
+impl<T> Deref for Protobuf<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+#[cfg(feature = "protobuf")]
+impl<T: prost::Message + Default> Decode for Protobuf<T> {
+    fn decode(body: &Bytes, _: Option<&str>) -> Result<Self, DecodeError> {
+        T::decode(body.as_ref()).map(Protobuf).map_err(|e| {
+            DecodeError::new(std::any::type_name::<T>(), format!("invalid protobuf: {e}"))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Order {
+        id: u64,
+    }
+
+    fn delivery(body: &'static str, ct: Option<&str>, headers: Headers) -> Delivery {
+        Delivery::new(body, ct, headers, Metadata::None)
+    }
+
+    #[test]
+    fn decodes_json_and_keeps_the_correlation_id() {
+        let mut h = Headers::new();
+        h.insert("X-Correlation-Id", "abc");
+        let d = delivery(r#"{"id":3}"#, Some("application/json; charset=utf-8"), h);
+        let m: Message<axum::Json<Order>> = d.decode(2).unwrap();
+        assert_eq!(m.id, 3);
+        assert_eq!(m.correlation_id(), "abc");
+        assert_eq!(m.attempt(), 2);
+        assert_eq!(m.headers().get("x-correlation-id"), Some("abc"));
+    }
+
+    #[test]
+    fn rejects_bad_json_and_wrong_content_type_with_context() {
+        let err = delivery("{", None, Headers::new())
+            .decode::<axum::Json<Order>>(1)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("Order") && err.contains("invalid JSON"),
+            "{err}"
+        );
+        let err = delivery(r#"{"id":1}"#, Some("text/xml"), Headers::new())
+            .decode::<axum::Json<Order>>(1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`text/xml`, not JSON"), "{err}");
+        let err = Delivery::new(vec![0xff, 0xfe], None, Headers::new(), Metadata::None)
+            .decode::<String>(1)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn generates_a_correlation_id_when_absent() {
+        let d = delivery("x", None, Headers::new());
+        assert_eq!(d.correlation_id().len(), 36);
+        let m: Message<String> = d.decode(1).unwrap();
+        assert_eq!(m.payload(), "x");
+    }
+}

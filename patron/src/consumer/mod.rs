@@ -1,0 +1,61 @@
+//! Asynchronous consumers: one message model and one outcome model for every
+//! broker.
+//!
+//! A handler is an `async fn` that takes a [`Message<T>`] (or, with
+//! `batch = N`, a [`Batch<T>`]) plus any `Dep<T>`, and returns
+//! `Result<(), E>`:
+//!
+//! - `Ok` acknowledges the message. Nothing is acknowledged before the
+//!   handler returned `Ok`, so delivery is at-least-once.
+//! - `Err` retries in-process, `retries` times, waiting `backoff` doubled
+//!   each time with jitter; then [`OnFailure`] decides: `dlq`, `requeue`,
+//!   `drop` or `exit`.
+//! - A payload that does not decode is never retried: it goes straight to
+//!   the failure strategy, with `requeue` turned into `dlq` (when a DLQ is
+//!   named) or `drop`, so it cannot loop.
+//!
+//! Each message runs in its own span (`otel.kind = consumer`), whose parent
+//! is the W3C `traceparent` in the message headers, and every log line the
+//! handler writes carries the message's correlation id (`X-Correlation-Id`,
+//! generated when absent). Outgoing calls made with patron's clients pass
+//! both on.
+//!
+//! ```
+//! use patron::consumer::Message;
+//! use patron::prelude::*;
+//!
+//! #[derive(Deserialize)]
+//! struct Payment { id: u64, amount: f64 }
+//!
+//! # #[cfg(feature = "amqp")]
+//! #[patron::consumer(amqp = "payments", retries = 3, backoff = "100ms", dlq = "payments.dlq")]
+//! async fn record(msg: Message<Json<Payment>>) -> Result<(), patron::Error> {
+//!     tracing::info!(id = msg.id, amount = msg.amount, "payment recorded");
+//!     Ok(())
+//! }
+//! # fn main() {}
+//! ```
+//!
+//! Consumers can also be built in code, e.g. when the queue name is only
+//! known at run time: see [`amqp::AmqpConsumer`] (feature `amqp`) and
+//! [`handler_fn`].
+
+mod batch;
+mod handler;
+mod message;
+pub(crate) mod metrics;
+mod policy;
+pub(crate) mod process;
+
+#[cfg(feature = "amqp")]
+pub mod amqp;
+
+pub use batch::{Batch, BatchCx, FromBatch};
+pub use handler::{
+    BatchHandler, ConsumerOutput, FnBatchHandler, FnHandler, FromDelivery, FromDeps, HandlerError,
+    MessageHandler, batch_handler_fn, handler_fn,
+};
+#[cfg(feature = "protobuf")]
+pub use message::Protobuf;
+pub use message::{AmqpMetadata, Decode, DecodeError, Delivery, Headers, Message, Metadata};
+pub use policy::{MAX_BACKOFF, OnFailure, Policy};

@@ -1,0 +1,336 @@
+//! The broker-neutral part of consuming: one message (or batch) through the
+//! handler with its span, correlation id, retries and metrics, ending in a
+//! [`Verdict`] the broker code carries out. All outcome logic lives here, so
+//! every broker behaves the same.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures_util::FutureExt;
+use http::HeaderValue;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::batch::Mark;
+use super::handler::{BatchHandler, HandlerError, MessageHandler};
+use super::message::Delivery;
+use super::metrics::ConsumerMetrics;
+use super::policy::{OnFailure, Policy};
+use crate::deps::Deps;
+use crate::error::Error;
+use crate::http::core::{REQUEST, RequestContext, panic_message};
+use crate::observe::trace;
+
+/// What to do with a message once processing ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// Acknowledge (AMQP ack, Kafka commit, SQS delete).
+    Ack,
+    /// `on_failure = requeue`: give it back for redelivery.
+    Requeue,
+    /// Shut down while it waited for a retry: give it back, not a failure.
+    Release,
+    /// Publish to the DLQ with these details, then acknowledge.
+    DeadLetter { reason: String, attempts: u32 },
+    /// Acknowledge without success (logged at ERROR already).
+    Drop,
+    /// Leave it unacknowledged and stop the service with this error.
+    Exit(String),
+}
+
+/// Everything one consumer needs to process messages.
+pub(crate) struct Pipeline {
+    pub consumer: Arc<str>,
+    pub system: &'static str,
+    pub destination: Arc<str>,
+    pub span_name: Arc<str>,
+    pub policy: Policy,
+    pub metrics: ConsumerMetrics,
+    pub deps: Arc<Deps>,
+}
+
+impl Pipeline {
+    /// Runs `handler` on `delivery` until success or the failure strategy.
+    pub(crate) async fn process(
+        &self,
+        handler: &dyn MessageHandler,
+        delivery: &Delivery,
+        stop: &CancellationToken,
+    ) -> Verdict {
+        let started = Instant::now();
+        self.metrics.in_flight.inc();
+        let span = self.span(delivery, 1);
+        let cx = request_context(delivery);
+        let verdict = REQUEST
+            .scope(
+                cx,
+                self.attempts(handler, delivery, stop)
+                    .instrument(span.clone()),
+            )
+            .await;
+        if matches!(verdict, Verdict::Ack) {
+            span.record("otel.status_code", "OK");
+        } else {
+            span.record("otel.status_code", "ERROR");
+        }
+        self.metrics.in_flight.dec();
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        self.count(&verdict, 1);
+        verdict
+    }
+
+    async fn attempts(
+        &self,
+        handler: &dyn MessageHandler,
+        delivery: &Delivery,
+        stop: &CancellationToken,
+    ) -> Verdict {
+        let mut attempt = 1;
+        loop {
+            let call = AssertUnwindSafe(handler.call(delivery, attempt, &self.deps));
+            let error = match call.catch_unwind().await {
+                Ok(Ok(())) => return Verdict::Ack,
+                Ok(Err(HandlerError::Decode(e))) => {
+                    return self.fail(self.policy.on_poison(), &e.to_string(), attempt, true);
+                }
+                Ok(Err(HandlerError::Failed(e))) => e.to_string(),
+                Err(panic) => format!("the handler panicked: {}", panic_message(panic.as_ref())),
+            };
+            if attempt > self.policy.retries {
+                return self.fail(self.policy.on_failure, &error, attempt, false);
+            }
+            let wait = self.policy.delay(attempt);
+            self.metrics.retry.inc();
+            tracing::warn!(
+                consumer = %self.consumer,
+                error = %error,
+                attempt,
+                retry_in_ms = wait.as_millis() as u64,
+                "message handler failed; retrying"
+            );
+            tokio::select! {
+                _ = stop.cancelled() => {
+                    tracing::info!(consumer = %self.consumer, "shutting down during a retry wait; returning the message to the broker");
+                    return Verdict::Release;
+                }
+                _ = tokio::time::sleep(wait) => {}
+            }
+            attempt += 1;
+        }
+    }
+
+    /// Runs a batch handler on `deliveries`; one verdict per delivery.
+    pub(crate) async fn process_batch(
+        &self,
+        handler: &dyn BatchHandler,
+        deliveries: &[Delivery],
+        stop: &CancellationToken,
+    ) -> Vec<Verdict> {
+        let started = Instant::now();
+        let n = deliveries.len() as i64;
+        self.metrics.in_flight.add(n);
+        let span = tracing::debug_span!(
+            "message batch",
+            otel.name = %self.span_name,
+            otel.kind = "consumer",
+            messaging.system = self.system,
+            messaging.operation.type = "process",
+            messaging.destination.name = %self.destination,
+            messaging.batch.message_count = n,
+        );
+        let cx = RequestContext {
+            correlation_id: crate::http::correlation::from_headers(&http::HeaderMap::new()),
+            traceparent: None,
+            baggage: None,
+        };
+        let verdicts = REQUEST
+            .scope(
+                cx,
+                self.batch_attempts(handler, deliveries, stop)
+                    .instrument(span),
+            )
+            .await;
+        self.metrics.in_flight.sub(n);
+        let seconds = started.elapsed().as_secs_f64();
+        for v in &verdicts {
+            self.metrics.duration.observe(seconds);
+            self.count(v, 1);
+        }
+        verdicts
+    }
+
+    async fn batch_attempts(
+        &self,
+        handler: &dyn BatchHandler,
+        deliveries: &[Delivery],
+        stop: &CancellationToken,
+    ) -> Vec<Verdict> {
+        let mut verdicts: Vec<Option<Verdict>> = vec![None; deliveries.len()];
+        let mut pending: Vec<usize> = (0..deliveries.len()).collect();
+        let mut attempt = 1;
+        while !pending.is_empty() {
+            let subset: Vec<Delivery> = pending.iter().map(|&i| deliveries[i].clone()).collect();
+            let (cx, call) = handler.call(&subset, attempt, &self.deps);
+            for (j, e) in &cx.poison {
+                verdicts[pending[*j]] =
+                    Some(self.fail(self.policy.on_poison(), &e.to_string(), attempt, true));
+            }
+            let result = match AssertUnwindSafe(call).catch_unwind().await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(panic) => Err(format!(
+                    "the handler panicked: {}",
+                    panic_message(panic.as_ref())
+                )),
+            };
+            let mut rest = Vec::new();
+            for (j, mark) in cx.marks().into_iter().enumerate() {
+                let index = pending[j];
+                if verdicts[index].is_some() {
+                    continue;
+                }
+                match mark {
+                    Mark::Ack => verdicts[index] = Some(Verdict::Ack),
+                    Mark::Nack(reason) => {
+                        verdicts[index] =
+                            Some(self.fail(self.policy.on_failure, &reason, attempt, false));
+                    }
+                    Mark::Pending => rest.push(index),
+                }
+            }
+            match result {
+                Ok(()) => {
+                    for i in rest.drain(..) {
+                        verdicts[i] = Some(Verdict::Ack);
+                    }
+                }
+                Err(error) if attempt > self.policy.retries => {
+                    for i in rest.drain(..) {
+                        verdicts[i] =
+                            Some(self.fail(self.policy.on_failure, &error, attempt, false));
+                    }
+                }
+                Err(error) => {
+                    let wait = self.policy.delay(attempt);
+                    self.metrics.retry.inc_by(rest.len() as u64);
+                    tracing::warn!(
+                        consumer = %self.consumer,
+                        error = %error,
+                        attempt,
+                        messages = rest.len(),
+                        retry_in_ms = wait.as_millis() as u64,
+                        "batch handler failed; retrying the unacknowledged messages"
+                    );
+                    let stopped = tokio::select! {
+                        _ = stop.cancelled() => true,
+                        _ = tokio::time::sleep(wait) => false,
+                    };
+                    if stopped {
+                        for i in rest.drain(..) {
+                            verdicts[i] = Some(Verdict::Release);
+                        }
+                    }
+                }
+            }
+            pending = rest;
+            attempt += 1;
+        }
+        verdicts
+            .into_iter()
+            .map(|v| v.unwrap_or(Verdict::Release))
+            .collect()
+    }
+
+    /// Applies `strategy` to a message that failed `attempts` times.
+    fn fail(&self, strategy: OnFailure, reason: &str, attempts: u32, poison: bool) -> Verdict {
+        let what = if poison {
+            "message payload cannot be decoded"
+        } else {
+            "message handler failed"
+        };
+        match strategy {
+            OnFailure::Dlq => {
+                tracing::error!(consumer = %self.consumer, error = %reason, attempts, "{what}; sending it to the dead-letter queue");
+                Verdict::DeadLetter {
+                    reason: reason.to_string(),
+                    attempts,
+                }
+            }
+            OnFailure::Requeue => {
+                tracing::warn!(consumer = %self.consumer, error = %reason, attempts, "{what}; returning it to the queue");
+                Verdict::Requeue
+            }
+            OnFailure::Drop => {
+                tracing::error!(consumer = %self.consumer, error = %reason, attempts, "{what}; dropping it");
+                Verdict::Drop
+            }
+            OnFailure::Exit => {
+                tracing::error!(consumer = %self.consumer, error = %reason, attempts, "{what}; stopping the service");
+                Verdict::Exit(reason.to_string())
+            }
+        }
+    }
+
+    fn count(&self, verdict: &Verdict, n: u64) {
+        let counter = match verdict {
+            Verdict::Ack => &self.metrics.ack,
+            Verdict::Requeue | Verdict::Release => &self.metrics.requeue,
+            Verdict::DeadLetter { .. } => &self.metrics.dlq,
+            Verdict::Drop => &self.metrics.drop,
+            Verdict::Exit(_) => &self.metrics.exit,
+        };
+        counter.inc_by(n);
+    }
+
+    fn span(&self, delivery: &Delivery, _attempt: u32) -> tracing::Span {
+        let sampled =
+            !trace::enabled() || trace::sample_parent(delivery.headers().get_bytes("traceparent"));
+        if !sampled {
+            return tracing::Span::none();
+        }
+        let span = tracing::debug_span!(
+            "message",
+            otel.name = %self.span_name,
+            otel.kind = "consumer",
+            otel.status_code = tracing::field::Empty,
+            messaging.system = self.system,
+            messaging.operation.type = "process",
+            messaging.destination.name = %self.destination,
+            messaging.consumer.name = %self.consumer,
+            correlation_id = delivery.correlation_id(),
+            patron.sampled = tracing::field::Empty,
+        );
+        if trace::enabled() && !span.is_disabled() {
+            span.record("patron.sampled", true);
+            // A malformed traceparent yields an empty context: a new root.
+            let _ = span.set_parent(trace::extract_message(delivery.headers()));
+        }
+        span
+    }
+}
+
+/// The task-local context of one message: its correlation id and incoming
+/// trace headers, so log lines and outgoing calls carry them.
+fn request_context(d: &Delivery) -> RequestContext {
+    let header = |name: &str| {
+        d.headers()
+            .get(name)
+            .and_then(|v| HeaderValue::from_str(v).ok())
+    };
+    RequestContext {
+        correlation_id: HeaderValue::from_str(d.correlation_id())
+            .unwrap_or_else(|_| crate::http::correlation::from_headers(&http::HeaderMap::new())),
+        traceparent: header("traceparent"),
+        baggage: header("baggage"),
+    }
+}
+
+/// The first `Exit` reason among verdicts, as the component's error.
+pub(crate) fn exit_error(consumer: &str, reason: &str) -> Error {
+    Error::msg(format!(
+        "consumer {consumer} stopped the service (on_failure = exit): {reason}"
+    ))
+}
