@@ -66,6 +66,8 @@ pub mod __private;
 pub use deps::{Dep, Deps};
 pub use error::{Error, PROBLEM_JSON, Result};
 pub use registry::RouteDef;
+#[doc(hidden)]
+pub use registry::{ConsumerDef, consumers as registered_consumers};
 pub use service::{BoundService, Service, ServiceError, StartupError};
 
 /// Registers an `async fn` as an HTTP route.

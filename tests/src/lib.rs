@@ -7,6 +7,28 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod amqp;
+
+/// The address of a test service from the environment variable `var`.
+///
+/// When it is unset, prints one `SKIPPED (no …)` line and returns `None` so
+/// the test passes — unless `PATRON_TEST_REQUIRE_SERVICES=1`, where a
+/// missing service fails the test.
+pub fn service(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Some(v),
+        _ => {
+            if std::env::var("PATRON_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") {
+                panic!(
+                    "{var} is not set, but PATRON_TEST_REQUIRE_SERVICES=1 requires {what}: run scripts/test, which starts it"
+                );
+            }
+            println!("SKIPPED (no {what}: set {var})");
+            None
+        }
+    }
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -212,5 +234,80 @@ pub mod prom {
             "text/plain; version=0.0.4; charset=utf-8"
         );
         parse(&resp.text().await.expect("metrics body"))
+    }
+}
+
+/// An OTLP/HTTP trace receiver for tests: it decodes `/v1/traces` with
+/// `opentelemetry-proto`.
+pub mod otlp {
+    use std::sync::{Arc, Mutex};
+
+    use axum::body::Bytes;
+    use axum::routing::post;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+    use opentelemetry_proto::tonic::trace::v1::Span;
+    use prost::Message;
+
+    /// Every export request received.
+    pub type Received = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
+
+    /// An OTLP/HTTP trace receiver on a free port; returns its base URL.
+    pub async fn receiver() -> (String, Received) {
+        let received: Received = Arc::default();
+        let sink = received.clone();
+        let app = axum::Router::new().route(
+            "/v1/traces",
+            post(move |body: Bytes| {
+                let sink = sink.clone();
+                async move {
+                    let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                    sink.lock().unwrap().push(request);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, received)
+    }
+
+    pub fn spans(received: &Received) -> Vec<(Span, Vec<KeyValue>)> {
+        let mut out = Vec::new();
+        for req in received.lock().unwrap().iter() {
+            for rs in &req.resource_spans {
+                let resource = rs
+                    .resource
+                    .as_ref()
+                    .map(|r| r.attributes.clone())
+                    .unwrap_or_default();
+                for ss in &rs.scope_spans {
+                    for span in &ss.spans {
+                        out.push((span.clone(), resource.clone()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
+        attrs
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| kv.value.as_ref())
+            .and_then(|v: &AnyValue| v.value.as_ref())
+    }
+
+    pub fn string(attrs: &[KeyValue], key: &str) -> Option<String> {
+        match attr(attrs, key) {
+            Some(any_value::Value::StringValue(s)) => Some(s.clone()),
+            _ => None,
+        }
     }
 }

@@ -3,81 +3,15 @@
 //! the `custom` example in a child process, configured only through the
 //! standard `OTEL_*` variables.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
-use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
+use patron_tests::otlp::{attr, hex, receiver, spans, string};
 use patron_tests::{Proc, eventually};
-use prost::Message;
 
 const CUSTOM: &str = env!("CARGO_BIN_EXE_custom");
 const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
 const PARENT_ID: &str = "b7ad6b7169203331";
-
-type Received = Arc<Mutex<Vec<ExportTraceServiceRequest>>>;
-
-/// An OTLP/HTTP trace receiver on a free port; returns its base URL.
-async fn receiver() -> (String, Received) {
-    let received: Received = Arc::default();
-    let sink = received.clone();
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        post(move |body: Bytes| {
-            let sink = sink.clone();
-            async move {
-                let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
-                sink.lock().unwrap().push(request);
-                axum::http::StatusCode::OK
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    (url, received)
-}
-
-fn spans(received: &Received) -> Vec<(Span, Vec<KeyValue>)> {
-    let mut out = Vec::new();
-    for req in received.lock().unwrap().iter() {
-        for rs in &req.resource_spans {
-            let resource = rs
-                .resource
-                .as_ref()
-                .map(|r| r.attributes.clone())
-                .unwrap_or_default();
-            for ss in &rs.scope_spans {
-                for span in &ss.spans {
-                    out.push((span.clone(), resource.clone()));
-                }
-            }
-        }
-    }
-    out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn attr<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a any_value::Value> {
-    attrs
-        .iter()
-        .find(|kv| kv.key == key)
-        .and_then(|kv| kv.value.as_ref())
-        .and_then(|v: &AnyValue| v.value.as_ref())
-}
-
-fn string(attrs: &[KeyValue], key: &str) -> Option<String> {
-    match attr(attrs, key) {
-        Some(any_value::Value::StringValue(s)) => Some(s.clone()),
-        _ => None,
-    }
-}
 
 fn int(attrs: &[KeyValue], key: &str) -> Option<i64> {
     match attr(attrs, key) {

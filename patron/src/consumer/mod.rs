@@ -40,11 +40,15 @@
 //! known at run time: see [`amqp::AmqpConsumer`] (feature `amqp`) and
 //! [`handler_fn`].
 
+// Without a broker feature, the parts only brokers use are unused.
+#[cfg_attr(not(feature = "amqp"), allow(dead_code))]
 mod batch;
 mod handler;
 mod message;
+#[cfg_attr(not(feature = "amqp"), allow(dead_code))]
 pub(crate) mod metrics;
 mod policy;
+#[cfg_attr(not(feature = "amqp"), allow(dead_code))]
 pub(crate) mod process;
 
 #[cfg(feature = "amqp")]

@@ -1,0 +1,705 @@
+//! AMQP consumers against the real RabbitMQ from `PATRON_TEST_AMQP_URL`:
+//! acknowledgement, retries, every failure strategy, poison messages,
+//! prefetch, concurrency, batches, reconnection and credentials. Each test
+//! uses its own queues.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use patron::consumer::amqp::AmqpConsumer;
+use patron::consumer::{Batch, Message, Metadata, OnFailure, batch_handler_fn, handler_fn};
+use patron::prelude::*;
+use patron::test::TestServer;
+use patron_tests::amqp::{self, Broker};
+use patron_tests::{eventually, prom};
+
+#[derive(Debug, Deserialize)]
+struct Order {
+    id: u32,
+}
+
+/// What handlers saw.
+#[derive(Default)]
+struct Probe {
+    calls: AtomicUsize,
+    running: AtomicUsize,
+    max_running: AtomicUsize,
+    seen: Mutex<Vec<String>>,
+}
+
+impl Probe {
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+    fn enter(&self) {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_running.fetch_max(now, Ordering::SeqCst);
+    }
+    fn leave(&self) {
+        self.running.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+async fn start(url: &str, consumer: AmqpConsumer) -> TestServer {
+    let mut service = Service::new("amqp-test")
+        .with_consumers(std::iter::empty())
+        .with_component(consumer.url(url));
+    service.config_mut().shutdown_timeout = Duration::from_secs(5);
+    TestServer::start(service).await.expect("service starts")
+}
+
+async fn metric(server: &TestServer, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let samples = prom::scrape(&reqwest::Client::new(), &server.url("/metrics")).await;
+    prom::value(&samples, name, labels).unwrap_or(0.0)
+}
+
+const WAIT: Duration = Duration::from_secs(15);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn acknowledges_on_success_and_exposes_the_message() {
+    let Some(url) = amqp::url() else { return };
+    let broker = Broker::connect(&url).await;
+    let queue = amqp::unique("ack");
+    broker.fresh_queue(&queue).await;
+    for id in 0..5 {
+        broker
+            .publish(
+                &queue,
+                format!(r#"{{"id":{id}}}"#).as_bytes(),
+                &[
+                    ("X-Correlation-Id", &format!("corr-{id}")),
+                    ("tenant", "acme"),
+                ],
+            )
+            .await;
+    }
+    let probe = Arc::new(Probe::default());
+    let p = probe.clone();
+    let q = queue.clone();
+    let consumer = AmqpConsumer::new(
+        &queue,
+        handler_fn(move |msg: Message<Json<Order>>| {
+            let p = p.clone();
+            let q = q.clone();
+            async move {
+                p.enter();
+                let Metadata::Amqp(meta) = msg.metadata() else {
+                    panic!("AMQP metadata expected")
+                };
+                assert_eq!(meta.queue, q);
+                assert_eq!(meta.routing_key, q);
+                assert!(!meta.redelivered);
+                assert_eq!(msg.headers().get("tenant"), Some("acme"));
+                assert_eq!(msg.correlation_id(), format!("corr-{}", msg.id));
+                // The message's correlation id is the task's, for logs and clients.
+                assert_eq!(
+                    CorrelationId::current().map(|c| c.as_str().to_string()),
+                    Some(msg.correlation_id().to_string())
+                );
+                p.seen.lock().unwrap().push(msg.id.to_string());
+                p.leave();
+                Ok::<(), patron::Error>(())
+            }
+        }),
+    );
+    let server = start(&url, consumer).await;
+    assert!(
+        eventually(WAIT, || async { probe.calls() == 5 }).await,
+        "5 messages handled"
+    );
+    let labels = [("consumer", queue.as_str()), ("outcome", "ack")];
+    assert!(
+        eventually(WAIT, || async {
+            metric(&server, "consumer_messages_total", &labels).await == 5.0
+        })
+        .await
+    );
+    let count = metric(
+        &server,
+        "consumer_message_duration_seconds_count",
+        &[
+            ("consumer", queue.as_str()),
+            ("messaging_system", "rabbitmq"),
+        ],
+    )
+    .await;
+    assert_eq!(count, 5.0);
+    server.shutdown().await.expect("clean shutdown");
+    assert_eq!(broker.depth(&queue).await, 0, "every message acknowledged");
+    let mut seen = probe.seen();
+    seen.sort();
+    assert_eq!(seen, ["0", "1", "2", "3", "4"]);
+    broker.delete(&queue).await;
+    broker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retries_then_dead_letters_with_error_headers() {
+    let Some(url) = amqp::url() else { return };
+    let broker = Broker::connect(&url).await;
+    let queue = amqp::unique("retry");
+    let dlq = format!("{queue}.dead");
+    broker.fresh_queue(&queue).await;
+    broker.delete(&dlq).await;
+    broker
+        .publish(&queue, br#"{"id":7}"#, &[("X-Correlation-Id", "c-7")])
+        .await;
+    let probe = Arc::new(Probe::default());
+    let p = probe.clone();
+    let consumer = AmqpConsumer::new(
+        &queue,
+        handler_fn(move |msg: Message<Json<Order>>| {
+            let p = p.clone();
+            async move {
+                p.enter();
+                p.seen.lock().unwrap().push(msg.attempt().to_string());
+                p.leave();
+                Err::<(), _>(patron::Error::msg(format!(
+                    "ledger unavailable for {}",
+                    msg.id
+                )))
+            }
+        }),
+    )
+    .declare(true)
+    .retries(2)
+    .backoff(Duration::from_millis(10))
+    .dlq(&dlq);
+    let server = start(&url, consumer).await;
+    assert!(
+        eventually(WAIT, || async { broker.depth(&dlq).await == 1 }).await,
+        "the message reaches the DLQ"
+    );
+    assert_eq!(probe.calls(), 3, "retries + 1 attempts");
+    assert_eq!(probe.seen(), ["1", "2", "3"]);
+    let retries = metric(
+        &server,
+        "consumer_messages_total",
+        &[("consumer", queue.as_str()), ("outcome", "retry")],
+    )
+    .await;
+    assert_eq!(retries, 2.0);
+    server.shutdown().await.expect("clean shutdown");
+    assert_eq!(broker.depth(&queue).await, 0);
+    let (body, headers) = broker.get(&dlq).await.expect("a dead letter");
+    assert_eq!(body, br#"{"id":7}"#);
+    assert!(
+        headers["x-patron-error"].contains("ledger unavailable for 7"),
+        "{headers:?}"
+    );
+    assert_eq!(headers["x-patron-attempts"], "3");
+    assert_eq!(headers["x-patron-original-queue"], queue);
+    assert_eq!(headers["x-patron-original-routing-key"], queue);
+    assert_eq!(headers["x-patron-original-exchange"], "");
+    assert_eq!(headers["X-Correlation-Id"], "c-7", "original headers kept");
+    broker.delete(&queue).await;
+    broker.delete(&dlq).await;
+    broker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn poison_json_goes_to_the_dlq_without_retries() {
+    let Some(url) = amqp::url() else { return };
+    let broker = Broker::connect(&url).await;
+    let queue = amqp::unique("poison");
+    let dlq = format!("{queue}.dlq");
+    broker.fresh_queue(&queue).await;
+    broker.delete(&dlq).await;
+    broker.publish(&queue, b"{not json", &[]).await;
+    let probe = Arc::new(Probe::default());
+    let p = probe.clone();
+    // requeue would loop on a poison message: it becomes dlq.
+    let consumer = AmqpConsumer::new(
+        &queue,
+        handler_fn(move |_msg: Message<Json<Order>>| {
+            let p = p.clone();
+            async move {
+                p.enter();
+                p.leave();
+                Ok::<(), patron::Error>(())
+            }
+        }),
+    )
+    .declare(true)
+    .retries(5)
+    .on_failure(OnFailure::Requeue)
+    .dlq(&dlq);
+    let server = start(&url, consumer).await;
+    assert!(eventually(WAIT, || async { broker.depth(&dlq).await == 1 }).await);
+    server.shutdown().await.expect("clean shutdown");
+    assert_eq!(probe.calls(), 0, "the handler never sees a poison message");
+    let (body, headers) = broker.get(&dlq).await.expect("a dead letter");
+    assert_eq!(body, b"{not json");
+    assert_eq!(headers["x-patron-attempts"], "1", "no retries");
+    assert!(
+        headers["x-patron-error"].contains("invalid JSON"),
+        "{headers:?}"
+    );
+    assert_eq!(broker.depth(&queue).await, 0);
+    broker.delete(&queue).await;
+    broker.delete(&dlq).await;
+    broker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requeue_redelivers_until_the_handler_succeeds() {
+    let Some(url) = amqp::url() else { return };
+    let broker = Broker::connect(&url).await;
+    let queue = amqp::unique("requeue");
+    broker.fresh_queue(&queue).await;
+    broker.publish(&queue, b"hello", &[]).await;
+    let probe = Arc::new(Probe::default());
+    let p = probe.clone();
+    let consumer = AmqpConsumer::new(
+        &queue,
+        handler_fn(move |msg: Message<String>| {
+            let p = p.clone();
+            async move {
+                p.enter();
+                let Metadata::Amqp(meta) = msg.metadata() else {
+                    panic!()
+                };
+                p.seen.lock().unwrap().push(meta.redelivered.to_string());
+                p.leave();
+                if p.calls() < 3 {
+                    Err(patron::Error::msg("not yet"))
+                } else {
+                    Ok(())
+                }
+            }
+        }),
+    )
+    .retries(0)
+    .on_failure(OnFailure::Requeue);
+    let server = start(&url, consumer).await;
+    assert!(eventually(WAIT, || async { probe.calls() == 3 }).await);
+    let labels = [("consumer", queue.as_str()), ("outcome", "requeue")];
+    assert!(
+        eventually(WAIT, || async {
+            metric(&server, "consumer_messages_total", &labels).await == 2.0
+        })
+        .await
+    );
+    server.shutdown().await.expect("clean shutdown");
+    assert_eq!(
+        probe.seen(),
+        ["false", "true", "true"],
+        "the broker redelivered it"
+    );
+    assert_eq!(broker.depth(&queue).await, 0);
+    broker.delete(&queue).await;
+    broker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drop_acknowledges_after_the_retries() {
+    let Some(url) = amqp::url() else { return };
+    let broker = Broker::connect(&url).await;
+    let queue = amqp::unique("drop");
+    broker.fresh_queue(&queue).await;
+    broker.publish(&queue, b"x", &[]).await;
+    let probe = Arc::new(Probe::default());
+    let p = probe.clone();
+    let consumer = AmqpConsumer::new(
+        &queue,
+        handler_fn(move |_msg: Message<String>| {
+            let p = p.clone();
+            async move {
+                p.enter();
+                p.leave();
+                Err::<(), _>(patron::Error::msg("always"))
+            }
+        }),
+    )
+    .retries(1)
+    .backoff(Duration::from_millis(5))
+    .on_failure(OnFailure::Drop);
+    let server = start(&url, consumer).await;
+    let labels = [("consumer", queue.as_str()), ("outcome", "drop")];
+    assert!(
+        eventually(WAIT, || async {
+            metric(&server, "consumer_messages_total", &labels).await == 1.0
+        })
+        .await
+    );
+    server.shutdown().await.expect("clean shutdown");
+    assert_eq!(probe.calls(), 2);
+    assert_eq!(broker.depth(&queue).await, 0, "dropped means acknowledged");
+    broker.delete(&queue).await;
+    broker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_stops_the_service_and_leaves_the_message() {
+    let Some(url) = amqp::url() else { return };
+    let broker = Broker::connect(&url).await;
+    let queue = amqp::unique("exit");
+    broker.fresh_queue(&queue).await;
+    broker.publish(&queue, b"fatal", &[]).await;
+    let consumer = AmqpConsumer::new(
+        &queue,
+        handler_fn(|_msg: Message<String>| async {
+            Err::<(), _>(patron::Error::msg("schema mismatch"))
+        }),
+    )
+    .name("exiting")
+    .retries(0)
+    .on_failure(OnFailure::Exit);
+    let server = start(&url, consumer).await;
+    let result = tokio::time::timeout(WAIT, server.join())
+        .await
+        .expect("the service stops on its own");
+    let err = result.expect_err("the service fails").to_string();
+    assert!(
+        err.contains("exiting")
+            && err.contains("on_failure = exit")
+            && err.contains("schema mismatch"),
+        "{err}"
+    );
+    assert!(
+        eventually(WAIT, || async { broker.depth(&queue).await == 1 }).await,
+        "the message stays in the queue"
+    );
+    broker.delete(&queue).await;
+    broker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prefetch_bounds_the_messages_in_flight() {
+    let Some(url) = amqp::url() else { return };
+    let broker = Broker::connect(&url).await;
+    let queue = amqp::unique("prefetch");
+    broker.fresh_queue(&queue).await;
+    for i in 0..10 {
+        broker.publish(&queue, i.to_string().as_bytes(), &[]).await;
+    }
+    let probe = Arc::new(Probe::default());
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let (p, g) = (probe.clone(), gate.clone());
+    let consumer = AmqpConsumer::new(
+        &queue,
+        handler_fn(move |_msg: Message<String>| {
+            let (p, g) = (p.clone(), g.clone());
+            async move {
+                p.enter();
+                let _ = g.acquire().await.map(|permit| permit.forget());
+                p.leave();
+            }
+        }),
+    )
+    .prefetch(3)
+    .concurrency(10);
+    let server = start(&url, consumer).await;
+    assert!(eventually(WAIT, || async { probe.calls() == 3 }).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        probe.calls(),
+        3,
+        "no fourth message before one is acknowledged"
+    );
+    assert_eq!(
+        broker.depth(&queue).await,
+        7,
+        "the rest stays in the broker"
+    );
+    gate.add_permits(10);
+    assert!(eventually(WAIT, || async { probe.calls() == 10 }).await);
+    assert_eq!(probe.max_running.load(Ordering::SeqCst), 3);
+    server.shutdown().await.expect("clean shutdown");
+    assert_eq!(broker.depth(&queue).await, 0);
+    broker.delete(&queue).await;
+    broker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrency_runs_handlers_in_parallel() {
+    let Some(url) = amqp::url() else { return };
+    let broker = Broker::connect(&url).await;
+    let queue = amqp::unique("parallel");
+    broker.fresh_queue(&queue).await;
+    for i in 0..8 {
+        broker.publish(&queue, i.to_string().as_bytes(), &[]).await;
+    }
+    let probe = Arc::new(Probe::default());
+    // Four handlers must be inside at once for any of them to finish.
+    let barrier = Arc::new(tokio::sync::Barrier::new(4));
+    let (p, b) = (probe.clone(), barrier.clone());
+    let consumer = AmqpConsumer::new(
+        &queue,
+        handler_fn(move |_msg: Message<String>| {
+            let (p, b) = (p.clone(), b.clone());
+            async move {
+                p.enter();
+                let waited = tokio::time::timeout(Duration::from_secs(5), b.wait()).await;
+                p.leave();
+                waited
+                    .map(|_| ())
+                    .map_err(|_| patron::Error::msg("handlers did not run in parallel"))
+            }
+        }),
+    )
+    .concurrency(4)
+    .retries(0)
+    .on_failure(OnFailure::Drop);
+    let server = start(&url, consumer).await;
+    let labels = [("consumer", queue.as_str()), ("outcome", "ack")];
+    assert!(
+        eventually(WAIT, || async {
+            metric(&server, "consumer_messages_total", &labels).await == 8.0
+        })
+        .await
+    );
+    assert_eq!(probe.max_running.load(Ordering::SeqCst), 4);
+    server.shutdown().await.expect("clean shutdown");
+    broker.delete(&queue).await;
+    broker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batches_fill_or_time_out_and_settle_per_message() {
+    let Some(url) = amqp::url() else { return };
+    let broker = Broker::connect(&url).await;
+    let queue = amqp::unique("batch");
+    let dlq = format!("{queue}.dlq");
+    broker.fresh_queue(&queue).await;
+    broker.delete(&dlq).await;
+    for word in ["a", "bad", "c", "d", "e", "f"] {
+        broker.publish(&queue, word.as_bytes(), &[]).await;
+    }
+    let sizes = Arc::new(Mutex::new(Vec::new()));
+    let s = sizes.clone();
+    let consumer = AmqpConsumer::batch(
+        &queue,
+        batch_handler_fn(move |batch: Batch<String>| {
+            let s = s.clone();
+            async move {
+                s.lock().unwrap().push(batch.len());
+                for (i, msg) in batch.iter().enumerate() {
+                    if msg.payload() == "bad" {
+                        batch.nack(i, "bad word");
+                    }
+                }
+                Ok::<(), patron::Error>(())
+            }
+        }),
+        4,
+        Duration::from_millis(300),
+    )
+    .declare(true)
+    .on_failure(OnFailure::Dlq);
+    let server = start(&url, consumer).await;
+    assert!(eventually(WAIT, || async { broker.depth(&dlq).await == 1 }).await);
+    let acked = [("consumer", queue.as_str()), ("outcome", "ack")];
+    assert!(
+        eventually(WAIT, || async {
+            metric(&server, "consumer_messages_total", &acked).await == 5.0
+        })
+        .await
+    );
+    server.shutdown().await.expect("clean shutdown");
+    assert_eq!(
+        *sizes.lock().unwrap(),
+        [4, 2],
+        "a full batch, then one cut by the timeout"
+    );
+    let (body, headers) = broker.get(&dlq).await.expect("the nacked message");
+    assert_eq!(body, b"bad");
+    assert_eq!(headers["x-patron-error"], "bad word");
+    assert_eq!(broker.depth(&queue).await, 0);
+    broker.delete(&queue).await;
+    broker.delete(&dlq).await;
+    broker.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconnects_after_connection_loss_and_reports_not_ready() {
+    let Some(url) = amqp::url() else { return };
+    let broker = Broker::connect(&url).await;
+    let queue = amqp::unique("reconnect");
+    broker.fresh_queue(&queue).await;
+    broker.close().await;
+    let probe = Arc::new(Probe::default());
+    let p = probe.clone();
+    let consumer = AmqpConsumer::new(
+        &queue,
+        handler_fn(move |msg: Message<String>| {
+            let p = p.clone();
+            async move {
+                p.enter();
+                p.seen.lock().unwrap().push(msg.into_payload());
+                p.leave();
+            }
+        }),
+    );
+    let server = start(&url, consumer).await;
+    let client = reqwest::Client::new();
+    let ready = || async {
+        client
+            .get(server.url("/ready"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+            .unwrap_or(0)
+    };
+    assert!(
+        eventually(WAIT, || async { ready().await == 200 }).await,
+        "ready once consuming"
+    );
+
+    let publisher = Broker::connect(&url).await;
+    for i in 0..10 {
+        publisher
+            .publish(&queue, format!("m{i}").as_bytes(), &[])
+            .await;
+    }
+    assert!(eventually(WAIT, || async { probe.seen().len() >= 10 }).await);
+    assert_eq!(
+        amqp::close_connections_named(&queue),
+        1,
+        "the consumer's connection"
+    );
+    // The consumer waits at least 0.5 s before reconnecting: /ready says 503.
+    let mut saw_503 = false;
+    for _ in 0..100 {
+        if ready().await == 503 {
+            saw_503 = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(saw_503, "/ready answered 503 while the broker was gone");
+    let publisher = Broker::connect(&url).await;
+    for i in 10..20 {
+        publisher
+            .publish(&queue, format!("m{i}").as_bytes(), &[])
+            .await;
+    }
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            let seen = probe.seen();
+            (0..20).all(|i| seen.contains(&format!("m{i}")))
+        })
+        .await,
+        "the stream finishes after reconnecting"
+    );
+    assert!(
+        eventually(WAIT, || async { ready().await == 200 }).await,
+        "ready again"
+    );
+    server.shutdown().await.expect("clean shutdown");
+    assert_eq!(publisher.depth(&queue).await, 0);
+    publisher.delete(&queue).await;
+    publisher.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_never_appear_in_readiness_or_errors() {
+    let Some(url) = amqp::url() else { return };
+    // The right host with a wrong password.
+    let Some(rest) = url.split('@').nth(1) else {
+        panic!("PATRON_TEST_AMQP_URL has no credentials: {url}")
+    };
+    let bad = format!("amqp://guest:s3cr3t-pw@{rest}");
+    let consumer = AmqpConsumer::new(
+        "patron-test-never-consumed",
+        handler_fn(|_m: Message<String>| async {}),
+    );
+    let mut service = Service::new("amqp-test")
+        .with_consumers(std::iter::empty())
+        .with_component(consumer.url(&bad));
+    service.config_mut().shutdown_timeout = Duration::from_secs(2);
+    let server = TestServer::start(service).await.unwrap();
+    let client = reqwest::Client::new();
+    let last = Arc::new(Mutex::new(String::new()));
+    assert!(
+        eventually(WAIT, || async {
+            let r = client.get(server.url("/ready")).send().await.unwrap();
+            let status = r.status().as_u16();
+            let text = r.text().await.unwrap();
+            *last.lock().unwrap() = text.clone();
+            status == 503 && text.contains("cannot connect")
+        })
+        .await,
+        "{}",
+        last.lock().unwrap()
+    );
+    let body = last.lock().unwrap().clone();
+    assert!(!body.contains("s3cr3t-pw"), "{body}");
+    assert!(body.contains("guest:***@"), "{body}");
+    server.shutdown().await.expect("clean shutdown");
+}
+
+// A consumer declared with the attribute, run in-process.
+
+struct Sink(Mutex<BTreeMap<u32, usize>>);
+
+#[patron::consumer(
+    amqp = "patron-test-macro",
+    declare = true,
+    retries = 0,
+    concurrency = 2
+)]
+async fn macro_consumer(msg: Message<Json<Order>>, sink: Dep<Sink>) -> Result<(), patron::Error> {
+    *sink.0.lock().unwrap().entry(msg.id).or_default() += 1;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attribute_consumers_register_and_take_dependencies() {
+    let Some(url) = amqp::url() else { return };
+    let broker = Broker::connect(&url).await;
+    broker.fresh_queue("patron-test-macro").await;
+    let defs: Vec<_> = patron::registered_consumers()
+        .into_iter()
+        .filter(|c| c.handler == "macro_consumer")
+        .collect();
+    assert_eq!(defs.len(), 1);
+    assert_eq!(defs[0].destination, "patron-test-macro");
+
+    // Without the dependency, start-up fails naming the consumer and type.
+    let missing = Service::new("amqp-test").with_consumers(defs.clone());
+    let err = TestServer::start(missing).await.unwrap_err().to_string();
+    assert!(
+        err.contains("macro_consumer") && err.contains("Dep<Sink>"),
+        "{err}"
+    );
+
+    for id in 0..3 {
+        let body = format!(r#"{{"id":{id}}}"#);
+        broker
+            .publish("patron-test-macro", body.as_bytes(), &[])
+            .await;
+    }
+    let sink = Arc::new(Sink(Mutex::default()));
+    let mut service = Service::new("amqp-test")
+        .with_consumers(defs)
+        .provide_arc(sink.clone());
+    service.config_mut().amqp_url = patron::config::BrokerUrl::new(&url);
+    let server = TestServer::start(service).await.unwrap();
+    assert!(eventually(WAIT, || async { sink.0.lock().unwrap().len() == 3 }).await);
+    let info: serde_json::Value = reqwest::get(server.url("/info"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let component = info["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "macro_consumer")
+        .cloned()
+        .expect("the consumer is listed in /info");
+    assert_eq!(component["kind"], "amqp-consumer");
+    assert_eq!(component["details"]["queue"], "patron-test-macro");
+    server.shutdown().await.expect("clean shutdown");
+    assert_eq!(broker.depth("patron-test-macro").await, 0);
+    broker.delete("patron-test-macro").await;
+    broker.close().await;
+}
