@@ -298,7 +298,7 @@ async fn requeue_redelivers_until_the_handler_succeeds() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn drop_acknowledges_after_the_retries() {
+async fn drop_acknowledges_after_the_retries_and_panics_count_as_failures() {
     let Some(url) = amqp::url() else { return };
     let broker = Broker::connect(&url).await;
     let queue = amqp::unique("drop");
@@ -313,6 +313,9 @@ async fn drop_acknowledges_after_the_retries() {
             async move {
                 p.enter();
                 p.leave();
+                if p.calls() == 1 {
+                    panic!("a handler bug");
+                }
                 Err::<(), _>(patron::Error::msg("always"))
             }
         }),

@@ -10,6 +10,7 @@ use patron_tests::otlp::{hex, receiver, spans, string};
 use patron_tests::{Proc, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_amqp_consumers");
+const ORDERS: &str = env!("CARGO_BIN_EXE_orders");
 
 fn processed(proc: &Proc) -> Vec<u64> {
     proc.json_logs()
@@ -25,6 +26,80 @@ async fn amqp_service_process() {
     let Some(url) = amqp::url() else { return };
     no_loss_across_a_stop(&url).await;
     trace_context_from_headers(&url).await;
+    orders_example(&url).await;
+}
+
+/// The `orders` example: orders published through its HTTP route are
+/// consumed with the request's correlation id; a failing order is retried
+/// and dead-lettered.
+async fn orders_example(url: &str) {
+    let broker = Broker::connect(url).await;
+    broker.fresh_queue("orders").await;
+    broker.fresh_queue("orders.dlq").await;
+    let mut proc = Proc::spawn(ORDERS, &[("PATRON_AMQP_URL", url)]);
+    proc.wait_alive().await;
+    let client = reqwest::Client::new();
+    for (body, id) in [
+        (r#"{"id":1,"amount":9.5}"#, "order-1"),
+        (r#"{"id":2,"amount":-1}"#, "order-2"),
+    ] {
+        let status = client
+            .post(proc.url("/orders"))
+            .header("content-type", "application/json")
+            .header("x-correlation-id", id)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, 202);
+    }
+    let stats = || async {
+        client
+            .get(proc.url("/orders/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            stats().await["orders"] == 1
+        })
+        .await
+    );
+    assert_eq!(stats().await["last_correlation_id"], "order-1");
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            broker.depth("orders.dlq").await == 1
+        })
+        .await,
+        "the negative order is dead-lettered after its retries"
+    );
+    let (_, headers) = broker.get("orders.dlq").await.expect("the failed order");
+    assert_eq!(headers["x-patron-attempts"], "4");
+    assert!(
+        headers["x-patron-error"].contains("negative amount"),
+        "{headers:?}"
+    );
+    let retried = proc
+        .json_logs()
+        .iter()
+        .filter(|l| {
+            l["message"] == "message handler failed; retrying" && l["correlation_id"] == "order-2"
+        })
+        .count();
+    assert_eq!(
+        retried, 3,
+        "three logged retries carrying the order's correlation id"
+    );
+    proc.signal(libc::SIGTERM);
+    assert_eq!(proc.wait_exit(Duration::from_secs(20)), Some(0));
+    broker.delete("orders").await;
+    broker.delete("orders.dlq").await;
+    broker.close().await;
 }
 
 async fn no_loss_across_a_stop(url: &str) {

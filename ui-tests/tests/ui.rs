@@ -1,11 +1,21 @@
-//! Compile-fail and pass cases for `#[patron::route]` and `#[patron::main]`.
-//! Each `.stderr` was read and judged: the error sits on the user's token
-//! and says how to fix it. Regenerate with `TRYBUILD=overwrite` and review
-//! the diff.
+//! Compile-fail and pass cases for `#[patron::route]`, `#[patron::consumer]`
+//! and `#[patron::main]`. Each `.stderr` was read and judged: the error sits
+//! on the user's token and says how to fix it. Regenerate with
+//! `TRYBUILD=overwrite` and review the diff.
+//!
+//! Consumer cases that need the broker code run with `--features amqp`;
+//! without it, the case for the "enable the `amqp` feature" error runs.
+//! `scripts/test` runs both.
 
 #[test]
 fn ui() {
     let t = trybuild::TestCases::new();
     t.pass("tests/pass/*.rs");
     t.compile_fail("tests/fail/*.rs");
+    if cfg!(feature = "amqp") {
+        t.pass("tests/pass_amqp/*.rs");
+        t.compile_fail("tests/fail_amqp/*.rs");
+    } else {
+        t.compile_fail("tests/fail_no_amqp/*.rs");
+    }
 }

@@ -36,7 +36,7 @@ pub fn generate(attr: &ConsumerAttr, handler: &Handler, func: &ItemFn) -> TokenS
             quote_spanned! {ty.span()=>
                 let #arg = match <#ty as #p::FromDelivery>::from_delivery(__delivery, __attempt, __deps) {
                     ::core::result::Result::Ok(v) => v,
-                    ::core::result::Result::Err(e) => return #p::message_failed(e),
+                    ::core::result::Result::Err(e) => return ::core::result::Result::Err(e),
                 };
             }
         };
@@ -54,6 +54,14 @@ pub fn generate(attr: &ConsumerAttr, handler: &Handler, func: &ItemFn) -> TokenS
         },
         syn::ReturnType::Default => quote!(#p::ConsumerOutput::into_result(__output)),
     };
+    // Spanned on the handler's name, so a non-`Send` future is reported
+    // there (beside the check below), not on the attribute.
+    let call = quote_spanned! {name.span()=>
+        ::std::boxed::Box::pin(async move {
+            let __output = #name(#(#call_args),*).await;
+            #output
+        })
+    };
     let handler_impl = if batch {
         quote! {
             impl #p::BatchHandler for __PatronConsumer {
@@ -64,10 +72,7 @@ pub fn generate(attr: &ConsumerAttr, handler: &Handler, func: &ItemFn) -> TokenS
                     __deps: &#p::Arc<#p::Deps>,
                 ) -> (#p::BatchCx, #p::BoxFuture<'static, #p::Result<()>>) {
                     #(#extract)*
-                    (__cx, ::std::boxed::Box::pin(async move {
-                        let __output = #name(#(#call_args),*).await;
-                        #output
-                    }))
+                    (__cx, #call)
                 }
             }
         }
@@ -79,12 +84,9 @@ pub fn generate(attr: &ConsumerAttr, handler: &Handler, func: &ItemFn) -> TokenS
                     __delivery: &#p::Delivery,
                     __attempt: u32,
                     __deps: &#p::Arc<#p::Deps>,
-                ) -> #p::BoxFuture<'static, ::core::result::Result<(), #p::HandlerError>> {
+                ) -> ::core::result::Result<#p::BoxFuture<'static, #p::Result<()>>, #p::HandlerError> {
                     #(#extract)*
-                    ::std::boxed::Box::pin(async move {
-                        let __output = #name(#(#call_args),*).await;
-                        #output.map_err(#p::HandlerError::Failed)
-                    })
+                    ::core::result::Result::Ok(#call)
                 }
             }
         }

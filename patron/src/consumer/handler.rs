@@ -27,13 +27,15 @@ pub enum HandlerError {
 
 /// A handler for one message at a time.
 pub trait MessageHandler: Send + Sync + 'static {
-    /// Calls the handler for `delivery`; `attempt` starts at 1.
+    /// Calls the handler for `delivery`; `attempt` starts at 1. Building
+    /// the arguments (decoding the payload) fails synchronously; the
+    /// future is the handler's own work.
     fn call(
         &self,
         delivery: &Delivery,
         attempt: u32,
         deps: &Arc<Deps>,
-    ) -> BoxFuture<'static, Result<(), HandlerError>>;
+    ) -> Result<BoxFuture<'static, Result<(), Error>>, HandlerError>;
 }
 
 /// A handler for a batch of messages.
@@ -163,14 +165,9 @@ where
         delivery: &Delivery,
         attempt: u32,
         _: &Arc<Deps>,
-    ) -> BoxFuture<'static, Result<(), HandlerError>> {
-        match delivery.decode::<T>(attempt) {
-            Ok(msg) => {
-                let fut = (self.0)(msg);
-                Box::pin(async move { fut.await.into_result().map_err(HandlerError::Failed) })
-            }
-            Err(e) => Box::pin(std::future::ready(Err(HandlerError::Decode(e)))),
-        }
+    ) -> Result<BoxFuture<'static, Result<(), Error>>, HandlerError> {
+        let fut = (self.0)(delivery.decode::<T>(attempt)?);
+        Ok(Box::pin(async move { fut.await.into_result() }))
     }
 }
 

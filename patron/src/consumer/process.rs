@@ -91,14 +91,20 @@ impl Pipeline {
     ) -> Verdict {
         let mut attempt = 1;
         loop {
-            let call = AssertUnwindSafe(handler.call(delivery, attempt, &self.deps));
-            let error = match call.catch_unwind().await {
-                Ok(Ok(())) => return Verdict::Ack,
+            let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                handler.call(delivery, attempt, &self.deps)
+            }));
+            let error = match called {
                 Ok(Err(HandlerError::Decode(e))) => {
                     return self.fail(self.policy.on_poison(), &e.to_string(), attempt, true);
                 }
                 Ok(Err(HandlerError::Failed(e))) => e.to_string(),
-                Err(panic) => format!("the handler panicked: {}", panic_message(panic.as_ref())),
+                Ok(Ok(call)) => match AssertUnwindSafe(call).catch_unwind().await {
+                    Ok(Ok(())) => return Verdict::Ack,
+                    Ok(Err(e)) => e.to_string(),
+                    Err(panic) => panicked(panic.as_ref()),
+                },
+                Err(panic) => panicked(panic.as_ref()),
             };
             if attempt > self.policy.retries {
                 return self.fail(self.policy.on_failure, &error, attempt, false);
@@ -174,20 +180,28 @@ impl Pipeline {
         let mut attempt = 1;
         while !pending.is_empty() {
             let subset: Vec<Delivery> = pending.iter().map(|&i| deliveries[i].clone()).collect();
-            let (cx, call) = handler.call(&subset, attempt, &self.deps);
-            for (j, e) in &cx.poison {
-                verdicts[pending[*j]] =
-                    Some(self.fail(self.policy.on_poison(), &e.to_string(), attempt, true));
-            }
-            let result = match AssertUnwindSafe(call).catch_unwind().await {
-                Ok(r) => r.map_err(|e| e.to_string()),
-                Err(panic) => Err(format!(
-                    "the handler panicked: {}",
-                    panic_message(panic.as_ref())
-                )),
+            let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                handler.call(&subset, attempt, &self.deps)
+            }));
+            let (marks, result) = match called {
+                Ok((cx, call)) => {
+                    for (j, e) in &cx.poison {
+                        verdicts[pending[*j]] =
+                            Some(self.fail(self.policy.on_poison(), &e.to_string(), attempt, true));
+                    }
+                    let result = match AssertUnwindSafe(call).catch_unwind().await {
+                        Ok(r) => r.map_err(|e| e.to_string()),
+                        Err(panic) => Err(panicked(panic.as_ref())),
+                    };
+                    (cx.marks(), result)
+                }
+                Err(panic) => (
+                    vec![Mark::Pending; subset.len()],
+                    Err(panicked(panic.as_ref())),
+                ),
             };
             let mut rest = Vec::new();
-            for (j, mark) in cx.marks().into_iter().enumerate() {
+            for (j, mark) in marks.into_iter().enumerate() {
                 let index = pending[j];
                 if verdicts[index].is_some() {
                     continue;
@@ -310,6 +324,10 @@ impl Pipeline {
         }
         span
     }
+}
+
+fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
+    format!("the handler panicked: {}", panic_message(panic))
 }
 
 /// The task-local context of one message: its correlation id and incoming

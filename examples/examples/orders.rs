@@ -1,0 +1,132 @@
+//! A RabbitMQ consumer service.
+//!
+//! - `#[patron::consumer]` `record_order` consumes JSON orders from the
+//!   `orders` queue (declared at start), four at a time, retrying a failure
+//!   3 times before dead-lettering it to `orders.dlq`;
+//! - `POST /orders` publishes an order to the queue (with `lapin` directly,
+//!   passing the request's correlation id and trace context in the headers);
+//! - `GET /orders/stats` shows what the consumer recorded.
+//!
+//! An order with a negative amount fails: watch it retry, then land in
+//! `orders.dlq`. A body that is not an order is dead-lettered at once.
+//!
+//! Run it with RabbitMQ on `PATRON_AMQP_URL` (default
+//! `amqp://guest:guest@127.0.0.1:5672/%2f`):
+//!
+//! ```text
+//! cargo run -p examples --example orders
+//! curl -XPOST localhost:50000/orders -d '{"id":1,"amount":9.5}' -H 'content-type: application/json'
+//! curl localhost:50000/orders/stats
+//! ```
+
+use std::sync::Mutex;
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use patron::prelude::*;
+
+#[derive(Debug, Deserialize, Serialize)]
+struct Order {
+    id: u64,
+    amount: f64,
+}
+
+#[derive(Default, Serialize)]
+struct Stats {
+    orders: u64,
+    total: f64,
+    last_correlation_id: Option<String>,
+}
+
+#[derive(Default)]
+struct Ledger(Mutex<Stats>);
+
+#[patron::consumer(
+    amqp = "orders",
+    declare = true,
+    concurrency = 4,
+    retries = 3,
+    backoff = "200ms",
+    dlq = "orders.dlq"
+)]
+async fn record_order(msg: Message<Json<Order>>, ledger: Dep<Ledger>) -> Result<(), patron::Error> {
+    if msg.amount < 0.0 {
+        return Err(patron::Error::unprocessable(format!(
+            "order {} has a negative amount",
+            msg.id
+        )));
+    }
+    let mut stats = ledger.0.lock().unwrap_or_else(|p| p.into_inner());
+    stats.orders += 1;
+    stats.total += msg.amount;
+    stats.last_correlation_id = Some(msg.correlation_id().to_string());
+    tracing::info!(
+        id = msg.id,
+        amount = msg.amount,
+        attempt = msg.attempt(),
+        "order recorded"
+    );
+    Ok(())
+}
+
+#[patron::route(GET "/orders/stats")]
+async fn order_stats(ledger: Dep<Ledger>) -> Json<serde_json::Value> {
+    let stats = ledger.0.lock().unwrap_or_else(|p| p.into_inner());
+    Json(serde_json::json!(*stats))
+}
+
+/// Publishes to the `orders` queue on a confirm-mode channel.
+struct Publisher(Channel);
+
+#[patron::route(POST "/orders")]
+async fn place_order(
+    publisher: Dep<Publisher>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, patron::Error> {
+    // Carry the request's correlation id and trace context to the consumer.
+    let mut context = http::HeaderMap::new();
+    patron::observe::trace::inject(&mut context);
+    let mut headers = FieldTable::default();
+    for (name, value) in &context {
+        headers.insert(
+            name.as_str().into(),
+            AMQPValue::LongString(LongString::from(value.as_bytes().to_vec())),
+        );
+    }
+    let properties = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_delivery_mode(2)
+        .with_headers(headers);
+    publisher
+        .0
+        .basic_publish(
+            "".into(),
+            "orders".into(),
+            BasicPublishOptions::default(),
+            &body,
+            properties,
+        )
+        .await
+        .map_err(|e| patron::Error::unavailable(format!("cannot publish the order: {e}")))?
+        .await
+        .map_err(|e| {
+            patron::Error::unavailable(format!("RabbitMQ did not confirm the order: {e}"))
+        })?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+#[patron::main]
+async fn main(service: Service) -> patron::Result<Service> {
+    let url = service.current_config().amqp_url.clone();
+    let connection = Connection::connect(url.expose(), ConnectionProperties::default())
+        .await
+        .map_err(|e| patron::Error::msg(format!("cannot connect to RabbitMQ at {url}: {e}")))?;
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(service
+        .provide(Ledger::default())
+        .provide(Publisher(channel)))
+}

@@ -1,0 +1,4 @@
+#[patron::consumer(amqp = "orders")]
+async fn on_order() {}
+
+fn main() {}
