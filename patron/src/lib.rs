@@ -219,6 +219,8 @@ pub mod prelude {
 #[doc(hidden)]
 pub use http as __http;
 
-#[cfg(doctest)]
+/// The README's snippets, tested. They include consumers, so they need the
+/// `amqp` feature (on in workspace test runs).
+#[cfg(all(doctest, feature = "amqp"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

@@ -420,4 +420,21 @@ mod tests {
         let m: Message<String> = d.decode(1).unwrap();
         assert_eq!(m.payload(), "x");
     }
+
+    #[cfg(feature = "protobuf")]
+    #[test]
+    fn decodes_protobuf() {
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct Ping {
+            #[prost(uint64, tag = "1")]
+            id: u64,
+        }
+        let body = prost::Message::encode_to_vec(&Ping { id: 9 });
+        let d = Delivery::new(body, None, Headers::new(), Metadata::None);
+        let m: Message<Protobuf<Ping>> = d.decode(1).unwrap();
+        assert_eq!(m.id, 9);
+        let bad = Delivery::new(vec![0xff, 0xff, 0xff], None, Headers::new(), Metadata::None);
+        let err = bad.decode::<Protobuf<Ping>>(1).unwrap_err().to_string();
+        assert!(err.contains("invalid protobuf"), "{err}");
+    }
 }

@@ -61,7 +61,7 @@ impl Pipeline {
     ) -> Verdict {
         let started = Instant::now();
         self.metrics.in_flight.inc();
-        let span = self.span(delivery, 1);
+        let span = self.span(delivery);
         let cx = request_context(delivery);
         let verdict = REQUEST
             .scope(
@@ -299,7 +299,7 @@ impl Pipeline {
         counter.inc_by(n);
     }
 
-    fn span(&self, delivery: &Delivery, _attempt: u32) -> tracing::Span {
+    fn span(&self, delivery: &Delivery) -> tracing::Span {
         let sampled =
             !trace::enabled() || trace::sample_parent(delivery.headers().get_bytes("traceparent"));
         if !sampled {
