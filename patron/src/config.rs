@@ -129,6 +129,10 @@ pub struct Config {
     /// (`amqp://guest:guest@127.0.0.1:5672/%2f`). Its password never
     /// appears in logs or errors.
     pub amqp_url: BrokerUrl,
+    /// `PATRON_SQS_ENDPOINT`: the SQS endpoint URL, e.g. a local
+    /// SQS-compatible server (unset: the AWS SDK's own resolution from
+    /// `AWS_REGION` and friends).
+    pub sqs_endpoint: Option<String>,
 }
 
 /// A broker URL that may hold credentials: `Display` and `Debug` show it
@@ -213,6 +217,7 @@ impl Default for Config {
             http_app_headers: false,
             http_compression: true,
             amqp_url: BrokerUrl::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
+            sqs_endpoint: None,
         }
     }
 }
@@ -320,6 +325,17 @@ impl Config {
                 ));
             }
             c.amqp_url = BrokerUrl::new(v);
+        }
+        if let Some(v) = get("PATRON_SQS_ENDPOINT") {
+            let v = v.trim();
+            if !(v.starts_with("http://") || v.starts_with("https://")) {
+                return Err(invalid(
+                    "PATRON_SQS_ENDPOINT",
+                    &redact(v),
+                    "an http:// or https:// URL such as http://127.0.0.1:4566",
+                ));
+            }
+            c.sqs_endpoint = Some(v.to_string());
         }
         if let Some(v) = get("PATRON_LOG_FORMAT") {
             c.log_format = match v.trim().to_ascii_lowercase().as_str() {

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod amqp;
+pub mod sqs;
 
 /// The address of a test service from the environment variable `var`.
 ///

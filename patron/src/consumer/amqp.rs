@@ -31,11 +31,12 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::dlq_headers;
 use super::handler::{BatchHandler, MessageHandler};
 use super::message::{AmqpMetadata, Delivery, Headers, Metadata};
 use super::metrics::ConsumerMetrics;
 use super::policy::{OnFailure, Policy};
-use super::process::{Pipeline, Verdict, exit_error};
+use super::process::{Pipeline, Verdict, exit_error, now_millis, truncate_reason};
 use crate::component::{Component, ComponentContext, ComponentInfo};
 use crate::config::BrokerUrl;
 use crate::error::Error;
@@ -43,24 +44,6 @@ use crate::error::Error;
 const RECONNECT_MIN: Duration = Duration::from_millis(500);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Header names patron writes on a dead-lettered message.
-pub mod dlq_headers {
-    /// The last error, as text.
-    pub const ERROR: &str = "x-patron-error";
-    /// How many times the handler was called.
-    pub const ATTEMPTS: &str = "x-patron-attempts";
-    /// The queue the message was consumed from.
-    pub const QUEUE: &str = "x-patron-original-queue";
-    /// The exchange it was published to.
-    pub const EXCHANGE: &str = "x-patron-original-exchange";
-    /// The routing key it was published with.
-    pub const ROUTING_KEY: &str = "x-patron-original-routing-key";
-    /// The consumer (handler) that failed.
-    pub const CONSUMER: &str = "x-patron-consumer";
-    /// When it was dead-lettered, in milliseconds since the Unix epoch.
-    pub const FAILED_AT: &str = "x-patron-failed-at";
-}
 
 enum Handler {
     Single(Arc<dyn MessageHandler>),
@@ -658,14 +641,7 @@ impl Outlet {
             _ => (String::new(), String::new()),
         };
         let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
-        let mut reason = reason.to_string();
-        if reason.len() > 4096 {
-            let cut = (0..=4096)
-                .rev()
-                .find(|&i| reason.is_char_boundary(i))
-                .unwrap_or(0);
-            reason.truncate(cut);
-        }
+        let reason = truncate_reason(reason);
         headers.insert(dlq_headers::ERROR.into(), text(&reason));
         headers.insert(
             dlq_headers::ATTEMPTS.into(),
@@ -678,10 +654,7 @@ impl Outlet {
             dlq_headers::CONSUMER.into(),
             text(&self.running.pipeline.consumer),
         );
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as i64)
-            .unwrap_or_default();
+        let now = now_millis();
         headers.insert(dlq_headers::FAILED_AT.into(), AMQPValue::LongLongInt(now));
         let mut props = BasicProperties::default()
             .with_headers(headers)

@@ -69,6 +69,8 @@ impl Headers {
 pub enum Metadata {
     /// A RabbitMQ delivery.
     Amqp(AmqpMetadata),
+    /// An SQS message.
+    Sqs(SqsMetadata),
     /// A message built in code, e.g. with [`Message::new`] in a unit test.
     None,
 }
@@ -106,6 +108,20 @@ impl AmqpMetadata {
             ..Default::default()
         }
     }
+}
+
+/// What SQS says about a message.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct SqsMetadata {
+    /// The queue's name.
+    pub queue: String,
+    /// The message id SQS assigned.
+    pub message_id: String,
+    /// How many times SQS handed the message out (`ApproximateReceiveCount`).
+    pub receive_count: u32,
+    /// When it was sent, in milliseconds since the Unix epoch (`SentTimestamp`).
+    pub sent_timestamp: Option<u64>,
 }
 
 /// A message as received, before decoding: the body, headers, content type,

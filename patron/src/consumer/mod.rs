@@ -41,18 +41,20 @@
 //! [`handler_fn`].
 
 // Without a broker feature, the parts only brokers use are unused.
-#[cfg_attr(not(feature = "amqp"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "amqp", feature = "sqs")), allow(dead_code))]
 mod batch;
 mod handler;
 mod message;
-#[cfg_attr(not(feature = "amqp"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "amqp", feature = "sqs")), allow(dead_code))]
 pub(crate) mod metrics;
 mod policy;
-#[cfg_attr(not(feature = "amqp"), allow(dead_code))]
+#[cfg_attr(not(any(feature = "amqp", feature = "sqs")), allow(dead_code))]
 pub(crate) mod process;
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
+#[cfg(feature = "sqs")]
+pub mod sqs;
 
 pub use batch::{Batch, BatchCx, FromBatch};
 pub use handler::{
@@ -61,5 +63,26 @@ pub use handler::{
 };
 #[cfg(feature = "protobuf")]
 pub use message::Protobuf;
-pub use message::{AmqpMetadata, Decode, DecodeError, Delivery, Headers, Message, Metadata};
+pub use message::{
+    AmqpMetadata, Decode, DecodeError, Delivery, Headers, Message, Metadata, SqsMetadata,
+};
 pub use policy::{MAX_BACKOFF, OnFailure, Policy};
+
+/// Header (AMQP) or attribute (SQS) names patron writes on a dead-lettered
+/// message.
+pub mod dlq_headers {
+    /// The last error, as text.
+    pub const ERROR: &str = "x-patron-error";
+    /// How many times the handler was called.
+    pub const ATTEMPTS: &str = "x-patron-attempts";
+    /// The queue the message was consumed from.
+    pub const QUEUE: &str = "x-patron-original-queue";
+    /// The exchange it was published to.
+    pub const EXCHANGE: &str = "x-patron-original-exchange";
+    /// The routing key it was published with.
+    pub const ROUTING_KEY: &str = "x-patron-original-routing-key";
+    /// The consumer (handler) that failed.
+    pub const CONSUMER: &str = "x-patron-consumer";
+    /// When it was dead-lettered, in milliseconds since the Unix epoch.
+    pub const FAILED_AT: &str = "x-patron-failed-at";
+}

@@ -346,6 +346,23 @@ fn request_context(d: &Delivery) -> RequestContext {
     }
 }
 
+/// `reason`, cut to at most 4 KiB on a character boundary, for DLQ headers.
+pub(crate) fn truncate_reason(reason: &str) -> String {
+    let mut cut = reason.len().min(4096);
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    reason[..cut].to_string()
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
 /// The first `Exit` reason among verdicts, as the component's error.
 pub(crate) fn exit_error(consumer: &str, reason: &str) -> Error {
     Error::msg(format!(

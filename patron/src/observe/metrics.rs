@@ -52,6 +52,9 @@ pub struct Metrics {
     /// Metric families shared by every consumer, registered on first use.
     pub(crate) consumers:
         std::sync::Arc<std::sync::Mutex<Option<crate::consumer::metrics::Families>>>,
+    /// The SQS queue-depth gauge family, registered on first use.
+    #[cfg_attr(not(feature = "sqs"), allow(dead_code))]
+    pub(crate) sqs_queue: std::sync::Arc<std::sync::Mutex<Option<prometheus::IntGaugeVec>>>,
 }
 
 impl Default for Metrics {
@@ -66,6 +69,7 @@ impl Metrics {
         Metrics {
             registry: Registry::new(),
             consumers: Default::default(),
+            sqs_queue: Default::default(),
         }
     }
 

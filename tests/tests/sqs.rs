@@ -1,0 +1,312 @@
+//! SQS consumers against the real SQS-compatible server (moto) from
+//! `PATRON_TEST_SQS_ENDPOINT`: delete on success, visibility redelivery on
+//! requeue, DLQ after retries, early return of a long poll, no loss across a
+//! stop, and trace context from message attributes. Each test uses its own
+//! queues.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use patron::consumer::sqs::SqsConsumer;
+use patron::consumer::{Message, Metadata, OnFailure, handler_fn};
+use patron::prelude::*;
+use patron::test::TestServer;
+use patron_tests::{eventually, sqs};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn unique(prefix: &str) -> String {
+    format!("patron-test-{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn start(consumer: SqsConsumer) -> TestServer {
+    let mut service = Service::new("sqs-test")
+        .with_consumers(std::iter::empty())
+        .with_component(consumer);
+    service.config_mut().shutdown_timeout = Duration::from_secs(5);
+    TestServer::start(service).await.expect("service starts")
+}
+
+type Seen = Arc<Mutex<Vec<(String, u32)>>>;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deletes_on_success_and_exposes_metadata() {
+    let Some(endpoint) = sqs::endpoint() else {
+        return;
+    };
+    let client = sqs::client(&endpoint);
+    let queue = unique("ok");
+    let url = sqs::create(&client, &queue).await;
+    for i in 0..3 {
+        sqs::send(
+            &client,
+            &url,
+            &format!("m{i}"),
+            &[("X-Correlation-Id", &format!("c{i}"))],
+        )
+        .await;
+    }
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let consumer = SqsConsumer::new(
+        &queue,
+        handler_fn(move |msg: Message<String>| {
+            let s = s.clone();
+            async move {
+                let Metadata::Sqs(meta) = msg.metadata() else {
+                    panic!("SQS metadata")
+                };
+                assert!(!meta.message_id.is_empty());
+                assert!(meta.sent_timestamp.is_some());
+                assert_eq!(msg.correlation_id(), format!("c{}", &msg.payload()[1..]));
+                let count = meta.receive_count;
+                s.lock().unwrap().push((msg.into_payload(), count));
+            }
+        }),
+    )
+    .client(client.clone())
+    .wait(Duration::from_secs(1));
+    let server = start(consumer).await;
+    assert!(eventually(WAIT, || async { seen.lock().unwrap().len() == 3 }).await);
+    assert!(
+        eventually(WAIT, || async { sqs::depth(&client, &url).await == (0, 0) }).await,
+        "every message deleted"
+    );
+    server.shutdown().await.expect("clean shutdown");
+    let mut got = seen.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(got, [("m0".into(), 1), ("m1".into(), 1), ("m2".into(), 1)]);
+    sqs::delete(&client, &url).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requeue_makes_the_message_visible_again() {
+    let Some(endpoint) = sqs::endpoint() else {
+        return;
+    };
+    let client = sqs::client(&endpoint);
+    let queue = unique("requeue");
+    let url = sqs::create(&client, &queue).await;
+    sqs::send(&client, &url, "again", &[]).await;
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let consumer = SqsConsumer::new(
+        &queue,
+        handler_fn(move |msg: Message<String>| {
+            let s = s.clone();
+            async move {
+                let Metadata::Sqs(meta) = msg.metadata() else {
+                    panic!()
+                };
+                let count = meta.receive_count;
+                s.lock().unwrap().push((msg.into_payload(), count));
+                if count < 2 {
+                    Err(patron::Error::msg("not yet"))
+                } else {
+                    Ok(())
+                }
+            }
+        }),
+    )
+    .client(client.clone())
+    .wait(Duration::from_secs(1))
+    // A long visibility: only the explicit release makes it come back fast.
+    .visibility(Duration::from_secs(120))
+    .retries(0)
+    .on_failure(OnFailure::Requeue);
+    let server = start(consumer).await;
+    assert!(eventually(WAIT, || async { seen.lock().unwrap().len() == 2 }).await);
+    server.shutdown().await.expect("clean shutdown");
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [("again".to_string(), 1), ("again".to_string(), 2)]
+    );
+    assert!(eventually(WAIT, || async { sqs::depth(&client, &url).await == (0, 0) }).await);
+    sqs::delete(&client, &url).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_after_the_retries() {
+    let Some(endpoint) = sqs::endpoint() else {
+        return;
+    };
+    let client = sqs::client(&endpoint);
+    let queue = unique("dlq");
+    let dlq = format!("{queue}-dead");
+    let url = sqs::create(&client, &queue).await;
+    let dlq_url = sqs::create(&client, &dlq).await;
+    sqs::send(&client, &url, r#"{"id":1}"#, &[("tenant", "acme")]).await;
+    let calls = Arc::new(Mutex::new(0));
+    let c = calls.clone();
+    let consumer = SqsConsumer::new(
+        &queue,
+        handler_fn(move |_msg: Message<String>| {
+            let c = c.clone();
+            async move {
+                *c.lock().unwrap() += 1;
+                Err::<(), _>(patron::Error::msg("invoice service down"))
+            }
+        }),
+    )
+    .client(client.clone())
+    .wait(Duration::from_secs(1))
+    .retries(2)
+    .backoff(Duration::from_millis(10))
+    .dlq(&dlq);
+    let server = start(consumer).await;
+    let dead: Arc<Mutex<Option<(String, std::collections::BTreeMap<String, String>)>>> =
+        Arc::default();
+    assert!(
+        eventually(WAIT, || async {
+            if dead.lock().unwrap().is_none() {
+                let got = sqs::take(&client, &dlq_url).await;
+                *dead.lock().unwrap() = got;
+            }
+            dead.lock().unwrap().is_some()
+        })
+        .await
+    );
+    assert!(eventually(WAIT, || async { sqs::depth(&client, &url).await == (0, 0) }).await);
+    server.shutdown().await.expect("clean shutdown");
+    assert_eq!(*calls.lock().unwrap(), 3, "retries + 1 attempts");
+    let (body, attrs) = dead.lock().unwrap().clone().unwrap();
+    assert_eq!(body, r#"{"id":1}"#);
+    assert_eq!(attrs["x-patron-attempts"], "3");
+    assert!(
+        attrs["x-patron-error"].contains("invoice service down"),
+        "{attrs:?}"
+    );
+    assert_eq!(attrs["x-patron-original-queue"], queue);
+    assert_eq!(attrs["tenant"], "acme", "original attributes kept");
+    sqs::delete(&client, &url).await;
+    sqs::delete(&client, &dlq_url).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_long_poll_returns_as_soon_as_a_message_arrives() {
+    let Some(endpoint) = sqs::endpoint() else {
+        return;
+    };
+    let client = sqs::client(&endpoint);
+    let queue = unique("longpoll");
+    let url = sqs::create(&client, &queue).await;
+    let seen: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let s = seen.clone();
+    let consumer = SqsConsumer::new(
+        &queue,
+        handler_fn(move |_msg: Message<String>| {
+            let s = s.clone();
+            async move {
+                *s.lock().unwrap() = Some(Instant::now());
+            }
+        }),
+    )
+    .client(client.clone());
+    // The default 20 s wait: the consumer is parked in a long poll.
+    let server = start(consumer).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let sent = Instant::now();
+    sqs::send(&client, &url, "wake up", &[]).await;
+    assert!(eventually(WAIT, || async { seen.lock().unwrap().is_some() }).await);
+    let latency = seen.lock().unwrap().unwrap() - sent;
+    assert!(
+        latency < Duration::from_secs(5),
+        "handled {latency:?} after sending, well before the 20 s poll ended"
+    );
+    server.shutdown().await.expect("clean shutdown");
+    sqs::delete(&client, &url).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_message_is_lost_across_a_stop() {
+    let Some(endpoint) = sqs::endpoint() else {
+        return;
+    };
+    let client = sqs::client(&endpoint);
+    let queue = unique("stop");
+    let url = sqs::create(&client, &queue).await;
+    for i in 0..200 {
+        sqs::send(&client, &url, &i.to_string(), &[]).await;
+    }
+    let seen: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let consumer = |seen: Arc<Mutex<Vec<u32>>>| {
+        SqsConsumer::new(
+            &queue,
+            handler_fn(move |msg: Message<String>| {
+                let seen = seen.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    seen.lock().unwrap().push(msg.payload().parse().unwrap());
+                }
+            }),
+        )
+        .client(client.clone())
+        .wait(Duration::from_secs(1))
+        // Messages a cancelled receive handed out come back quickly.
+        .visibility(Duration::from_secs(2))
+        .concurrency(4)
+    };
+    let first = start(consumer(seen.clone())).await;
+    assert!(eventually(WAIT, || async { seen.lock().unwrap().len() >= 60 }).await);
+    first.shutdown().await.expect("clean shutdown");
+    let before = seen.lock().unwrap().len();
+    assert!(before < 200, "stopped midway ({before})");
+    let second = start(consumer(seen.clone())).await;
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            let mut ids = seen.lock().unwrap().clone();
+            ids.sort();
+            ids.dedup();
+            ids.len() == 200
+        })
+        .await,
+        "every message processed at least once"
+    );
+    assert!(eventually(WAIT, || async { sqs::depth(&client, &url).await == (0, 0) }).await);
+    second.shutdown().await.expect("clean shutdown");
+    sqs::delete(&client, &url).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attributes_carry_the_trace_context_and_correlation_id() {
+    let Some(endpoint) = sqs::endpoint() else {
+        return;
+    };
+    let client = sqs::client(&endpoint);
+    let queue = unique("trace");
+    let url = sqs::create(&client, &queue).await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    sqs::send(
+        &client,
+        &url,
+        "traced",
+        &[
+            ("traceparent", traceparent),
+            ("X-Correlation-Id", "corr-sqs"),
+        ],
+    )
+    .await;
+    let outgoing: Arc<Mutex<Option<http::HeaderMap>>> = Arc::default();
+    let o = outgoing.clone();
+    let consumer = SqsConsumer::new(
+        &queue,
+        handler_fn(move |_msg: Message<String>| {
+            let o = o.clone();
+            async move {
+                // What a client call made by this handler would send on.
+                let mut headers = http::HeaderMap::new();
+                patron::observe::trace::inject(&mut headers);
+                *o.lock().unwrap() = Some(headers);
+            }
+        }),
+    )
+    .client(client.clone())
+    .wait(Duration::from_secs(1));
+    let server = start(consumer).await;
+    assert!(eventually(WAIT, || async { outgoing.lock().unwrap().is_some() }).await);
+    server.shutdown().await.expect("clean shutdown");
+    let headers = outgoing.lock().unwrap().clone().unwrap();
+    assert_eq!(headers["traceparent"], traceparent);
+    assert_eq!(headers["x-correlation-id"], "corr-sqs");
+    sqs::delete(&client, &url).await;
+}
