@@ -29,6 +29,9 @@ async fn start(consumer: SqsConsumer) -> TestServer {
 
 type Seen = Arc<Mutex<Vec<(String, u32)>>>;
 
+/// A dead-lettered message: body and string attributes.
+type DeadLetter = (String, std::collections::BTreeMap<String, String>);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn deletes_on_success_and_exposes_metadata() {
     let Some(endpoint) = sqs::endpoint() else {
@@ -154,8 +157,7 @@ async fn dead_letters_after_the_retries() {
     .backoff(Duration::from_millis(10))
     .dlq(&dlq);
     let server = start(consumer).await;
-    let dead: Arc<Mutex<Option<(String, std::collections::BTreeMap<String, String>)>>> =
-        Arc::default();
+    let dead: Arc<Mutex<Option<DeadLetter>>> = Arc::default();
     assert!(
         eventually(WAIT, || async {
             if dead.lock().unwrap().is_none() {
