@@ -10,7 +10,12 @@
 //! same window. Prints messages/s and CPU µs/message per run, then the
 //! medians and the ratios patron / raw.
 //!
-//! Usage: `bench_consumers [rounds (3)] [messages (20000)] [prefetch (50)]`,
+//! With `PATRON_SQS_ENDPOINT` set, the same for SQS: a raw loop that
+//! receives up to 10 messages (1 s long poll), decodes them and deletes them
+//! with one `DeleteMessageBatch`, against a patron SQS consumer
+//! (concurrency 1, `max_messages` 10).
+//!
+//! Usage: `bench_consumers [rounds (3)] [AMQP messages (20000)] [prefetch (50)] [SQS messages (2000)]`,
 //! broker from `PATRON_AMQP_URL`.
 
 use std::sync::Arc;
@@ -172,6 +177,169 @@ async fn patron(url: &str, queue: &str, n: u64, prefetch: u16) -> Run {
     }
 }
 
+mod sqs_bench {
+    use super::*;
+    use aws_sdk_sqs::Client;
+    use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
+    use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, SendMessageBatchRequestEntry};
+    use patron::consumer::sqs::SqsConsumer;
+
+    pub fn client(endpoint: &str) -> Client {
+        let conf = aws_sdk_sqs::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(endpoint)
+            .credentials_provider(Credentials::new("bench", "bench", None, None, "bench"))
+            .build();
+        Client::from_conf(conf)
+    }
+
+    /// Recreates `queue` with `n` messages; returns its URL.
+    pub async fn fill(client: &Client, queue: &str, n: u64) -> String {
+        if let Ok(out) = client.get_queue_url().queue_name(queue).send().await
+            && let Some(url) = out.queue_url
+        {
+            let _ = client.delete_queue().queue_url(url).send().await;
+        }
+        let url = client
+            .create_queue()
+            .queue_name(queue)
+            .send()
+            .await
+            .expect("create queue")
+            .queue_url
+            .expect("queue URL");
+        let mut id = 0;
+        while id < n {
+            let entries: Vec<_> = (id..(id + 10).min(n))
+                .map(|i| {
+                    SendMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .message_body(format!(r#"{{"id":{i}}}"#))
+                        .build()
+                        .expect("entry")
+                })
+                .collect();
+            id += entries.len() as u64;
+            client
+                .send_message_batch()
+                .queue_url(&url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .expect("send batch");
+        }
+        url
+    }
+
+    pub async fn raw(client: &Client, url: &str, n: u64) -> Run {
+        let mut start = None;
+        let mut cpu0 = 0.0;
+        let mut done = 0;
+        while done < n {
+            let out = client
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(10)
+                .wait_time_seconds(1)
+                .send()
+                .await
+                .expect("receive");
+            let messages = out.messages.unwrap_or_default();
+            if messages.is_empty() {
+                continue;
+            }
+            if start.is_none() {
+                start = Some(Instant::now());
+                cpu0 = cpu_micros();
+            }
+            let mut entries = Vec::with_capacity(messages.len());
+            for (i, m) in messages.iter().enumerate() {
+                let item: Item = serde_json::from_str(m.body().unwrap_or_default()).expect("json");
+                std::hint::black_box(item.id);
+                entries.push(
+                    DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(m.receipt_handle().unwrap_or_default())
+                        .build()
+                        .expect("entry"),
+                );
+            }
+            done += entries.len() as u64;
+            client
+                .delete_message_batch()
+                .queue_url(url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .expect("delete batch");
+        }
+        let elapsed = start.map(|s| s.elapsed()).unwrap_or_default();
+        Run {
+            per_sec: n as f64 / elapsed.as_secs_f64(),
+            cpu_per_msg: (cpu_micros() - cpu0) / n as f64,
+        }
+    }
+
+    pub async fn patron(client: &Client, queue: &str, url: &str, n: u64) -> Run {
+        let handled = Arc::new(AtomicU64::new(0));
+        let first = Arc::new(std::sync::Mutex::new(None::<(Instant, f64)>));
+        let (h, f) = (handled.clone(), first.clone());
+        let consumer = SqsConsumer::new(
+            queue,
+            handler_fn(move |msg: Message<Json<Item>>| {
+                if h.fetch_add(1, Ordering::Relaxed) == 0 {
+                    *f.lock().unwrap() = Some((Instant::now(), cpu_micros()));
+                }
+                std::hint::black_box(msg.id);
+                async { Ok::<(), patron::Error>(()) }
+            }),
+        )
+        .client(client.clone())
+        .wait(Duration::from_secs(1));
+        let server = TestServer::start(
+            Service::new("bench")
+                .with_consumers(std::iter::empty())
+                .with_component(consumer),
+        )
+        .await
+        .expect("start");
+        // Deletes are batched: wait until the queue reports none left.
+        loop {
+            let left = client
+                .get_queue_attributes()
+                .queue_url(url)
+                .attribute_names(
+                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages,
+                )
+                .attribute_names(
+                    aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
+                )
+                .send()
+                .await
+                .ok()
+                .and_then(|o| o.attributes().cloned())
+                .map(|a| {
+                    a.values()
+                        .filter_map(|v| v.parse::<u64>().ok())
+                        .sum::<u64>()
+                })
+                .unwrap_or(1);
+            if handled.load(Ordering::Relaxed) >= n && left == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let end = (Instant::now(), cpu_micros());
+        let (t0, cpu0) = first.lock().unwrap().expect("a message was handled");
+        server.shutdown().await.expect("shutdown");
+        Run {
+            per_sec: n as f64 / (end.0 - t0).as_secs_f64(),
+            cpu_per_msg: (end.1 - cpu0) / n as f64,
+        }
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -225,6 +393,37 @@ async fn main() {
         median(pat_rate),
         median(pat_cpu),
     );
+    let sqs_n: u64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(2_000);
+    let sqs_medians = match std::env::var("PATRON_SQS_ENDPOINT") {
+        Ok(endpoint) if !endpoint.is_empty() => {
+            let client = sqs_bench::client(&endpoint);
+            println!("SQS: {rounds} rounds × {sqs_n} messages at {endpoint}");
+            let (mut rr, mut rc, mut pr, mut pc) = (vec![], vec![], vec![], vec![]);
+            for round in 1..=rounds {
+                let url = sqs_bench::fill(&client, "patron-bench-sqs-raw", sqs_n).await;
+                let r = sqs_bench::raw(&client, &url, sqs_n).await;
+                println!(
+                    "round {round} raw SQS   : {:>9.0} msg/s  {:>6.2} CPU µs/msg",
+                    r.per_sec, r.cpu_per_msg
+                );
+                rr.push(r.per_sec);
+                rc.push(r.cpu_per_msg);
+                let url = sqs_bench::fill(&client, "patron-bench-sqs-patron", sqs_n).await;
+                let p = sqs_bench::patron(&client, "patron-bench-sqs-patron", &url, sqs_n).await;
+                println!(
+                    "round {round} patron SQS: {:>9.0} msg/s  {:>6.2} CPU µs/msg",
+                    p.per_sec, p.cpu_per_msg
+                );
+                pr.push(p.per_sec);
+                pc.push(p.cpu_per_msg);
+            }
+            Some((median(rr), median(rc), median(pr), median(pc)))
+        }
+        _ => {
+            println!("SQS: skipped (PATRON_SQS_ENDPOINT is unset)");
+            None
+        }
+    };
     println!("median raw lapin : {rr:>9.0} msg/s  {rc:>6.2} CPU µs/msg");
     println!("median patron    : {pr:>9.0} msg/s  {pc:>6.2} CPU µs/msg");
     println!(
@@ -232,4 +431,13 @@ async fn main() {
         pr / rr,
         pc / rc
     );
+    if let Some((rr, rc, pr, pc)) = sqs_medians {
+        println!("median raw SQS   : {rr:>9.0} msg/s  {rc:>6.2} CPU µs/msg");
+        println!("median patron SQS: {pr:>9.0} msg/s  {pc:>6.2} CPU µs/msg");
+        println!(
+            "SQS patron / raw : {:.2}× msg/s, {:.2}× CPU per message",
+            pr / rr,
+            pc / rc
+        );
+    }
 }

@@ -264,3 +264,59 @@ fn fail(name: &str, what: &str, err: &Error) -> ExitCode {
     eprintln!("error: {name}: {err}");
     ExitCode::FAILURE
 }
+
+/// What `#[patron::consumer(sqs = …)]` says, as written.
+#[cfg(feature = "sqs")]
+pub struct SqsSpec {
+    /// The handler's name.
+    pub name: &'static str,
+    /// `sqs = "…"`.
+    pub queue: &'static str,
+    /// `wait`.
+    pub wait: Option<Duration>,
+    /// `max_messages`.
+    pub max_messages: Option<i32>,
+    /// `visibility`.
+    pub visibility: Option<Duration>,
+    /// `concurrency`.
+    pub concurrency: Option<usize>,
+    /// `retries`.
+    pub retries: Option<u32>,
+    /// `backoff`.
+    pub backoff: Option<Duration>,
+    /// `on_failure`.
+    pub on_failure: Option<OnFailure>,
+    /// `dlq`.
+    pub dlq: Option<&'static str>,
+}
+
+/// The component of an SQS consumer.
+#[cfg(feature = "sqs")]
+pub fn sqs_consumer(spec: SqsSpec, handler: impl MessageHandler) -> BoxedComponent {
+    let mut c = crate::consumer::sqs::SqsConsumer::new(spec.queue, handler).name(spec.name);
+    if let Some(d) = spec.wait {
+        c = c.wait(d);
+    }
+    if let Some(n) = spec.max_messages {
+        c = c.max_messages(n);
+    }
+    if let Some(d) = spec.visibility {
+        c = c.visibility(d);
+    }
+    if let Some(n) = spec.concurrency {
+        c = c.concurrency(n);
+    }
+    if let Some(n) = spec.retries {
+        c = c.retries(n);
+    }
+    if let Some(d) = spec.backoff {
+        c = c.backoff(d);
+    }
+    if let Some(s) = spec.on_failure {
+        c = c.on_failure(s);
+    }
+    if let Some(dlq) = spec.dlq {
+        c = c.dlq(dlq);
+    }
+    BoxedComponent::new(c)
+}

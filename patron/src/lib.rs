@@ -182,6 +182,27 @@ pub use patron_macros::consumer;
 /// A failure at any step prints the error and exits with code 1.
 pub use patron_macros::main;
 
+/// Passes a consumer registration through when the `sqs` feature is on.
+#[cfg(feature = "sqs")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __patron_require_sqs {
+    ($($item:tt)*) => { $($item)* };
+}
+
+/// Stops a consumer registration with an error naming the feature to enable.
+#[cfg(not(feature = "sqs"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __patron_require_sqs {
+    ($($item:tt)*) => {
+        ::core::compile_error!(
+            "`#[patron::consumer(sqs = …)]` needs patron's `sqs` cargo feature: \
+             in Cargo.toml, write `patron = { version = \"…\", features = [\"sqs\"] }`"
+        );
+    };
+}
+
 /// Passes a consumer registration through when the `amqp` feature is on.
 #[cfg(feature = "amqp")]
 #[doc(hidden)]
@@ -220,7 +241,7 @@ pub mod prelude {
 pub use http as __http;
 
 /// The README's snippets, tested. They include consumers, so they need the
-/// `amqp` feature (on in workspace test runs).
-#[cfg(all(doctest, feature = "amqp"))]
+/// `amqp` and `sqs` features (on in workspace test runs).
+#[cfg(all(doctest, feature = "amqp", feature = "sqs"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

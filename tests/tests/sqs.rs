@@ -11,7 +11,7 @@ use patron::consumer::sqs::SqsConsumer;
 use patron::consumer::{Message, Metadata, OnFailure, handler_fn};
 use patron::prelude::*;
 use patron::test::TestServer;
-use patron_tests::{eventually, sqs};
+use patron_tests::{eventually, prom, sqs};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -74,6 +74,25 @@ async fn deletes_on_success_and_exposes_metadata() {
     assert!(
         eventually(WAIT, || async { sqs::depth(&client, &url).await == (0, 0) }).await,
         "every message deleted"
+    );
+    let http = reqwest::Client::new();
+    let samples = prom::scrape(&http, &server.url("/metrics")).await;
+    assert_eq!(
+        prom::value(
+            &samples,
+            "consumer_messages_total",
+            &[("consumer", queue.as_str()), ("outcome", "ack")]
+        ),
+        Some(3.0)
+    );
+    assert!(
+        prom::value(
+            &samples,
+            "sqs_queue_messages",
+            &[("queue", queue.as_str()), ("state", "visible")]
+        )
+        .is_some(),
+        "queue-depth gauges are published"
     );
     server.shutdown().await.expect("clean shutdown");
     let mut got = seen.lock().unwrap().clone();
@@ -310,5 +329,64 @@ async fn attributes_carry_the_trace_context_and_correlation_id() {
     let headers = outgoing.lock().unwrap().clone().unwrap();
     assert_eq!(headers["traceparent"], traceparent);
     assert_eq!(headers["x-correlation-id"], "corr-sqs");
+    sqs::delete(&client, &url).await;
+}
+
+// A consumer declared with the attribute, run in-process with the client the
+// service provides.
+
+struct Sink(Mutex<Vec<String>>);
+
+#[patron::consumer(
+    sqs = "patron-test-macro-sqs",
+    wait = "1s",
+    max_messages = 5,
+    visibility = "10s",
+    concurrency = 2,
+    retries = 0
+)]
+async fn sqs_macro_consumer(msg: Message<String>, sink: Dep<Sink>) -> Result<(), patron::Error> {
+    sink.0.lock().unwrap().push(msg.into_payload());
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attribute_consumers_use_the_provided_client() {
+    let Some(endpoint) = sqs::endpoint() else {
+        return;
+    };
+    let client = sqs::client(&endpoint);
+    let url = sqs::create(&client, "patron-test-macro-sqs").await;
+    let _ = client.purge_queue().queue_url(&url).send().await;
+    for i in 0..4 {
+        sqs::send(&client, &url, &format!("m{i}"), &[]).await;
+    }
+    let defs: Vec<_> = patron::registered_consumers()
+        .into_iter()
+        .filter(|c| c.handler == "sqs_macro_consumer")
+        .collect();
+    assert_eq!(defs.len(), 1);
+    assert_eq!(defs[0].broker, "sqs");
+    let sink = Arc::new(Sink(Mutex::default()));
+    let service = Service::new("sqs-test")
+        .with_consumers(defs)
+        .provide(client.clone())
+        .provide_arc(sink.clone());
+    let server = TestServer::start(service).await.unwrap();
+    assert!(eventually(WAIT, || async { sink.0.lock().unwrap().len() == 4 }).await);
+    assert!(eventually(WAIT, || async { sqs::depth(&client, &url).await == (0, 0) }).await);
+    let info: serde_json::Value = reqwest::get(server.url("/info"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = info["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["name"] == "sqs_macro_consumer" && c["kind"] == "sqs-consumer");
+    assert!(listed, "{info}");
+    server.shutdown().await.expect("clean shutdown");
     sqs::delete(&client, &url).await;
 }

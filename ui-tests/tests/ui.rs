@@ -3,8 +3,8 @@
 //! on the user's token and says how to fix it. Regenerate with
 //! `TRYBUILD=overwrite` and review the diff.
 //!
-//! Consumer cases that need the broker code run with `--features amqp`;
-//! without it, the case for the "enable the `amqp` feature" error runs.
+//! Consumer cases that need the broker code run with `--features amqp,sqs`;
+//! without them, the cases for the "enable the feature" errors run.
 //! `scripts/test` runs both.
 
 #[test]
@@ -17,5 +17,10 @@ fn ui() {
         t.compile_fail("tests/fail_amqp/*.rs");
     } else {
         t.compile_fail("tests/fail_no_amqp/*.rs");
+    }
+    if cfg!(feature = "sqs") {
+        t.pass("tests/pass_sqs/*.rs");
+    } else {
+        t.compile_fail("tests/fail_no_sqs/*.rs");
     }
 }

@@ -151,7 +151,62 @@ pub fn generate(attr: &ConsumerAttr, handler: &Handler, func: &ItemFn) -> TokenS
     });
     let line = quote_spanned! {name.span()=> ::core::line!() };
     let file = quote_spanned! {name.span()=> ::core::file!() };
-    let gate = quote_spanned! {attr.broker.span()=> ::patron::__patron_require_amqp! };
+    let sqs = attr.broker == "sqs";
+    let broker_str = if sqs { "sqs" } else { "amqp" };
+    let gate = if sqs {
+        quote_spanned! {attr.broker.span()=> ::patron::__patron_require_sqs! }
+    } else {
+        quote_spanned! {attr.broker.span()=> ::patron::__patron_require_amqp! }
+    };
+    let build_call = if sqs {
+        let wait = opt(attr
+            .wait_secs
+            .map(|n| quote!(::core::time::Duration::from_secs(#n))));
+        let visibility = opt(attr
+            .visibility_secs
+            .map(|n| quote!(::core::time::Duration::from_secs(#n))));
+        let max_messages = opt(attr.max_messages.map(|n| {
+            let n = i32::from(n);
+            quote!(#n)
+        }));
+        quote! {
+            #p::sqs_consumer(
+                #p::SqsSpec {
+                    name: #handler_name,
+                    queue: #queue,
+                    wait: #wait,
+                    max_messages: #max_messages,
+                    visibility: #visibility,
+                    concurrency: #concurrency,
+                    retries: #retries,
+                    backoff: #backoff,
+                    on_failure: #on_failure,
+                    dlq: #dlq,
+                },
+                __PatronConsumer,
+            )
+        }
+    } else {
+        quote! {
+            #builder(
+                #p::AmqpSpec {
+                    name: #handler_name,
+                    queue: #queue,
+                    exchange: #exchange,
+                    routing_key: #routing_key,
+                    declare: #declare,
+                    prefetch: #prefetch,
+                    concurrency: #concurrency,
+                    retries: #retries,
+                    backoff: #backoff,
+                    on_failure: #on_failure,
+                    dlq: #dlq,
+                    batch: #batch_spec,
+                },
+                __PatronConsumer,
+            )
+        }
+    };
 
     quote! {
         #func
@@ -167,28 +222,12 @@ pub fn generate(attr: &ConsumerAttr, handler: &Handler, func: &ItemFn) -> TokenS
                 #handler_impl
 
                 fn __patron_build() -> #p::BoxedComponent {
-                    #builder(
-                        #p::AmqpSpec {
-                            name: #handler_name,
-                            queue: #queue,
-                            exchange: #exchange,
-                            routing_key: #routing_key,
-                            declare: #declare,
-                            prefetch: #prefetch,
-                            concurrency: #concurrency,
-                            retries: #retries,
-                            backoff: #backoff,
-                            on_failure: #on_failure,
-                            dlq: #dlq,
-                            batch: #batch_spec,
-                        },
-                        __PatronConsumer,
-                    )
+                    #build_call
                 }
 
                 #p::inventory::submit! {
                     #p::ConsumerDef {
-                        broker: "amqp",
+                        broker: #broker_str,
                         destination: #queue,
                         handler: #handler_name,
                         module: ::core::module_path!(),

@@ -23,12 +23,32 @@ const KEYS: &[&str] = &[
     "dlq",
     "batch",
     "batch_timeout",
+    "wait",
+    "max_messages",
+    "visibility",
 ];
+/// Keys only AMQP consumers take.
+const AMQP_ONLY: &[&str] = &[
+    "exchange",
+    "routing_key",
+    "declare",
+    "prefetch",
+    "batch",
+    "batch_timeout",
+];
+/// Keys only SQS consumers take.
+const SQS_ONLY: &[&str] = &["wait", "max_messages", "visibility"];
 const STRATEGIES: &[&str] = &["dlq", "requeue", "drop", "exit"];
 
 pub struct ConsumerAttr {
-    /// The `amqp` key, for spans.
+    /// The `amqp` / `sqs` key, for spans.
     pub broker: Ident,
+    /// `wait` in whole seconds (SQS).
+    pub wait_secs: Option<u64>,
+    /// `max_messages` (SQS).
+    pub max_messages: Option<u8>,
+    /// `visibility` in whole seconds (SQS).
+    pub visibility_secs: Option<u64>,
     pub queue: LitStr,
     pub exchange: Option<LitStr>,
     pub routing_key: Option<LitStr>,
@@ -72,31 +92,35 @@ impl Parse for ConsumerAttr {
             };
             return Err(syn::Error::new(broker.span(), hint));
         }
-        if name != "amqp" {
+        if name == "kafka" {
             return Err(syn::Error::new(
                 broker.span(),
-                format!(
-                    "`{name}` consumers are not available in this version of patron; use `amqp = \"queue\"` (RabbitMQ)"
-                ),
+                "`kafka` consumers are not available in this version of patron; use `amqp = \"queue\"` (RabbitMQ) or `sqs = \"queue\"`",
             ));
         }
+        let sqs = name == "sqs";
         input.parse::<Token![=]>().map_err(|e| {
             syn::Error::new(
                 e.span(),
-                "expected `=` and the queue name: `amqp = \"orders\"`",
+                format!("expected `=` and the queue name: `{name} = \"orders\"`"),
             )
         })?;
-        let queue = parse_str(input, "amqp", "\"orders\"")?;
+        let queue = parse_str(input, &name, "\"orders\"")?;
         if queue.value().trim().is_empty() {
             return Err(syn::Error::new(queue.span(), "the queue name is empty"));
         }
-        if queue.value().len() > 255 {
+        if sqs {
+            check_sqs_name(&queue)?;
+        } else if queue.value().len() > 255 {
             return Err(syn::Error::new(
                 queue.span(),
                 "AMQP queue names are at most 255 bytes",
             ));
         }
         let mut attr = ConsumerAttr {
+            wait_secs: None,
+            max_messages: None,
+            visibility_secs: None,
             broker,
             queue,
             exchange: None,
@@ -148,6 +172,25 @@ impl Parse for ConsumerAttr {
                         "unknown consumer argument `{name}`; {hint}known arguments: {}",
                         KEYS.join(", ")
                     ),
+                ));
+            }
+            if sqs && AMQP_ONLY.contains(&name.as_str()) {
+                let instead = match name.as_str() {
+                    "prefetch" => " (SQS receives up to `max_messages` at a time)",
+                    "batch" | "batch_timeout" => {
+                        " (SQS consumers take one message at a time in this version)"
+                    }
+                    _ => "",
+                };
+                return Err(syn::Error::new(
+                    key.span(),
+                    format!("`{name}` applies to amqp consumers, not sqs{instead}; remove it"),
+                ));
+            }
+            if !sqs && SQS_ONLY.contains(&name.as_str()) {
+                return Err(syn::Error::new(
+                    key.span(),
+                    format!("`{name}` applies to sqs consumers, not amqp; remove it"),
                 ));
             }
             if seen.contains(&name) {
@@ -249,6 +292,14 @@ impl Parse for ConsumerAttr {
                     }
                     attr.on_failure = Some(value);
                 }
+                "max_messages" => {
+                    attr.max_messages = Some(parse_int(input, "max_messages", 1, 10)?.0 as u8)
+                }
+                "wait" => attr.wait_secs = Some(parse_seconds(input, "wait", "\"20s\"", 20)?),
+                "visibility" => {
+                    attr.visibility_secs =
+                        Some(parse_seconds(input, "visibility", "\"30s\"", 43_200)?)
+                }
                 _ => unreachable!("keys are checked against KEYS above"),
             }
         }
@@ -286,6 +337,46 @@ impl Parse for ConsumerAttr {
         }
         Ok(attr)
     }
+}
+
+/// A duration literal in whole seconds, at most `max`.
+fn parse_seconds(input: ParseStream, key: &str, example: &str, max: u64) -> syn::Result<u64> {
+    let lit = parse_str(input, key, example)?;
+    let nanos =
+        units::parse_duration(&lit.value()).map_err(|msg| syn::Error::new(lit.span(), msg))?;
+    if nanos % 1_000_000_000 != 0 {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("SQS takes `{key}` in whole seconds, e.g. `{key} = {example}`"),
+        ));
+    }
+    let secs = nanos / 1_000_000_000;
+    if secs > max {
+        return Err(syn::Error::new(
+            lit.span(),
+            format!("SQS allows `{key}` from 0 to {max} seconds"),
+        ));
+    }
+    Ok(secs)
+}
+
+/// SQS queue names: 1–80 letters, digits, `-` and `_`, with an optional
+/// `.fifo` suffix.
+fn check_sqs_name(lit: &LitStr) -> syn::Result<()> {
+    let name = lit.value();
+    let base = name.strip_suffix(".fifo").unwrap_or(&name);
+    if name.len() > 80
+        || base.is_empty()
+        || !base
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(syn::Error::new(
+            lit.span(),
+            "SQS queue names are 1 to 80 letters, digits, `-` and `_` (plus `.fifo` for FIFO queues); use the name, not the URL",
+        ));
+    }
+    Ok(())
 }
 
 fn parse_str(input: ParseStream, key: &str, example: &str) -> syn::Result<LitStr> {

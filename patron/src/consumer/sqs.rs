@@ -5,8 +5,9 @@
 //! - The queue URL (and the DLQ's) is resolved when the component starts,
 //!   not when it is built; until it resolves, `/ready` is 503.
 //! - Long polling (`wait`, 20 s by default) for up to `max_messages` (1–10)
-//!   at a time, never more than the free handler slots (`concurrency`), with
-//!   the `visibility` timeout set on each receive.
+//!   at a time, whenever a handler slot (`concurrency`) is free, with the
+//!   `visibility` timeout set on each receive; received messages wait for a
+//!   slot in order. Messages not started at shutdown are made visible again.
 //! - `Ok` (and `drop`) delete the message through a batching deleter
 //!   (`DeleteMessageBatch`, up to 10 entries or 50 ms); failed entries are
 //!   logged and the message reappears after its visibility timeout.
@@ -102,8 +103,9 @@ impl SqsConsumer {
         self
     }
 
-    /// The SQS client to use, instead of one built from the AWS environment
-    /// and `PATRON_SQS_ENDPOINT`.
+    /// The SQS client to use. Without one, the consumer uses the
+    /// `aws_sdk_sqs::Client` the service `provide`s, else one built from the
+    /// AWS environment (credentials, `AWS_REGION`) and `PATRON_SQS_ENDPOINT`.
     pub fn client(mut self, client: Client) -> Self {
         self.client = Some(client);
         self
@@ -231,9 +233,10 @@ impl Component for SqsConsumer {
 
     async fn run(self, ctx: ComponentContext) -> Result<(), Error> {
         let policy = self.checked_policy()?;
-        let client = match &self.client {
-            Some(c) => c.clone(),
-            None => default_client(ctx.config().sqs_endpoint.as_deref()).await,
+        let client = match (&self.client, ctx.deps().get::<Client>()) {
+            (Some(c), _) => c.clone(),
+            (None, Some(provided)) => (*provided).clone(),
+            (None, None) => default_client(ctx.config().sqs_endpoint.as_deref()).await,
         };
         let stop = ctx.shutdown().child_token();
         let readiness = ctx.readiness();
@@ -304,23 +307,18 @@ impl Component for SqsConsumer {
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let mut delay = RETRY_MIN;
         loop {
-            // Ask for no more messages than there are free handler slots.
+            // Receive only when a handler slot is free; then take up to
+            // `max_messages`, which wait their turn for a slot in order, as
+            // AMQP's prefetch does.
             let first = tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
                 p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             };
-            let mut slots = vec![first];
-            while slots.len() < self.max_messages as usize {
-                match Arc::clone(&permits).try_acquire_owned() {
-                    Ok(p) => slots.push(p),
-                    Err(_) => break,
-                }
-            }
             let receive = client
                 .receive_message()
                 .queue_url(&queue_url)
-                .max_number_of_messages(slots.len() as i32)
+                .max_number_of_messages(self.max_messages)
                 .wait_time_seconds(self.wait.as_secs() as i32)
                 .visibility_timeout(self.visibility.as_secs() as i32)
                 .message_attribute_names("All")
@@ -354,15 +352,24 @@ impl Component for SqsConsumer {
                     continue;
                 }
             };
-            for message in messages {
-                let Some(permit) = slots.pop() else {
-                    // SQS returned more than asked for: never observed, but
-                    // wait for a slot rather than exceed `concurrency`.
-                    match Arc::clone(&permits).acquire_owned().await {
-                        Ok(p) => slots.push(p),
-                        Err(_) => break,
-                    }
-                    continue;
+            let mut first = Some(first);
+            let mut waiting = messages.into_iter();
+            while let Some(message) = waiting.next() {
+                let permit = match first.take() {
+                    Some(p) => p,
+                    None => tokio::select! {
+                        biased;
+                        _ = stop.cancelled() => {
+                            // Not started: make them visible again at once.
+                            for m in std::iter::once(message).chain(waiting.by_ref()) {
+                                if let Some(r) = &m.receipt_handle {
+                                    shared.release(r).await;
+                                }
+                            }
+                            break;
+                        }
+                        p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                    },
                 };
                 let shared = Arc::clone(&shared);
                 let handler = Arc::clone(&self.handler);
