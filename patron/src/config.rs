@@ -534,5 +534,14 @@ mod tests {
         assert_eq!(redact("amqp://mq:5672"), "amqp://mq:5672");
         assert_eq!(redact("amqp://u@mq/v?x=a@b"), "amqp://u@mq/v?x=a@b");
         assert_eq!(redact("amqps://u:p@ss@mq/v"), "amqps://u:***@mq/v");
+        let c = with(&[("PATRON_SQS_ENDPOINT", "http://127.0.0.1:4566")]).unwrap();
+        assert_eq!(c.sqs_endpoint.as_deref(), Some("http://127.0.0.1:4566"));
+        let err = with(&[("PATRON_SQS_ENDPOINT", "127.0.0.1:4566")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("PATRON_SQS_ENDPOINT") && err.contains("http://"),
+            "{err}"
+        );
     }
 }

@@ -399,7 +399,14 @@ impl Component for SqsConsumer {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         drop(shared);
-        let _ = deleter.await;
+        // Handlers past the shutdown timeout still hold senders: do not wait
+        // for them long (the service aborts them soon after).
+        if tokio::time::timeout(Duration::from_secs(2), deleter)
+            .await
+            .is_err()
+        {
+            tracing::warn!(consumer = %self.name, "pending SQS deletes were not flushed; those messages will be redelivered");
+        }
         tracing::info!(consumer = %self.name, "SQS consumer stopped");
         match fatal {
             Some(reason) => Err(exit_error(&self.name, &reason)),
