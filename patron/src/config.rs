@@ -133,6 +133,9 @@ pub struct Config {
     /// SQS-compatible server (unset: the AWS SDK's own resolution from
     /// `AWS_REGION` and friends).
     pub sqs_endpoint: Option<String>,
+    /// `PATRON_KAFKA_BROKERS`: comma-separated bootstrap brokers of Kafka
+    /// consumers (`127.0.0.1:9092` when unset).
+    pub kafka_brokers: Option<String>,
 }
 
 /// A broker URL that may hold credentials: `Display` and `Debug` show it
@@ -218,6 +221,7 @@ impl Default for Config {
             http_compression: true,
             amqp_url: BrokerUrl::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
             sqs_endpoint: None,
+            kafka_brokers: None,
         }
     }
 }
@@ -336,6 +340,9 @@ impl Config {
                 ));
             }
             c.sqs_endpoint = Some(v.to_string());
+        }
+        if let Some(v) = get("PATRON_KAFKA_BROKERS") {
+            c.kafka_brokers = Some(v.trim().to_string());
         }
         if let Some(v) = get("PATRON_LOG_FORMAT") {
             c.log_format = match v.trim().to_ascii_lowercase().as_str() {

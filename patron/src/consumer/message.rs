@@ -71,6 +71,8 @@ pub enum Metadata {
     Amqp(AmqpMetadata),
     /// An SQS message.
     Sqs(SqsMetadata),
+    /// A Kafka record.
+    Kafka(KafkaMetadata),
     /// A message built in code, e.g. with [`Message::new`] in a unit test.
     None,
 }
@@ -108,6 +110,22 @@ impl AmqpMetadata {
             ..Default::default()
         }
     }
+}
+
+/// Where a Kafka record sits.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct KafkaMetadata {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The record's offset.
+    pub offset: i64,
+    /// The record's key.
+    pub key: Option<Vec<u8>>,
+    /// The record's timestamp, in milliseconds since the Unix epoch.
+    pub timestamp: Option<i64>,
 }
 
 /// What SQS says about a message.

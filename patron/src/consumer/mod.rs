@@ -46,14 +46,22 @@
 mod batch;
 mod handler;
 mod message;
-#[cfg_attr(not(any(feature = "amqp", feature = "sqs")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "amqp", feature = "sqs", feature = "kafka")),
+    allow(dead_code)
+)]
 pub(crate) mod metrics;
 mod policy;
-#[cfg_attr(not(any(feature = "amqp", feature = "sqs")), allow(dead_code))]
+#[cfg_attr(
+    not(any(feature = "amqp", feature = "sqs", feature = "kafka")),
+    allow(dead_code)
+)]
 pub(crate) mod process;
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "sqs")]
 pub mod sqs;
 

@@ -1,0 +1,301 @@
+//! Kafka consumers against the real Kafka-compatible broker (tansu) from
+//! `PATRON_TEST_KAFKA_BROKERS`: commits after success, `exit` leaves the
+//! offset uncommitted, per-partition order under concurrency, and the DLQ.
+//! Unique topics and groups per test; waits are on conditions (a group join
+//! takes seconds).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use patron::consumer::kafka::KafkaConsumer;
+use patron::consumer::{Message, Metadata, OnFailure, handler_fn};
+use patron::prelude::*;
+use patron::test::TestServer;
+use patron_tests::{eventually, service};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers as _, Message as _};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+fn brokers() -> Option<String> {
+    service("PATRON_TEST_KAFKA_BROKERS", "a Kafka-compatible broker")
+}
+
+fn unique(prefix: &str) -> String {
+    format!("patron-test-{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("broker.address.family", "v4")
+        .create()
+        .expect("admin client");
+    let result = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create topics");
+    for r in result {
+        r.expect("topic created");
+    }
+}
+
+fn producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("broker.address.family", "v4")
+        .create()
+        .expect("producer")
+}
+
+async fn produce(p: &FutureProducer, topic: &str, partition: i32, body: &str) {
+    p.send(
+        FutureRecord::<str, str>::to(topic)
+            .partition(partition)
+            .payload(body),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("produce");
+}
+
+type Seen = Arc<Mutex<Vec<(i32, i64, String)>>>;
+
+fn recorder(seen: Seen, fail_on: Option<&'static str>) -> impl patron::consumer::MessageHandler {
+    handler_fn(move |msg: Message<String>| {
+        let seen = seen.clone();
+        async move {
+            let Metadata::Kafka(meta) = msg.metadata() else {
+                panic!("Kafka metadata")
+            };
+            let (partition, offset) = (meta.partition, meta.offset);
+            if Some(msg.payload().as_str()) == fail_on {
+                return Err(patron::Error::msg(format!(
+                    "cannot handle {}",
+                    msg.payload()
+                )));
+            }
+            seen.lock()
+                .unwrap()
+                .push((partition, offset, msg.into_payload()));
+            Ok(())
+        }
+    })
+}
+
+async fn start(consumer: KafkaConsumer) -> TestServer {
+    // A short session, so a group whose previous member died rebalances fast.
+    let consumer = consumer
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000");
+    let mut service = Service::new("kafka-test")
+        .with_consumers(std::iter::empty())
+        .with_component(consumer);
+    service.config_mut().shutdown_timeout = Duration::from_secs(10);
+    TestServer::start(service).await.expect("service starts")
+}
+
+fn payloads(seen: &Seen) -> Vec<String> {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .map(|(_, _, p)| p.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn commits_after_success_and_a_restart_resumes_after_them() {
+    let Some(brokers) = brokers() else { return };
+    let (topic, group) = (unique("commit"), unique("group"));
+    create_topic(&brokers, &topic, 1).await;
+    let p = producer(&brokers);
+    for i in 0..5 {
+        produce(&p, &topic, 0, &format!("m{i}")).await;
+    }
+    let seen: Seen = Arc::default();
+    let first = start(
+        KafkaConsumer::new([topic.as_str()], &group, recorder(seen.clone(), None))
+            .brokers(&brokers),
+    )
+    .await;
+    assert!(eventually(WAIT, || async { seen.lock().unwrap().len() == 5 }).await);
+    first.shutdown().await.expect("clean shutdown");
+    assert_eq!(payloads(&seen), ["m0", "m1", "m2", "m3", "m4"]);
+
+    // The group's committed offset is after m4: a restart sees only new records.
+    produce(&p, &topic, 0, "m5").await;
+    let again: Seen = Arc::default();
+    let second = start(
+        KafkaConsumer::new([topic.as_str()], &group, recorder(again.clone(), None))
+            .brokers(&brokers),
+    )
+    .await;
+    assert!(eventually(WAIT, || async { !again.lock().unwrap().is_empty() }).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    second.shutdown().await.expect("clean shutdown");
+    assert_eq!(payloads(&again), ["m5"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_leaves_the_offset_uncommitted_and_a_restart_redelivers() {
+    let Some(brokers) = brokers() else { return };
+    let (topic, group) = (unique("exit"), unique("group"));
+    create_topic(&brokers, &topic, 1).await;
+    let p = producer(&brokers);
+    for i in 0..4 {
+        produce(&p, &topic, 0, &format!("m{i}")).await;
+    }
+    let seen: Seen = Arc::default();
+    let failing = start(
+        KafkaConsumer::new([topic.as_str()], &group, recorder(seen.clone(), Some("m2")))
+            .brokers(&brokers)
+            .retries(0)
+            .on_failure(OnFailure::Exit),
+    )
+    .await;
+    let result = tokio::time::timeout(WAIT, failing.join())
+        .await
+        .expect("the service stops on its own");
+    let err = result.expect_err("exit fails the service").to_string();
+    assert!(err.contains("cannot handle m2"), "{err}");
+    assert_eq!(payloads(&seen), ["m0", "m1"]);
+
+    let again: Seen = Arc::default();
+    let second = start(
+        KafkaConsumer::new([topic.as_str()], &group, recorder(again.clone(), None))
+            .brokers(&brokers),
+    )
+    .await;
+    assert!(eventually(WAIT, || async { again.lock().unwrap().len() == 2 }).await);
+    second.shutdown().await.expect("clean shutdown");
+    assert_eq!(
+        payloads(&again),
+        ["m2", "m3"],
+        "m2 was not committed, m0 and m1 were"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn keeps_order_within_each_partition_under_concurrency() {
+    let Some(brokers) = brokers() else { return };
+    let (topic, group) = (unique("order"), unique("group"));
+    create_topic(&brokers, &topic, 3).await;
+    let p = producer(&brokers);
+    for i in 0..30 {
+        produce(&p, &topic, i % 3, &format!("p{}-{:02}", i % 3, i / 3)).await;
+    }
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let consumer = KafkaConsumer::new(
+        [topic.as_str()],
+        &group,
+        handler_fn(move |msg: Message<String>| {
+            let s = s.clone();
+            async move {
+                let Metadata::Kafka(meta) = msg.metadata() else {
+                    panic!()
+                };
+                let (partition, offset) = (meta.partition, meta.offset);
+                // Uneven work, so partitions interleave.
+                tokio::time::sleep(Duration::from_millis(u64::from(offset as u32 % 3) * 3)).await;
+                s.lock()
+                    .unwrap()
+                    .push((partition, offset, msg.into_payload()));
+            }
+        }),
+    )
+    .brokers(&brokers)
+    .concurrency(3);
+    let server = start(consumer).await;
+    assert!(eventually(WAIT, || async { seen.lock().unwrap().len() == 30 }).await);
+    server.shutdown().await.expect("clean shutdown");
+    let seen = seen.lock().unwrap().clone();
+    for partition in 0..3 {
+        let in_partition: Vec<&String> = seen
+            .iter()
+            .filter(|(p, _, _)| *p == partition)
+            .map(|(_, _, body)| body)
+            .collect();
+        let mut sorted = in_partition.clone();
+        sorted.sort();
+        assert_eq!(in_partition, sorted, "partition {partition} kept its order");
+        assert_eq!(in_partition.len(), 10);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dead_letters_with_error_headers_then_commits() {
+    let Some(brokers) = brokers() else { return };
+    let (topic, group) = (unique("dlq"), unique("group"));
+    let dlq = format!("{topic}.dlq");
+    create_topic(&brokers, &topic, 1).await;
+    create_topic(&brokers, &dlq, 1).await;
+    let p = producer(&brokers);
+    for body in ["ok-1", "bad", "ok-2"] {
+        produce(&p, &topic, 0, body).await;
+    }
+    let seen: Seen = Arc::default();
+    let server = start(
+        KafkaConsumer::new(
+            [topic.as_str()],
+            &group,
+            recorder(seen.clone(), Some("bad")),
+        )
+        .brokers(&brokers)
+        .retries(1)
+        .backoff(Duration::from_millis(5))
+        .dlq(&dlq),
+    )
+    .await;
+    assert!(eventually(WAIT, || async { seen.lock().unwrap().len() == 2 }).await);
+    server.shutdown().await.expect("clean shutdown");
+    assert_eq!(
+        payloads(&seen),
+        ["ok-1", "ok-2"],
+        "the failed record did not block the partition"
+    );
+
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("broker.address.family", "v4")
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("reader");
+    reader.subscribe(&[dlq.as_str()]).expect("subscribe");
+    let mut found = None;
+    let deadline = std::time::Instant::now() + WAIT;
+    while found.is_none() && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
+            let mut headers = std::collections::BTreeMap::new();
+            if let Some(hs) = m.headers() {
+                for h in hs.iter() {
+                    headers.insert(
+                        h.key.to_string(),
+                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                    );
+                }
+            }
+            found = Some((
+                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                headers,
+            ));
+        }
+    }
+    let (body, headers) = found.expect("a record in the DLQ topic");
+    assert_eq!(body, "bad");
+    assert_eq!(headers["x-patron-attempts"], "2");
+    assert!(
+        headers["x-patron-error"].contains("cannot handle bad"),
+        "{headers:?}"
+    );
+    assert_eq!(headers["x-patron-original-topic"], topic);
+    assert_eq!(headers["x-patron-original-offset"], "1");
+}
