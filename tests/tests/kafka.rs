@@ -299,3 +299,101 @@ async fn dead_letters_with_error_headers_then_commits() {
     assert_eq!(headers["x-patron-original-topic"], topic);
     assert_eq!(headers["x-patron-original-offset"], "1");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn skip_commits_the_failed_record_and_goes_on() {
+    let Some(brokers) = brokers() else { return };
+    let (topic, group) = (unique("skip"), unique("group"));
+    create_topic(&brokers, &topic, 1).await;
+    let p = producer(&brokers);
+    for body in ["a", "bad", "c"] {
+        produce(&p, &topic, 0, body).await;
+    }
+    let seen: Seen = Arc::default();
+    let server = start(
+        KafkaConsumer::new(
+            [topic.as_str()],
+            &group,
+            recorder(seen.clone(), Some("bad")),
+        )
+        .brokers(&brokers)
+        .retries(0)
+        .on_failure(OnFailure::Drop),
+    )
+    .await;
+    assert!(eventually(WAIT, || async { seen.lock().unwrap().len() == 2 }).await);
+    server.shutdown().await.expect("clean shutdown");
+    assert_eq!(payloads(&seen), ["a", "c"]);
+    // Committed past the skipped record: a restart sees nothing old.
+    produce(&p, &topic, 0, "d").await;
+    let again: Seen = Arc::default();
+    let second = start(
+        KafkaConsumer::new([topic.as_str()], &group, recorder(again.clone(), None))
+            .brokers(&brokers),
+    )
+    .await;
+    assert!(eventually(WAIT, || async { !again.lock().unwrap().is_empty() }).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    second.shutdown().await.expect("clean shutdown");
+    assert_eq!(payloads(&again), ["d"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_record_is_lost_or_skipped_across_a_stop() {
+    let Some(brokers) = brokers() else { return };
+    let (topic, group) = (unique("stop"), unique("group"));
+    create_topic(&brokers, &topic, 2).await;
+    let p = producer(&brokers);
+    for i in 0..1000 {
+        produce(&p, &topic, i % 2, &format!("{i:04}")).await;
+    }
+    let seen: Seen = Arc::default();
+    let slow = |seen: Seen| {
+        handler_fn(move |msg: Message<String>| {
+            let seen = seen.clone();
+            async move {
+                tokio::time::sleep(Duration::from_micros(500)).await;
+                let Metadata::Kafka(meta) = msg.metadata() else {
+                    panic!()
+                };
+                let (partition, offset) = (meta.partition, meta.offset);
+                seen.lock()
+                    .unwrap()
+                    .push((partition, offset, msg.into_payload()));
+            }
+        })
+    };
+    let first = start(
+        KafkaConsumer::new([topic.as_str()], &group, slow(seen.clone()))
+            .brokers(&brokers)
+            .concurrency(2),
+    )
+    .await;
+    assert!(eventually(WAIT, || async { seen.lock().unwrap().len() >= 300 }).await);
+    first.shutdown().await.expect("clean shutdown");
+    let before = seen.lock().unwrap().len();
+    assert!(before < 1000, "stopped midway ({before})");
+    let second = start(
+        KafkaConsumer::new([topic.as_str()], &group, slow(seen.clone()))
+            .brokers(&brokers)
+            .concurrency(2),
+    )
+    .await;
+    let distinct = || {
+        let mut all = payloads(&seen);
+        all.sort();
+        all.dedup();
+        all.len()
+    };
+    assert!(
+        eventually(Duration::from_secs(60), || async { distinct() == 1000 }).await,
+        "every record processed at least once ({} of 1000)",
+        distinct()
+    );
+    second.shutdown().await.expect("clean shutdown");
+    let total = seen.lock().unwrap().len();
+    println!(
+        "first run {before}, total {total}, processed twice: {}",
+        total - 1000
+    );
+}
