@@ -397,3 +397,63 @@ async fn no_record_is_lost_or_skipped_across_a_stop() {
         total - 1000
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reports_the_lag_per_partition() {
+    let Some(brokers) = brokers() else { return };
+    let (topic, group) = (unique("lag"), unique("group"));
+    create_topic(&brokers, &topic, 1).await;
+    let p = producer(&brokers);
+    for i in 0..10 {
+        produce(&p, &topic, 0, &format!("m{i}")).await;
+    }
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let done = Arc::new(Mutex::new(0));
+    let (g, d) = (gate.clone(), done.clone());
+    let consumer = KafkaConsumer::new(
+        [topic.as_str()],
+        &group,
+        handler_fn(move |msg: Message<String>| {
+            let (g, d) = (g.clone(), d.clone());
+            async move {
+                if msg.payload() == "m5" {
+                    let _ = g.acquire().await.map(|p| p.forget());
+                }
+                *d.lock().unwrap() += 1;
+            }
+        }),
+    )
+    .name("lagging")
+    .brokers(&brokers);
+    let server = start(consumer).await;
+    assert!(eventually(WAIT, || async { *done.lock().unwrap() == 5 }).await);
+    let http = reqwest::Client::new();
+    let lag = || async {
+        let samples = patron_tests::prom::scrape(&http, &server.url("/metrics")).await;
+        patron_tests::prom::value(
+            &samples,
+            "kafka_consumer_lag",
+            &[
+                ("consumer", "lagging"),
+                ("topic", topic.as_str()),
+                ("partition", "0"),
+            ],
+        )
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            lag().await == Some(5.0)
+        })
+        .await,
+        "5 records behind while m5 is stuck: {:?}",
+        lag().await
+    );
+    gate.add_permits(1);
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            lag().await == Some(0.0)
+        })
+        .await
+    );
+    server.shutdown().await.expect("clean shutdown");
+}

@@ -8,6 +8,9 @@
 //! - `concurrency` bounds how many partitions are processed at once.
 //! - Commits are asynchronous every second, synchronous when partitions are
 //!   revoked and at shutdown.
+//! - `kafka_consumer_lag{consumer, topic, partition}`: high watermark minus
+//!   the next offset to commit, for the partitions this instance processed,
+//!   refreshed every 5 s.
 //! - Failure strategies: `dlq` (produce to the DLQ topic with `x-patron-*`
 //!   headers, then commit), `drop` — Kafka's "skip" — (commit and go on),
 //!   `exit` (leave it uncommitted and stop the service). `requeue` does not
@@ -17,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus::{IntGaugeVec, Opts};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -38,6 +42,7 @@ use crate::component::{Component, ComponentContext, ComponentInfo, Readiness};
 use crate::error::Error;
 
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Next offset to commit, by (topic, partition).
 type Progress = Arc<Mutex<HashMap<(String, i32), i64>>>;
@@ -254,8 +259,8 @@ impl Component for KafkaConsumer {
         for (k, v) in &self.settings {
             config.set(k, v);
         }
-        let consumer: StreamConsumer<Context> = config
-            .create_with_context(Context {
+        let consumer = config
+            .create_with_context::<Context, StreamConsumer<Context>>(Context {
                 progress: Arc::clone(&progress),
                 readiness: readiness.clone(),
                 name: self.name.clone(),
@@ -266,6 +271,7 @@ impl Component for KafkaConsumer {
                     self.name
                 ))
             })?;
+        let consumer = Arc::new(consumer);
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(|e| {
             Error::msg(format!(
@@ -312,6 +318,8 @@ impl Component for KafkaConsumer {
         let tracker = TaskTracker::new();
         let mut workers: HashMap<(String, i32), mpsc::Sender<OwnedMessage>> = HashMap::new();
         let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
+        let lag = lag_gauges(ctx.metrics())?;
+        let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
         tracing::info!(consumer = %self.name, topics = ?self.topics, group = %self.group, "consuming");
         loop {
             tokio::select! {
@@ -322,6 +330,12 @@ impl Component for KafkaConsumer {
                     if list.count() > 0 && let Err(e) = consumer.commit(&list, CommitMode::Async) {
                         tracing::warn!(consumer = %self.name, error = %e, "committing offsets failed; retrying at the next interval");
                     }
+                }
+                _ = lag_tick.tick() => {
+                    let (consumer, progress, lag, name) =
+                        (Arc::clone(&consumer), Arc::clone(&progress), lag.clone(), self.name.clone());
+                    // fetch_watermarks blocks on the network.
+                    tokio::task::spawn_blocking(move || record_lag(&consumer, &progress, &lag, &name));
                 }
                 received = consumer.recv() => match received {
                     Ok(message) => {
@@ -516,4 +530,47 @@ fn convert(m: &OwnedMessage) -> Delivery {
         headers,
         Metadata::Kafka(metadata),
     )
+}
+
+/// The lag gauge family, registered once per service.
+fn lag_gauges(metrics: &crate::observe::metrics::Metrics) -> Result<IntGaugeVec, Error> {
+    let mut slot = metrics.kafka_lag.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(v) = &*slot {
+        return Ok(v.clone());
+    }
+    let v = IntGaugeVec::new(
+        Opts::new(
+            "kafka_consumer_lag",
+            "Records behind: the partition's high watermark minus the next offset to commit.",
+        ),
+        &["consumer", "topic", "partition"],
+    )
+    .map_err(|e| Error::msg(format!("cannot create the Kafka lag gauge: {e}")))?;
+    metrics.register(v.clone())?;
+    *slot = Some(v.clone());
+    Ok(v)
+}
+
+fn record_lag(
+    consumer: &StreamConsumer<Context>,
+    progress: &Progress,
+    lag: &IntGaugeVec,
+    name: &str,
+) {
+    let positions: Vec<((String, i32), i64)> = progress
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .map(|(k, v)| (k.clone(), *v))
+        .collect();
+    for ((topic, partition), next) in positions {
+        match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(2)) {
+            Ok((_, high)) => lag
+                .with_label_values(&[name, topic.as_str(), partition.to_string().as_str()])
+                .set((high - next).max(0)),
+            Err(e) => {
+                tracing::debug!(consumer = %name, topic, partition, error = %e, "cannot read the high watermark")
+            }
+        }
+    }
 }

@@ -55,6 +55,9 @@ pub struct Metrics {
     /// The SQS queue-depth gauge family, registered on first use.
     #[cfg_attr(not(feature = "sqs"), allow(dead_code))]
     pub(crate) sqs_queue: std::sync::Arc<std::sync::Mutex<Option<prometheus::IntGaugeVec>>>,
+    /// The Kafka consumer-lag gauge family, registered on first use.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub(crate) kafka_lag: std::sync::Arc<std::sync::Mutex<Option<prometheus::IntGaugeVec>>>,
 }
 
 impl Default for Metrics {
@@ -70,6 +73,7 @@ impl Metrics {
             registry: Registry::new(),
             consumers: Default::default(),
             sqs_queue: Default::default(),
+            kafka_lag: Default::default(),
         }
     }
 
