@@ -320,3 +320,51 @@ pub fn sqs_consumer(spec: SqsSpec, handler: impl MessageHandler) -> BoxedCompone
     }
     BoxedComponent::new(c)
 }
+
+/// What `#[patron::consumer(kafka = …)]` says, as written.
+#[cfg(feature = "kafka")]
+pub struct KafkaSpec {
+    /// The handler's name.
+    pub name: &'static str,
+    /// `kafka = "…"` or `kafka = ["…", …]`.
+    pub topics: &'static [&'static str],
+    /// `group`.
+    pub group: &'static str,
+    /// `concurrency`.
+    pub concurrency: Option<usize>,
+    /// `retries`.
+    pub retries: Option<u32>,
+    /// `backoff`.
+    pub backoff: Option<Duration>,
+    /// `on_failure`.
+    pub on_failure: Option<OnFailure>,
+    /// `dlq`.
+    pub dlq: Option<&'static str>,
+}
+
+/// The component of a Kafka consumer.
+#[cfg(feature = "kafka")]
+pub fn kafka_consumer(spec: KafkaSpec, handler: impl MessageHandler) -> BoxedComponent {
+    let mut c = crate::consumer::kafka::KafkaConsumer::new(
+        spec.topics.iter().copied(),
+        spec.group,
+        handler,
+    )
+    .name(spec.name);
+    if let Some(n) = spec.concurrency {
+        c = c.concurrency(n);
+    }
+    if let Some(n) = spec.retries {
+        c = c.retries(n);
+    }
+    if let Some(d) = spec.backoff {
+        c = c.backoff(d);
+    }
+    if let Some(s) = spec.on_failure {
+        c = c.on_failure(s);
+    }
+    if let Some(dlq) = spec.dlq {
+        c = c.dlq(dlq);
+    }
+    BoxedComponent::new(c)
+}

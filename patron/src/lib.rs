@@ -182,6 +182,27 @@ pub use patron_macros::consumer;
 /// A failure at any step prints the error and exits with code 1.
 pub use patron_macros::main;
 
+/// Passes a consumer registration through when the `kafka` feature is on.
+#[cfg(feature = "kafka")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __patron_require_kafka {
+    ($($item:tt)*) => { $($item)* };
+}
+
+/// Stops a consumer registration with an error naming the feature to enable.
+#[cfg(not(feature = "kafka"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __patron_require_kafka {
+    ($($item:tt)*) => {
+        ::core::compile_error!(
+            "`#[patron::consumer(kafka = …)]` needs patron's `kafka` cargo feature: \
+             in Cargo.toml, write `patron = { version = \"…\", features = [\"kafka\"] }`"
+        );
+    };
+}
+
 /// Passes a consumer registration through when the `sqs` feature is on.
 #[cfg(feature = "sqs")]
 #[doc(hidden)]

@@ -457,3 +457,80 @@ async fn reports_the_lag_per_partition() {
     );
     server.shutdown().await.expect("clean shutdown");
 }
+
+// A consumer declared with the attribute; it also checks that trace context
+// and correlation id from record headers reach the handler's task.
+
+struct Sink(Mutex<Vec<(String, http::HeaderMap)>>);
+
+#[patron::consumer(kafka = "patron-test-macro-kafka", group = "patron-test-macro-group", retries = 0, on_failure = skip)]
+async fn kafka_macro_consumer(msg: Message<String>, sink: Dep<Sink>) {
+    let mut outgoing = http::HeaderMap::new();
+    patron::observe::trace::inject(&mut outgoing);
+    sink.0.lock().unwrap().push((msg.into_payload(), outgoing));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attribute_consumers_carry_trace_context_from_headers() {
+    let Some(brokers) = brokers() else { return };
+    let topic = "patron-test-macro-kafka";
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("broker.address.family", "v4")
+        .create()
+        .expect("admin client");
+    // The topic may exist from an earlier run (the group's offsets too).
+    let _ = admin
+        .create_topics(
+            &[NewTopic::new(topic, 1, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await;
+    let defs: Vec<_> = patron::registered_consumers()
+        .into_iter()
+        .filter(|c| c.handler == "kafka_macro_consumer")
+        .collect();
+    assert_eq!(defs.len(), 1);
+    assert_eq!(defs[0].broker, "kafka");
+    let sink = Arc::new(Sink(Mutex::default()));
+    let mut service = Service::new("kafka-test")
+        .with_consumers(defs)
+        .provide_arc(sink.clone());
+    service.config_mut().kafka_brokers = Some(brokers.clone());
+    service.config_mut().shutdown_timeout = Duration::from_secs(10);
+    let server = TestServer::start(service).await.unwrap();
+
+    let marker = unique("traced");
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let headers = rdkafka::message::OwnedHeaders::new()
+        .insert(rdkafka::message::Header {
+            key: "traceparent",
+            value: Some(traceparent),
+        })
+        .insert(rdkafka::message::Header {
+            key: "X-Correlation-Id",
+            value: Some("corr-kafka"),
+        });
+    producer(&brokers)
+        .send(
+            FutureRecord::<str, str>::to(topic)
+                .payload(&marker)
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produce");
+    let found = || {
+        sink.0
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(p, _)| *p == marker)
+            .map(|(_, h)| h.clone())
+    };
+    assert!(eventually(WAIT, || async { found().is_some() }).await);
+    server.shutdown().await.expect("clean shutdown");
+    let outgoing = found().unwrap();
+    assert_eq!(outgoing["traceparent"], traceparent);
+    assert_eq!(outgoing["x-correlation-id"], "corr-kafka");
+}

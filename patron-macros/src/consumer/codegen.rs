@@ -152,13 +152,46 @@ pub fn generate(attr: &ConsumerAttr, handler: &Handler, func: &ItemFn) -> TokenS
     let line = quote_spanned! {name.span()=> ::core::line!() };
     let file = quote_spanned! {name.span()=> ::core::file!() };
     let sqs = attr.broker == "sqs";
-    let broker_str = if sqs { "sqs" } else { "amqp" };
-    let gate = if sqs {
+    let kafka = attr.broker == "kafka";
+    let broker_str = if sqs {
+        "sqs"
+    } else if kafka {
+        "kafka"
+    } else {
+        "amqp"
+    };
+    let destination = attr
+        .topics
+        .iter()
+        .map(|t| t.value())
+        .collect::<Vec<_>>()
+        .join(",");
+    let gate = if kafka {
+        quote_spanned! {attr.broker.span()=> ::patron::__patron_require_kafka! }
+    } else if sqs {
         quote_spanned! {attr.broker.span()=> ::patron::__patron_require_sqs! }
     } else {
         quote_spanned! {attr.broker.span()=> ::patron::__patron_require_amqp! }
     };
-    let build_call = if sqs {
+    let build_call = if kafka {
+        let topics = &attr.topics;
+        let group = &attr.group;
+        quote! {
+            #p::kafka_consumer(
+                #p::KafkaSpec {
+                    name: #handler_name,
+                    topics: &[#(#topics),*],
+                    group: #group,
+                    concurrency: #concurrency,
+                    retries: #retries,
+                    backoff: #backoff,
+                    on_failure: #on_failure,
+                    dlq: #dlq,
+                },
+                __PatronConsumer,
+            )
+        }
+    } else if sqs {
         let wait = opt(attr
             .wait_secs
             .map(|n| quote!(::core::time::Duration::from_secs(#n))));
@@ -228,7 +261,7 @@ pub fn generate(attr: &ConsumerAttr, handler: &Handler, func: &ItemFn) -> TokenS
                 #p::inventory::submit! {
                     #p::ConsumerDef {
                         broker: #broker_str,
-                        destination: #queue,
+                        destination: #destination,
                         handler: #handler_name,
                         module: ::core::module_path!(),
                         file: #file,

@@ -26,6 +26,7 @@ const KEYS: &[&str] = &[
     "wait",
     "max_messages",
     "visibility",
+    "group",
 ];
 /// Keys only AMQP consumers take.
 const AMQP_ONLY: &[&str] = &[
@@ -38,6 +39,8 @@ const AMQP_ONLY: &[&str] = &[
 ];
 /// Keys only SQS consumers take.
 const SQS_ONLY: &[&str] = &["wait", "max_messages", "visibility"];
+/// Keys only Kafka consumers take.
+const KAFKA_ONLY: &[&str] = &["group"];
 const STRATEGIES: &[&str] = &["dlq", "requeue", "drop", "exit"];
 
 pub struct ConsumerAttr {
@@ -50,6 +53,10 @@ pub struct ConsumerAttr {
     /// `visibility` in whole seconds (SQS).
     pub visibility_secs: Option<u64>,
     pub queue: LitStr,
+    /// Every topic, for `kafka = ["a", "b"]` (else just the queue).
+    pub topics: Vec<LitStr>,
+    /// `group` (Kafka).
+    pub group: Option<LitStr>,
     pub exchange: Option<LitStr>,
     pub routing_key: Option<LitStr>,
     pub declare: bool,
@@ -92,32 +99,47 @@ impl Parse for ConsumerAttr {
             };
             return Err(syn::Error::new(broker.span(), hint));
         }
-        if name == "kafka" {
-            return Err(syn::Error::new(
-                broker.span(),
-                "`kafka` consumers are not available in this version of patron; use `amqp = \"queue\"` (RabbitMQ) or `sqs = \"queue\"`",
-            ));
-        }
         let sqs = name == "sqs";
+        let kafka = name == "kafka";
         input.parse::<Token![=]>().map_err(|e| {
             syn::Error::new(
                 e.span(),
                 format!("expected `=` and the queue name: `{name} = \"orders\"`"),
             )
         })?;
-        let queue = parse_str(input, &name, "\"orders\"")?;
-        if queue.value().trim().is_empty() {
+        let topics = if kafka && input.peek(syn::token::Bracket) {
+            let content;
+            let bracket = syn::bracketed!(content in input);
+            let list = content.parse_terminated(|i: ParseStream| i.parse::<LitStr>(), Token![,])?;
+            if list.is_empty() {
+                return Err(syn::Error::new(
+                    bracket.span.join(),
+                    "list at least one topic, e.g. `kafka = [\"payments\", \"refunds\"]`",
+                ));
+            }
+            list.into_iter().collect::<Vec<_>>()
+        } else {
+            vec![parse_str(input, &name, "\"orders\"")?]
+        };
+        let queue = topics[0].clone();
+        if kafka {
+            for topic in &topics {
+                check_kafka_topic(topic)?;
+            }
+        } else if queue.value().trim().is_empty() {
             return Err(syn::Error::new(queue.span(), "the queue name is empty"));
         }
         if sqs {
             check_sqs_name(&queue)?;
-        } else if queue.value().len() > 255 {
+        } else if !kafka && queue.value().len() > 255 {
             return Err(syn::Error::new(
                 queue.span(),
                 "AMQP queue names are at most 255 bytes",
             ));
         }
         let mut attr = ConsumerAttr {
+            topics,
+            group: None,
             wait_secs: None,
             max_messages: None,
             visibility_secs: None,
@@ -174,6 +196,18 @@ impl Parse for ConsumerAttr {
                     ),
                 ));
             }
+            if kafka && (AMQP_ONLY.contains(&name.as_str()) || SQS_ONLY.contains(&name.as_str())) {
+                return Err(syn::Error::new(
+                    key.span(),
+                    format!("`{name}` does not apply to kafka consumers; remove it"),
+                ));
+            }
+            if !kafka && KAFKA_ONLY.contains(&name.as_str()) {
+                return Err(syn::Error::new(
+                    key.span(),
+                    format!("`{name}` applies to kafka consumers only; remove it"),
+                ));
+            }
             if sqs && AMQP_ONLY.contains(&name.as_str()) {
                 let instead = match name.as_str() {
                     "prefetch" => " (SQS receives up to `max_messages` at a time)",
@@ -187,7 +221,7 @@ impl Parse for ConsumerAttr {
                     format!("`{name}` applies to amqp consumers, not sqs{instead}; remove it"),
                 ));
             }
-            if !sqs && SQS_ONLY.contains(&name.as_str()) {
+            if !sqs && !kafka && SQS_ONLY.contains(&name.as_str()) {
                 return Err(syn::Error::new(
                     key.span(),
                     format!("`{name}` applies to sqs consumers, not amqp; remove it"),
@@ -274,10 +308,19 @@ impl Parse for ConsumerAttr {
                             })?;
                         (ident.to_string(), ident.span())
                     };
+                    let value = match value.as_str() {
+                        "skip" if kafka => "drop".to_string(),
+                        "requeue" if kafka => {
+                            return Err(syn::Error::new(
+                                span,
+                                "Kafka has no requeue: use `dlq`, `skip` (commit and go on) or `exit` (stop without committing)",
+                            ));
+                        }
+                        _ => value,
+                    };
                     if !STRATEGIES.contains(&value.as_str()) {
                         let hint = match value.as_str() {
-                            "skip" => "`skip` is Kafka's name for this; for RabbitMQ use `drop`. "
-                                .to_string(),
+                            "skip" => "(`skip` is Kafka's name; use `drop`) ".to_string(),
                             _ => match units::did_you_mean(&value, STRATEGIES) {
                                 Some(s) => format!("did you mean `{s}`? "),
                                 None => String::new(),
@@ -292,6 +335,13 @@ impl Parse for ConsumerAttr {
                     }
                     attr.on_failure = Some(value);
                 }
+                "group" => {
+                    let lit = parse_str(input, "group", "\"accounting\"")?;
+                    if lit.value().trim().is_empty() {
+                        return Err(syn::Error::new(lit.span(), "the consumer group is empty"));
+                    }
+                    attr.group = Some(lit);
+                }
                 "max_messages" => {
                     attr.max_messages = Some(parse_int(input, "max_messages", 1, 10)?.0 as u8)
                 }
@@ -302,6 +352,12 @@ impl Parse for ConsumerAttr {
                 }
                 _ => unreachable!("keys are checked against KEYS above"),
             }
+        }
+        if kafka && attr.group.is_none() {
+            return Err(syn::Error::new(
+                attr.broker.span(),
+                "a kafka consumer needs its consumer group: add `group = \"…\"`",
+            ));
         }
         if let (Some(rk), None) = (&attr.routing_key, &attr.exchange) {
             return Err(syn::Error::new(
@@ -358,6 +414,25 @@ fn parse_seconds(input: ParseStream, key: &str, example: &str, max: u64) -> syn:
         ));
     }
     Ok(secs)
+}
+
+/// Kafka topic names: 1–249 letters, digits, `.`, `_` and `-`.
+fn check_kafka_topic(lit: &LitStr) -> syn::Result<()> {
+    let name = lit.value();
+    if name.is_empty()
+        || name.len() > 249
+        || name == "."
+        || name == ".."
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
+    {
+        return Err(syn::Error::new(
+            lit.span(),
+            "Kafka topic names are 1 to 249 letters, digits, `.`, `_` and `-`",
+        ));
+    }
+    Ok(())
 }
 
 /// SQS queue names: 1–80 letters, digits, `-` and `_`, with an optional
