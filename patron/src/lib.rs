@@ -262,7 +262,7 @@ pub mod prelude {
 pub use http as __http;
 
 /// The README's snippets, tested. They include consumers, so they need the
-/// `amqp` and `sqs` features (on in workspace test runs).
-#[cfg(all(doctest, feature = "amqp", feature = "sqs"))]
+/// `amqp`, `sqs` and `kafka` features (on in workspace test runs).
+#[cfg(all(doctest, feature = "amqp", feature = "sqs", feature = "kafka"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

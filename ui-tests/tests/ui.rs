@@ -3,7 +3,7 @@
 //! on the user's token and says how to fix it. Regenerate with
 //! `TRYBUILD=overwrite` and review the diff.
 //!
-//! Consumer cases that need the broker code run with `--features amqp,sqs`;
+//! Consumer cases that need the broker code run with `--features amqp,sqs,kafka`;
 //! without them, the cases for the "enable the feature" errors run.
 //! `scripts/test` runs both.
 
@@ -17,6 +17,11 @@ fn ui() {
         t.compile_fail("tests/fail_amqp/*.rs");
     } else {
         t.compile_fail("tests/fail_no_amqp/*.rs");
+    }
+    if cfg!(feature = "kafka") {
+        t.pass("tests/pass_kafka/*.rs");
+    } else {
+        t.compile_fail("tests/fail_no_kafka/*.rs");
     }
     if cfg!(feature = "sqs") {
         t.pass("tests/pass_sqs/*.rs");

@@ -1,0 +1,28 @@
+use patron::prelude::*;
+
+#[derive(Deserialize)]
+struct Payment {
+    id: u64,
+}
+
+struct Ledger;
+
+#[patron::consumer(
+    kafka = ["payments", "refunds"],
+    group = "accounting",
+    concurrency = 4,
+    retries = 3,
+    backoff = "200ms",
+    dlq = "payments.dlq",
+)]
+async fn record(msg: Message<Json<Payment>>, ledger: Dep<Ledger>) -> Result<(), patron::Error> {
+    let _ = (&*ledger, msg.id);
+    Ok(())
+}
+
+#[patron::consumer(kafka = "audit", group = "auditors", on_failure = skip)]
+async fn audit(msg: Message<String>) {
+    let _ = msg.payload();
+}
+
+fn main() {}
