@@ -532,23 +532,18 @@ fn convert(m: &OwnedMessage) -> Delivery {
     )
 }
 
-/// The lag gauge family, registered once per service.
+/// The lag gauge family, shared by the service's Kafka consumers.
 fn lag_gauges(metrics: &crate::observe::metrics::Metrics) -> Result<IntGaugeVec, Error> {
-    let mut slot = metrics.kafka_lag.lock().unwrap_or_else(|p| p.into_inner());
-    if let Some(v) = &*slot {
-        return Ok(v.clone());
-    }
-    let v = IntGaugeVec::new(
-        Opts::new(
-            "kafka_consumer_lag",
-            "Records behind: the partition's high watermark minus the next offset to commit.",
-        ),
-        &["consumer", "topic", "partition"],
-    )
-    .map_err(|e| Error::msg(format!("cannot create the Kafka lag gauge: {e}")))?;
-    metrics.register(v.clone())?;
-    *slot = Some(v.clone());
-    Ok(v)
+    metrics.shared("kafka_consumer_lag", || {
+        IntGaugeVec::new(
+            Opts::new(
+                "kafka_consumer_lag",
+                "Records behind: the partition's high watermark minus the next offset to commit.",
+            ),
+            &["consumer", "topic", "partition"],
+        )
+        .map_err(|e| Error::msg(format!("cannot create the Kafka lag gauge: {e}")))
+    })
 }
 
 fn record_lag(

@@ -12,52 +12,15 @@ use crate::observe::metrics::{DURATION_BUCKETS, Metrics};
 
 const LABELS: &[&str] = &["consumer", "messaging_system", "messaging_destination_name"];
 
-/// The metric families, registered once per service.
-#[derive(Clone, Debug)]
-pub(crate) struct Families {
+/// The metric families every consumer shares.
+struct Families {
     duration: HistogramVec,
     messages: IntCounterVec,
     in_flight: IntGaugeVec,
 }
 
-impl Families {
-    fn register(metrics: &Metrics) -> Result<Self, Error> {
-        let err = |what: &str, e: prometheus::Error| {
-            Error::msg(format!("cannot create the consumer {what} metric: {e}"))
-        };
-        let duration = HistogramVec::new(
-            HistogramOpts::new(
-                "consumer_message_duration_seconds",
-                "Time from receiving a message to its outcome, retries included.",
-            )
-            .buckets(DURATION_BUCKETS.to_vec()),
-            LABELS,
-        )
-        .map_err(|e| err("duration", e))?;
-        let mut outcome_labels = LABELS.to_vec();
-        outcome_labels.push("outcome");
-        let messages = IntCounterVec::new(
-            Opts::new(
-                "consumer_messages_total",
-                "Messages by outcome: ack, retry (one per in-process retry), dlq, requeue, drop, exit.",
-            ),
-            &outcome_labels,
-        )
-        .map_err(|e| err("outcome", e))?;
-        let in_flight = IntGaugeVec::new(
-            Opts::new("consumer_messages_in_flight", "Messages being processed."),
-            LABELS,
-        )
-        .map_err(|e| err("in-flight", e))?;
-        metrics.register(duration.clone())?;
-        metrics.register(messages.clone())?;
-        metrics.register(in_flight.clone())?;
-        Ok(Families {
-            duration,
-            messages,
-            in_flight,
-        })
-    }
+fn err(what: &str, e: prometheus::Error) -> Error {
+    Error::msg(format!("cannot create the consumer {what} metric: {e}"))
 }
 
 /// One consumer's metric handles.
@@ -81,16 +44,37 @@ impl ConsumerMetrics {
         system: &str,
         destination: &str,
     ) -> Result<Self, Error> {
-        let families = {
-            let mut slot = metrics.consumers.lock().unwrap_or_else(|p| p.into_inner());
-            match &*slot {
-                Some(f) => f.clone(),
-                None => {
-                    let f = Families::register(metrics)?;
-                    *slot = Some(f.clone());
-                    f
-                }
-            }
+        let families = Families {
+            duration: metrics.shared("consumer_message_duration_seconds", || {
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "consumer_message_duration_seconds",
+                        "Time from receiving a message to its outcome, retries included.",
+                    )
+                    .buckets(DURATION_BUCKETS.to_vec()),
+                    LABELS,
+                )
+                .map_err(|e| err("duration", e))
+            })?,
+            messages: metrics.shared("consumer_messages_total", || {
+                let mut labels = LABELS.to_vec();
+                labels.push("outcome");
+                IntCounterVec::new(
+                    Opts::new(
+                        "consumer_messages_total",
+                        "Messages by outcome: ack, retry (one per in-process retry), dlq, requeue, drop, exit.",
+                    ),
+                    &labels,
+                )
+                .map_err(|e| err("outcome", e))
+            })?,
+            in_flight: metrics.shared("consumer_messages_in_flight", || {
+                IntGaugeVec::new(
+                    Opts::new("consumer_messages_in_flight", "Messages being processed."),
+                    LABELS,
+                )
+                .map_err(|e| err("in-flight", e))
+            })?,
         };
         let labels = [consumer, system, destination];
         let outcome = |o: &str| {

@@ -659,25 +659,16 @@ struct QueueGauges {
 
 impl QueueGauges {
     fn new(metrics: &crate::observe::metrics::Metrics, queue: &str) -> Result<Self, Error> {
-        let vec = {
-            let mut slot = metrics.sqs_queue.lock().unwrap_or_else(|p| p.into_inner());
-            match &*slot {
-                Some(v) => v.clone(),
-                None => {
-                    let v = IntGaugeVec::new(
-                        Opts::new(
-                            "sqs_queue_messages",
-                            "Approximate messages in an SQS queue by state (visible, delayed, in_flight), refreshed every 15 s.",
-                        ),
-                        &["queue", "state"],
-                    )
-                    .map_err(|e| Error::msg(format!("cannot create the SQS queue gauge: {e}")))?;
-                    metrics.register(v.clone())?;
-                    *slot = Some(v.clone());
-                    v
-                }
-            }
-        };
+        let vec = metrics.shared("sqs_queue_messages", || {
+            IntGaugeVec::new(
+                Opts::new(
+                    "sqs_queue_messages",
+                    "Approximate messages in an SQS queue by state (visible, delayed, in_flight), refreshed every 15 s.",
+                ),
+                &["queue", "state"],
+            )
+            .map_err(|e| Error::msg(format!("cannot create the SQS queue gauge: {e}")))
+        })?;
         Ok(QueueGauges {
             visible: vec.with_label_values(&[queue, "visible"]),
             delayed: vec.with_label_values(&[queue, "delayed"]),

@@ -49,15 +49,13 @@ pub const DURATION_BUCKETS: &[f64] = &[
 #[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// Metric families shared by every consumer, registered on first use.
-    pub(crate) consumers:
-        std::sync::Arc<std::sync::Mutex<Option<crate::consumer::metrics::Families>>>,
-    /// The SQS queue-depth gauge family, registered on first use.
-    #[cfg_attr(not(feature = "sqs"), allow(dead_code))]
-    pub(crate) sqs_queue: std::sync::Arc<std::sync::Mutex<Option<prometheus::IntGaugeVec>>>,
-    /// The Kafka consumer-lag gauge family, registered on first use.
-    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
-    pub(crate) kafka_lag: std::sync::Arc<std::sync::Mutex<Option<prometheus::IntGaugeVec>>>,
+    /// Metric families patron's components share, by name, registered on
+    /// first use (see [`Metrics::shared`]).
+    shared: std::sync::Arc<
+        std::sync::Mutex<
+            std::collections::HashMap<&'static str, Box<dyn std::any::Any + Send + Sync>>,
+        >,
+    >,
 }
 
 impl Default for Metrics {
@@ -71,9 +69,7 @@ impl Metrics {
     pub fn new() -> Self {
         Metrics {
             registry: Registry::new(),
-            consumers: Default::default(),
-            sqs_queue: Default::default(),
-            kafka_lag: Default::default(),
+            shared: Default::default(),
         }
     }
 
@@ -88,6 +84,27 @@ impl Metrics {
         self.registry
             .register(Box::new(collector))
             .map_err(|e| Error::msg(format!("cannot register metric: {e}")))
+    }
+
+    /// The family stored under `key`, creating and registering it with
+    /// `make` the first time: several components (every consumer, say) then
+    /// share one family instead of failing to register it twice.
+    pub(crate) fn shared<T>(
+        &self,
+        key: &'static str,
+        make: impl FnOnce() -> Result<T, Error>,
+    ) -> Result<T, Error>
+    where
+        T: Collector + Clone + Send + Sync + 'static,
+    {
+        let mut families = self.shared.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = families.get(key).and_then(|f| f.downcast_ref::<T>()) {
+            return Ok(existing.clone());
+        }
+        let family = make()?;
+        self.register(family.clone())?;
+        families.insert(key, Box::new(family.clone()));
+        Ok(family)
     }
 
     /// The registry in the Prometheus text exposition format.
