@@ -44,80 +44,6 @@ pub fn batch_failed(e: HandlerError) -> BoxFuture<'static, Result<()>> {
     Box::pin(std::future::ready(Err(e)))
 }
 
-/// What `#[patron::consumer(amqp = …)]` says, as written.
-#[cfg(feature = "amqp")]
-pub struct AmqpSpec {
-    /// The handler's name.
-    pub name: &'static str,
-    /// `amqp = "…"`.
-    pub queue: &'static str,
-    /// `exchange`.
-    pub exchange: Option<&'static str>,
-    /// `routing_key`.
-    pub routing_key: Option<&'static str>,
-    /// `declare`.
-    pub declare: bool,
-    /// `prefetch`.
-    pub prefetch: Option<u16>,
-    /// `concurrency`.
-    pub concurrency: Option<usize>,
-    /// `retries`.
-    pub retries: Option<u32>,
-    /// `backoff`.
-    pub backoff: Option<Duration>,
-    /// `on_failure`.
-    pub on_failure: Option<OnFailure>,
-    /// `dlq`.
-    pub dlq: Option<&'static str>,
-    /// `batch` and `batch_timeout`.
-    pub batch: Option<(usize, Duration)>,
-}
-
-#[cfg(feature = "amqp")]
-fn configure(
-    mut c: crate::consumer::amqp::AmqpConsumer,
-    spec: &AmqpSpec,
-) -> crate::consumer::amqp::AmqpConsumer {
-    c = c.name(spec.name).declare(spec.declare);
-    if let Some(exchange) = spec.exchange {
-        c = c.exchange(exchange, spec.routing_key.unwrap_or_default());
-    }
-    if let Some(n) = spec.prefetch {
-        c = c.prefetch(n);
-    }
-    if let Some(n) = spec.concurrency {
-        c = c.concurrency(n);
-    }
-    if let Some(n) = spec.retries {
-        c = c.retries(n);
-    }
-    if let Some(d) = spec.backoff {
-        c = c.backoff(d);
-    }
-    if let Some(s) = spec.on_failure {
-        c = c.on_failure(s);
-    }
-    if let Some(dlq) = spec.dlq {
-        c = c.dlq(dlq);
-    }
-    c
-}
-
-/// The component of a one-message-at-a-time AMQP consumer.
-#[cfg(feature = "amqp")]
-pub fn amqp_consumer(spec: AmqpSpec, handler: impl MessageHandler) -> BoxedComponent {
-    let c = crate::consumer::amqp::AmqpConsumer::new(spec.queue, handler);
-    BoxedComponent::new(configure(c, &spec))
-}
-
-/// The component of a batch AMQP consumer.
-#[cfg(feature = "amqp")]
-pub fn amqp_batch_consumer(spec: AmqpSpec, handler: impl BatchHandler) -> BoxedComponent {
-    let (size, timeout) = spec.batch.unwrap_or((1, Duration::from_secs(1)));
-    let c = crate::consumer::amqp::AmqpConsumer::batch(spec.queue, handler, size, timeout);
-    BoxedComponent::new(configure(c, &spec))
-}
-
 use crate::config::Config;
 
 /// A route's method router.
@@ -265,19 +191,10 @@ fn fail(name: &str, what: &str, err: &Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// What `#[patron::consumer(sqs = …)]` says, as written.
-#[cfg(feature = "sqs")]
-pub struct SqsSpec {
+/// What every `#[patron::consumer]` says, whatever the broker.
+pub struct CommonSpec {
     /// The handler's name.
     pub name: &'static str,
-    /// `sqs = "…"`.
-    pub queue: &'static str,
-    /// `wait`.
-    pub wait: Option<Duration>,
-    /// `max_messages`.
-    pub max_messages: Option<i32>,
-    /// `visibility`.
-    pub visibility: Option<Duration>,
     /// `concurrency`.
     pub concurrency: Option<usize>,
     /// `retries`.
@@ -290,10 +207,85 @@ pub struct SqsSpec {
     pub dlq: Option<&'static str>,
 }
 
+/// What `#[patron::consumer(amqp = …)]` says besides [`CommonSpec`].
+#[cfg(feature = "amqp")]
+pub struct AmqpSpec {
+    /// `amqp = "…"`.
+    pub queue: &'static str,
+    /// `exchange`.
+    pub exchange: Option<&'static str>,
+    /// `routing_key`.
+    pub routing_key: Option<&'static str>,
+    /// `declare`.
+    pub declare: bool,
+    /// `prefetch`.
+    pub prefetch: Option<u16>,
+    /// `batch` and `batch_timeout`.
+    pub batch: Option<(usize, Duration)>,
+}
+
+#[cfg(feature = "amqp")]
+fn configure(
+    mut c: crate::consumer::amqp::AmqpConsumer,
+    common: &CommonSpec,
+    spec: &AmqpSpec,
+) -> BoxedComponent {
+    c.common_mut().apply(common);
+    c = c.declare(spec.declare);
+    if let Some(exchange) = spec.exchange {
+        c = c.exchange(exchange, spec.routing_key.unwrap_or_default());
+    }
+    if let Some(n) = spec.prefetch {
+        c = c.prefetch(n);
+    }
+    BoxedComponent::new(c)
+}
+
+/// The component of a one-message-at-a-time AMQP consumer.
+#[cfg(feature = "amqp")]
+pub fn amqp_consumer(
+    common: CommonSpec,
+    spec: AmqpSpec,
+    handler: impl MessageHandler,
+) -> BoxedComponent {
+    let c = crate::consumer::amqp::AmqpConsumer::new(spec.queue, handler);
+    configure(c, &common, &spec)
+}
+
+/// The component of a batch AMQP consumer.
+#[cfg(feature = "amqp")]
+pub fn amqp_batch_consumer(
+    common: CommonSpec,
+    spec: AmqpSpec,
+    handler: impl BatchHandler,
+) -> BoxedComponent {
+    let (size, timeout) = spec.batch.unwrap_or((1, Duration::from_secs(1)));
+    let c = crate::consumer::amqp::AmqpConsumer::batch(spec.queue, handler, size, timeout);
+    configure(c, &common, &spec)
+}
+
+/// What `#[patron::consumer(sqs = …)]` says besides [`CommonSpec`].
+#[cfg(feature = "sqs")]
+pub struct SqsSpec {
+    /// `sqs = "…"`.
+    pub queue: &'static str,
+    /// `wait`.
+    pub wait: Option<Duration>,
+    /// `max_messages`.
+    pub max_messages: Option<i32>,
+    /// `visibility`.
+    pub visibility: Option<Duration>,
+}
+
 /// The component of an SQS consumer.
 #[cfg(feature = "sqs")]
-pub fn sqs_consumer(spec: SqsSpec, handler: impl MessageHandler) -> BoxedComponent {
-    let mut c = crate::consumer::sqs::SqsConsumer::new(spec.queue, handler).name(spec.name);
+pub fn sqs_consumer(
+    common: CommonSpec,
+    spec: SqsSpec,
+    handler: impl MessageHandler,
+) -> BoxedComponent {
+    let mut c = crate::consumer::sqs::SqsConsumer::new(spec.queue, handler);
+    c.common_mut().apply(&common);
     if let Some(d) = spec.wait {
         c = c.wait(d);
     }
@@ -303,68 +295,30 @@ pub fn sqs_consumer(spec: SqsSpec, handler: impl MessageHandler) -> BoxedCompone
     if let Some(d) = spec.visibility {
         c = c.visibility(d);
     }
-    if let Some(n) = spec.concurrency {
-        c = c.concurrency(n);
-    }
-    if let Some(n) = spec.retries {
-        c = c.retries(n);
-    }
-    if let Some(d) = spec.backoff {
-        c = c.backoff(d);
-    }
-    if let Some(s) = spec.on_failure {
-        c = c.on_failure(s);
-    }
-    if let Some(dlq) = spec.dlq {
-        c = c.dlq(dlq);
-    }
     BoxedComponent::new(c)
 }
 
-/// What `#[patron::consumer(kafka = …)]` says, as written.
+/// What `#[patron::consumer(kafka = …)]` says besides [`CommonSpec`].
 #[cfg(feature = "kafka")]
 pub struct KafkaSpec {
-    /// The handler's name.
-    pub name: &'static str,
     /// `kafka = "…"` or `kafka = ["…", …]`.
     pub topics: &'static [&'static str],
     /// `group`.
     pub group: &'static str,
-    /// `concurrency`.
-    pub concurrency: Option<usize>,
-    /// `retries`.
-    pub retries: Option<u32>,
-    /// `backoff`.
-    pub backoff: Option<Duration>,
-    /// `on_failure`.
-    pub on_failure: Option<OnFailure>,
-    /// `dlq`.
-    pub dlq: Option<&'static str>,
 }
 
 /// The component of a Kafka consumer.
 #[cfg(feature = "kafka")]
-pub fn kafka_consumer(spec: KafkaSpec, handler: impl MessageHandler) -> BoxedComponent {
+pub fn kafka_consumer(
+    common: CommonSpec,
+    spec: KafkaSpec,
+    handler: impl MessageHandler,
+) -> BoxedComponent {
     let mut c = crate::consumer::kafka::KafkaConsumer::new(
         spec.topics.iter().copied(),
         spec.group,
         handler,
-    )
-    .name(spec.name);
-    if let Some(n) = spec.concurrency {
-        c = c.concurrency(n);
-    }
-    if let Some(n) = spec.retries {
-        c = c.retries(n);
-    }
-    if let Some(d) = spec.backoff {
-        c = c.backoff(d);
-    }
-    if let Some(s) = spec.on_failure {
-        c = c.on_failure(s);
-    }
-    if let Some(dlq) = spec.dlq {
-        c = c.dlq(dlq);
-    }
+    );
+    c.common_mut().apply(&common);
     BoxedComponent::new(c)
 }

@@ -173,73 +173,57 @@ pub fn generate(attr: &ConsumerAttr, handler: &Handler, func: &ItemFn) -> TokenS
     } else {
         quote_spanned! {attr.broker.span()=> ::patron::__patron_require_amqp! }
     };
-    let build_call = if kafka {
+    let common = quote! {
+        #p::CommonSpec {
+            name: #handler_name,
+            concurrency: #concurrency,
+            retries: #retries,
+            backoff: #backoff,
+            on_failure: #on_failure,
+            dlq: #dlq,
+        }
+    };
+    let (builder, spec) = if kafka {
         let topics = &attr.topics;
         let group = &attr.group;
-        quote! {
-            #p::kafka_consumer(
-                #p::KafkaSpec {
-                    name: #handler_name,
-                    topics: &[#(#topics),*],
-                    group: #group,
-                    concurrency: #concurrency,
-                    retries: #retries,
-                    backoff: #backoff,
-                    on_failure: #on_failure,
-                    dlq: #dlq,
-                },
-                __PatronConsumer,
-            )
-        }
+        (
+            quote!(#p::kafka_consumer),
+            quote!(#p::KafkaSpec { topics: &[#(#topics),*], group: #group }),
+        )
     } else if sqs {
-        let wait = opt(attr
-            .wait_secs
-            .map(|n| quote!(::core::time::Duration::from_secs(#n))));
-        let visibility = opt(attr
-            .visibility_secs
-            .map(|n| quote!(::core::time::Duration::from_secs(#n))));
+        let secs = |v: Option<u64>| opt(v.map(|n| quote!(::core::time::Duration::from_secs(#n))));
+        let (wait, visibility) = (secs(attr.wait_secs), secs(attr.visibility_secs));
         let max_messages = opt(attr.max_messages.map(|n| {
             let n = i32::from(n);
             quote!(#n)
         }));
-        quote! {
-            #p::sqs_consumer(
+        (
+            quote!(#p::sqs_consumer),
+            quote! {
                 #p::SqsSpec {
-                    name: #handler_name,
                     queue: #queue,
                     wait: #wait,
                     max_messages: #max_messages,
                     visibility: #visibility,
-                    concurrency: #concurrency,
-                    retries: #retries,
-                    backoff: #backoff,
-                    on_failure: #on_failure,
-                    dlq: #dlq,
-                },
-                __PatronConsumer,
-            )
-        }
+                }
+            },
+        )
     } else {
-        quote! {
-            #builder(
+        (
+            builder,
+            quote! {
                 #p::AmqpSpec {
-                    name: #handler_name,
                     queue: #queue,
                     exchange: #exchange,
                     routing_key: #routing_key,
                     declare: #declare,
                     prefetch: #prefetch,
-                    concurrency: #concurrency,
-                    retries: #retries,
-                    backoff: #backoff,
-                    on_failure: #on_failure,
-                    dlq: #dlq,
                     batch: #batch_spec,
-                },
-                __PatronConsumer,
-            )
-        }
+                }
+            },
+        )
     };
+    let build_call = quote!(#builder(#common, #spec, __PatronConsumer));
 
     quote! {
         #func

@@ -31,6 +31,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::common::{Common, common_builders};
 use super::dlq_headers;
 use super::handler::{BatchHandler, MessageHandler};
 use super::message::{AmqpMetadata, Delivery, Headers, Metadata};
@@ -76,15 +77,12 @@ enum Handler {
 /// }
 /// ```
 pub struct AmqpConsumer {
-    name: String,
+    common: Common,
     queue: String,
     url: Option<BrokerUrl>,
     exchange: Option<(String, String)>,
     declare: bool,
     prefetch: Option<u16>,
-    concurrency: usize,
-    policy: Policy,
-    on_failure_set: bool,
     handler: Handler,
 }
 
@@ -114,25 +112,21 @@ impl AmqpConsumer {
 
     fn with_handler(queue: String, handler: Handler) -> Self {
         AmqpConsumer {
-            name: queue.clone(),
+            common: Common::new(queue.as_str()),
             queue,
             url: None,
             exchange: None,
             declare: false,
             prefetch: None,
-            concurrency: 1,
-            policy: Policy::default(),
-            on_failure_set: false,
             handler,
         }
     }
 
-    /// The consumer's name in logs, metrics and `/ready` (the queue name by
-    /// default; the handler's name for `#[patron::consumer]`).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
+    common_builders!(
+        unit: "handlers (or batches)",
+        on_failure: "`dlq` when a DLQ is named, else `requeue`",
+        dlq: "a queue, published to through the default exchange; `<queue>.dlq` when `on_failure = dlq` names none"
+    );
 
     /// The broker URL, instead of `PATRON_AMQP_URL`.
     pub fn url(mut self, url: impl Into<String>) -> Self {
@@ -161,53 +155,25 @@ impl AmqpConsumer {
         self
     }
 
-    /// How many handlers (or batches) run at once (1).
-    pub fn concurrency(mut self, concurrency: usize) -> Self {
-        self.concurrency = concurrency;
-        self
-    }
-
-    /// In-process retries after a failed call (3).
-    pub fn retries(mut self, retries: u32) -> Self {
-        self.policy.retries = retries;
-        self
-    }
-
-    /// Base delay between retries (100ms), doubled each retry, with jitter.
-    pub fn backoff(mut self, backoff: Duration) -> Self {
-        self.policy.backoff = backoff;
-        self
-    }
-
-    /// What happens after the last retry (`dlq` when a DLQ is named, else
-    /// `requeue`).
-    pub fn on_failure(mut self, on_failure: OnFailure) -> Self {
-        self.policy.on_failure = on_failure;
-        self.on_failure_set = true;
-        self
-    }
-
-    /// The dead-letter queue (`<queue>.dlq` when `on_failure = dlq` names
-    /// none).
-    pub fn dlq(mut self, queue: impl Into<String>) -> Self {
-        self.policy.dlq = Some(queue.into());
-        self
-    }
-
     /// The settings in effect, checked.
     fn settings(&self) -> Result<Settings, Error> {
         let fail = |what: String| {
             Err(Error::msg(format!(
                 "AMQP consumer {} (queue {:?}): {what}",
-                self.name, self.queue
+                self.common.name, self.queue
             )))
         };
         if self.queue.is_empty() {
             return fail("the queue name is empty".into());
         }
-        if self.concurrency == 0 {
-            return fail("concurrency must be at least 1".into());
-        }
+        let policy = match self
+            .common
+            .policy(OnFailure::Requeue, Some(format!("{}.dlq", self.queue)))
+        {
+            Ok(p) => p,
+            Err(e) => return fail(e),
+        };
+        let concurrency = self.common.concurrency;
         let batch = match &self.handler {
             Handler::Batch { size, timeout, .. } => {
                 if *size == 0 {
@@ -220,7 +186,7 @@ impl AmqpConsumer {
             }
             Handler::Single(_) => 1,
         };
-        let needed = batch.saturating_mul(self.concurrency);
+        let needed = batch.saturating_mul(concurrency);
         let prefetch = match self.prefetch {
             Some(0) => return fail("prefetch must be at least 1".into()),
             Some(p) if usize::from(p) < batch => {
@@ -229,15 +195,8 @@ impl AmqpConsumer {
                 ));
             }
             Some(p) => p,
-            None => u16::try_from(needed.max(10 * self.concurrency)).unwrap_or(u16::MAX),
+            None => u16::try_from(needed.max(10 * concurrency)).unwrap_or(u16::MAX),
         };
-        let mut policy = self.policy.clone();
-        if !self.on_failure_set && policy.dlq.is_some() {
-            policy.on_failure = OnFailure::Dlq;
-        }
-        if policy.on_failure == OnFailure::Dlq && policy.dlq.is_none() {
-            policy.dlq = Some(format!("{}.dlq", self.queue));
-        }
         Ok(Settings { prefetch, policy })
     }
 }
@@ -258,9 +217,9 @@ struct Running {
 
 impl Component for AmqpConsumer {
     fn info(&self) -> ComponentInfo {
-        let mut info = ComponentInfo::new("amqp-consumer", &self.name)
+        let mut info = ComponentInfo::new("amqp-consumer", &self.common.name)
             .detail("queue", self.queue.as_str())
-            .detail("concurrency", self.concurrency);
+            .detail("concurrency", self.common.concurrency);
         if let Some((exchange, key)) = &self.exchange {
             info = info
                 .detail("exchange", exchange.as_str())
@@ -278,10 +237,11 @@ impl Component for AmqpConsumer {
             .url
             .clone()
             .unwrap_or_else(|| ctx.config().amqp_url.clone());
-        let metrics = ConsumerMetrics::new(ctx.metrics(), &self.name, "rabbitmq", &self.queue)?;
+        let metrics =
+            ConsumerMetrics::new(ctx.metrics(), &self.common.name, "rabbitmq", &self.queue)?;
         let running = Arc::new(Running {
             pipeline: Pipeline {
-                consumer: self.name.as_str().into(),
+                consumer: self.common.name.as_str().into(),
                 system: "rabbitmq",
                 destination: self.queue.as_str().into(),
                 span_name: format!("{} process", self.queue).into(),
@@ -300,11 +260,11 @@ impl Component for AmqpConsumer {
             ctx: &ctx,
             running: &running,
             tracker: TaskTracker::new(),
-            permits: Arc::new(Semaphore::new(self.concurrency)),
+            permits: Arc::new(Semaphore::new(self.common.concurrency)),
         };
         let mut delay = RECONNECT_MIN;
         ctx.readiness()
-            .not_ready(format!("AMQP consumer {}: connecting", self.name));
+            .not_ready(format!("AMQP consumer {}: connecting", self.common.name));
         loop {
             match session.run(&mut delay).await {
                 Ok(()) => break,
@@ -312,10 +272,10 @@ impl Component for AmqpConsumer {
                     if running.stop.is_cancelled() {
                         break;
                     }
-                    let reason = format!("AMQP consumer {} ({}): {e}", self.name, url);
+                    let reason = format!("AMQP consumer {} ({}): {e}", self.common.name, url);
                     ctx.readiness().not_ready(reason.clone());
                     tracing::warn!(
-                        consumer = %self.name,
+                        consumer = %self.common.name,
                         error = %reason,
                         retry_in_ms = delay.as_millis() as u64,
                         "AMQP connection lost; reconnecting"
@@ -335,7 +295,7 @@ impl Component for AmqpConsumer {
             .unwrap_or_else(|p| p.into_inner())
             .take();
         match fatal {
-            Some(reason) => Err(exit_error(&self.name, &reason)),
+            Some(reason) => Err(exit_error(&self.common.name, &reason)),
             None => Ok(()),
         }
     }
@@ -375,7 +335,7 @@ impl Session<'_> {
         let c = self.consumer;
         let stop = &self.running.stop;
         let props = ConnectionProperties::default()
-            .with_connection_name(format!("patron {}", c.name).into());
+            .with_connection_name(format!("patron {}", c.common.name).into());
         let conn = tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             r = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(self.url.expose(), props)) => r
@@ -428,7 +388,7 @@ impl Session<'_> {
             }
             None => None,
         };
-        let tag = format!("{}-{}", c.name, uuid::Uuid::new_v4().simple());
+        let tag = format!("{}-{}", c.common.name, uuid::Uuid::new_v4().simple());
         let mut consumer = channel
             .basic_consume(
                 c.queue.as_str().into(),
@@ -440,7 +400,7 @@ impl Session<'_> {
             .map_err(during(format!("cannot consume from queue {:?}", c.queue)))?;
         self.ctx.readiness().ready();
         *delay = RECONNECT_MIN;
-        tracing::info!(consumer = %c.name, queue = %c.queue, prefetch = self.settings.prefetch, concurrency = c.concurrency, "consuming");
+        tracing::info!(consumer = %c.common.name, queue = %c.queue, prefetch = self.settings.prefetch, concurrency = c.common.concurrency, "consuming");
 
         let shared = Arc::new(Outlet {
             running: Arc::clone(self.running),
@@ -523,12 +483,12 @@ impl Session<'_> {
                 .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
                 .await
             {
-                tracing::warn!(consumer = %c.name, error = %e, "cancelling the AMQP subscription failed");
+                tracing::warn!(consumer = %c.common.name, error = %e, "cancelling the AMQP subscription failed");
             }
             self.drain(self.ctx.config().shutdown_timeout).await;
             let _ = channel.close(200, "shutdown".into()).await;
             let _ = conn.close(200, "shutdown".into()).await;
-            tracing::info!(consumer = %c.name, "AMQP consumer stopped");
+            tracing::info!(consumer = %c.common.name, "AMQP consumer stopped");
         }
         result
     }
@@ -541,7 +501,7 @@ impl Session<'_> {
             .is_err()
         {
             tracing::warn!(
-                consumer = %self.consumer.name,
+                consumer = %self.consumer.common.name,
                 "in-flight messages did not finish within the shutdown timeout; the broker will redeliver them"
             );
         }

@@ -32,6 +32,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::common::{Common, common_builders};
 use super::dlq_headers;
 use super::handler::MessageHandler;
 use super::message::{Delivery, Headers, KafkaMetadata, Metadata};
@@ -49,14 +50,11 @@ type Progress = Arc<Mutex<HashMap<(String, i32), i64>>>;
 
 /// A Kafka consumer-group component.
 pub struct KafkaConsumer {
-    name: String,
+    common: Common,
     topics: Vec<String>,
     group: String,
     brokers: Option<String>,
     settings: Vec<(String, String)>,
-    concurrency: usize,
-    policy: Policy,
-    on_failure_set: bool,
     handler: Arc<dyn MessageHandler>,
 }
 
@@ -69,23 +67,20 @@ impl KafkaConsumer {
     ) -> Self {
         let topics: Vec<String> = topics.into_iter().map(Into::into).collect();
         KafkaConsumer {
-            name: topics.join(","),
+            common: Common::new(topics.join(",")),
             topics,
             group: group.into(),
             brokers: None,
             settings: Vec::new(),
-            concurrency: 1,
-            policy: Policy::default(),
-            on_failure_set: false,
             handler: Arc::new(handler),
         }
     }
 
-    /// The consumer's name in logs, metrics and `/ready`.
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
+    common_builders!(
+        unit: "partitions",
+        on_failure: "`Dlq`, `Drop` — Kafka's skip — or `Exit`; `Dlq` when a DLQ topic is named, else `Exit`",
+        dlq: "a topic"
+    );
 
     /// The bootstrap brokers, instead of `PATRON_KAFKA_BROKERS`.
     pub fn brokers(mut self, brokers: impl Into<String>) -> Self {
@@ -99,43 +94,11 @@ impl KafkaConsumer {
         self
     }
 
-    /// How many partitions are processed at once (1).
-    pub fn concurrency(mut self, concurrency: usize) -> Self {
-        self.concurrency = concurrency;
-        self
-    }
-
-    /// In-process retries after a failed call (3).
-    pub fn retries(mut self, retries: u32) -> Self {
-        self.policy.retries = retries;
-        self
-    }
-
-    /// Base delay between retries (100ms), doubled each retry, with jitter.
-    pub fn backoff(mut self, backoff: Duration) -> Self {
-        self.policy.backoff = backoff;
-        self
-    }
-
-    /// What happens after the last retry: `Dlq`, `Drop` (Kafka's skip) or
-    /// `Exit` (`Dlq` when a DLQ topic is named, else `Exit`).
-    pub fn on_failure(mut self, on_failure: OnFailure) -> Self {
-        self.policy.on_failure = on_failure;
-        self.on_failure_set = true;
-        self
-    }
-
-    /// The dead-letter topic.
-    pub fn dlq(mut self, topic: impl Into<String>) -> Self {
-        self.policy.dlq = Some(topic.into());
-        self
-    }
-
     fn checked_policy(&self) -> Result<Policy, Error> {
         let fail = |what: &str| {
             Err(Error::msg(format!(
                 "Kafka consumer {} (topics {:?}, group {:?}): {what}",
-                self.name, self.topics, self.group
+                self.common.name, self.topics, self.group
             )))
         };
         if self.topics.is_empty() || self.topics.iter().any(|t| t.is_empty()) {
@@ -144,25 +107,12 @@ impl KafkaConsumer {
         if self.group.is_empty() {
             return fail("the group is empty");
         }
-        if self.concurrency == 0 {
-            return fail("concurrency must be at least 1");
-        }
-        let mut policy = self.policy.clone();
-        if !self.on_failure_set {
-            policy.on_failure = if policy.dlq.is_some() {
-                OnFailure::Dlq
-            } else {
-                OnFailure::Exit
-            };
-        }
-        match policy.on_failure {
-            OnFailure::Requeue => {
-                return fail("Kafka has no requeue; use dlq, drop (skip) or exit");
-            }
-            OnFailure::Dlq if policy.dlq.is_none() => {
-                return fail("on_failure = dlq needs a DLQ topic");
-            }
-            _ => {}
+        let policy = match self.common.policy(OnFailure::Exit, None) {
+            Ok(p) => p,
+            Err(e) => return fail(&e),
+        };
+        if policy.on_failure == OnFailure::Requeue {
+            return fail("Kafka has no requeue; use dlq, drop (skip) or exit");
         }
         Ok(policy)
     }
@@ -230,10 +180,10 @@ fn offsets(progress: &Progress, within: Option<&TopicPartitionList>) -> TopicPar
 
 impl Component for KafkaConsumer {
     fn info(&self) -> ComponentInfo {
-        ComponentInfo::new("kafka-consumer", &self.name)
+        ComponentInfo::new("kafka-consumer", &self.common.name)
             .detail("topics", self.topics.clone())
             .detail("group", self.group.as_str())
-            .detail("concurrency", self.concurrency)
+            .detail("concurrency", self.common.concurrency)
     }
 
     async fn run(self, ctx: ComponentContext) -> Result<(), Error> {
@@ -247,7 +197,7 @@ impl Component for KafkaConsumer {
         let readiness = ctx.readiness().clone();
         readiness.not_ready(format!(
             "Kafka consumer {}: joining group {}",
-            self.name, self.group
+            self.common.name, self.group
         ));
         let mut config = ClientConfig::new();
         config
@@ -263,12 +213,12 @@ impl Component for KafkaConsumer {
             .create_with_context::<Context, StreamConsumer<Context>>(Context {
                 progress: Arc::clone(&progress),
                 readiness: readiness.clone(),
-                name: self.name.clone(),
+                name: self.common.name.clone(),
             })
             .map_err(|e| {
                 Error::msg(format!(
                     "Kafka consumer {}: cannot create the client: {e}",
-                    self.name
+                    self.common.name
                 ))
             })?;
         let consumer = Arc::new(consumer);
@@ -276,7 +226,7 @@ impl Component for KafkaConsumer {
         consumer.subscribe(&topics).map_err(|e| {
             Error::msg(format!(
                 "Kafka consumer {}: cannot subscribe to {topics:?}: {e}",
-                self.name
+                self.common.name
             ))
         })?;
         let producer: Option<FutureProducer> = match &policy.dlq {
@@ -288,18 +238,19 @@ impl Component for KafkaConsumer {
                     .map_err(|e| {
                         Error::msg(format!(
                             "Kafka consumer {}: cannot create the DLQ producer: {e}",
-                            self.name
+                            self.common.name
                         ))
                     })?,
             ),
             None => None,
         };
         let destination = self.topics.join(",");
-        let metrics = ConsumerMetrics::new(ctx.metrics(), &self.name, "kafka", &destination)?;
+        let metrics =
+            ConsumerMetrics::new(ctx.metrics(), &self.common.name, "kafka", &destination)?;
         let stop = ctx.shutdown().child_token();
         let shared = Arc::new(Shared {
             pipeline: Pipeline {
-                consumer: self.name.as_str().into(),
+                consumer: self.common.name.as_str().into(),
                 system: "kafka",
                 destination: destination.as_str().into(),
                 span_name: format!("{destination} process").into(),
@@ -313,14 +264,14 @@ impl Component for KafkaConsumer {
             dlq: policy.dlq.clone(),
             stop: stop.clone(),
             fatal: Mutex::new(None),
-            permits: Arc::new(Semaphore::new(self.concurrency)),
+            permits: Arc::new(Semaphore::new(self.common.concurrency)),
         });
         let tracker = TaskTracker::new();
         let mut workers: HashMap<(String, i32), mpsc::Sender<OwnedMessage>> = HashMap::new();
         let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
         let lag = lag_gauges(ctx.metrics())?;
         let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
-        tracing::info!(consumer = %self.name, topics = ?self.topics, group = %self.group, "consuming");
+        tracing::info!(consumer = %self.common.name, topics = ?self.topics, group = %self.group, "consuming");
         loop {
             tokio::select! {
                 biased;
@@ -328,12 +279,12 @@ impl Component for KafkaConsumer {
                 _ = commit_tick.tick() => {
                     let list = offsets(&progress, None);
                     if list.count() > 0 && let Err(e) = consumer.commit(&list, CommitMode::Async) {
-                        tracing::warn!(consumer = %self.name, error = %e, "committing offsets failed; retrying at the next interval");
+                        tracing::warn!(consumer = %self.common.name, error = %e, "committing offsets failed; retrying at the next interval");
                     }
                 }
                 _ = lag_tick.tick() => {
                     let (consumer, progress, lag, name) =
-                        (Arc::clone(&consumer), Arc::clone(&progress), lag.clone(), self.name.clone());
+                        (Arc::clone(&consumer), Arc::clone(&progress), lag.clone(), self.common.name.clone());
                     // fetch_watermarks blocks on the network.
                     tokio::task::spawn_blocking(move || record_lag(&consumer, &progress, &lag, &name));
                 }
@@ -351,11 +302,11 @@ impl Component for KafkaConsumer {
                             sent = worker.send(message) => sent,
                         };
                         if sent.is_err() {
-                            tracing::warn!(consumer = %self.name, "a partition worker stopped; its messages will be redelivered");
+                            tracing::warn!(consumer = %self.common.name, "a partition worker stopped; its messages will be redelivered");
                         }
                     }
                     Err(e) => {
-                        tracing::warn!(consumer = %self.name, error = %e, "Kafka receive error");
+                        tracing::warn!(consumer = %self.common.name, error = %e, "Kafka receive error");
                     }
                 }
             }
@@ -367,23 +318,23 @@ impl Component for KafkaConsumer {
             .await
             .is_err()
         {
-            tracing::warn!(consumer = %self.name, "in-flight messages did not finish within the shutdown timeout; they will be redelivered");
+            tracing::warn!(consumer = %self.common.name, "in-flight messages did not finish within the shutdown timeout; they will be redelivered");
         }
         let list = offsets(&progress, None);
         if list.count() > 0
             && let Err(e) = consumer.commit(&list, CommitMode::Sync)
         {
-            tracing::warn!(consumer = %self.name, error = %e, "the final commit failed; the last messages will be redelivered");
+            tracing::warn!(consumer = %self.common.name, error = %e, "the final commit failed; the last messages will be redelivered");
         }
         consumer.unsubscribe();
-        tracing::info!(consumer = %self.name, "Kafka consumer stopped");
+        tracing::info!(consumer = %self.common.name, "Kafka consumer stopped");
         let fatal = shared
             .fatal
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
         match fatal {
-            Some(reason) => Err(exit_error(&self.name, &reason)),
+            Some(reason) => Err(exit_error(&self.common.name, &reason)),
             None => Ok(()),
         }
     }

@@ -44,6 +44,11 @@
 // Only AMQP consumers take batches so far.
 #[cfg_attr(not(feature = "amqp"), allow(dead_code))]
 mod batch;
+#[cfg_attr(
+    not(any(feature = "amqp", feature = "sqs", feature = "kafka")),
+    allow(dead_code, unused_macros)
+)]
+pub(crate) mod common;
 mod handler;
 mod message;
 #[cfg_attr(

@@ -32,6 +32,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::common::{Common, common_builders};
 use super::dlq_headers;
 use super::handler::MessageHandler;
 use super::message::{Delivery, Headers, Metadata, SqsMetadata};
@@ -66,15 +67,12 @@ const MAX_ATTRIBUTES: usize = 10;
 /// }
 /// ```
 pub struct SqsConsumer {
-    name: String,
+    common: Common,
     queue: String,
     client: Option<Client>,
     wait: Duration,
     max_messages: i32,
     visibility: Duration,
-    concurrency: usize,
-    policy: Policy,
-    on_failure_set: bool,
     handler: Arc<dyn MessageHandler>,
 }
 
@@ -83,25 +81,21 @@ impl SqsConsumer {
     pub fn new(queue: impl Into<String>, handler: impl MessageHandler) -> Self {
         let queue = queue.into();
         SqsConsumer {
-            name: queue.clone(),
+            common: Common::new(queue.as_str()),
             queue,
             client: None,
             wait: Duration::from_secs(20),
             max_messages: 10,
             visibility: Duration::from_secs(30),
-            concurrency: 1,
-            policy: Policy::default(),
-            on_failure_set: false,
             handler: Arc::new(handler),
         }
     }
 
-    /// The consumer's name in logs, metrics and `/ready` (the queue name by
-    /// default; the handler's name for `#[patron::consumer]`).
-    pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
-        self
-    }
+    common_builders!(
+        unit: "handlers",
+        on_failure: "`dlq` when a DLQ is named, else `requeue`",
+        dlq: "a queue name; `<queue>-dlq` when `on_failure = dlq` names none"
+    );
 
     /// The SQS client to use. Without one, the consumer uses the
     /// `aws_sdk_sqs::Client` the service `provide`s, else one built from the
@@ -130,44 +124,11 @@ impl SqsConsumer {
         self
     }
 
-    /// How many handlers run at once (1).
-    pub fn concurrency(mut self, concurrency: usize) -> Self {
-        self.concurrency = concurrency;
-        self
-    }
-
-    /// In-process retries after a failed call (3).
-    pub fn retries(mut self, retries: u32) -> Self {
-        self.policy.retries = retries;
-        self
-    }
-
-    /// Base delay between retries (100ms), doubled each retry, with jitter.
-    pub fn backoff(mut self, backoff: Duration) -> Self {
-        self.policy.backoff = backoff;
-        self
-    }
-
-    /// What happens after the last retry (`dlq` when a DLQ is named, else
-    /// `requeue`).
-    pub fn on_failure(mut self, on_failure: OnFailure) -> Self {
-        self.policy.on_failure = on_failure;
-        self.on_failure_set = true;
-        self
-    }
-
-    /// The dead-letter queue's name (`<queue>-dlq` when `on_failure = dlq`
-    /// names none).
-    pub fn dlq(mut self, queue: impl Into<String>) -> Self {
-        self.policy.dlq = Some(queue.into());
-        self
-    }
-
     fn checked_policy(&self) -> Result<Policy, Error> {
         let fail = |what: String| {
             Err(Error::msg(format!(
                 "SQS consumer {} (queue {:?}): {what}",
-                self.name, self.queue
+                self.common.name, self.queue
             )))
         };
         if self.queue.is_empty() {
@@ -188,17 +149,9 @@ impl SqsConsumer {
                 self.visibility
             ));
         }
-        if self.concurrency == 0 {
-            return fail("concurrency must be at least 1".into());
-        }
-        let mut policy = self.policy.clone();
-        if !self.on_failure_set && policy.dlq.is_some() {
-            policy.on_failure = OnFailure::Dlq;
-        }
-        if policy.on_failure == OnFailure::Dlq && policy.dlq.is_none() {
-            policy.dlq = Some(format!("{}-dlq", self.queue));
-        }
-        Ok(policy)
+        self.common
+            .policy(OnFailure::Requeue, Some(format!("{}-dlq", self.queue)))
+            .or_else(fail)
     }
 }
 
@@ -225,9 +178,9 @@ struct Shared {
 
 impl Component for SqsConsumer {
     fn info(&self) -> ComponentInfo {
-        ComponentInfo::new("sqs-consumer", &self.name)
+        ComponentInfo::new("sqs-consumer", &self.common.name)
             .detail("queue", self.queue.as_str())
-            .detail("concurrency", self.concurrency)
+            .detail("concurrency", self.common.concurrency)
             .detail("max_messages", self.max_messages)
     }
 
@@ -242,7 +195,7 @@ impl Component for SqsConsumer {
         let readiness = ctx.readiness();
         readiness.not_ready(format!(
             "SQS consumer {}: resolving the queue URL",
-            self.name
+            self.common.name
         ));
         // Resolve the queue URLs now, retrying while SQS is unreachable.
         let mut delay = RETRY_MIN;
@@ -260,9 +213,9 @@ impl Component for SqsConsumer {
                 r = resolved => match r {
                     Ok(urls) => break urls,
                     Err(e) => {
-                        let reason = format!("SQS consumer {}: {e}", self.name);
+                        let reason = format!("SQS consumer {}: {e}", self.common.name);
                         readiness.not_ready(reason.clone());
-                        tracing::warn!(consumer = %self.name, error = %reason, "cannot resolve the SQS queue; retrying");
+                        tracing::warn!(consumer = %self.common.name, error = %reason, "cannot resolve the SQS queue; retrying");
                     }
                 },
             }
@@ -272,11 +225,12 @@ impl Component for SqsConsumer {
             }
             delay = (delay * 2).min(RETRY_MAX);
         };
-        let metrics = ConsumerMetrics::new(ctx.metrics(), &self.name, "aws_sqs", &self.queue)?;
+        let metrics =
+            ConsumerMetrics::new(ctx.metrics(), &self.common.name, "aws_sqs", &self.queue)?;
         let (deletes, delete_rx) = mpsc::channel(1024);
         let shared = Arc::new(Shared {
             pipeline: Pipeline {
-                consumer: self.name.as_str().into(),
+                consumer: self.common.name.as_str().into(),
                 system: "aws_sqs",
                 destination: self.queue.as_str().into(),
                 span_name: format!("{} process", self.queue).into(),
@@ -295,16 +249,16 @@ impl Component for SqsConsumer {
         let deleter = tokio::spawn(run_deleter(
             client.clone(),
             queue_url.clone(),
-            self.name.clone(),
+            self.common.name.clone(),
             delete_rx,
         ));
         let gauges = QueueGauges::new(ctx.metrics(), &self.queue)?;
         let gauge_task = tokio::spawn(gauges.run(client.clone(), queue_url.clone(), stop.clone()));
         readiness.ready();
-        tracing::info!(consumer = %self.name, queue = %self.queue, concurrency = self.concurrency, "consuming");
+        tracing::info!(consumer = %self.common.name, queue = %self.queue, concurrency = self.common.concurrency, "consuming");
 
         let tracker = TaskTracker::new();
-        let permits = Arc::new(Semaphore::new(self.concurrency));
+        let permits = Arc::new(Semaphore::new(self.common.concurrency));
         let mut delay = RETRY_MIN;
         loop {
             // Receive only when a handler slot is free; then take up to
@@ -338,12 +292,12 @@ impl Component for SqsConsumer {
                 Err(e) => {
                     let reason = format!(
                         "SQS consumer {}: receiving from {} failed: {}",
-                        self.name,
+                        self.common.name,
                         self.queue,
                         aws_sdk_sqs::error::DisplayErrorContext(&e)
                     );
                     readiness.not_ready(reason.clone());
-                    tracing::warn!(consumer = %self.name, error = %reason, retry_in_ms = delay.as_millis() as u64, "SQS receive failed; retrying");
+                    tracing::warn!(consumer = %self.common.name, error = %reason, retry_in_ms = delay.as_millis() as u64, "SQS receive failed; retrying");
                     tokio::select! {
                         _ = stop.cancelled() => break,
                         _ = tokio::time::sleep(delay) => {}
@@ -389,7 +343,7 @@ impl Component for SqsConsumer {
             .await
             .is_err()
         {
-            tracing::warn!(consumer = %self.name, "in-flight messages did not finish within the shutdown timeout; SQS will redeliver them after their visibility timeout");
+            tracing::warn!(consumer = %self.common.name, "in-flight messages did not finish within the shutdown timeout; SQS will redeliver them after their visibility timeout");
         }
         gauge_task.abort();
         // The deleter flushes what is pending once every sender is gone.
@@ -405,11 +359,11 @@ impl Component for SqsConsumer {
             .await
             .is_err()
         {
-            tracing::warn!(consumer = %self.name, "pending SQS deletes were not flushed; those messages will be redelivered");
+            tracing::warn!(consumer = %self.common.name, "pending SQS deletes were not flushed; those messages will be redelivered");
         }
-        tracing::info!(consumer = %self.name, "SQS consumer stopped");
+        tracing::info!(consumer = %self.common.name, "SQS consumer stopped");
         match fatal {
-            Some(reason) => Err(exit_error(&self.name, &reason)),
+            Some(reason) => Err(exit_error(&self.common.name, &reason)),
             None => Ok(()),
         }
     }
