@@ -15,7 +15,7 @@
 //!   closes the channel: prefetched messages no handler started go back to
 //!   the queue.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -28,7 +28,6 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::common::{Common, common_builders};
@@ -37,7 +36,7 @@ use super::handler::{BatchHandler, MessageHandler};
 use super::message::{AmqpMetadata, Delivery, Headers, Metadata};
 use super::metrics::ConsumerMetrics;
 use super::policy::{OnFailure, Policy};
-use super::process::{Pipeline, Verdict, exit_error, now_millis, truncate_reason};
+use super::process::{Pipeline, Stopper, Verdict, drain, now_millis, truncate_reason};
 use crate::component::{Component, ComponentContext, ComponentInfo};
 use crate::config::BrokerUrl;
 use crate::error::Error;
@@ -210,8 +209,7 @@ struct Settings {
 /// What every task of a running consumer shares.
 struct Running {
     pipeline: Pipeline,
-    stop: CancellationToken,
-    fatal: Mutex<Option<String>>,
+    stop: Stopper,
     queue: String,
 }
 
@@ -249,8 +247,7 @@ impl Component for AmqpConsumer {
                 metrics,
                 deps: Arc::clone(ctx.deps()),
             },
-            stop: ctx.shutdown().child_token(),
-            fatal: Mutex::new(None),
+            stop: Stopper::new(ctx.shutdown().child_token()),
             queue: self.queue.clone(),
         });
         let session = Session {
@@ -289,15 +286,7 @@ impl Component for AmqpConsumer {
             }
         }
         session.drain(ctx.config().shutdown_timeout).await;
-        let fatal = running
-            .fatal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        match fatal {
-            Some(reason) => Err(exit_error(&self.common.name, &reason)),
-            None => Ok(()),
-        }
+        running.stop.result(&self.common.name)
     }
 }
 
@@ -495,16 +484,7 @@ impl Session<'_> {
 
     /// Waits for in-flight handlers, at most `limit`.
     async fn drain(&self, limit: Duration) {
-        self.tracker.close();
-        if tokio::time::timeout(limit, self.tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                consumer = %self.consumer.common.name,
-                "in-flight messages did not finish within the shutdown timeout; the broker will redeliver them"
-            );
-        }
+        drain(&self.tracker, limit, &self.consumer.common.name).await;
         self.tracker.reopen();
     }
 }
@@ -572,11 +552,7 @@ impl Outlet {
                 }
             }
             Verdict::Exit(reason) => {
-                let mut fatal = self.running.fatal.lock().unwrap_or_else(|p| p.into_inner());
-                if fatal.is_none() {
-                    *fatal = Some(reason);
-                }
-                self.running.stop.cancel();
+                self.running.stop.exit(reason);
                 return;
             }
         };

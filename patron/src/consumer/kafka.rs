@@ -29,7 +29,6 @@ use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders, OwnedMe
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{Semaphore, mpsc};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::common::{Common, common_builders};
@@ -38,7 +37,7 @@ use super::handler::MessageHandler;
 use super::message::{Delivery, Headers, KafkaMetadata, Metadata};
 use super::metrics::ConsumerMetrics;
 use super::policy::{OnFailure, Policy};
-use super::process::{Pipeline, Verdict, exit_error, now_millis, truncate_reason};
+use super::process::{Pipeline, Stopper, Verdict, drain, now_millis, truncate_reason};
 use crate::component::{Component, ComponentContext, ComponentInfo, Readiness};
 use crate::error::Error;
 
@@ -262,8 +261,7 @@ impl Component for KafkaConsumer {
             progress: Arc::clone(&progress),
             producer,
             dlq: policy.dlq.clone(),
-            stop: stop.clone(),
-            fatal: Mutex::new(None),
+            stop: Stopper::new(stop.clone()),
             permits: Arc::new(Semaphore::new(self.common.concurrency)),
         });
         let tracker = TaskTracker::new();
@@ -313,13 +311,7 @@ impl Component for KafkaConsumer {
         }
         // Stop feeding the workers, let in-flight messages finish, commit.
         drop(workers);
-        tracker.close();
-        if tokio::time::timeout(ctx.config().shutdown_timeout, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(consumer = %self.common.name, "in-flight messages did not finish within the shutdown timeout; they will be redelivered");
-        }
+        drain(&tracker, ctx.config().shutdown_timeout, &self.common.name).await;
         let list = offsets(&progress, None);
         if list.count() > 0
             && let Err(e) = consumer.commit(&list, CommitMode::Sync)
@@ -328,15 +320,7 @@ impl Component for KafkaConsumer {
         }
         consumer.unsubscribe();
         tracing::info!(consumer = %self.common.name, "Kafka consumer stopped");
-        let fatal = shared
-            .fatal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        match fatal {
-            Some(reason) => Err(exit_error(&self.common.name, &reason)),
-            None => Ok(()),
-        }
+        shared.stop.result(&self.common.name)
     }
 }
 
@@ -346,8 +330,7 @@ struct Shared {
     progress: Progress,
     producer: Option<FutureProducer>,
     dlq: Option<String>,
-    stop: CancellationToken,
-    fatal: Mutex<Option<String>>,
+    stop: Stopper,
     permits: Arc<Semaphore>,
 }
 
@@ -374,13 +357,13 @@ async fn partition_worker(shared: Arc<Shared>, mut rx: mpsc::Receiver<OwnedMessa
                     Ok(()) => true,
                     Err(e) => {
                         tracing::error!(consumer = %shared.pipeline.consumer, error = %e, "cannot dead-letter the message; stopping so that it is not skipped");
-                        stop_with(&shared, e);
+                        shared.stop.exit(e);
                         false
                     }
                 }
             }
             Verdict::Exit(reason) => {
-                stop_with(&shared, reason);
+                shared.stop.exit(reason);
                 false
             }
             // Shutdown during a retry wait (Kafka has no requeue): leave it
@@ -396,14 +379,6 @@ async fn partition_worker(shared: Arc<Shared>, mut rx: mpsc::Receiver<OwnedMessa
             message.offset() + 1,
         );
     }
-}
-
-fn stop_with(shared: &Shared, reason: String) {
-    let mut fatal = shared.fatal.lock().unwrap_or_else(|p| p.into_inner());
-    if fatal.is_none() {
-        *fatal = Some(reason);
-    }
-    shared.stop.cancel();
 }
 
 async fn dead_letter(

@@ -365,9 +365,61 @@ pub(crate) fn now_millis() -> i64 {
         .unwrap_or_default()
 }
 
-/// The first `Exit` reason among verdicts, as the component's error.
-pub(crate) fn exit_error(consumer: &str, reason: &str) -> Error {
-    Error::msg(format!(
-        "consumer {consumer} stopped the service (on_failure = exit): {reason}"
-    ))
+/// A running consumer's stop switch: cancelled at shutdown, or by the first
+/// `exit` verdict, whose reason becomes the consumer's error. It
+/// dereferences to its cancellation token.
+pub(crate) struct Stopper {
+    token: CancellationToken,
+    reason: std::sync::Mutex<Option<String>>,
+}
+
+impl Stopper {
+    pub(crate) fn new(token: CancellationToken) -> Self {
+        Stopper {
+            token,
+            reason: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Stops the consumer because of `reason`; the first reason wins.
+    pub(crate) fn exit(&self, reason: String) {
+        let mut slot = self.reason.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(reason);
+        }
+        self.token.cancel();
+    }
+
+    /// What the consumer's `run` returns once it stopped.
+    pub(crate) fn result(&self, consumer: &str) -> Result<(), Error> {
+        match self.reason.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            Some(reason) => Err(Error::msg(format!(
+                "consumer {consumer} stopped the service (on_failure = exit): {reason}"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::ops::Deref for Stopper {
+    type Target = CancellationToken;
+    fn deref(&self) -> &CancellationToken {
+        &self.token
+    }
+}
+
+/// Waits for a consumer's in-flight handlers, at most `limit`; any still
+/// running then are left unacknowledged, for the broker to redeliver.
+pub(crate) async fn drain(
+    tracker: &tokio_util::task::TaskTracker,
+    limit: std::time::Duration,
+    consumer: &str,
+) {
+    tracker.close();
+    if tokio::time::timeout(limit, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            consumer,
+            "in-flight messages did not finish within the shutdown timeout; the broker will redeliver them"
+        );
+    }
 }

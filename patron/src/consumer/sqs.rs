@@ -19,7 +19,7 @@
 //!   messages are refreshed every 15 s.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::Client;
@@ -38,7 +38,7 @@ use super::handler::MessageHandler;
 use super::message::{Delivery, Headers, Metadata, SqsMetadata};
 use super::metrics::ConsumerMetrics;
 use super::policy::{OnFailure, Policy};
-use super::process::{Pipeline, Verdict, exit_error, now_millis, truncate_reason};
+use super::process::{Pipeline, Stopper, Verdict, drain, now_millis, truncate_reason};
 use crate::component::{Component, ComponentContext, ComponentInfo};
 use crate::error::Error;
 
@@ -170,8 +170,7 @@ struct Shared {
     client: Client,
     queue_url: String,
     dlq_url: Option<String>,
-    stop: CancellationToken,
-    fatal: Mutex<Option<String>>,
+    stop: Stopper,
     deletes: mpsc::Sender<(String, String)>,
     queue: String,
 }
@@ -241,8 +240,7 @@ impl Component for SqsConsumer {
             client: client.clone(),
             queue_url: queue_url.clone(),
             dlq_url,
-            stop: stop.clone(),
-            fatal: Mutex::new(None),
+            stop: Stopper::new(stop.clone()),
             deletes,
             queue: self.queue.clone(),
         });
@@ -338,20 +336,10 @@ impl Component for SqsConsumer {
                 });
             }
         }
-        tracker.close();
-        if tokio::time::timeout(ctx.config().shutdown_timeout, tracker.wait())
-            .await
-            .is_err()
-        {
-            tracing::warn!(consumer = %self.common.name, "in-flight messages did not finish within the shutdown timeout; SQS will redeliver them after their visibility timeout");
-        }
+        drain(&tracker, ctx.config().shutdown_timeout, &self.common.name).await;
         gauge_task.abort();
+        let result = shared.stop.result(&self.common.name);
         // The deleter flushes what is pending once every sender is gone.
-        let fatal = shared
-            .fatal
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
         drop(shared);
         // Handlers past the shutdown timeout still hold senders: do not wait
         // for them long (the service aborts them soon after).
@@ -362,10 +350,7 @@ impl Component for SqsConsumer {
             tracing::warn!(consumer = %self.common.name, "pending SQS deletes were not flushed; those messages will be redelivered");
         }
         tracing::info!(consumer = %self.common.name, "SQS consumer stopped");
-        match fatal {
-            Some(reason) => Err(exit_error(&self.common.name, &reason)),
-            None => Ok(()),
-        }
+        result
     }
 }
 
@@ -408,13 +393,7 @@ impl Shared {
                     }
                 }
             }
-            Verdict::Exit(reason) => {
-                let mut fatal = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
-                if fatal.is_none() {
-                    *fatal = Some(reason);
-                }
-                self.stop.cancel();
-            }
+            Verdict::Exit(reason) => self.stop.exit(reason),
         }
     }
 
