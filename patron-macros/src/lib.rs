@@ -7,6 +7,7 @@
 
 #![warn(missing_docs)]
 
+mod args;
 mod consumer;
 mod entry;
 mod route;

@@ -8,7 +8,7 @@ use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
 use syn::{Ident, LitBool, LitInt, LitStr, Token};
 
-use crate::units;
+use crate::{args, units};
 
 const BROKERS: &[&str] = &["amqp", "kafka", "sqs"];
 const KEYS: &[&str] = &[
@@ -101,6 +101,7 @@ impl Parse for ConsumerAttr {
         }
         let sqs = name == "sqs";
         let kafka = name == "kafka";
+        let broker_name = name.clone();
         input.parse::<Token![=]>().map_err(|e| {
             syn::Error::new(
                 e.span(),
@@ -119,7 +120,7 @@ impl Parse for ConsumerAttr {
             }
             list.into_iter().collect::<Vec<_>>()
         } else {
-            vec![parse_str(input, &name, "\"orders\"")?]
+            vec![args::string(input, &name, "\"orders\"")?]
         };
         let queue = topics[0].clone();
         if kafka {
@@ -160,90 +161,16 @@ impl Parse for ConsumerAttr {
         let mut seen: Vec<String> = Vec::new();
         let mut batch_timeout_span = None;
         let mut prefetch_span = None;
-        while !input.is_empty() {
-            input.parse::<Token![,]>().map_err(|e| {
-                syn::Error::new(e.span(), "expected `,` between consumer arguments")
-            })?;
-            if input.is_empty() {
-                break;
-            }
-            let key: Ident = input.call(syn::ext::IdentExt::parse_any).map_err(|e| {
-                syn::Error::new(
-                    e.span(),
-                    format!(
-                        "expected a `key = value` argument; known keys: {}",
-                        KEYS.join(", ")
-                    ),
-                )
-            })?;
+        let reject = |name: &str| broker_mismatch(name, &broker_name);
+        while let Some(key) = args::next_key(input, "consumer", KEYS, reject, &mut seen)? {
             let name = key.to_string();
-            if BROKERS.contains(&name.as_str()) {
-                return Err(syn::Error::new(
-                    key.span(),
-                    format!("a consumer reads from one broker; remove `{name}`"),
-                ));
-            }
-            if !KEYS.contains(&name.as_str()) {
-                let hint = match units::did_you_mean(&name, KEYS) {
-                    Some(s) => format!("did you mean `{s}`? "),
-                    None => String::new(),
-                };
-                return Err(syn::Error::new(
-                    key.span(),
-                    format!(
-                        "unknown consumer argument `{name}`; {hint}known arguments: {}",
-                        KEYS.join(", ")
-                    ),
-                ));
-            }
-            if kafka && (AMQP_ONLY.contains(&name.as_str()) || SQS_ONLY.contains(&name.as_str())) {
-                return Err(syn::Error::new(
-                    key.span(),
-                    format!("`{name}` does not apply to kafka consumers; remove it"),
-                ));
-            }
-            if !kafka && KAFKA_ONLY.contains(&name.as_str()) {
-                return Err(syn::Error::new(
-                    key.span(),
-                    format!("`{name}` applies to kafka consumers only; remove it"),
-                ));
-            }
-            if sqs && AMQP_ONLY.contains(&name.as_str()) {
-                let instead = match name.as_str() {
-                    "prefetch" => " (SQS receives up to `max_messages` at a time)",
-                    "batch" | "batch_timeout" => {
-                        " (SQS consumers take one message at a time in this version)"
-                    }
-                    _ => "",
-                };
-                return Err(syn::Error::new(
-                    key.span(),
-                    format!("`{name}` applies to amqp consumers, not sqs{instead}; remove it"),
-                ));
-            }
-            if !sqs && !kafka && SQS_ONLY.contains(&name.as_str()) {
-                return Err(syn::Error::new(
-                    key.span(),
-                    format!("`{name}` applies to sqs consumers, not amqp; remove it"),
-                ));
-            }
-            if seen.contains(&name) {
-                return Err(syn::Error::new(
-                    key.span(),
-                    format!("`{name}` is specified more than once; keep one"),
-                ));
-            }
-            seen.push(name.clone());
-            input
-                .parse::<Token![=]>()
-                .map_err(|e| syn::Error::new(e.span(), format!("expected `=` after `{name}`")))?;
             match name.as_str() {
-                "exchange" => attr.exchange = Some(parse_str(input, "exchange", "\"events\"")?),
+                "exchange" => attr.exchange = Some(args::string(input, "exchange", "\"events\"")?),
                 "routing_key" => {
-                    attr.routing_key = Some(parse_str(input, "routing_key", "\"orders.*\"")?)
+                    attr.routing_key = Some(args::string(input, "routing_key", "\"orders.*\"")?)
                 }
                 "dlq" => {
-                    let lit = parse_str(input, "dlq", "\"orders.dlq\"")?;
+                    let lit = args::string(input, "dlq", "\"orders.dlq\"")?;
                     if lit.value().trim().is_empty() {
                         return Err(syn::Error::new(lit.span(), "the DLQ name is empty"));
                     }
@@ -275,14 +202,14 @@ impl Parse for ConsumerAttr {
                     attr.batch = Some((n as u32, span));
                 }
                 "backoff" => {
-                    let lit = parse_str(input, "backoff", "\"100ms\"")?;
+                    let lit = args::string(input, "backoff", "\"100ms\"")?;
                     attr.backoff_nanos = Some(
                         units::parse_duration(&lit.value())
                             .map_err(|msg| syn::Error::new(lit.span(), msg))?,
                     );
                 }
                 "batch_timeout" => {
-                    let lit = parse_str(input, "batch_timeout", "\"1s\"")?;
+                    let lit = args::string(input, "batch_timeout", "\"1s\"")?;
                     let nanos = units::parse_duration(&lit.value())
                         .map_err(|msg| syn::Error::new(lit.span(), msg))?;
                     if nanos == 0 {
@@ -336,7 +263,7 @@ impl Parse for ConsumerAttr {
                     attr.on_failure = Some(value);
                 }
                 "group" => {
-                    let lit = parse_str(input, "group", "\"accounting\"")?;
+                    let lit = args::string(input, "group", "\"accounting\"")?;
                     if lit.value().trim().is_empty() {
                         return Err(syn::Error::new(lit.span(), "the consumer group is empty"));
                     }
@@ -397,7 +324,7 @@ impl Parse for ConsumerAttr {
 
 /// A duration literal in whole seconds, at most `max`.
 fn parse_seconds(input: ParseStream, key: &str, example: &str, max: u64) -> syn::Result<u64> {
-    let lit = parse_str(input, key, example)?;
+    let lit = args::string(input, key, example)?;
     let nanos =
         units::parse_duration(&lit.value()).map_err(|msg| syn::Error::new(lit.span(), msg))?;
     if nanos % 1_000_000_000 != 0 {
@@ -454,15 +381,35 @@ fn check_sqs_name(lit: &LitStr) -> syn::Result<()> {
     Ok(())
 }
 
-fn parse_str(input: ParseStream, key: &str, example: &str) -> syn::Result<LitStr> {
-    if input.peek(LitStr) {
-        return input.parse();
+/// Why `key` cannot go on a consumer of `broker`, if it cannot.
+fn broker_mismatch(key: &str, broker: &str) -> Option<String> {
+    if BROKERS.contains(&key) {
+        return Some(format!("a consumer reads from one broker; remove `{key}`"));
     }
-    let value: syn::Expr = input.parse()?;
-    Err(syn::Error::new(
-        value.span(),
-        format!("`{key}` takes a string literal, e.g. `{key} = {example}`"),
-    ))
+    let only = if AMQP_ONLY.contains(&key) {
+        "amqp"
+    } else if SQS_ONLY.contains(&key) {
+        "sqs"
+    } else if KAFKA_ONLY.contains(&key) {
+        "kafka"
+    } else {
+        return None;
+    };
+    if only == broker {
+        return None;
+    }
+    let instead = match (broker, key) {
+        ("sqs", "prefetch") => " (SQS receives up to `max_messages` at a time)",
+        ("sqs", "batch" | "batch_timeout") => {
+            " (SQS consumers take one message at a time in this version)"
+        }
+        _ => "",
+    };
+    Some(match (only, broker) {
+        ("kafka", _) => format!("`{key}` applies to kafka consumers only; remove it"),
+        (_, "kafka") => format!("`{key}` does not apply to kafka consumers; remove it"),
+        _ => format!("`{key}` applies to {only} consumers, not {broker}{instead}; remove it"),
+    })
 }
 
 fn parse_int(input: ParseStream, key: &str, min: u64, max: u64) -> syn::Result<(u64, Span)> {

@@ -7,7 +7,7 @@ use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
 use syn::{Ident, LitBool, LitStr, Token};
 
-use crate::units;
+use crate::{args, units};
 
 pub const METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
 const KEYS: &[&str] = &[
@@ -83,46 +83,8 @@ impl Parse for RouteAttr {
             rate_limit: None,
         };
         let mut seen: Vec<String> = Vec::new();
-        while !input.is_empty() {
-            input
-                .parse::<Token![,]>()
-                .map_err(|e| syn::Error::new(e.span(), "expected `,` between route arguments"))?;
-            if input.is_empty() {
-                break;
-            }
-            let key: Ident = input.call(syn::ext::IdentExt::parse_any).map_err(|e| {
-                syn::Error::new(
-                    e.span(),
-                    format!(
-                        "expected a `key = value` argument; known keys: {}",
-                        KEYS.join(", ")
-                    ),
-                )
-            })?;
+        while let Some(key) = args::next_key(input, "route", KEYS, |_| None, &mut seen)? {
             let name = key.to_string();
-            if !KEYS.contains(&name.as_str()) {
-                let hint = match units::did_you_mean(&name, KEYS) {
-                    Some(s) => format!("did you mean `{s}`? "),
-                    None => String::new(),
-                };
-                return Err(syn::Error::new(
-                    key.span(),
-                    format!(
-                        "unknown route argument `{name}`; {hint}known arguments: {}",
-                        KEYS.join(", ")
-                    ),
-                ));
-            }
-            if seen.contains(&name) {
-                return Err(syn::Error::new(
-                    key.span(),
-                    format!("`{name}` is specified more than once; keep one"),
-                ));
-            }
-            seen.push(name.clone());
-            input
-                .parse::<Token![=]>()
-                .map_err(|e| syn::Error::new(e.span(), format!("expected `=` after `{name}`")))?;
             match name.as_str() {
                 "auth" => attr.auth = Some(parse_auth(input)?),
                 "middleware" => attr.middleware = parse_middleware(input)?,
@@ -133,7 +95,7 @@ impl Parse for RouteAttr {
                     attr.trace = value.value;
                 }
                 "timeout" => {
-                    let lit = parse_str_value(input, "timeout", "\"2s\"")?;
+                    let lit = args::string(input, "timeout", "\"2s\"")?;
                     let nanos = units::parse_duration(&lit.value())
                         .map_err(|msg| syn::Error::new(lit.span(), msg))?;
                     if nanos == 0 {
@@ -145,7 +107,7 @@ impl Parse for RouteAttr {
                     attr.timeout_nanos = Some(nanos);
                 }
                 "body_limit" => {
-                    let lit = parse_str_value(input, "body_limit", "\"1MiB\"")?;
+                    let lit = args::string(input, "body_limit", "\"1MiB\"")?;
                     let bytes = units::parse_size(&lit.value())
                         .map_err(|msg| syn::Error::new(lit.span(), msg))?;
                     if bytes == 0 {
@@ -157,7 +119,7 @@ impl Parse for RouteAttr {
                     attr.body_limit = Some(bytes);
                 }
                 "rate_limit" => {
-                    let lit = parse_str_value(input, "rate_limit", "\"100/s\"")?;
+                    let lit = args::string(input, "rate_limit", "\"100/s\"")?;
                     attr.rate_limit = Some(
                         units::parse_rate(&lit.value())
                             .map_err(|msg| syn::Error::new(lit.span(), msg))?,
@@ -305,15 +267,4 @@ fn parse_middleware(input: ParseStream) -> syn::Result<Vec<syn::Path>> {
         ));
     }
     Ok(list.into_iter().collect())
-}
-
-fn parse_str_value(input: ParseStream, key: &str, example: &str) -> syn::Result<LitStr> {
-    if input.peek(LitStr) {
-        return input.parse();
-    }
-    let value: syn::Expr = input.parse()?;
-    Err(syn::Error::new(
-        value.span(),
-        format!("`{key}` takes a string literal, e.g. `{key} = {example}`"),
-    ))
 }
