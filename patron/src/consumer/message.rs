@@ -8,7 +8,10 @@ use std::ops::Deref;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::HeaderValue;
 use serde::de::DeserializeOwned;
+
+use crate::http::correlation;
 
 /// Message headers (AMQP headers, Kafka record headers, SQS message
 /// attributes), by name. Values are kept as bytes; numbers and booleans
@@ -149,7 +152,7 @@ pub struct Delivery {
     pub(crate) body: Bytes,
     pub(crate) content_type: Option<Arc<str>>,
     pub(crate) headers: Arc<Headers>,
-    pub(crate) correlation_id: Arc<str>,
+    pub(crate) correlation_id: HeaderValue,
     pub(crate) metadata: Arc<Metadata>,
 }
 
@@ -162,12 +165,12 @@ impl Delivery {
         headers: Headers,
         metadata: Metadata,
     ) -> Self {
-        let correlation_id = crate::http::correlation::from_text(headers.get("X-Correlation-Id"));
+        let correlation_id = correlation::from_bytes(headers.get_bytes("X-Correlation-Id"));
         Delivery {
             body: body.into(),
             content_type: content_type.map(Arc::from),
             headers: Arc::new(headers),
-            correlation_id: correlation_id.into(),
+            correlation_id,
             metadata: Arc::new(metadata),
         }
     }
@@ -189,7 +192,7 @@ impl Delivery {
 
     /// The correlation id (from `X-Correlation-Id`, or generated).
     pub fn correlation_id(&self) -> &str {
-        &self.correlation_id
+        correlation::text(&self.correlation_id)
     }
 
     /// Where the message came from.
@@ -203,7 +206,7 @@ impl Delivery {
         Ok(Message {
             payload,
             headers: Arc::clone(&self.headers),
-            correlation_id: Arc::clone(&self.correlation_id),
+            correlation_id: self.correlation_id.clone(),
             metadata: Arc::clone(&self.metadata),
             attempt,
         })
@@ -230,7 +233,7 @@ impl Delivery {
 pub struct Message<T> {
     payload: T,
     headers: Arc<Headers>,
-    correlation_id: Arc<str>,
+    correlation_id: HeaderValue,
     metadata: Arc<Metadata>,
     attempt: u32,
 }
@@ -242,7 +245,7 @@ impl<T> Message<T> {
         Message {
             payload,
             headers: Arc::new(Headers::new()),
-            correlation_id: crate::http::correlation::from_text(None).into(),
+            correlation_id: correlation::from_bytes(None),
             metadata: Arc::new(Metadata::None),
             attempt: 1,
         }
@@ -250,8 +253,7 @@ impl<T> Message<T> {
 
     /// Replaces the headers (the correlation id is read from them again).
     pub fn with_headers(mut self, headers: Headers) -> Self {
-        self.correlation_id =
-            crate::http::correlation::from_text(headers.get("X-Correlation-Id")).into();
+        self.correlation_id = correlation::from_bytes(headers.get_bytes("X-Correlation-Id"));
         self.headers = Arc::new(headers);
         self
     }
@@ -274,7 +276,7 @@ impl<T> Message<T> {
     /// The correlation id: `X-Correlation-Id` from the headers, or a
     /// generated one. It is on every log line the handler writes.
     pub fn correlation_id(&self) -> &str {
-        &self.correlation_id
+        correlation::text(&self.correlation_id)
     }
 
     /// Broker metadata.

@@ -150,7 +150,7 @@ impl Pipeline {
             messaging.batch.message_count = n,
         );
         let cx = RequestContext {
-            correlation_id: crate::http::correlation::from_headers(&http::HeaderMap::new()),
+            correlation_id: crate::http::correlation::from_bytes(None),
             traceparent: None,
             baggage: None,
         };
@@ -337,12 +337,11 @@ fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
 fn request_context(d: &Delivery) -> RequestContext {
     let header = |name: &str| {
         d.headers()
-            .get(name)
-            .and_then(|v| HeaderValue::from_str(v).ok())
+            .get_bytes(name)
+            .and_then(|v| HeaderValue::from_bytes(v).ok())
     };
     RequestContext {
-        correlation_id: HeaderValue::from_str(d.correlation_id())
-            .unwrap_or_else(|_| crate::http::correlation::from_headers(&http::HeaderMap::new())),
+        correlation_id: d.correlation_id.clone(),
         traceparent: header("traceparent"),
         baggage: header("baggage"),
     }

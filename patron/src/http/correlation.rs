@@ -32,8 +32,7 @@ pub struct CorrelationId(HeaderValue);
 impl CorrelationId {
     /// The id as text.
     pub fn as_str(&self) -> &str {
-        // Only visible ASCII is ever stored (see `usable`).
-        self.0.to_str().unwrap_or_default()
+        text(&self.0)
     }
 
     /// The id as a header value, for passing it on.
@@ -68,12 +67,18 @@ pub(crate) fn from_headers(headers: &HeaderMap) -> HeaderValue {
     }
 }
 
-/// The usable correlation id in `text` (a message header), or a fresh one.
-pub(crate) fn from_text(text: Option<&str>) -> String {
-    match text {
-        Some(t) if usable_bytes(t.as_bytes()) => t.to_string(),
-        _ => generate().to_str().unwrap_or_default().to_string(),
+/// The usable correlation id in `value` (a message header's bytes), or a
+/// fresh one.
+pub(crate) fn from_bytes(value: Option<&[u8]>) -> HeaderValue {
+    match value {
+        Some(b) if usable_bytes(b) => HeaderValue::from_bytes(b).unwrap_or_else(|_| generate()),
+        _ => generate(),
     }
+}
+
+/// The id as text: only visible ASCII is ever kept (see `usable_bytes`).
+pub(crate) fn text(id: &HeaderValue) -> &str {
+    id.to_str().unwrap_or_default()
 }
 
 fn usable(v: &HeaderValue) -> bool {
