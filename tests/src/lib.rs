@@ -30,6 +30,34 @@ pub fn service(var: &str, what: &str) -> Option<String> {
     }
 }
 
+/// The `#[patron::consumer]` registered for the handler named `handler`:
+/// exactly one, as a list for `Service::with_consumers`.
+pub fn registered(handler: &str) -> Vec<&'static patron::ConsumerDef> {
+    let defs: Vec<_> = patron::registered_consumers()
+        .into_iter()
+        .filter(|c| c.handler == handler)
+        .collect();
+    assert_eq!(defs.len(), 1, "one consumer registered for {handler}");
+    defs
+}
+
+/// The component named `name` in the service's `GET /info` (at `base_url`).
+pub async fn info_component(base_url: &str, name: &str) -> serde_json::Value {
+    let info: serde_json::Value = reqwest::get(format!("{base_url}/info"))
+        .await
+        .expect("GET /info")
+        .json()
+        .await
+        .expect("/info is JSON");
+    info["components"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("{name} is not listed in /info: {info}"))
+}
+
 /// A port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -658,11 +658,7 @@ async fn attribute_consumers_register_and_take_dependencies() {
     let Some(url) = amqp::url() else { return };
     let broker = Broker::connect(&url).await;
     broker.fresh_queue("patron-test-macro").await;
-    let defs: Vec<_> = patron::registered_consumers()
-        .into_iter()
-        .filter(|c| c.handler == "macro_consumer")
-        .collect();
-    assert_eq!(defs.len(), 1);
+    let defs = patron_tests::registered("macro_consumer");
     assert_eq!(defs[0].destination, "patron-test-macro");
 
     // Without the dependency, start-up fails naming the consumer and type.
@@ -686,19 +682,7 @@ async fn attribute_consumers_register_and_take_dependencies() {
     service.config_mut().amqp_url = patron::config::BrokerUrl::new(&url);
     let server = TestServer::start(service).await.unwrap();
     assert!(eventually(WAIT, || async { sink.0.lock().unwrap().len() == 3 }).await);
-    let info: serde_json::Value = reqwest::get(server.url("/info"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let component = info["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "macro_consumer")
-        .cloned()
-        .expect("the consumer is listed in /info");
+    let component = patron_tests::info_component(server.base_url(), "macro_consumer").await;
     assert_eq!(component["kind"], "amqp-consumer");
     assert_eq!(component["details"]["queue"], "patron-test-macro");
     server.shutdown().await.expect("clean shutdown");

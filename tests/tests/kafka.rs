@@ -102,6 +102,25 @@ async fn start(consumer: KafkaConsumer) -> TestServer {
     TestServer::start(service).await.expect("service starts")
 }
 
+/// Produces `record` to partition 0, starts a consumer in `group`, and
+/// returns what it received (after a short grace for anything older).
+async fn restart_after_new_record(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    record: &str,
+) -> Vec<String> {
+    produce(&producer(brokers), topic, 0, record).await;
+    let again: Seen = Arc::default();
+    let server =
+        start(KafkaConsumer::new([topic], group, recorder(again.clone(), None)).brokers(brokers))
+            .await;
+    assert!(eventually(WAIT, || async { !again.lock().unwrap().is_empty() }).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.shutdown().await.expect("clean shutdown");
+    payloads(&again)
+}
+
 fn payloads(seen: &Seen) -> Vec<String> {
     seen.lock()
         .unwrap()
@@ -130,17 +149,10 @@ async fn commits_after_success_and_a_restart_resumes_after_them() {
     assert_eq!(payloads(&seen), ["m0", "m1", "m2", "m3", "m4"]);
 
     // The group's committed offset is after m4: a restart sees only new records.
-    produce(&p, &topic, 0, "m5").await;
-    let again: Seen = Arc::default();
-    let second = start(
-        KafkaConsumer::new([topic.as_str()], &group, recorder(again.clone(), None))
-            .brokers(&brokers),
-    )
-    .await;
-    assert!(eventually(WAIT, || async { !again.lock().unwrap().is_empty() }).await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    second.shutdown().await.expect("clean shutdown");
-    assert_eq!(payloads(&again), ["m5"]);
+    assert_eq!(
+        restart_after_new_record(&brokers, &topic, &group, "m5").await,
+        ["m5"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -325,17 +337,10 @@ async fn skip_commits_the_failed_record_and_goes_on() {
     server.shutdown().await.expect("clean shutdown");
     assert_eq!(payloads(&seen), ["a", "c"]);
     // Committed past the skipped record: a restart sees nothing old.
-    produce(&p, &topic, 0, "d").await;
-    let again: Seen = Arc::default();
-    let second = start(
-        KafkaConsumer::new([topic.as_str()], &group, recorder(again.clone(), None))
-            .brokers(&brokers),
-    )
-    .await;
-    assert!(eventually(WAIT, || async { !again.lock().unwrap().is_empty() }).await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    second.shutdown().await.expect("clean shutdown");
-    assert_eq!(payloads(&again), ["d"]);
+    assert_eq!(
+        restart_after_new_record(&brokers, &topic, &group, "d").await,
+        ["d"]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -486,11 +491,7 @@ async fn attribute_consumers_carry_trace_context_from_headers() {
             &AdminOptions::new(),
         )
         .await;
-    let defs: Vec<_> = patron::registered_consumers()
-        .into_iter()
-        .filter(|c| c.handler == "kafka_macro_consumer")
-        .collect();
-    assert_eq!(defs.len(), 1);
+    let defs = patron_tests::registered("kafka_macro_consumer");
     assert_eq!(defs[0].broker, "kafka");
     let sink = Arc::new(Sink(Mutex::default()));
     let mut service = Service::new("kafka-test")

@@ -361,11 +361,7 @@ async fn attribute_consumers_use_the_provided_client() {
     for i in 0..4 {
         sqs::send(&client, &url, &format!("m{i}"), &[]).await;
     }
-    let defs: Vec<_> = patron::registered_consumers()
-        .into_iter()
-        .filter(|c| c.handler == "sqs_macro_consumer")
-        .collect();
-    assert_eq!(defs.len(), 1);
+    let defs = patron_tests::registered("sqs_macro_consumer");
     assert_eq!(defs[0].broker, "sqs");
     let sink = Arc::new(Sink(Mutex::default()));
     let service = Service::new("sqs-test")
@@ -375,18 +371,8 @@ async fn attribute_consumers_use_the_provided_client() {
     let server = TestServer::start(service).await.unwrap();
     assert!(eventually(WAIT, || async { sink.0.lock().unwrap().len() == 4 }).await);
     assert!(eventually(WAIT, || async { sqs::depth(&client, &url).await == (0, 0) }).await);
-    let info: serde_json::Value = reqwest::get(server.url("/info"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let listed = info["components"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .any(|c| c["name"] == "sqs_macro_consumer" && c["kind"] == "sqs-consumer");
-    assert!(listed, "{info}");
+    let component = patron_tests::info_component(server.base_url(), "sqs_macro_consumer").await;
+    assert_eq!(component["kind"], "sqs-consumer");
     server.shutdown().await.expect("clean shutdown");
     sqs::delete(&client, &url).await;
 }
