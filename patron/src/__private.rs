@@ -305,6 +305,10 @@ pub struct KafkaSpec {
     pub topics: &'static [&'static str],
     /// `group`.
     pub group: &'static str,
+    /// `batch` and `batch_timeout`.
+    pub batch: Option<(usize, Duration)>,
+    /// `dedup_by_key`.
+    pub dedup_by_key: bool,
 }
 
 /// The component of a Kafka consumer.
@@ -319,6 +323,26 @@ pub fn kafka_consumer(
         spec.group,
         handler,
     );
+    c.common_mut().apply(&common);
+    BoxedComponent::new(c)
+}
+
+/// The component of a Kafka batch consumer.
+#[cfg(feature = "kafka")]
+pub fn kafka_batch_consumer(
+    common: CommonSpec,
+    spec: KafkaSpec,
+    handler: impl BatchHandler,
+) -> BoxedComponent {
+    let (size, timeout) = spec.batch.unwrap_or((1, Duration::from_secs(1)));
+    let mut c = crate::consumer::kafka::KafkaConsumer::batch(
+        spec.topics.iter().copied(),
+        spec.group,
+        handler,
+        size,
+        timeout,
+    )
+    .dedup_by_key(spec.dedup_by_key);
     c.common_mut().apply(&common);
     BoxedComponent::new(c)
 }

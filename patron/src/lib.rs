@@ -130,15 +130,27 @@ pub use patron_macros::route;
 /// dlq           = "name"     // dead-letter queue (`<queue>.dlq` for `on_failure = dlq`)
 /// batch         = 100        // the handler takes Batch<T> of up to 100 messages
 /// batch_timeout = "1s"       // a batch waits at most this long after its first message (1s)
+///
+/// #[patron::consumer(sqs = "queue" (, key = value)*)]
+/// wait          = "20s"      // long-poll wait, 0–20 s (20s)
+/// max_messages  = 10         // messages per receive, 1–10 (10)
+/// visibility    = "30s"      // visibility timeout, 0–12 h (30s)
+/// concurrency, retries, backoff, on_failure (dlq | requeue | drop | exit), dlq
+///
+/// #[patron::consumer(kafka = "topic" | ["a", "b"], group = "g" (, key = value)*)]
+/// concurrency, retries, backoff, dlq (a topic), batch, batch_timeout
+/// on_failure    = skip       // dlq | skip | exit (dlq when `dlq` is set, else exit)
+/// dedup_by_key  = true       // with `batch`: only the last record per key in a batch
 /// ```
 ///
 /// The handler is a non-generic `async fn` that takes one
 /// [`Message<T>`](consumer::Message) (or, with `batch`, one
 /// [`Batch<T>`](consumer::Batch)) and any number of [`Dep<T>`], and returns
 /// `()` or `Result<(), E>`. `T` is `Json<U>`, `String`, `Bytes`, `Vec<u8>`
-/// or any [`consumer::Decode`]. The broker URL comes from `PATRON_AMQP_URL`;
-/// the `amqp` cargo feature must be on. See [`consumer`] for the outcome
-/// model.
+/// or any [`consumer::Decode`]. Broker addresses come from
+/// `PATRON_AMQP_URL`, `PATRON_SQS_ENDPOINT` (or the AWS environment) and
+/// `PATRON_KAFKA_BROKERS`; the broker's cargo feature (`amqp`, `sqs`,
+/// `kafka`) must be on. See [`consumer`] for the outcome model.
 ///
 /// ```
 /// use patron::prelude::*;

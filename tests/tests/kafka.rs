@@ -535,3 +535,187 @@ async fn attribute_consumers_carry_trace_context_from_headers() {
     assert_eq!(outgoing["traceparent"], traceparent);
     assert_eq!(outgoing["x-correlation-id"], "corr-kafka");
 }
+
+async fn produce_keyed(p: &FutureProducer, topic: &str, key: Option<&str>, body: &str) {
+    let mut record = FutureRecord::<str, str>::to(topic)
+        .partition(0)
+        .payload(body);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    p.send(record, Duration::from_secs(10))
+        .await
+        .expect("produce");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn batches_keep_the_last_record_per_key_and_commit_the_replaced_ones() {
+    let Some(brokers) = brokers() else { return };
+    let (topic, group) = (unique("batch"), unique("group"));
+    create_topic(&brokers, &topic, 1).await;
+    let p = producer(&brokers);
+    let keys = [
+        Some("a"),
+        Some("b"),
+        Some("a"),
+        Some("c"),
+        Some("b"),
+        Some("a"),
+        Some("a"),
+        Some("d"),
+        None,
+        Some("d"),
+    ];
+    for (i, key) in keys.iter().enumerate() {
+        produce_keyed(&p, &topic, *key, &format!("r{i}")).await;
+    }
+    let batches: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
+    let b = batches.clone();
+    let consumer = KafkaConsumer::batch(
+        [topic.as_str()],
+        &group,
+        patron::consumer::batch_handler_fn(move |batch: patron::consumer::Batch<String>| {
+            let b = b.clone();
+            async move {
+                let payloads = batch.iter().map(|m| m.payload().clone()).collect();
+                b.lock().unwrap().push(payloads);
+            }
+        }),
+        5,
+        // Long enough that both batches fill from the records already there.
+        Duration::from_secs(10),
+    )
+    .dedup_by_key(true)
+    .name("deduped")
+    .brokers(&brokers);
+    let server = start(consumer).await;
+    assert!(eventually(WAIT, || async { batches.lock().unwrap().len() == 2 }).await);
+    // Offsets 0–4 keep a@2, c@3, b@4; offsets 5–9 keep a@6, the keyless r8, d@9.
+    assert_eq!(
+        *batches.lock().unwrap(),
+        [vec!["r2", "r3", "r4"], vec!["r6", "r8", "r9"]]
+    );
+    let samples =
+        patron_tests::prom::scrape(&reqwest::Client::new(), &server.url("/metrics")).await;
+    let count = |outcome: &str| {
+        patron_tests::prom::value(
+            &samples,
+            "consumer_messages_total",
+            &[("consumer", "deduped"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(count("superseded"), Some(4.0));
+    assert_eq!(count("ack"), Some(6.0));
+    server.shutdown().await.expect("clean shutdown");
+
+    // Every record, the replaced ones included, was committed.
+    assert_eq!(
+        restart_after_new_record(&brokers, &topic, &group, "r10").await,
+        ["r10"]
+    );
+}
+
+/// One member of a two-instance group: what it processed, by partition.
+struct Member {
+    seen: Seen,
+    server: TestServer,
+}
+
+async fn member(brokers: &str, topic: &str, group: &str, name: &str) -> Member {
+    let seen: Seen = Arc::default();
+    let consumer = KafkaConsumer::new([topic], group, recorder(seen.clone(), None))
+        .name(name)
+        .concurrency(4)
+        .brokers(brokers);
+    Member {
+        server: start(consumer).await,
+        seen,
+    }
+}
+
+async fn assigned(member: &Member, name: &str) -> Option<f64> {
+    let samples =
+        patron_tests::prom::scrape(&reqwest::Client::new(), &member.server.url("/metrics")).await;
+    patron_tests::prom::value(
+        &samples,
+        "kafka_consumer_assigned_partitions",
+        &[("consumer", name)],
+    )
+}
+
+fn partitions(seen: &Seen) -> std::collections::BTreeSet<i32> {
+    seen.lock().unwrap().iter().map(|(p, _, _)| *p).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_two_instance_group_splits_partitions_without_duplicates() {
+    let Some(brokers) = brokers() else { return };
+    let (topic, group) = (unique("group-split"), unique("group"));
+    create_topic(&brokers, &topic, 4).await;
+    let a = member(&brokers, &topic, &group, "a").await;
+    let b = member(&brokers, &topic, &group, "b").await;
+    // Wait until the group settled with both members owning partitions.
+    let settled = || async {
+        let (x, y) = (assigned(&a, "a").await, assigned(&b, "b").await);
+        matches!((x, y), (Some(x), Some(y)) if x > 0.0 && y > 0.0 && x + y == 4.0)
+    };
+    assert!(
+        eventually(Duration::from_secs(60), settled).await,
+        "both members own partitions: a {:?}, b {:?}",
+        assigned(&a, "a").await,
+        assigned(&b, "b").await
+    );
+
+    let p = producer(&brokers);
+    for i in 0..200 {
+        produce(&p, &topic, i % 4, &format!("m{i}")).await;
+    }
+    let total = || a.seen.lock().unwrap().len() + b.seen.lock().unwrap().len();
+    assert!(eventually(WAIT, || async { total() >= 200 }).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut all = payloads(&a.seen);
+    all.extend(payloads(&b.seen));
+    all.sort();
+    let unique_count = {
+        let mut u = all.clone();
+        u.dedup();
+        u.len()
+    };
+    assert_eq!(
+        (all.len(), unique_count),
+        (200, 200),
+        "each record once, no rebalance meanwhile"
+    );
+    let (pa, pb) = (partitions(&a.seen), partitions(&b.seen));
+    assert!(!pa.is_empty() && !pb.is_empty(), "a {pa:?}, b {pb:?}");
+    assert!(pa.is_disjoint(&pb), "a {pa:?}, b {pb:?}");
+
+    // b leaves: it commits what it processed, a takes its partitions over
+    // and goes on from there; nothing is lost.
+    b.server.shutdown().await.expect("clean shutdown");
+    for i in 200..300 {
+        produce(&p, &topic, i % 4, &format!("m{i}")).await;
+    }
+    let seen_all = || {
+        let mut got = payloads(&a.seen);
+        got.extend(payloads(&b.seen));
+        (200..300).all(|i| got.contains(&format!("m{i}")))
+    };
+    assert!(eventually(Duration::from_secs(60), || async { seen_all() }).await);
+    assert_eq!(assigned(&a, "a").await, Some(4.0));
+    let mut after = payloads(&a.seen);
+    after.extend(payloads(&b.seen));
+    let before_rebalance: usize = after
+        .iter()
+        .filter(|p| p[1..].parse::<i32>().unwrap() < 200)
+        .count();
+    // b committed everything it had processed, so a redelivers nothing of
+    // b's; a re-processes at most one in-flight record per own partition,
+    // revoked in the rebalance.
+    assert!(
+        before_rebalance <= 200 + 4,
+        "{} records of the first 200 processed again",
+        before_rebalance - 200
+    );
+    a.server.shutdown().await.expect("clean shutdown");
+}

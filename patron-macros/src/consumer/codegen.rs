@@ -142,6 +142,7 @@ pub fn generate(attr: &ConsumerAttr, handler: &Handler, func: &ItemFn) -> TokenS
     } else {
         quote!(#p::amqp_consumer)
     };
+    let dedup_by_key = attr.dedup_by_key;
     let handler_name = name.to_string();
     let deps = handler.deps.iter().map(|ty| {
         let type_name = ty.to_token_stream().to_string().replace(' ', "");
@@ -186,9 +187,21 @@ pub fn generate(attr: &ConsumerAttr, handler: &Handler, func: &ItemFn) -> TokenS
     let (builder, spec) = if kafka {
         let topics = &attr.topics;
         let group = &attr.group;
+        let builder = if batch {
+            quote!(#p::kafka_batch_consumer)
+        } else {
+            quote!(#p::kafka_consumer)
+        };
         (
-            quote!(#p::kafka_consumer),
-            quote!(#p::KafkaSpec { topics: &[#(#topics),*], group: #group }),
+            builder,
+            quote! {
+                #p::KafkaSpec {
+                    topics: &[#(#topics),*],
+                    group: #group,
+                    batch: #batch_spec,
+                    dedup_by_key: #dedup_by_key,
+                }
+            },
         )
     } else if sqs {
         let secs = |v: Option<u64>| opt(v.map(|n| quote!(::core::time::Duration::from_secs(#n))));

@@ -1,7 +1,9 @@
 //! The attribute grammar:
 //! `amqp = "queue" (, key = value)*`, with keys `exchange`, `routing_key`,
 //! `declare`, `prefetch`, `concurrency`, `retries`, `backoff`,
-//! `on_failure`, `dlq`, `batch` and `batch_timeout`.
+//! `on_failure`, `dlq`, `batch` and `batch_timeout`; `sqs = "queue"` with
+//! `wait`, `max_messages` and `visibility`; `kafka = "topic"` or
+//! `kafka = ["a", "b"]` with `group` and `dedup_by_key`.
 
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
@@ -27,20 +29,16 @@ const KEYS: &[&str] = &[
     "max_messages",
     "visibility",
     "group",
+    "dedup_by_key",
 ];
 /// Keys only AMQP consumers take.
-const AMQP_ONLY: &[&str] = &[
-    "exchange",
-    "routing_key",
-    "declare",
-    "prefetch",
-    "batch",
-    "batch_timeout",
-];
+const AMQP_ONLY: &[&str] = &["exchange", "routing_key", "declare", "prefetch"];
 /// Keys only SQS consumers take.
 const SQS_ONLY: &[&str] = &["wait", "max_messages", "visibility"];
 /// Keys only Kafka consumers take.
-const KAFKA_ONLY: &[&str] = &["group"];
+const KAFKA_ONLY: &[&str] = &["group", "dedup_by_key"];
+/// Keys of batch consumers, which SQS does not have.
+const BATCH: &[&str] = &["batch", "batch_timeout"];
 const STRATEGIES: &[&str] = &["dlq", "requeue", "drop", "exit"];
 
 pub struct ConsumerAttr {
@@ -69,6 +67,8 @@ pub struct ConsumerAttr {
     /// `(size, span)`.
     pub batch: Option<(u32, Span)>,
     pub batch_timeout_nanos: Option<u64>,
+    /// `dedup_by_key` (Kafka batches).
+    pub dedup_by_key: bool,
 }
 
 impl Parse for ConsumerAttr {
@@ -157,9 +157,11 @@ impl Parse for ConsumerAttr {
             dlq: None,
             batch: None,
             batch_timeout_nanos: None,
+            dedup_by_key: false,
         };
         let mut seen: Vec<String> = Vec::new();
         let mut batch_timeout_span = None;
+        let mut dedup_span = None;
         let mut prefetch_span = None;
         let reject = |name: &str| broker_mismatch(name, &broker_name);
         while let Some(key) = args::next_key(input, "consumer", KEYS, reject, &mut seen)? {
@@ -262,6 +264,13 @@ impl Parse for ConsumerAttr {
                     }
                     attr.on_failure = Some(value);
                 }
+                "dedup_by_key" => {
+                    let value: LitBool = input.parse().map_err(|e| {
+                        syn::Error::new(e.span(), "`dedup_by_key` takes `true` or `false`")
+                    })?;
+                    attr.dedup_by_key = value.value;
+                    dedup_span = Some(key.span());
+                }
                 "group" => {
                     let lit = args::string(input, "group", "\"accounting\"")?;
                     if lit.value().trim().is_empty() {
@@ -290,6 +299,12 @@ impl Parse for ConsumerAttr {
             return Err(syn::Error::new(
                 rk.span(),
                 "`routing_key` binds the queue to an exchange: add `exchange = \"…\"`",
+            ));
+        }
+        if let (Some(span), None, true) = (dedup_span, attr.batch, attr.dedup_by_key) {
+            return Err(syn::Error::new(
+                span,
+                "`dedup_by_key` deduplicates a batch: add `batch = N` and take `Batch<T>`",
             ));
         }
         if let (Some(span), None) = (batch_timeout_span, attr.batch) {
@@ -386,6 +401,11 @@ fn broker_mismatch(key: &str, broker: &str) -> Option<String> {
     if BROKERS.contains(&key) {
         return Some(format!("a consumer reads from one broker; remove `{key}`"));
     }
+    if broker == "sqs" && BATCH.contains(&key) {
+        return Some(format!(
+            "`{key}` applies to amqp and kafka consumers, not sqs (SQS consumers take one message at a time in this version); remove it"
+        ));
+    }
     let only = if AMQP_ONLY.contains(&key) {
         "amqp"
     } else if SQS_ONLY.contains(&key) {
@@ -400,9 +420,6 @@ fn broker_mismatch(key: &str, broker: &str) -> Option<String> {
     }
     let instead = match (broker, key) {
         ("sqs", "prefetch") => " (SQS receives up to `max_messages` at a time)",
-        ("sqs", "batch" | "batch_timeout") => {
-            " (SQS consumers take one message at a time in this version)"
-        }
         _ => "",
     };
     Some(match (only, broker) {

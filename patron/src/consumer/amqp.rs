@@ -30,6 +30,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use super::batch::Handler;
 use super::common::{Common, common_builders};
 use super::dlq_headers;
 use super::handler::{BatchHandler, MessageHandler};
@@ -44,15 +45,6 @@ use crate::error::Error;
 const RECONNECT_MIN: Duration = Duration::from_millis(500);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-enum Handler {
-    Single(Arc<dyn MessageHandler>),
-    Batch {
-        handler: Arc<dyn BatchHandler>,
-        size: usize,
-        timeout: Duration,
-    },
-}
 
 /// A RabbitMQ consumer component.
 ///
@@ -173,17 +165,9 @@ impl AmqpConsumer {
             Err(e) => return fail(e),
         };
         let concurrency = self.common.concurrency;
-        let batch = match &self.handler {
-            Handler::Batch { size, timeout, .. } => {
-                if *size == 0 {
-                    return fail("the batch size must be at least 1".into());
-                }
-                if timeout.is_zero() {
-                    return fail("the batch timeout must be greater than zero".into());
-                }
-                *size
-            }
-            Handler::Single(_) => 1,
+        let batch = match self.handler.checked_size() {
+            Ok(size) => size,
+            Err(e) => return fail(e),
         };
         let needed = batch.saturating_mul(concurrency);
         let prefetch = match self.prefetch {

@@ -4,8 +4,36 @@
 
 use std::fmt;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use super::handler::{BatchHandler, MessageHandler};
 use super::message::{Decode, DecodeError, Delivery, Message};
+
+/// How a consumer calls its handler: a message at a time, or in batches of
+/// up to `size` cut after `timeout` from the first message.
+pub(crate) enum Handler {
+    Single(Arc<dyn MessageHandler>),
+    Batch {
+        handler: Arc<dyn BatchHandler>,
+        size: usize,
+        timeout: Duration,
+    },
+}
+
+impl Handler {
+    /// The largest number of messages one call takes, once the batch
+    /// settings are checked.
+    pub(crate) fn checked_size(&self) -> Result<usize, String> {
+        match self {
+            Handler::Single(_) => Ok(1),
+            Handler::Batch { size: 0, .. } => Err("the batch size must be at least 1".into()),
+            Handler::Batch { timeout, .. } if timeout.is_zero() => {
+                Err("the batch timeout must be greater than zero".into())
+            }
+            Handler::Batch { size, .. } => Ok(*size),
+        }
+    }
+}
 
 /// What the handler said about one message of a batch.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,16 +11,26 @@
 //! - `kafka_consumer_lag{consumer, topic, partition}`: high watermark minus
 //!   the next offset to commit, for the partitions this instance processed,
 //!   refreshed every 5 s.
+//! - Batches ([`KafkaConsumer::batch`]): each partition's worker collects up
+//!   to `size` records of its partition (cut after `timeout`), so a batch
+//!   holds one partition's records in order and commits stay in order.
+//!   [`KafkaConsumer::dedup_by_key`] hands the handler only the last record
+//!   of each key in a batch; the replaced ones are committed with it
+//!   (`consumer_messages_total{outcome="superseded"}`).
+//! - A revoked partition's worker stops before its next record and records
+//!   no more progress: the partition's next owner continues from the
+//!   offset committed at the revocation.
 //! - Failure strategies: `dlq` (produce to the DLQ topic with `x-patron-*`
 //!   headers, then commit), `drop` — Kafka's "skip" — (commit and go on),
 //!   `exit` (leave it uncommitted and stop the service). `requeue` does not
 //!   exist for Kafka and is refused at start.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use prometheus::{IntGaugeVec, Opts};
+use prometheus::{IntGauge, IntGaugeVec, Opts};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -31,9 +41,10 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_util::task::TaskTracker;
 
+use super::batch::Handler;
 use super::common::{Common, common_builders};
 use super::dlq_headers;
-use super::handler::MessageHandler;
+use super::handler::{BatchHandler, MessageHandler};
 use super::message::{Delivery, Headers, KafkaMetadata, Metadata};
 use super::metrics::ConsumerMetrics;
 use super::policy::{OnFailure, Policy};
@@ -44,8 +55,15 @@ use crate::error::Error;
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Next offset to commit, by (topic, partition).
-type Progress = Arc<Mutex<HashMap<(String, i32), i64>>>;
+/// A partition, as (topic, partition).
+type Partition = (String, i32);
+
+/// Next offset to commit, by partition.
+type Progress = Arc<Mutex<HashMap<Partition, i64>>>;
+
+/// The revocation flag of each partition's current worker: set when the
+/// partition is revoked, so that the worker stops and records no progress.
+type Lanes = Arc<Mutex<HashMap<Partition, Arc<AtomicBool>>>>;
 
 /// A Kafka consumer-group component.
 pub struct KafkaConsumer {
@@ -54,7 +72,8 @@ pub struct KafkaConsumer {
     group: String,
     brokers: Option<String>,
     settings: Vec<(String, String)>,
-    handler: Arc<dyn MessageHandler>,
+    handler: Handler,
+    dedup: bool,
 }
 
 impl KafkaConsumer {
@@ -64,6 +83,35 @@ impl KafkaConsumer {
         group: impl Into<String>,
         handler: impl MessageHandler,
     ) -> Self {
+        Self::with_handler(topics, group, Handler::Single(Arc::new(handler)))
+    }
+
+    /// A consumer of `topics` in group `group` that calls `handler` with up
+    /// to `size` records of one partition, or fewer when `timeout` passed
+    /// since the first one arrived.
+    pub fn batch<T: Into<String>>(
+        topics: impl IntoIterator<Item = T>,
+        group: impl Into<String>,
+        handler: impl BatchHandler,
+        size: usize,
+        timeout: Duration,
+    ) -> Self {
+        Self::with_handler(
+            topics,
+            group,
+            Handler::Batch {
+                handler: Arc::new(handler),
+                size,
+                timeout,
+            },
+        )
+    }
+
+    fn with_handler<T: Into<String>>(
+        topics: impl IntoIterator<Item = T>,
+        group: impl Into<String>,
+        handler: Handler,
+    ) -> Self {
         let topics: Vec<String> = topics.into_iter().map(Into::into).collect();
         KafkaConsumer {
             common: Common::new(topics.join(",")),
@@ -71,8 +119,18 @@ impl KafkaConsumer {
             group: group.into(),
             brokers: None,
             settings: Vec::new(),
-            handler: Arc::new(handler),
+            handler,
+            dedup: false,
         }
+    }
+
+    /// In a batch consumer, hands the handler only the last record of each
+    /// key in a batch, in order; records without a key are all kept. The
+    /// replaced records are committed with the batch. For compacted-topic
+    /// style updates where only the latest value per key matters.
+    pub fn dedup_by_key(mut self, dedup: bool) -> Self {
+        self.dedup = dedup;
+        self
     }
 
     common_builders!(
@@ -113,15 +171,25 @@ impl KafkaConsumer {
         if policy.on_failure == OnFailure::Requeue {
             return fail("Kafka has no requeue; use dlq, drop (skip) or exit");
         }
+        if let Err(e) = self.handler.checked_size() {
+            return fail(&e);
+        }
+        if self.dedup && matches!(self.handler, Handler::Single(_)) {
+            return fail("dedup_by_key applies to batch consumers (KafkaConsumer::batch)");
+        }
         Ok(policy)
     }
 }
 
-/// Commits on revocation and tracks readiness.
+/// Commits on revocation, stops revoked partitions' workers and tracks
+/// readiness.
 struct Context {
     progress: Progress,
+    lanes: Lanes,
     readiness: Readiness,
     name: String,
+    /// `kafka_consumer_assigned_partitions{consumer}`.
+    assigned: IntGauge,
 }
 
 impl ClientContext for Context {
@@ -142,23 +210,41 @@ impl ClientContext for Context {
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(revoked) = rebalance {
+            // First stop the partitions' workers from recording progress
+            // (each stops before its next record), so that the commit below
+            // holds everything they recorded; the partitions' next owner
+            // continues from there.
+            let is_revoked = |(topic, partition): &Partition| {
+                revoked.find_partition(topic, *partition).is_some()
+            };
+            self.lanes
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|key, flag| {
+                    let revoked = is_revoked(key);
+                    if revoked {
+                        flag.store(true, Ordering::Release);
+                    }
+                    !revoked
+                });
             let list = offsets(&self.progress, Some(revoked));
             if list.count() > 0
                 && let Err(e) = consumer.commit(&list, CommitMode::Sync)
             {
                 tracing::warn!(consumer = %self.name, error = %e, "committing before a rebalance failed; those messages will be redelivered");
             }
-            // The partitions' next owner commits them from now on.
-            let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-            progress.retain(|(topic, partition), _| {
-                revoked.find_partition(topic, *partition).is_none()
-            });
+            self.progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|key, _| !is_revoked(key));
         }
     }
 
-    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let owned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+        self.assigned.set(i64::try_from(owned).unwrap_or(i64::MAX));
         if let Rebalance::Assign(assigned) = rebalance {
-            tracing::info!(consumer = %self.name, partitions = assigned.count(), "partitions assigned");
+            tracing::info!(consumer = %self.name, assigned = assigned.count(), owned, "partitions assigned");
             self.readiness.ready();
         }
     }
@@ -193,6 +279,7 @@ impl Component for KafkaConsumer {
             .or_else(|| ctx.config().kafka_brokers.clone())
             .unwrap_or_else(|| "127.0.0.1:9092".to_string());
         let progress: Progress = Arc::default();
+        let lanes: Lanes = Arc::default();
         let readiness = ctx.readiness().clone();
         readiness.not_ready(format!(
             "Kafka consumer {}: joining group {}",
@@ -211,8 +298,11 @@ impl Component for KafkaConsumer {
         let consumer = config
             .create_with_context::<Context, StreamConsumer<Context>>(Context {
                 progress: Arc::clone(&progress),
+                lanes: Arc::clone(&lanes),
                 readiness: readiness.clone(),
                 name: self.common.name.clone(),
+                assigned: assigned_gauge(ctx.metrics())?
+                    .with_label_values(&[self.common.name.as_str()]),
             })
             .map_err(|e| {
                 Error::msg(format!(
@@ -257,7 +347,6 @@ impl Component for KafkaConsumer {
                 metrics,
                 deps: Arc::clone(ctx.deps()),
             },
-            handler: Arc::clone(&self.handler),
             progress: Arc::clone(&progress),
             producer,
             dlq: policy.dlq.clone(),
@@ -265,7 +354,7 @@ impl Component for KafkaConsumer {
             permits: Arc::new(Semaphore::new(self.common.concurrency)),
         });
         let tracker = TaskTracker::new();
-        let mut workers: HashMap<(String, i32), mpsc::Sender<OwnedMessage>> = HashMap::new();
+        let mut workers: HashMap<Partition, Lane> = HashMap::new();
         let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
         let lag = lag_gauges(ctx.metrics())?;
         let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
@@ -290,14 +379,20 @@ impl Component for KafkaConsumer {
                     Ok(message) => {
                         let message = message.detach();
                         let key = (message.topic().to_string(), message.partition());
-                        let worker = workers.entry(key).or_insert_with(|| {
-                            let (tx, rx) = mpsc::channel(256);
-                            tracker.spawn(partition_worker(Arc::clone(&shared), rx));
-                            tx
-                        });
+                        let lane = match workers.get(&key) {
+                            Some(lane) if !lane.revoked.load(Ordering::Acquire) => lane,
+                            _ => {
+                                let lane = Lane::start(&shared, &self.handler, self.dedup, &tracker);
+                                lanes
+                                    .lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .insert(key.clone(), Arc::clone(&lane.revoked));
+                                workers.entry(key).insert_entry(lane).into_mut()
+                            }
+                        };
                         let sent = tokio::select! {
                             _ = stop.cancelled() => break,
-                            sent = worker.send(message) => sent,
+                            sent = lane.tx.send(message) => sent,
                         };
                         if sent.is_err() {
                             tracing::warn!(consumer = %self.common.name, "a partition worker stopped; its messages will be redelivered");
@@ -326,7 +421,6 @@ impl Component for KafkaConsumer {
 
 struct Shared {
     pipeline: Pipeline,
-    handler: Arc<dyn MessageHandler>,
     progress: Progress,
     producer: Option<FutureProducer>,
     dlq: Option<String>,
@@ -334,26 +428,138 @@ struct Shared {
     permits: Arc<Semaphore>,
 }
 
-/// Handles one partition's messages in order; after a failure that stops
-/// the service, it processes nothing more.
-async fn partition_worker(shared: Arc<Shared>, mut rx: mpsc::Receiver<OwnedMessage>) {
-    while let Some(message) = rx.recv().await {
-        if shared.stop.is_cancelled() {
-            // Not started: left uncommitted, redelivered to the next owner.
-            break;
-        }
-        let Ok(_permit) = Arc::clone(&shared.permits).acquire_owned().await else {
-            break;
+/// One partition's worker, as the receive loop sees it.
+struct Lane {
+    tx: mpsc::Sender<OwnedMessage>,
+    revoked: Arc<AtomicBool>,
+}
+
+impl Lane {
+    fn start(shared: &Arc<Shared>, handler: &Handler, dedup: bool, tracker: &TaskTracker) -> Lane {
+        let (tx, rx) = mpsc::channel(256);
+        let revoked = Arc::new(AtomicBool::new(false));
+        let worker = Worker {
+            shared: Arc::clone(shared),
+            revoked: Arc::clone(&revoked),
+            rx,
         };
-        let delivery = convert(&message);
-        let verdict = shared
-            .pipeline
-            .process(&*shared.handler, &delivery, &shared.stop)
-            .await;
+        match handler {
+            Handler::Single(handler) => tracker.spawn(worker.single(Arc::clone(handler))),
+            Handler::Batch {
+                handler,
+                size,
+                timeout,
+            } => tracker.spawn(worker.batches(Arc::clone(handler), *size, *timeout, dedup)),
+        };
+        Lane { tx, revoked }
+    }
+}
+
+/// Handles one partition's records in order. It stops after a failure
+/// that stops the service, at shutdown and when the partition is revoked.
+struct Worker {
+    shared: Arc<Shared>,
+    revoked: Arc<AtomicBool>,
+    rx: mpsc::Receiver<OwnedMessage>,
+}
+
+impl Worker {
+    /// Whether to go on with the next record: not when stopping (records
+    /// not started stay uncommitted and are redelivered) or revoked.
+    fn proceed(&self) -> bool {
+        !self.shared.stop.is_cancelled() && !self.revoked.load(Ordering::Acquire)
+    }
+
+    async fn single(mut self, handler: Arc<dyn MessageHandler>) {
+        while let Some(message) = self.rx.recv().await {
+            if !self.proceed() {
+                break;
+            }
+            let Ok(_permit) = Arc::clone(&self.shared.permits).acquire_owned().await else {
+                break;
+            };
+            let delivery = convert(&message);
+            let verdict = self
+                .shared
+                .pipeline
+                .process(&*handler, &delivery, &self.shared.stop)
+                .await;
+            if !self.settle(&message, verdict).await {
+                break;
+            }
+        }
+    }
+
+    async fn batches(
+        mut self,
+        handler: Arc<dyn BatchHandler>,
+        size: usize,
+        timeout: Duration,
+        dedup: bool,
+    ) {
+        while let Some(first) = self.rx.recv().await {
+            let mut records = vec![first];
+            let deadline = tokio::time::Instant::now() + timeout;
+            while records.len() < size {
+                tokio::select! {
+                    biased;
+                    next = self.rx.recv() => match next {
+                        Some(m) => records.push(m),
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                }
+            }
+            if !self.proceed() {
+                break;
+            }
+            let Ok(_permit) = Arc::clone(&self.shared.permits).acquire_owned().await else {
+                break;
+            };
+            let kept = if dedup {
+                last_per_key(&records)
+            } else {
+                (0..records.len()).collect()
+            };
+            let superseded = records.len() - kept.len();
+            if superseded > 0 {
+                self.shared
+                    .pipeline
+                    .metrics
+                    .superseded
+                    .inc_by(superseded as u64);
+            }
+            let deliveries: Vec<Delivery> = kept.iter().map(|&i| convert(&records[i])).collect();
+            let verdicts = self
+                .shared
+                .pipeline
+                .process_batch(&*handler, &deliveries, &self.shared.stop)
+                .await;
+            // In offset order; a superseded record is done with the batch.
+            let mut outcome: Vec<Option<Verdict>> = vec![None; records.len()];
+            for (i, verdict) in kept.into_iter().zip(verdicts) {
+                outcome[i] = Some(verdict);
+            }
+            for (message, verdict) in records.iter().zip(outcome) {
+                let done = match verdict {
+                    Some(verdict) => self.settle(message, verdict).await,
+                    None => self.record(message),
+                };
+                if !done {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Carries out `verdict` and records the progress; false when the
+    /// worker must stop.
+    async fn settle(&self, message: &OwnedMessage, verdict: Verdict) -> bool {
+        let shared = &self.shared;
         let done = match verdict {
             Verdict::Ack | Verdict::Drop => true,
             Verdict::DeadLetter { reason, attempts } => {
-                match dead_letter(&shared, &message, &reason, attempts).await {
+                match dead_letter(shared, message, &reason, attempts).await {
                     Ok(()) => true,
                     Err(e) => {
                         tracing::error!(consumer = %shared.pipeline.consumer, error = %e, "cannot dead-letter the message; stopping so that it is not skipped");
@@ -370,15 +576,44 @@ async fn partition_worker(shared: Arc<Shared>, mut rx: mpsc::Receiver<OwnedMessa
             // uncommitted.
             Verdict::Requeue | Verdict::Release => false,
         };
-        if !done {
-            break;
+        done && self.record(message)
+    }
+
+    /// Records `message` as done unless the partition was revoked
+    /// meanwhile; false when it was.
+    fn record(&self, message: &OwnedMessage) -> bool {
+        let mut progress = self
+            .shared
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        // Checked under the lock the revocation takes after flagging.
+        if self.revoked.load(Ordering::Acquire) {
+            return false;
         }
-        let mut progress = shared.progress.lock().unwrap_or_else(|p| p.into_inner());
         progress.insert(
             (message.topic().to_string(), message.partition()),
             message.offset() + 1,
         );
+        true
     }
+}
+
+/// The indexes of the records a batch deduplicated by key keeps: the last
+/// record of each key and every record without one, in offset order.
+fn last_per_key(records: &[OwnedMessage]) -> Vec<usize> {
+    let mut last: HashMap<&[u8], usize> = HashMap::new();
+    for (i, m) in records.iter().enumerate() {
+        if let Some(key) = m.key() {
+            last.insert(key, i);
+        }
+    }
+    records
+        .iter()
+        .enumerate()
+        .filter(|(i, m)| m.key().is_none_or(|k| last.get(k) == Some(i)))
+        .map(|(i, _)| i)
+        .collect()
 }
 
 async fn dead_letter(
@@ -469,6 +704,21 @@ fn lag_gauges(metrics: &crate::observe::metrics::Metrics) -> Result<IntGaugeVec,
             &["consumer", "topic", "partition"],
         )
         .map_err(|e| Error::msg(format!("cannot create the Kafka lag gauge: {e}")))
+    })
+}
+
+/// The assigned-partitions gauge family, shared by the service's Kafka
+/// consumers.
+fn assigned_gauge(metrics: &crate::observe::metrics::Metrics) -> Result<IntGaugeVec, Error> {
+    metrics.shared("kafka_consumer_assigned_partitions", || {
+        IntGaugeVec::new(
+            Opts::new(
+                "kafka_consumer_assigned_partitions",
+                "Partitions the consumer group currently assigns to this instance.",
+            ),
+            &["consumer"],
+        )
+        .map_err(|e| Error::msg(format!("cannot create the Kafka assignment gauge: {e}")))
     })
 }
 

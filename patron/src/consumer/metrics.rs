@@ -33,6 +33,10 @@ pub(crate) struct ConsumerMetrics {
     pub requeue: IntCounter,
     pub drop: IntCounter,
     pub exit: IntCounter,
+    /// Kafka batches deduplicated by key: records replaced by a later
+    /// record with the same key in the same batch.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    pub superseded: IntCounter,
     pub in_flight: IntGauge,
 }
 
@@ -62,7 +66,7 @@ impl ConsumerMetrics {
                 IntCounterVec::new(
                     Opts::new(
                         "consumer_messages_total",
-                        "Messages by outcome: ack, retry (one per in-process retry), dlq, requeue, drop, exit.",
+                        "Messages by outcome: ack, retry (one per in-process retry), dlq, requeue, drop, exit, superseded (left out of a batch deduplicated by key).",
                     ),
                     &labels,
                 )
@@ -90,6 +94,7 @@ impl ConsumerMetrics {
             requeue: outcome("requeue"),
             drop: outcome("drop"),
             exit: outcome("exit"),
+            superseded: outcome("superseded"),
             in_flight: families.in_flight.with_label_values(&labels),
         })
     }

@@ -41,8 +41,8 @@
 //! [`handler_fn`].
 
 // Without a broker feature, the parts only brokers use are unused.
-// Only AMQP consumers take batches so far.
-#[cfg_attr(not(feature = "amqp"), allow(dead_code))]
+// AMQP and Kafka consumers take batches.
+#[cfg_attr(not(any(feature = "amqp", feature = "kafka")), allow(dead_code))]
 mod batch;
 #[cfg_attr(
     not(any(feature = "amqp", feature = "sqs", feature = "kafka")),

@@ -130,7 +130,7 @@ impl Pipeline {
     }
 
     /// Runs a batch handler on `deliveries`; one verdict per delivery.
-    #[cfg_attr(not(feature = "amqp"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "amqp", feature = "kafka")), allow(dead_code))]
     pub(crate) async fn process_batch(
         &self,
         handler: &dyn BatchHandler,
@@ -170,7 +170,7 @@ impl Pipeline {
         verdicts
     }
 
-    #[cfg_attr(not(feature = "amqp"), allow(dead_code))]
+    #[cfg_attr(not(any(feature = "amqp", feature = "kafka")), allow(dead_code))]
     async fn batch_attempts(
         &self,
         handler: &dyn BatchHandler,

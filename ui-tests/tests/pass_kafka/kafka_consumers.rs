@@ -25,4 +25,20 @@ async fn audit(msg: Message<String>) {
     let _ = msg.payload();
 }
 
+// Only the latest state per account matters: the last record per key.
+#[patron::consumer(
+    kafka = "balances",
+    group = "projector",
+    batch = 500,
+    batch_timeout = "250ms",
+    dedup_by_key = true,
+    on_failure = skip,
+)]
+async fn project(batch: Batch<Json<Payment>>) -> Result<(), patron::Error> {
+    for msg in &batch {
+        let _ = msg.id;
+    }
+    Ok(())
+}
+
 fn main() {}
