@@ -24,6 +24,12 @@
 //!   headers, then commit), `drop` — Kafka's "skip" — (commit and go on),
 //!   `exit` (leave it uncommitted and stop the service). `requeue` does not
 //!   exist for Kafka and is refused at start.
+//! - Connection problems are left to librdkafka (`/ready` is 503 while all
+//!   brokers are down). A fatal client error, which librdkafka does not
+//!   recover from, follows the failure strategy: `exit` stops the service
+//!   with the error; `dlq` and `skip` recreate the client (after 1 s,
+//!   doubling to 30 s, `/ready` 503 meanwhile), which continues from the
+//!   group's committed offsets.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,10 +41,13 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::batch::Handler;
@@ -54,6 +63,10 @@ use crate::error::Error;
 
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
+/// First wait before recreating a client after a fatal error; doubled up
+/// to [`RECREATE_MAX`].
+const RECREATE_MIN: Duration = Duration::from_secs(1);
+const RECREATE_MAX: Duration = Duration::from_secs(30);
 
 /// A partition, as (topic, partition).
 type Partition = (String, i32);
@@ -190,14 +203,19 @@ struct Context {
     name: String,
     /// `kafka_consumer_assigned_partitions{consumer}`.
     assigned: IntGauge,
+    /// Notified on each client error.
+    errors: Arc<Notify>,
 }
 
 impl ClientContext for Context {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        // rdkafka reports a fatal error with its underlying code, so the
+        // receive loop asks the client whether it is in a fatal state.
+        self.errors.notify_one();
         tracing::warn!(consumer = %self.name, error = %error, reason, "Kafka client error");
         if matches!(
             error.rdkafka_error_code(),
-            Some(rdkafka::types::RDKafkaErrorCode::AllBrokersDown)
+            Some(RDKafkaErrorCode::AllBrokersDown)
         ) {
             self.readiness.not_ready(format!(
                 "Kafka consumer {}: all brokers are down",
@@ -250,6 +268,19 @@ impl ConsumerContext for Context {
     }
 }
 
+/// Drops a client in a fatal state off the runtime: rdkafka's drop polls
+/// (every 100 ms) until the group close finishes, which for a fatal client
+/// it did not in our tests, so a thread of its own waits instead of a
+/// runtime worker. The thread and the client stay until the process ends.
+fn close_fatal(consumer: Arc<StreamConsumer<Context>>, name: &str) {
+    let spawned = std::thread::Builder::new()
+        .name("patron-kafka-close".into())
+        .spawn(move || drop(consumer));
+    if let Err(e) = spawned {
+        tracing::warn!(consumer = %name, error = %e, "cannot start a thread to close the failed Kafka client; leaking it");
+    }
+}
+
 /// The offsets to commit, optionally only for `within`'s partitions.
 fn offsets(progress: &Progress, within: Option<&TopicPartitionList>) -> TopicPartitionList {
     let progress = progress.lock().unwrap_or_else(|p| p.into_inner());
@@ -273,51 +304,12 @@ impl Component for KafkaConsumer {
 
     async fn run(self, ctx: ComponentContext) -> Result<(), Error> {
         let policy = self.checked_policy()?;
+        let name = self.common.name.as_str();
         let brokers = self
             .brokers
             .clone()
             .or_else(|| ctx.config().kafka_brokers.clone())
             .unwrap_or_else(|| "127.0.0.1:9092".to_string());
-        let progress: Progress = Arc::default();
-        let lanes: Lanes = Arc::default();
-        let readiness = ctx.readiness().clone();
-        readiness.not_ready(format!(
-            "Kafka consumer {}: joining group {}",
-            self.common.name, self.group
-        ));
-        let mut config = ClientConfig::new();
-        config
-            .set("bootstrap.servers", &brokers)
-            .set("group.id", &self.group)
-            .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("broker.address.family", "v4");
-        for (k, v) in &self.settings {
-            config.set(k, v);
-        }
-        let consumer = config
-            .create_with_context::<Context, StreamConsumer<Context>>(Context {
-                progress: Arc::clone(&progress),
-                lanes: Arc::clone(&lanes),
-                readiness: readiness.clone(),
-                name: self.common.name.clone(),
-                assigned: assigned_gauge(ctx.metrics())?
-                    .with_label_values(&[self.common.name.as_str()]),
-            })
-            .map_err(|e| {
-                Error::msg(format!(
-                    "Kafka consumer {}: cannot create the client: {e}",
-                    self.common.name
-                ))
-            })?;
-        let consumer = Arc::new(consumer);
-        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics).map_err(|e| {
-            Error::msg(format!(
-                "Kafka consumer {}: cannot subscribe to {topics:?}: {e}",
-                self.common.name
-            ))
-        })?;
         let producer: Option<FutureProducer> = match &policy.dlq {
             Some(_) => Some(
                 ClientConfig::new()
@@ -326,20 +318,19 @@ impl Component for KafkaConsumer {
                     .create()
                     .map_err(|e| {
                         Error::msg(format!(
-                            "Kafka consumer {}: cannot create the DLQ producer: {e}",
-                            self.common.name
+                            "Kafka consumer {name}: cannot create the DLQ producer: {e}"
                         ))
                     })?,
             ),
             None => None,
         };
         let destination = self.topics.join(",");
-        let metrics =
-            ConsumerMetrics::new(ctx.metrics(), &self.common.name, "kafka", &destination)?;
+        let metrics = ConsumerMetrics::new(ctx.metrics(), name, "kafka", &destination)?;
         let stop = ctx.shutdown().child_token();
+        let progress: Progress = Arc::default();
         let shared = Arc::new(Shared {
             pipeline: Pipeline {
-                consumer: self.common.name.as_str().into(),
+                consumer: name.into(),
                 system: "kafka",
                 destination: destination.as_str().into(),
                 span_name: format!("{destination} process").into(),
@@ -353,25 +344,121 @@ impl Component for KafkaConsumer {
             stop: Stopper::new(stop.clone()),
             permits: Arc::new(Semaphore::new(self.common.concurrency)),
         });
+        let session = Session {
+            consumer: &self,
+            ctx: &ctx,
+            brokers,
+            shared: Arc::clone(&shared),
+            progress,
+            lanes: Arc::default(),
+            assigned: assigned_gauge(ctx.metrics())?.with_label_values(&[name]),
+            lag: lag_gauges(ctx.metrics())?,
+        };
+        let mut delay = RECREATE_MIN;
+        while let Some(fatal) = session.run().await? {
+            // librdkafka does not recover from a fatal error: the client is
+            // recreated, or the service stops when the strategy is `exit`.
+            let reason = format!("Kafka consumer {name}: fatal client error: {fatal}");
+            if policy.on_failure == OnFailure::Exit {
+                tracing::error!(consumer = %name, error = %fatal, "fatal Kafka client error; stopping (on_failure = exit)");
+                shared.stop.exit(reason);
+                break;
+            }
+            tracing::error!(consumer = %name, error = %fatal, retry_in = ?delay, "fatal Kafka client error; recreating the client");
+            ctx.readiness().not_ready(reason);
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(RECREATE_MAX);
+        }
+        tracing::info!(consumer = %name, "Kafka consumer stopped");
+        shared.stop.result(name)
+    }
+}
+
+/// What one client's life (from creation to shutdown or a fatal error)
+/// needs; the progress and the workers' flags outlive it.
+struct Session<'a> {
+    consumer: &'a KafkaConsumer,
+    ctx: &'a ComponentContext,
+    brokers: String,
+    shared: Arc<Shared>,
+    progress: Progress,
+    lanes: Lanes,
+    assigned: IntGauge,
+    lag: IntGaugeVec,
+}
+
+impl Session<'_> {
+    /// Consumes with a new client until shutdown (`None`) or a fatal client
+    /// error (its description). In both cases in-flight records finish
+    /// first and, at shutdown, what finished is committed.
+    async fn run(&self) -> Result<Option<String>, Error> {
+        let c = self.consumer;
+        let name = c.common.name.as_str();
+        let stop = &*self.shared.stop;
+        let readiness = self.ctx.readiness();
+        readiness.not_ready(format!("Kafka consumer {name}: joining group {}", c.group));
+        let fatal = CancellationToken::new();
+        let errors = Arc::new(Notify::new());
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", &c.group)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("broker.address.family", "v4");
+        for (k, v) in &c.settings {
+            config.set(k, v);
+        }
+        let consumer = config
+            .create_with_context::<Context, StreamConsumer<Context>>(Context {
+                progress: Arc::clone(&self.progress),
+                lanes: Arc::clone(&self.lanes),
+                readiness: readiness.clone(),
+                name: name.to_string(),
+                assigned: self.assigned.clone(),
+                errors: Arc::clone(&errors),
+            })
+            .map_err(|e| {
+                Error::msg(format!(
+                    "Kafka consumer {name}: cannot create the client: {e}"
+                ))
+            })?;
+        let consumer = Arc::new(consumer);
+        #[cfg(test)]
+        tests::created(&consumer);
+        let topics: Vec<&str> = c.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(|e| {
+            Error::msg(format!(
+                "Kafka consumer {name}: cannot subscribe to {topics:?}: {e}"
+            ))
+        })?;
         let tracker = TaskTracker::new();
         let mut workers: HashMap<Partition, Lane> = HashMap::new();
         let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
-        let lag = lag_gauges(ctx.metrics())?;
         let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
-        tracing::info!(consumer = %self.common.name, topics = ?self.topics, group = %self.group, "consuming");
+        tracing::info!(consumer = %name, topics = ?c.topics, group = %c.group, "consuming");
         loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
+                _ = fatal.cancelled() => break,
+                _ = errors.notified() => {
+                    if consumer.client().fatal_error().is_some() {
+                        fatal.cancel();
+                    }
+                }
                 _ = commit_tick.tick() => {
-                    let list = offsets(&progress, None);
+                    let list = offsets(&self.progress, None);
                     if list.count() > 0 && let Err(e) = consumer.commit(&list, CommitMode::Async) {
-                        tracing::warn!(consumer = %self.common.name, error = %e, "committing offsets failed; retrying at the next interval");
+                        tracing::warn!(consumer = %name, error = %e, "committing offsets failed; retrying at the next interval");
                     }
                 }
                 _ = lag_tick.tick() => {
                     let (consumer, progress, lag, name) =
-                        (Arc::clone(&consumer), Arc::clone(&progress), lag.clone(), self.common.name.clone());
+                        (Arc::clone(&consumer), Arc::clone(&self.progress), self.lag.clone(), name.to_string());
                     // fetch_watermarks blocks on the network.
                     tokio::task::spawn_blocking(move || record_lag(&consumer, &progress, &lag, &name));
                 }
@@ -382,8 +469,8 @@ impl Component for KafkaConsumer {
                         let lane = match workers.get(&key) {
                             Some(lane) if !lane.revoked.load(Ordering::Acquire) => lane,
                             _ => {
-                                let lane = Lane::start(&shared, &self.handler, self.dedup, &tracker);
-                                lanes
+                                let lane = Lane::start(&self.shared, &c.handler, c.dedup, &tracker);
+                                self.lanes
                                     .lock()
                                     .unwrap_or_else(|p| p.into_inner())
                                     .insert(key.clone(), Arc::clone(&lane.revoked));
@@ -395,27 +482,60 @@ impl Component for KafkaConsumer {
                             sent = lane.tx.send(message) => sent,
                         };
                         if sent.is_err() {
-                            tracing::warn!(consumer = %self.common.name, "a partition worker stopped; its messages will be redelivered");
+                            tracing::warn!(consumer = %name, "a partition worker stopped; its messages will be redelivered");
                         }
                     }
+                    // librdkafka returns a fatal error of the group
+                    // consumer from the poll, as error code `Fatal`.
+                    Err(e) if matches!(e, KafkaError::MessageConsumptionFatal(_))
+                        || e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) =>
+                    {
+                        tracing::error!(consumer = %name, error = %e, "fatal Kafka consume error");
+                        fatal.cancel();
+                    }
                     Err(e) => {
-                        tracing::warn!(consumer = %self.common.name, error = %e, "Kafka receive error");
+                        tracing::warn!(consumer = %name, error = %e, "Kafka receive error");
                     }
                 }
             }
         }
-        // Stop feeding the workers, let in-flight messages finish, commit.
+        // Stop feeding the workers, let in-flight messages finish.
         drop(workers);
-        drain(&tracker, ctx.config().shutdown_timeout, &self.common.name).await;
-        let list = offsets(&progress, None);
+        drain(&tracker, self.ctx.config().shutdown_timeout, name).await;
+        if fatal.is_cancelled() {
+            // The client is unusable; what finished since the last commit
+            // is redelivered to whoever owns the partitions next.
+            self.forget_partitions();
+            let fatal = consumer
+                .client()
+                .fatal_error()
+                .map(|(code, reason)| format!("{code}: {reason}"))
+                .unwrap_or_else(|| "the client reported a fatal error".into());
+            close_fatal(consumer, name);
+            return Ok(Some(fatal));
+        }
+        let list = offsets(&self.progress, None);
         if list.count() > 0
             && let Err(e) = consumer.commit(&list, CommitMode::Sync)
         {
-            tracing::warn!(consumer = %self.common.name, error = %e, "the final commit failed; the last messages will be redelivered");
+            tracing::warn!(consumer = %name, error = %e, "the final commit failed; the last messages will be redelivered");
         }
         consumer.unsubscribe();
-        tracing::info!(consumer = %self.common.name, "Kafka consumer stopped");
-        shared.stop.result(&self.common.name)
+        self.assigned.set(0);
+        Ok(None)
+    }
+
+    /// Drops the progress and stops the workers of every partition: a new
+    /// client starts from the group's committed offsets.
+    fn forget_partitions(&self) {
+        for (_, flag) in self.lanes.lock().unwrap_or_else(|p| p.into_inner()).drain() {
+            flag.store(true, Ordering::Release);
+        }
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.assigned.set(0);
     }
 }
 
@@ -743,5 +863,182 @@ fn record_lag(
                 tracing::debug!(consumer = %name, topic, partition, error = %e, "cannot read the high watermark")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Fatal client errors, injected with librdkafka's
+    //! `rd_kafka_test_fatal_error` into a consumer on the real broker from
+    //! `PATRON_TEST_KAFKA_BROKERS` (the tansu broker cannot be made to
+    //! fence a member). The other Kafka tests are in `tests/tests/kafka.rs`.
+
+    use std::sync::Weak;
+
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+
+    use super::*;
+    use crate::consumer::{Message, handler_fn};
+    use crate::service::Service;
+    use crate::test::TestServer;
+
+    /// Every client a session created in this test process.
+    static CREATED: Mutex<Vec<Weak<StreamConsumer<Context>>>> = Mutex::new(Vec::new());
+
+    pub(super) fn created(consumer: &Arc<StreamConsumer<Context>>) {
+        CREATED.lock().unwrap().push(Arc::downgrade(consumer));
+    }
+
+    fn brokers() -> Option<String> {
+        match std::env::var("PATRON_TEST_KAFKA_BROKERS") {
+            Ok(b) if !b.is_empty() => Some(b),
+            _ if std::env::var("PATRON_TEST_REQUIRE_SERVICES").as_deref() == Ok("1") => {
+                panic!("PATRON_TEST_KAFKA_BROKERS is not set and PATRON_TEST_REQUIRE_SERVICES=1")
+            }
+            _ => {
+                println!("SKIPPED (no PATRON_TEST_KAFKA_BROKERS: a Kafka-compatible broker)");
+                None
+            }
+        }
+    }
+
+    async fn topic(brokers: &str) -> String {
+        let topic = format!("patron-unit-fatal-{}", uuid::Uuid::new_v4().simple());
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("broker.address.family", "v4")
+            .create()
+            .unwrap();
+        let created = admin
+            .create_topics(
+                &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await
+            .unwrap();
+        created.into_iter().for_each(|r| {
+            r.unwrap();
+        });
+        topic
+    }
+
+    async fn produce(brokers: &str, topic: &str, body: &str) {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("broker.address.family", "v4")
+            .create()
+            .unwrap();
+        producer
+            .send(
+                FutureRecord::<str, str>::to(topic).payload(body),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+
+    /// Waits until `n` clients were created and the last one has its
+    /// partition, then returns it.
+    async fn assigned_client(n: usize) -> Arc<StreamConsumer<Context>> {
+        for _ in 0..400 {
+            let last = {
+                let created = CREATED.lock().unwrap();
+                (created.len() == n)
+                    .then(|| created.last().and_then(Weak::upgrade))
+                    .flatten()
+            };
+            if let Some(c) = last
+                && c.assignment().map(|a| a.count() > 0).unwrap_or(false)
+            {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("client {n} was not created or got no partition within 40 s");
+    }
+
+    fn inject_fatal(consumer: &StreamConsumer<Context>) {
+        let reason = c"injected by a patron test";
+        // SAFETY: the client pointer is valid while `consumer` lives and the
+        // reason is a NUL-terminated string librdkafka copies.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                consumer.client().native_ptr(),
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR__NOT_IMPLEMENTED,
+                reason.as_ptr(),
+            );
+        }
+    }
+
+    fn service(consumer: KafkaConsumer) -> Service {
+        let consumer = consumer
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "1000");
+        let mut service = Service::new("kafka-unit").with_component(consumer);
+        service.config_mut().shutdown_timeout = Duration::from_secs(10);
+        service
+    }
+
+    fn recorder(seen: Arc<Mutex<Vec<String>>>) -> impl MessageHandler {
+        handler_fn(move |msg: Message<String>| {
+            let seen = Arc::clone(&seen);
+            async move { seen.lock().unwrap().push(msg.into_payload()) }
+        })
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_fatal_client_error_stops_the_service_under_exit() {
+        let Some(brokers) = brokers() else { return };
+        let topic = topic(&brokers).await;
+        let group = format!("patron-unit-{}", uuid::Uuid::new_v4().simple());
+        let seen = Arc::default();
+        let consumer = KafkaConsumer::new([topic.as_str()], group, recorder(seen))
+            .brokers(&brokers)
+            .on_failure(OnFailure::Exit);
+        let server = TestServer::start(service(consumer)).await.unwrap();
+        inject_fatal(&*assigned_client(1).await);
+        let ended = tokio::time::timeout(Duration::from_secs(30), server.join())
+            .await
+            .expect("the service stops");
+        let err = ended.expect_err("a service error").to_string();
+        assert!(err.contains("fatal client error"), "{err}");
+        assert!(err.contains("injected by a patron test"), "{err}");
+        assert_eq!(CREATED.lock().unwrap().len(), 1, "no client recreated");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_fatal_client_error_recreates_the_client_under_skip() {
+        let Some(brokers) = brokers() else { return };
+        let topic = topic(&brokers).await;
+        let group = format!("patron-unit-{}", uuid::Uuid::new_v4().simple());
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let consumer = KafkaConsumer::new([topic.as_str()], group, recorder(Arc::clone(&seen)))
+            .brokers(&brokers)
+            .on_failure(OnFailure::Drop);
+        let server = TestServer::start(service(consumer)).await.unwrap();
+        produce(&brokers, &topic, "before").await;
+        let first = assigned_client(1).await;
+        for _ in 0..300 {
+            if seen.lock().unwrap().len() == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Let the periodic commit record "before".
+        tokio::time::sleep(COMMIT_INTERVAL * 2).await;
+        inject_fatal(&first);
+        drop(first);
+        // A second client joins the group and continues after "before".
+        assigned_client(2).await;
+        produce(&brokers, &topic, "after").await;
+        for _ in 0..300 {
+            if seen.lock().unwrap().len() >= 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server.shutdown().await.expect("clean shutdown");
+        assert_eq!(*seen.lock().unwrap(), ["before", "after"]);
     }
 }
