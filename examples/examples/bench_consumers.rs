@@ -15,7 +15,13 @@
 //! with one `DeleteMessageBatch`, against a patron SQS consumer
 //! (concurrency 1, `max_messages` 10).
 //!
-//! Usage: `bench_consumers [rounds (3)] [AMQP messages (20000)] [prefetch (50)] [SQS messages (2000)]`,
+//! With `PATRON_KAFKA_BROKERS` set, the same for Kafka: a raw rdkafka
+//! `StreamConsumer` loop (receive, decode, store the offset; librdkafka
+//! commits stored offsets every second — the usual at-least-once pattern)
+//! against a patron Kafka consumer (concurrency 1), each on a fresh
+//! one-partition topic pre-filled with N records.
+//!
+//! Usage: `bench_consumers [rounds (3)] [AMQP messages (20000)] [prefetch (50)] [SQS messages (2000)] [Kafka messages (20000)]`,
 //! broker from `PATRON_AMQP_URL`.
 
 use std::sync::Arc;
@@ -345,6 +351,146 @@ mod sqs_bench {
     }
 }
 
+mod kafka_bench {
+    use super::*;
+    use patron::consumer::kafka::KafkaConsumer;
+    use rdkafka::ClientConfig;
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Message as _;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+
+    fn unique(what: &str) -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        format!("patron-bench-{what}-{nanos}")
+    }
+
+    /// A fresh one-partition topic with `n` records; returns its name.
+    pub async fn fill(brokers: &str, what: &str, n: u64) -> String {
+        let topic = unique(what);
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("broker.address.family", "v4")
+            .create()
+            .expect("admin client");
+        for r in admin
+            .create_topics(
+                &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await
+            .expect("create topic")
+        {
+            r.expect("topic created");
+        }
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("broker.address.family", "v4")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        let mut pending = Vec::with_capacity(1000);
+        for id in 0..n {
+            let body = format!(r#"{{"id":{id}}}"#);
+            let producer = producer.clone();
+            let topic = topic.clone();
+            pending.push(tokio::spawn(async move {
+                producer
+                    .send(
+                        FutureRecord::<str, str>::to(&topic).payload(&body),
+                        Duration::from_secs(30),
+                    )
+                    .await
+                    .map(|_| ())
+                    .map_err(|(e, _)| e)
+            }));
+            if pending.len() == 1000 {
+                for p in pending.drain(..) {
+                    p.await.expect("join").expect("produce");
+                }
+            }
+        }
+        for p in pending {
+            p.await.expect("join").expect("produce");
+        }
+        topic
+    }
+
+    pub async fn raw(brokers: &str, topic: &str, n: u64) -> Run {
+        let consumer: StreamConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("broker.address.family", "v4")
+            .set("group.id", unique("raw-group"))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        let mut start = None;
+        let mut cpu0 = 0.0;
+        let mut done = 0;
+        while done < n {
+            let m = consumer.recv().await.expect("receive");
+            if start.is_none() {
+                start = Some(Instant::now());
+                cpu0 = cpu_micros();
+            }
+            let item: Item = serde_json::from_slice(m.payload().unwrap_or_default()).expect("json");
+            std::hint::black_box(item.id);
+            consumer
+                .store_offset_from_message(&m)
+                .expect("store offset");
+            done += 1;
+        }
+        let elapsed = start.map(|s| s.elapsed()).unwrap_or_default();
+        let cpu = cpu_micros() - cpu0;
+        Run {
+            per_sec: n as f64 / elapsed.as_secs_f64(),
+            cpu_per_msg: cpu / n as f64,
+        }
+    }
+
+    pub async fn patron(brokers: &str, topic: &str, n: u64) -> Run {
+        let handled = Arc::new(AtomicU64::new(0));
+        let first = Arc::new(std::sync::Mutex::new(None::<(Instant, f64)>));
+        let (h, f) = (handled.clone(), first.clone());
+        let consumer = KafkaConsumer::new(
+            [topic],
+            unique("patron-group"),
+            handler_fn(move |msg: Message<Json<Item>>| {
+                if h.fetch_add(1, Ordering::Relaxed) == 0 {
+                    *f.lock().unwrap() = Some((Instant::now(), cpu_micros()));
+                }
+                std::hint::black_box(msg.id);
+                async { Ok::<(), patron::Error>(()) }
+            }),
+        )
+        .brokers(brokers);
+        let server = TestServer::start(
+            Service::new("bench")
+                .with_consumers(std::iter::empty())
+                .with_component(consumer),
+        )
+        .await
+        .expect("start");
+        while handled.load(Ordering::Relaxed) < n {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let end = (Instant::now(), cpu_micros());
+        let (t0, cpu0) = first.lock().unwrap().expect("a message was handled");
+        server.shutdown().await.expect("shutdown");
+        Run {
+            per_sec: n as f64 / (end.0 - t0).as_secs_f64(),
+            cpu_per_msg: (end.1 - cpu0) / n as f64,
+        }
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -429,6 +575,36 @@ async fn main() {
             None
         }
     };
+    let kafka_n: u64 = args.get(5).and_then(|a| a.parse().ok()).unwrap_or(20_000);
+    let kafka_medians = match std::env::var("PATRON_KAFKA_BROKERS") {
+        Ok(brokers) if !brokers.is_empty() => {
+            println!("Kafka: {rounds} rounds × {kafka_n} records at {brokers}");
+            let (mut rr, mut rc, mut pr, mut pc) = (vec![], vec![], vec![], vec![]);
+            for round in 1..=rounds {
+                let topic = kafka_bench::fill(&brokers, "raw", kafka_n).await;
+                let r = kafka_bench::raw(&brokers, &topic, kafka_n).await;
+                println!(
+                    "round {round} raw rdkafka  : {:>9.0} msg/s  {:>6.2} CPU µs/msg",
+                    r.per_sec, r.cpu_per_msg
+                );
+                rr.push(r.per_sec);
+                rc.push(r.cpu_per_msg);
+                let topic = kafka_bench::fill(&brokers, "patron", kafka_n).await;
+                let p = kafka_bench::patron(&brokers, &topic, kafka_n).await;
+                println!(
+                    "round {round} patron Kafka : {:>9.0} msg/s  {:>6.2} CPU µs/msg",
+                    p.per_sec, p.cpu_per_msg
+                );
+                pr.push(p.per_sec);
+                pc.push(p.cpu_per_msg);
+            }
+            Some((median(rr), median(rc), median(pr), median(pc)))
+        }
+        _ => {
+            println!("Kafka: skipped (PATRON_KAFKA_BROKERS is unset)");
+            None
+        }
+    };
     println!("median raw lapin : {rr:>9.0} msg/s  {rc:>6.2} CPU µs/msg");
     println!("median patron    : {pr:>9.0} msg/s  {pc:>6.2} CPU µs/msg");
     println!(
@@ -441,6 +617,15 @@ async fn main() {
         println!("median patron SQS: {pr:>9.0} msg/s  {pc:>6.2} CPU µs/msg");
         println!(
             "SQS patron / raw : {:.2}× msg/s, {:.2}× CPU per message",
+            pr / rr,
+            pc / rc
+        );
+    }
+    if let Some((rr, rc, pr, pc)) = kafka_medians {
+        println!("median raw rdkafka  : {rr:>9.0} msg/s  {rc:>6.2} CPU µs/msg");
+        println!("median patron Kafka : {pr:>9.0} msg/s  {pc:>6.2} CPU µs/msg");
+        println!(
+            "Kafka patron / raw  : {:.2}× msg/s, {:.2}× CPU per message",
             pr / rr,
             pc / rc
         );
