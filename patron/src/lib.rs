@@ -57,6 +57,7 @@ mod error;
 pub mod http;
 pub mod observe;
 mod registry;
+pub mod reliability;
 mod service;
 pub mod test;
 

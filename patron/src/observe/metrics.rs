@@ -107,10 +107,15 @@ impl Metrics {
         Ok(family)
     }
 
-    /// The registry in the Prometheus text exposition format.
+    /// The registry in the Prometheus text exposition format, followed by
+    /// the process-wide [`global`] registry's metrics.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        let families = self.registry.gather();
+        let mut families = self.registry.gather();
+        let global = global();
+        if !std::ptr::eq(self, global) {
+            families.extend(global.registry.gather());
+        }
         if let Err(e) = TextEncoder::new().encode(&families, &mut buf) {
             tracing::error!(error = %e, "encoding metrics failed");
         }
@@ -123,6 +128,15 @@ impl Metrics {
         self.register(prometheus::process_collector::ProcessCollector::for_self())?;
         self.register(TokioCollector::new()?)
     }
+}
+
+/// The process-wide registry, for metrics of plain values made without a
+/// service at hand (circuit breakers, clients). Every service's `/metrics`
+/// serves it after its own registry, so its family names must not be
+/// registered on a service too.
+pub fn global() -> &'static Metrics {
+    static GLOBAL: OnceLock<Metrics> = OnceLock::new();
+    GLOBAL.get_or_init(Metrics::new)
 }
 
 /// The HTTP server's metrics.
