@@ -546,7 +546,7 @@ async fn main() {
     );
     let sqs_n: u64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(2_000);
     let sqs_medians = match std::env::var("PATRON_SQS_ENDPOINT") {
-        Ok(endpoint) if !endpoint.is_empty() => {
+        Ok(endpoint) if !endpoint.is_empty() && sqs_n > 0 => {
             let client = sqs_bench::client(&endpoint);
             println!("SQS: {rounds} rounds × {sqs_n} messages at {endpoint}");
             let (mut rr, mut rc, mut pr, mut pc) = (vec![], vec![], vec![], vec![]);
@@ -571,13 +571,13 @@ async fn main() {
             Some((median(rr), median(rc), median(pr), median(pc)))
         }
         _ => {
-            println!("SQS: skipped (PATRON_SQS_ENDPOINT is unset)");
+            println!("SQS: skipped (PATRON_SQS_ENDPOINT is unset or 0 messages asked)");
             None
         }
     };
     let kafka_n: u64 = args.get(5).and_then(|a| a.parse().ok()).unwrap_or(20_000);
     let kafka_medians = match std::env::var("PATRON_KAFKA_BROKERS") {
-        Ok(brokers) if !brokers.is_empty() => {
+        Ok(brokers) if !brokers.is_empty() && kafka_n > 0 => {
             println!("Kafka: {rounds} rounds × {kafka_n} records at {brokers}");
             let (mut rr, mut rc, mut pr, mut pc) = (vec![], vec![], vec![], vec![]);
             for round in 1..=rounds {
@@ -601,7 +601,7 @@ async fn main() {
             Some((median(rr), median(rc), median(pr), median(pc)))
         }
         _ => {
-            println!("Kafka: skipped (PATRON_KAFKA_BROKERS is unset)");
+            println!("Kafka: skipped (PATRON_KAFKA_BROKERS is unset or 0 records asked)");
             None
         }
     };
