@@ -49,6 +49,7 @@
 
 #![warn(missing_docs)]
 
+pub mod client;
 pub mod component;
 pub mod config;
 pub mod consumer;
@@ -274,8 +275,15 @@ pub mod prelude {
 #[doc(hidden)]
 pub use http as __http;
 
-/// The README's snippets, tested. They include consumers, so they need the
-/// `amqp`, `sqs` and `kafka` features (on in workspace test runs).
-#[cfg(all(doctest, feature = "amqp", feature = "sqs", feature = "kafka"))]
+/// The README's snippets, tested. They include consumers and clients, so
+/// they need the `amqp`, `sqs`, `kafka` and `http-client` features (on in
+/// workspace test runs).
+#[cfg(all(
+    doctest,
+    feature = "amqp",
+    feature = "sqs",
+    feature = "kafka",
+    feature = "http-client"
+))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

@@ -120,21 +120,39 @@ impl Retry {
                 wait = wait.min(left);
             }
             tracing::debug!(attempt, wait = ?wait, "retrying after a failure");
-            match &self.cancel {
-                Some(token) => tokio::select! {
-                    _ = token.cancelled() => return Err(error),
-                    _ = tokio::time::sleep(wait) => {}
-                },
-                None => tokio::time::sleep(wait).await,
-            }
-            if self
-                .cancel
-                .as_ref()
-                .is_some_and(CancellationToken::is_cancelled)
+            if !self.wait(wait).await
+                || self
+                    .cancel
+                    .as_ref()
+                    .is_some_and(CancellationToken::is_cancelled)
             {
                 return Err(error);
             }
             attempt += 1;
+        }
+    }
+
+    /// The most calls, the first included.
+    pub fn max_attempts(&self) -> u32 {
+        self.max_attempts
+    }
+
+    /// The elapsed-time limit, if set.
+    pub fn max_elapsed_limit(&self) -> Option<Duration> {
+        self.max_elapsed
+    }
+
+    /// Sleeps `wait`, ending early on cancellation; false when cancelled.
+    pub(crate) async fn wait(&self, wait: Duration) -> bool {
+        match &self.cancel {
+            Some(token) => tokio::select! {
+                _ = token.cancelled() => false,
+                _ = tokio::time::sleep(wait) => true,
+            },
+            None => {
+                tokio::time::sleep(wait).await;
+                true
+            }
         }
     }
 
