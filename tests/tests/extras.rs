@@ -38,6 +38,18 @@ async fn limited() -> &'static str {
     "within the limit"
 }
 
+/// A client that neither asks for nor decodes compressed responses, so the
+/// tests see the encodings the service chose.
+fn raw_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_gzip()
+        .no_brotli()
+        .no_zstd()
+        .no_deflate()
+        .build()
+        .unwrap()
+}
+
 async fn get(client: &reqwest::Client, url: String, encoding: Option<&str>) -> reqwest::Response {
     let mut req = client.get(url);
     if let Some(e) = encoding {
@@ -57,7 +69,7 @@ async fn compression_follows_accept_encoding_and_q_weights() {
     let server = TestServer::start(Service::new("compression"))
         .await
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = raw_client();
 
     let plain = get(&client, server.url("/big"), None).await;
     assert_eq!(encoding(&plain), None);
@@ -135,7 +147,7 @@ async fn cors_answers_preflight_and_marks_responses() {
     let server = TestServer::start(Service::new("cors").with_cors(cors))
         .await
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = raw_client();
     let preflight = client
         .request(http::Method::OPTIONS, server.url("/big"))
         .header("origin", "https://example.org")
@@ -176,7 +188,7 @@ async fn cors_answers_preflight_and_marks_responses() {
 #[tokio::test]
 async fn rate_limit_answers_429_with_retry_after() {
     let server = TestServer::start(Service::new("rate")).await.unwrap();
-    let client = reqwest::Client::new();
+    let client = raw_client();
     let mut statuses = Vec::new();
     let mut limited = None;
     for _ in 0..3 {
@@ -236,7 +248,7 @@ async fn app_headers_name_the_service_on_user_routes() {
     let server = TestServer::start(Service::new("billing").version("2.3.4").with_app_headers())
         .await
         .unwrap();
-    let client = reqwest::Client::new();
+    let client = raw_client();
     let resp = client.get(server.url("/tiny")).send().await.unwrap();
     assert_eq!(resp.headers()["x-app-name"], "billing");
     assert_eq!(resp.headers()["x-app-version"], "2.3.4");
@@ -260,7 +272,7 @@ async fn matching_statuses_are_logged_with_body_and_others_get_a_debug_line() {
         ],
     );
     proc.wait_alive().await;
-    let client = reqwest::Client::new();
+    let client = raw_client();
     let missing = client
         .get(proc.url("/no/such/thing"))
         .header("x-correlation-id", "log-404")

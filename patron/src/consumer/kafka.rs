@@ -939,26 +939,39 @@ mod tests {
     }
 
     /// Waits until `n` clients were created and the last one has its
-    /// partition, then returns it.
-    async fn assigned_client(n: usize) -> Arc<StreamConsumer<Context>> {
+    /// partition, then returns it (weakly: the session must drop the last
+    /// reference, since dropping a failed client blocks).
+    async fn assigned_client(n: usize) -> Weak<StreamConsumer<Context>> {
         for _ in 0..400 {
             let last = {
                 let created = CREATED.lock().unwrap();
                 (created.len() == n)
-                    .then(|| created.last().and_then(Weak::upgrade))
+                    .then(|| created.last().cloned())
                     .flatten()
             };
-            if let Some(c) = last
-                && c.assignment().map(|a| a.count() > 0).unwrap_or(false)
+            if let Some(weak) = last
+                && let Some(c) = weak.upgrade()
             {
-                return c;
+                let assigned = c.assignment().map(|a| a.count() > 0).unwrap_or(false);
+                drop(c);
+                if assigned {
+                    return weak;
+                }
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("client {n} was not created or got no partition within 40 s");
     }
 
-    fn inject_fatal(consumer: &StreamConsumer<Context>) {
+    /// Injects a fatal error; the reference taken for it is released on a
+    /// thread of its own, in case it is the last one.
+    fn inject_fatal(consumer: &Weak<StreamConsumer<Context>>) {
+        let consumer = consumer.upgrade().expect("the client is alive");
+        raise_fatal(&consumer);
+        std::thread::spawn(move || drop(consumer));
+    }
+
+    fn raise_fatal(consumer: &StreamConsumer<Context>) {
         let reason = c"injected by a patron test";
         // SAFETY: the client pointer is valid while `consumer` lives and the
         // reason is a NUL-terminated string librdkafka copies.
@@ -997,7 +1010,7 @@ mod tests {
             .brokers(&brokers)
             .on_failure(OnFailure::Exit);
         let server = TestServer::start(service(consumer)).await.unwrap();
-        inject_fatal(&*assigned_client(1).await);
+        inject_fatal(&assigned_client(1).await);
         let ended = tokio::time::timeout(Duration::from_secs(30), server.join())
             .await
             .expect("the service stops");
@@ -1028,7 +1041,6 @@ mod tests {
         // Let the periodic commit record "before".
         tokio::time::sleep(COMMIT_INTERVAL * 2).await;
         inject_fatal(&first);
-        drop(first);
         // A second client joins the group and continues after "before".
         assigned_client(2).await;
         produce(&brokers, &topic, "after").await;

@@ -93,11 +93,18 @@ impl Access {
 
 /// Wraps the body of a response whose status `rules` match, so that the
 /// ERROR line is written, with the body, once it has been sent.
-pub(crate) fn log(rules: &StatusRules, access: Access, body: Body) -> Body {
+/// A compressed body (`encoding` set) is not captured: the line says so.
+pub(crate) fn log(
+    rules: &StatusRules,
+    access: Access,
+    encoding: Option<HeaderValue>,
+    body: Body,
+) -> Body {
     debug_assert!(rules.matches(access.status));
     Body::new(CaptureBody {
         inner: body,
         captured: Vec::new(),
+        encoding,
         access: Some(access),
     })
 }
@@ -128,6 +135,7 @@ pin_project! {
         #[pin]
         inner: Body,
         captured: Vec<u8>,
+        encoding: Option<HeaderValue>,
         access: Option<Access>,
     }
 
@@ -135,7 +143,14 @@ pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(access) = this.access.take() {
-                let body = String::from_utf8_lossy(this.captured);
+                let body = match this.encoding {
+                    Some(e) => format!(
+                        "({}-encoded body, not shown)",
+                        e.to_str().unwrap_or("compressed")
+                    )
+                    .into(),
+                    None => String::from_utf8_lossy(this.captured),
+                };
                 tracing::error!(
                     http.request.method = access.method,
                     http.route = access.route,
@@ -163,7 +178,11 @@ impl http_body::Body for CaptureBody {
         if let Poll::Ready(Some(Ok(f))) = &frame
             && let Some(data) = f.data_ref()
         {
-            let room = BODY_CAP.saturating_sub(this.captured.len());
+            let room = if this.encoding.is_some() {
+                0
+            } else {
+                BODY_CAP.saturating_sub(this.captured.len())
+            };
             let take = room.min(data.remaining());
             this.captured
                 .extend_from_slice(&data.chunk()[..take.min(data.chunk().len())]);

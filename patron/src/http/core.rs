@@ -98,7 +98,11 @@ fn finish(
             correlation_id: id,
         };
         let (parts, body) = response.into_parts();
-        return Response::from_parts(parts, access::log(&route.shared.status_rules, access, body));
+        let encoding = parts.headers.get(http::header::CONTENT_ENCODING).cloned();
+        return Response::from_parts(
+            parts,
+            access::log(&route.shared.status_rules, access, encoding, body),
+        );
     }
     access::log_served(method, route.route, status, started, &id);
     headers.insert(X_CORRELATION_ID, id);

@@ -324,8 +324,12 @@ struct CompressibleStatus;
 
 impl Predicate for CompressibleStatus {
     fn should_compress<B: http_body::Body>(&self, response: &http::Response<B>) -> bool {
+        // Error bodies stay plain: they are small, and the status log
+        // line shows them as sent.
         let status = response.status();
         !(status.is_informational()
+            || status.is_client_error()
+            || status.is_server_error()
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED)
     }
