@@ -32,6 +32,7 @@
 //!   group's committed offsets.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -436,7 +437,9 @@ impl Session<'_> {
             ))
         })?;
         let tracker = TaskTracker::new();
-        let mut workers: HashMap<Partition, Lane> = HashMap::new();
+        // By topic, then partition: a record finds its worker without
+        // allocating a key.
+        let mut workers: HashMap<String, HashMap<i32, Lane>> = HashMap::new();
         let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
         let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
         tracing::info!(consumer = %name, topics = ?c.topics, group = %c.group, "consuming");
@@ -465,16 +468,20 @@ impl Session<'_> {
                 received = consumer.recv() => match received {
                     Ok(message) => {
                         let message = message.detach();
-                        let key = (message.topic().to_string(), message.partition());
-                        let lane = match workers.get(&key) {
-                            Some(lane) if !lane.revoked.load(Ordering::Acquire) => lane,
-                            _ => {
-                                let lane = Lane::start(&self.shared, &c.handler, c.dedup, &tracker);
+                        let partitions = match workers.get_mut(message.topic()) {
+                            Some(p) => p,
+                            None => workers.entry(message.topic().to_string()).or_default(),
+                        };
+                        let lane = match partitions.entry(message.partition()) {
+                            Entry::Occupied(e) if !e.get().revoked.load(Ordering::Acquire) => e.into_mut(),
+                            entry => {
+                                let key = (message.topic().to_string(), message.partition());
+                                let lane = Lane::start(&self.shared, &c.handler, c.dedup, &tracker, key.clone());
                                 self.lanes
                                     .lock()
                                     .unwrap_or_else(|p| p.into_inner())
-                                    .insert(key.clone(), Arc::clone(&lane.revoked));
-                                workers.entry(key).insert_entry(lane).into_mut()
+                                    .insert(key, Arc::clone(&lane.revoked));
+                                entry.insert_entry(lane).into_mut()
                             }
                         };
                         let sent = tokio::select! {
@@ -555,13 +562,20 @@ struct Lane {
 }
 
 impl Lane {
-    fn start(shared: &Arc<Shared>, handler: &Handler, dedup: bool, tracker: &TaskTracker) -> Lane {
+    fn start(
+        shared: &Arc<Shared>,
+        handler: &Handler,
+        dedup: bool,
+        tracker: &TaskTracker,
+        partition: Partition,
+    ) -> Lane {
         let (tx, rx) = mpsc::channel(256);
         let revoked = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             shared: Arc::clone(shared),
             revoked: Arc::clone(&revoked),
             rx,
+            partition,
         };
         match handler {
             Handler::Single(handler) => tracker.spawn(worker.single(Arc::clone(handler))),
@@ -581,6 +595,8 @@ struct Worker {
     shared: Arc<Shared>,
     revoked: Arc<AtomicBool>,
     rx: mpsc::Receiver<OwnedMessage>,
+    /// The partition it handles, as the progress map keys it.
+    partition: Partition,
 }
 
 impl Worker {
@@ -711,10 +727,14 @@ impl Worker {
         if self.revoked.load(Ordering::Acquire) {
             return false;
         }
-        progress.insert(
-            (message.topic().to_string(), message.partition()),
-            message.offset() + 1,
-        );
+        // The key is allocated once per partition, not per record.
+        let next = message.offset() + 1;
+        match progress.get_mut(&self.partition) {
+            Some(slot) => *slot = next,
+            None => {
+                progress.insert(self.partition.clone(), next);
+            }
+        }
         true
     }
 }
