@@ -31,6 +31,7 @@ use tracing::Instrument;
 
 use crate::error::Error;
 use crate::observe::metrics::{self, DURATION_BUCKETS};
+use crate::reliability::retry::Next;
 use crate::reliability::{CircuitBreaker, Open, RateLimit, Retry};
 
 /// Default request timeout, as Go's `http.Client` in Patron.
@@ -256,37 +257,34 @@ impl HttpClient {
         let Some(retry) = retry else {
             return self.attempt(request, &method, &url).await;
         };
-        let started = tokio::time::Instant::now();
-        let mut attempt = 1;
-        loop {
-            let this = match request.try_clone() {
-                Some(r) => r,
-                None => return self.attempt(request, &method, &url).await,
-            };
-            let result = self.attempt(this, &method, &url).await;
-            let wait = match &result {
-                Err(HttpError::Transport { source, .. }) if source.is_connect() => {
-                    retry.delay(attempt)
-                }
-                Ok(response) if retryable_status(response.status()) => {
-                    retry_after(response.headers()).unwrap_or_else(|| retry.delay(attempt))
-                }
-                _ => return result,
-            };
-            if attempt >= retry.max_attempts() {
-                return result;
-            }
-            if let Some(limit) = retry.max_elapsed_limit()
-                && started.elapsed() + wait > limit
-            {
-                return result;
-            }
-            tracing::debug!(%method, %url, attempt, wait = ?wait, "retrying the HTTP request");
-            if !retry.wait(wait).await {
-                return result;
-            }
-            attempt += 1;
-        }
+        let (method, url) = (&method, url.as_str());
+        retry
+            .run_with(
+                |_| {
+                    // Cloneable: checked above.
+                    let this = request.try_clone();
+                    async move {
+                        match this {
+                            Some(this) => self.attempt(this, method, url).await,
+                            None => Err(HttpError::Request {
+                                method: method.clone(),
+                                url: url.to_string(),
+                                reason: "the body cannot be sent twice".into(),
+                            }),
+                        }
+                    }
+                },
+                |result| match result {
+                    Err(HttpError::Transport { source, .. }) if source.is_connect() => {
+                        Next::Retry(None)
+                    }
+                    Ok(response) if retryable_status(response.status()) => {
+                        Next::Retry(retry_after(response.headers()))
+                    }
+                    _ => Next::Done,
+                },
+            )
+            .await
     }
 
     async fn attempt(

@@ -31,7 +31,7 @@
 mod circuit;
 pub mod layer;
 mod limit;
-mod retry;
+pub(crate) mod retry;
 
 pub use circuit::{CircuitBreaker, CircuitError, Open, Permit, State};
 pub use limit::{Bulkhead, Full, RateLimit, RateLimited};

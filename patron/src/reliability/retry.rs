@@ -12,6 +12,14 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+/// What [`Retry::run_with`] does after an attempt.
+pub(crate) enum Next {
+    /// The outcome is final.
+    Done,
+    /// Try again, after this wait or else the backoff delay.
+    Retry(Option<Duration>),
+}
+
 /// A retry policy; cheap to clone and reusable for any number of calls.
 ///
 /// ```
@@ -94,58 +102,60 @@ impl Retry {
     /// returns true; others are returned at once.
     pub async fn run_if<T, E, F, Fut>(
         &self,
-        mut op: F,
+        op: F,
         retryable: impl Fn(&E) -> bool,
     ) -> Result<T, E>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
+        self.run_with(op, |result| match result {
+            Err(e) if retryable(e) => Next::Retry(None),
+            _ => Next::Done,
+        })
+        .await
+    }
+
+    /// The retry loop every form shares: runs `op` until `next` says the
+    /// outcome is final or the policy gives up, waiting the backoff delay —
+    /// or the wait `next` asks for (a server's `Retry-After`), giving up
+    /// when that wait would end past `max_elapsed`.
+    pub(crate) async fn run_with<T, F, Fut>(&self, mut op: F, next: impl Fn(&T) -> Next) -> T
+    where
+        F: FnMut(u32) -> Fut,
+        Fut: Future<Output = T>,
+    {
         let started = Instant::now();
         let mut attempt = 1;
         loop {
-            let error = match op(attempt).await {
-                Ok(value) => return Ok(value),
-                Err(e) => e,
+            let outcome = op(attempt).await;
+            let Next::Retry(asked) = next(&outcome) else {
+                return outcome;
             };
-            if attempt >= self.max_attempts || !retryable(&error) {
-                return Err(error);
+            if attempt >= self.max_attempts {
+                return outcome;
             }
-            let mut wait = self.delay(attempt);
+            let mut wait = asked.unwrap_or_else(|| self.delay(attempt));
             if let Some(limit) = self.max_elapsed {
                 let left = limit.saturating_sub(started.elapsed());
-                if left.is_zero() {
-                    return Err(error);
+                if left.is_zero() || asked.is_some_and(|asked| asked > left) {
+                    return outcome;
                 }
                 wait = wait.min(left);
             }
             tracing::debug!(attempt, wait = ?wait, "retrying after a failure");
-            if !self.wait(wait).await
-                || self
-                    .cancel
-                    .as_ref()
-                    .is_some_and(CancellationToken::is_cancelled)
-            {
-                return Err(error);
+            if !self.wait(wait).await {
+                return outcome;
             }
             attempt += 1;
         }
     }
 
-    /// The most calls, the first included.
-    pub fn max_attempts(&self) -> u32 {
-        self.max_attempts
-    }
-
-    /// The elapsed-time limit, if set.
-    pub fn max_elapsed_limit(&self) -> Option<Duration> {
-        self.max_elapsed
-    }
-
-    /// Sleeps `wait`, ending early on cancellation; false when cancelled.
-    pub(crate) async fn wait(&self, wait: Duration) -> bool {
+    /// Sleeps `wait`; false when cancelled before or during it.
+    async fn wait(&self, wait: Duration) -> bool {
         match &self.cancel {
             Some(token) => tokio::select! {
+                biased;
                 _ = token.cancelled() => false,
                 _ = tokio::time::sleep(wait) => true,
             },
