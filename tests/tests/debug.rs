@@ -46,11 +46,16 @@ async fn cpu_profile_is_valid_pprof_protobuf() {
         .await
         .unwrap();
     let client = reqwest::Client::new();
+    // Busy until the profile is back: a fixed number of requests could all
+    // finish before sampling starts on a fast or idle machine (seen once in
+    // CI: a profile with no samples).
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load = {
         let client = client.clone();
         let url = server.url("/work");
+        let done = done.clone();
         tokio::spawn(async move {
-            for _ in 0..40 {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
                 let _ = client.get(&url).send().await;
             }
         })
@@ -63,6 +68,7 @@ async fn cpu_profile_is_valid_pprof_protobuf() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "application/octet-stream");
     let bytes = resp.bytes().await.unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
     let profile = pprof::protos::Profile::decode(bytes.as_ref()).expect("a pprof protobuf profile");
     assert!(!profile.sample_type.is_empty(), "sample types are declared");
     assert!(
