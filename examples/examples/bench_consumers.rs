@@ -513,9 +513,13 @@ async fn main() {
         .await
         .expect("confirms");
 
-    println!("{rounds} rounds × {n} messages, prefetch {prefetch}, concurrency 1");
+    if n > 0 {
+        println!("AMQP: {rounds} rounds × {n} messages, prefetch {prefetch}, concurrency 1");
+    } else {
+        println!("AMQP: skipped (0 messages asked)");
+    }
     let (mut raw_rate, mut raw_cpu, mut pat_rate, mut pat_cpu) = (vec![], vec![], vec![], vec![]);
-    for round in 1..=rounds {
+    for round in (1..=rounds).filter(|_| n > 0) {
         fill(&publisher, "patron-bench-raw", n).await;
         let r = raw(&url, "patron-bench-raw", n, prefetch).await;
         println!(
@@ -538,12 +542,14 @@ async fn main() {
             .queue_delete(q.into(), QueueDeleteOptions::default())
             .await;
     }
-    let (rr, rc, pr, pc) = (
-        median(raw_rate),
-        median(raw_cpu),
-        median(pat_rate),
-        median(pat_cpu),
-    );
+    let amqp_medians = (n > 0).then(|| {
+        (
+            median(raw_rate),
+            median(raw_cpu),
+            median(pat_rate),
+            median(pat_cpu),
+        )
+    });
     let sqs_n: u64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(2_000);
     let sqs_medians = match std::env::var("PATRON_SQS_ENDPOINT") {
         Ok(endpoint) if !endpoint.is_empty() && sqs_n > 0 => {
@@ -605,13 +611,15 @@ async fn main() {
             None
         }
     };
-    println!("median raw lapin : {rr:>9.0} msg/s  {rc:>6.2} CPU µs/msg");
-    println!("median patron    : {pr:>9.0} msg/s  {pc:>6.2} CPU µs/msg");
-    println!(
-        "patron / raw     : {:.2}× msg/s, {:.2}× CPU per message",
-        pr / rr,
-        pc / rc
-    );
+    if let Some((rr, rc, pr, pc)) = amqp_medians {
+        println!("median raw lapin : {rr:>9.0} msg/s  {rc:>6.2} CPU µs/msg");
+        println!("median patron    : {pr:>9.0} msg/s  {pc:>6.2} CPU µs/msg");
+        println!(
+            "patron / raw     : {:.2}× msg/s, {:.2}× CPU per message",
+            pr / rr,
+            pc / rc
+        );
+    }
     if let Some((rr, rc, pr, pc)) = sqs_medians {
         println!("median raw SQS   : {rr:>9.0} msg/s  {rc:>6.2} CPU µs/msg");
         println!("median patron SQS: {pr:>9.0} msg/s  {pc:>6.2} CPU µs/msg");
