@@ -3,8 +3,10 @@
 //! - `#[patron::consumer]` `record_order` consumes JSON orders from the
 //!   `orders` queue (declared at start), four at a time, retrying a failure
 //!   3 times before dead-lettering it to `orders.dlq`;
-//! - `POST /orders` publishes an order to the queue (with `lapin` directly,
-//!   passing the request's correlation id and trace context in the headers);
+//! - `POST /orders` publishes an order to the queue with
+//!   `patron::client::amqp::AmqpPublisher`, which passes the request's
+//!   correlation id and trace context in the headers and waits for the
+//!   broker's confirm;
 //! - `GET /orders/stats` shows what the consumer recorded.
 //!
 //! An order with a negative amount fails: watch it retry, then land in
@@ -21,9 +23,7 @@
 
 use std::sync::Mutex;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use patron::client::amqp::{AmqpPublisher, Publishing};
 use patron::prelude::*;
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -76,57 +76,23 @@ async fn order_stats(ledger: Dep<Ledger>) -> Json<serde_json::Value> {
     Json(serde_json::json!(*stats))
 }
 
-/// Publishes to the `orders` queue on a confirm-mode channel.
-struct Publisher(Channel);
-
 #[patron::route(POST "/orders")]
 async fn place_order(
-    publisher: Dep<Publisher>,
+    publisher: Dep<AmqpPublisher>,
     body: axum::body::Bytes,
 ) -> Result<StatusCode, patron::Error> {
-    // Carry the request's correlation id and trace context to the consumer.
-    let mut context = http::HeaderMap::new();
-    patron::observe::trace::inject(&mut context);
-    let mut headers = FieldTable::default();
-    for (name, value) in &context {
-        headers.insert(
-            name.as_str().into(),
-            AMQPValue::LongString(LongString::from(value.as_bytes().to_vec())),
-        );
-    }
-    let properties = BasicProperties::default()
-        .with_content_type("application/json".into())
-        .with_delivery_mode(2)
-        .with_headers(headers);
+    // The publisher carries the request's correlation id and trace context
+    // to the consumer in the message headers, and waits for the confirm.
+    let message = Publishing::to_queue("orders", body.to_vec()).content_type("application/json");
     publisher
-        .0
-        .basic_publish(
-            "".into(),
-            "orders".into(),
-            BasicPublishOptions::default(),
-            &body,
-            properties,
-        )
+        .publish(&message)
         .await
-        .map_err(|e| patron::Error::unavailable(format!("cannot publish the order: {e}")))?
-        .await
-        .map_err(|e| {
-            patron::Error::unavailable(format!("RabbitMQ did not confirm the order: {e}"))
-        })?;
+        .map_err(|e| patron::Error::unavailable(format!("cannot publish the order: {e}")))?;
     Ok(StatusCode::ACCEPTED)
 }
 
 #[patron::main]
 async fn main(service: Service) -> patron::Result<Service> {
-    let url = service.current_config().amqp_url.clone();
-    let connection = Connection::connect(url.expose(), ConnectionProperties::default())
-        .await
-        .map_err(|e| patron::Error::msg(format!("cannot connect to RabbitMQ at {url}: {e}")))?;
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
-    Ok(service
-        .provide(Ledger::default())
-        .provide(Publisher(channel)))
+    let publisher = AmqpPublisher::from_config(service.current_config());
+    Ok(service.provide(Ledger::default()).with_client(publisher))
 }

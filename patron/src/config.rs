@@ -136,6 +136,10 @@ pub struct Config {
     /// `PATRON_KAFKA_BROKERS`: comma-separated bootstrap brokers of Kafka
     /// consumers (`127.0.0.1:9092` when unset).
     pub kafka_brokers: Option<String>,
+    /// `PATRON_DATABASE_URL`: the PostgreSQL database of
+    /// `client::sql::Db::from_config` (`postgres://user:password@host/db`).
+    /// Its password never appears in logs or errors.
+    pub database_url: Option<BrokerUrl>,
 }
 
 /// A broker URL that may hold credentials: `Display` and `Debug` show it
@@ -222,6 +226,7 @@ impl Default for Config {
             amqp_url: BrokerUrl::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
             sqs_endpoint: None,
             kafka_brokers: None,
+            database_url: None,
         }
     }
 }
@@ -340,6 +345,17 @@ impl Config {
                 ));
             }
             c.sqs_endpoint = Some(v.to_string());
+        }
+        if let Some(v) = get("PATRON_DATABASE_URL") {
+            let v = v.trim();
+            if !(v.starts_with("postgres://") || v.starts_with("postgresql://")) {
+                return Err(invalid(
+                    "PATRON_DATABASE_URL",
+                    &redact(v),
+                    "a postgres:// URL such as postgres://app:secret@db:5432/app",
+                ));
+            }
+            c.database_url = Some(BrokerUrl::new(v));
         }
         if let Some(v) = get("PATRON_KAFKA_BROKERS") {
             c.kafka_brokers = Some(v.trim().to_string());
@@ -541,6 +557,20 @@ mod tests {
         assert_eq!(redact("amqp://mq:5672"), "amqp://mq:5672");
         assert_eq!(redact("amqp://u@mq/v?x=a@b"), "amqp://u@mq/v?x=a@b");
         assert_eq!(redact("amqps://u:p@ss@mq/v"), "amqps://u:***@mq/v");
+        let c = with(&[("PATRON_DATABASE_URL", "postgres://app:hunter2@db/app")]).unwrap();
+        assert_eq!(
+            c.database_url.as_ref().map(BrokerUrl::expose),
+            Some("postgres://app:hunter2@db/app")
+        );
+        assert!(!format!("{c:?}").contains("hunter2"));
+        let err = with(&[("PATRON_DATABASE_URL", "mysql://app:hunter2@db/app")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("PATRON_DATABASE_URL") && err.contains("postgres://"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
         let c = with(&[("PATRON_SQS_ENDPOINT", "http://127.0.0.1:4566")]).unwrap();
         assert_eq!(c.sqs_endpoint.as_deref(), Some("http://127.0.0.1:4566"));
         let err = with(&[("PATRON_SQS_ENDPOINT", "127.0.0.1:4566")])

@@ -276,14 +276,15 @@ pub mod prelude {
 pub use http as __http;
 
 /// The README's snippets, tested. They include consumers and clients, so
-/// they need the `amqp`, `sqs`, `kafka` and `http-client` features (on in
-/// workspace test runs).
+/// they need the `amqp`, `sqs`, `kafka`, `http-client` and `sql` features
+/// (on in workspace test runs).
 #[cfg(all(
     doctest,
     feature = "amqp",
     feature = "sqs",
     feature = "kafka",
-    feature = "http-client"
+    feature = "http-client",
+    feature = "sql"
 ))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

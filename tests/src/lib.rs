@@ -8,6 +8,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod amqp;
+pub mod kafka;
+pub mod roundtrip;
 pub mod sqs;
 
 /// The address of a test service from the environment variable `var`.
@@ -251,6 +253,17 @@ pub mod prom {
                         .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
             })
             .map(|(_, _, v)| *v)
+    }
+
+    /// A sample of the process-wide registry, where clients record their
+    /// metrics; 0 when there is none yet.
+    pub fn global(name: &str, labels: &[(&str, &str)]) -> f64 {
+        value(
+            &parse(&patron::observe::metrics::global().render()),
+            name,
+            labels,
+        )
+        .unwrap_or(0.0)
     }
 
     /// Fetches `url` (a `/metrics` endpoint), checks status and media type,

@@ -30,7 +30,7 @@ use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
 use crate::error::Error;
-use crate::observe::metrics::{self, DURATION_BUCKETS};
+use crate::observe::metrics;
 use crate::reliability::retry::Next;
 use crate::reliability::{CircuitBreaker, Open, RateLimit, Retry};
 
@@ -129,6 +129,15 @@ pub struct HttpClient {
     retry: Option<(Retry, RetryOn)>,
     breaker: Option<CircuitBreaker>,
     limit: Option<RateLimit>,
+}
+
+/// Managed by the service with `with_client`: no readiness check (a peer
+/// being down is the caller's concern, not this service's), nothing to
+/// flush at shutdown — idle connections close with the client.
+impl crate::client::Client for HttpClient {
+    fn name(&self) -> String {
+        "http client".to_string()
+    }
 }
 
 /// Builds an [`HttpClient`].
@@ -364,6 +373,19 @@ impl HttpClient {
         let response = check_status(self.send(request).await?, &Method::POST).await?;
         decode(response, Method::POST).await
     }
+
+    /// PUTs `body` as JSON to `url` and decodes the JSON answer; a non-2xx
+    /// status is an [`HttpError::Status`]. PUT is idempotent, so a
+    /// configured retry applies to it.
+    pub async fn put_json<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        url: &str,
+        body: &B,
+    ) -> Result<T, HttpError> {
+        let request = self.request(Method::PUT, url).json(body);
+        let response = check_status(self.send(request).await?, &Method::PUT).await?;
+        decode(response, Method::PUT).await
+    }
 }
 
 /// A non-2xx response as [`HttpError::Status`], with the start of its body.
@@ -452,28 +474,14 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 
 fn duration_histogram() -> Option<&'static HistogramVec> {
     static HISTOGRAM: OnceLock<Option<HistogramVec>> = OnceLock::new();
-    HISTOGRAM
-        .get_or_init(|| {
-            metrics::global()
-                .shared("http_client_request_duration_seconds", || {
-                    HistogramVec::new(
-                        prometheus::HistogramOpts::new(
-                            "http_client_request_duration_seconds",
-                            "Duration of HTTP client requests, retries counted one by one.",
-                        )
-                        .buckets(DURATION_BUCKETS.to_vec()),
-                        &[
-                            "http_request_method",
-                            "server_address",
-                            "http_response_status_code",
-                        ],
-                    )
-                    .map_err(|e| {
-                        Error::msg(format!("cannot create the HTTP client histogram: {e}"))
-                    })
-                })
-                .map_err(|e| tracing::warn!(error = %e, "HTTP client metrics unavailable"))
-                .ok()
-        })
-        .as_ref()
+    metrics::global().duration_histogram(
+        &HISTOGRAM,
+        "http_client_request_duration_seconds",
+        "Duration of HTTP client requests, retries counted one by one.",
+        &[
+            "http_request_method",
+            "server_address",
+            "http_response_status_code",
+        ],
+    )
 }

@@ -1,9 +1,65 @@
-//! Instrumented clients: plain values to `provide` to the service and take
-//! as `Dep<T>`, each propagating trace context and correlation id and
+//! Instrumented clients: plain values to give the service with
+//! [`Service::with_client`](crate::Service::with_client) and take as
+//! `Dep<T>`, each propagating trace context and correlation id and
 //! recording a span and a duration metric per call.
 //!
 //! - [`http`] (feature `http-client`): reqwest with optional retry,
 //!   circuit breaker and rate limit.
+//! - [`sql`] (feature `sql`): a PostgreSQL pool over sqlx whose queries are
+//!   spans and a histogram, with a readiness check.
+//! - [`kafka`] (feature `kafka`): a producer over rdkafka, awaited or
+//!   fire-and-forget, flushed at shutdown.
+//! - [`amqp`] (feature `amqp`): a RabbitMQ publisher over lapin with
+//!   publisher confirms.
+//! - [`sqs`] (feature `sqs`): send and batch send over aws-sdk-sqs.
+//!
+//! A client given to `with_client` is provided as a dependency, its
+//! readiness (if it has one) joins `GET /ready`, and it is closed — flushed,
+//! for producers — after every component has stopped, so a consumer that
+//! produces can finish its last message first.
 
+use futures_util::future::BoxFuture;
+
+use crate::error::Error;
+
+#[cfg(feature = "amqp")]
+pub mod amqp;
 #[cfg(feature = "http-client")]
 pub mod http;
+#[cfg(feature = "kafka")]
+pub mod kafka;
+#[cfg(feature = "sql")]
+pub mod sql;
+#[cfg(feature = "sqs")]
+pub mod sqs;
+
+/// What the service needs from a client to manage it: a name for logs and
+/// `/ready`, an optional readiness check, and how to close it.
+///
+/// patron's clients implement it; implement it for your own clients to have
+/// them checked and closed the same way.
+pub trait Client: Send + Sync + 'static {
+    /// A short name for logs, `/ready` and errors, such as `sql` or
+    /// `kafka producer`.
+    fn name(&self) -> String;
+
+    /// Whether [`ready`](Self::ready) means anything; when `false` the
+    /// client adds no check to `/ready`.
+    fn has_readiness(&self) -> bool {
+        false
+    }
+
+    /// Checks that the client can do its work now (a database ping, an
+    /// open broker connection). Runs on each `GET /ready`.
+    fn ready(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Flushes what is pending and releases connections. Called once, at
+    /// shutdown, after every component has stopped; bounded by
+    /// `PATRON_SHUTDOWN_TIMEOUT`. Nothing by default, for clients whose
+    /// calls are all awaited and whose connections close when dropped.
+    fn close(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async { Ok(()) })
+    }
+}

@@ -37,6 +37,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::{FutureExt, StreamExt};
 use prometheus::{IntGauge, IntGaugeVec, Opts};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
@@ -310,7 +311,7 @@ impl Component for KafkaConsumer {
             .brokers
             .clone()
             .or_else(|| ctx.config().kafka_brokers.clone())
-            .unwrap_or_else(|| "127.0.0.1:9092".to_string());
+            .unwrap_or_else(|| crate::client::kafka::DEFAULT_BROKERS.to_string());
         let producer: Option<FutureProducer> = match &policy.dlq {
             Some(_) => Some(
                 ClientConfig::new()
@@ -443,6 +444,7 @@ impl Session<'_> {
         let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
         let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
         tracing::info!(consumer = %name, topics = ?c.topics, group = %c.group, "consuming");
+        let mut stream = consumer.stream();
         loop {
             tokio::select! {
                 biased;
@@ -465,47 +467,45 @@ impl Session<'_> {
                     // fetch_watermarks blocks on the network.
                     tokio::task::spawn_blocking(move || record_lag(&consumer, &progress, &lag, &name));
                 }
-                received = consumer.recv() => match received {
-                    Ok(message) => {
-                        let message = message.detach();
-                        let partitions = match workers.get_mut(message.topic()) {
-                            Some(p) => p,
-                            None => workers.entry(message.topic().to_string()).or_default(),
-                        };
-                        let lane = match partitions.entry(message.partition()) {
-                            Entry::Occupied(e) if !e.get().revoked.load(Ordering::Acquire) => e.into_mut(),
-                            entry => {
-                                let key = (message.topic().to_string(), message.partition());
-                                let lane = Lane::start(&self.shared, &c.handler, c.dedup, &tracker, key.clone());
-                                self.lanes
-                                    .lock()
-                                    .unwrap_or_else(|p| p.into_inner())
-                                    .insert(key, Arc::clone(&lane.revoked));
-                                entry.insert_entry(lane).into_mut()
-                            }
-                        };
-                        let sent = tokio::select! {
-                            _ = stop.cancelled() => break,
-                            sent = lane.tx.send(message) => sent,
-                        };
-                        if sent.is_err() {
-                            tracing::warn!(consumer = %name, "a partition worker stopped; its messages will be redelivered");
+                received = stream.next() => {
+                    // Take what else librdkafka already holds without
+                    // waiting, and hand it to the workers in runs: one
+                    // channel send and one wake-up per run, not per record.
+                    let mut chunk = Vec::new();
+                    let mut error = None;
+                    match received {
+                        Some(Ok(message)) => chunk.push(message.detach()),
+                        Some(Err(e)) => error = Some(e),
+                        None => break,
+                    }
+                    while error.is_none() && chunk.len() < CHUNK {
+                        match stream.next().now_or_never() {
+                            Some(Some(Ok(message))) => chunk.push(message.detach()),
+                            Some(Some(Err(e))) => error = Some(e),
+                            Some(None) | None => break,
                         }
                     }
-                    // librdkafka returns a fatal error of the group
-                    // consumer from the poll, as error code `Fatal`.
-                    Err(e) if matches!(e, KafkaError::MessageConsumptionFatal(_))
-                        || e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) =>
-                    {
-                        tracing::error!(consumer = %name, error = %e, "fatal Kafka consume error");
-                        fatal.cancel();
+                    if !self.dispatch(chunk, &mut workers, &tracker).await {
+                        break;
                     }
-                    Err(e) => {
-                        tracing::warn!(consumer = %name, error = %e, "Kafka receive error");
+                    match error {
+                        None => {}
+                        // librdkafka returns a fatal error of the group
+                        // consumer from the poll, as error code `Fatal`.
+                        Some(e) if matches!(e, KafkaError::MessageConsumptionFatal(_))
+                            || e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) =>
+                        {
+                            tracing::error!(consumer = %name, error = %e, "fatal Kafka consume error");
+                            fatal.cancel();
+                        }
+                        Some(e) => {
+                            tracing::warn!(consumer = %name, error = %e, "Kafka receive error");
+                        }
                     }
                 }
             }
         }
+        drop(stream);
         // Stop feeding the workers, let in-flight messages finish.
         drop(workers);
         drain(&tracker, self.ctx.config().shutdown_timeout, name).await;
@@ -532,6 +532,54 @@ impl Session<'_> {
         Ok(None)
     }
 
+    /// Hands `chunk` (records in the order librdkafka returned them) to the
+    /// partitions' workers, one send per run of records of one partition,
+    /// starting a worker for a partition that has none (or a revoked one).
+    /// False when shutdown interrupted it.
+    async fn dispatch(
+        &self,
+        chunk: Vec<OwnedMessage>,
+        workers: &mut HashMap<String, HashMap<i32, Lane>>,
+        tracker: &TaskTracker,
+    ) -> bool {
+        let c = self.consumer;
+        let mut records = chunk.into_iter().peekable();
+        while let Some(first) = records.next() {
+            let partition = first.partition();
+            let mut run = vec![first];
+            while let Some(next) =
+                records.next_if(|m| m.partition() == partition && m.topic() == run[0].topic())
+            {
+                run.push(next);
+            }
+            let topic = run[0].topic();
+            let partitions = match workers.get_mut(topic) {
+                Some(p) => p,
+                None => workers.entry(topic.to_string()).or_default(),
+            };
+            let lane = match partitions.entry(partition) {
+                Entry::Occupied(e) if !e.get().revoked.load(Ordering::Acquire) => e.into_mut(),
+                entry => {
+                    let key = (topic.to_string(), partition);
+                    let lane = Lane::start(&self.shared, &c.handler, c.dedup, tracker, key.clone());
+                    self.lanes
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(key, Arc::clone(&lane.revoked));
+                    entry.insert_entry(lane).into_mut()
+                }
+            };
+            let sent = tokio::select! {
+                _ = self.shared.stop.cancelled() => return false,
+                sent = lane.tx.send(run) => sent,
+            };
+            if sent.is_err() {
+                tracing::warn!(consumer = %c.common.name, "a partition worker stopped; its messages will be redelivered");
+            }
+        }
+        true
+    }
+
     /// Drops the progress and stops the workers of every partition: a new
     /// client starts from the group's committed offsets.
     fn forget_partitions(&self) {
@@ -555,9 +603,12 @@ struct Shared {
     permits: Arc<Semaphore>,
 }
 
+/// The most records taken from librdkafka in one go without waiting.
+const CHUNK: usize = 256;
+
 /// One partition's worker, as the receive loop sees it.
 struct Lane {
-    tx: mpsc::Sender<OwnedMessage>,
+    tx: mpsc::Sender<Vec<OwnedMessage>>,
     revoked: Arc<AtomicBool>,
 }
 
@@ -569,7 +620,8 @@ impl Lane {
         tracker: &TaskTracker,
         partition: Partition,
     ) -> Lane {
-        let (tx, rx) = mpsc::channel(256);
+        // Runs of up to CHUNK records: at most 8 × CHUNK held per partition.
+        let (tx, rx) = mpsc::channel(8);
         let revoked = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             shared: Arc::clone(shared),
@@ -594,7 +646,7 @@ impl Lane {
 struct Worker {
     shared: Arc<Shared>,
     revoked: Arc<AtomicBool>,
-    rx: mpsc::Receiver<OwnedMessage>,
+    rx: mpsc::Receiver<Vec<OwnedMessage>>,
     /// The partition it handles, as the progress map keys it.
     partition: Partition,
 }
@@ -607,21 +659,25 @@ impl Worker {
     }
 
     async fn single(mut self, handler: Arc<dyn MessageHandler>) {
-        while let Some(message) = self.rx.recv().await {
-            if !self.proceed() {
-                break;
-            }
+        while let Some(run) = self.rx.recv().await {
+            // One permit per run: `concurrency` bounds the partitions being
+            // processed at once.
             let Ok(_permit) = Arc::clone(&self.shared.permits).acquire_owned().await else {
-                break;
+                return;
             };
-            let delivery = convert(&message);
-            let verdict = self
-                .shared
-                .pipeline
-                .process(&*handler, &delivery, &self.shared.stop)
-                .await;
-            if !self.settle(&message, verdict).await {
-                break;
+            for message in run {
+                if !self.proceed() {
+                    return;
+                }
+                let delivery = convert(&message);
+                let verdict = self
+                    .shared
+                    .pipeline
+                    .process(&*handler, &delivery, &self.shared.stop)
+                    .await;
+                if !self.settle(&message, verdict).await {
+                    return;
+                }
             }
         }
     }
@@ -633,19 +689,28 @@ impl Worker {
         timeout: Duration,
         dedup: bool,
     ) {
-        while let Some(first) = self.rx.recv().await {
-            let mut records = vec![first];
+        // Records received but not yet in a batch, in offset order.
+        let mut pending: std::collections::VecDeque<OwnedMessage> = Default::default();
+        loop {
+            if pending.is_empty() {
+                match self.rx.recv().await {
+                    Some(run) => pending.extend(run),
+                    None => break,
+                }
+            }
             let deadline = tokio::time::Instant::now() + timeout;
-            while records.len() < size {
+            while pending.len() < size {
                 tokio::select! {
                     biased;
                     next = self.rx.recv() => match next {
-                        Some(m) => records.push(m),
+                        Some(run) => pending.extend(run),
                         None => break,
                     },
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
+            let take = pending.len().min(size);
+            let records: Vec<OwnedMessage> = pending.drain(..take).collect();
             if !self.proceed() {
                 break;
             }

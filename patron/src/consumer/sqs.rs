@@ -157,7 +157,7 @@ impl SqsConsumer {
 
 /// A client from the AWS environment (credentials, region), pointed at
 /// `endpoint` when one is configured.
-async fn default_client(endpoint: Option<&str>) -> Client {
+pub(crate) async fn default_client(endpoint: Option<&str>) -> Client {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
     if let Some(url) = endpoint {
         loader = loader.endpoint_url(url);

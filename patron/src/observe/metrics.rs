@@ -107,6 +107,41 @@ impl Metrics {
         Ok(family)
     }
 
+    /// A duration histogram (seconds, [`DURATION_BUCKETS`]) in this
+    /// registry, created once and kept in `cell`: what every instrumented
+    /// client records its calls in. `None`, with a warning logged once, if
+    /// it cannot be created — a client then works without the metric.
+    #[cfg_attr(
+        not(any(
+            feature = "http-client",
+            feature = "sql",
+            feature = "kafka",
+            feature = "amqp",
+            feature = "sqs"
+        )),
+        allow(dead_code)
+    )]
+    pub(crate) fn duration_histogram(
+        &self,
+        cell: &'static std::sync::OnceLock<Option<prometheus::HistogramVec>>,
+        name: &'static str,
+        help: &'static str,
+        labels: &[&str],
+    ) -> Option<&'static prometheus::HistogramVec> {
+        cell.get_or_init(|| {
+            self.shared(name, || {
+                prometheus::HistogramVec::new(
+                    prometheus::HistogramOpts::new(name, help).buckets(DURATION_BUCKETS.to_vec()),
+                    labels,
+                )
+                .map_err(|e| Error::msg(format!("cannot create the histogram {name}: {e}")))
+            })
+            .map_err(|e| tracing::warn!(error = %e, metric = name, "client metrics unavailable"))
+            .ok()
+        })
+        .as_ref()
+    }
+
     /// The registry in the Prometheus text exposition format, followed by
     /// the process-wide [`global`] registry's metrics.
     pub fn render(&self) -> String {

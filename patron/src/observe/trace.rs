@@ -318,6 +318,27 @@ pub fn inject(headers: &mut http::HeaderMap) {
     }
 }
 
+/// What [`inject`] writes, minus the names `is_set` says the outgoing
+/// message already carries: the sender's own headers win. Shared by the
+/// message clients (Kafka, AMQP, SQS).
+#[cfg_attr(
+    not(any(feature = "kafka", feature = "amqp", feature = "sqs")),
+    allow(dead_code)
+)]
+pub(crate) fn propagated(is_set: impl Fn(&str) -> bool) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    inject(&mut headers);
+    let taken: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|name| is_set(name.as_str()))
+        .cloned()
+        .collect();
+    for name in taken {
+        headers.remove(name);
+    }
+    headers
+}
+
 static PROPAGATOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
     TextMapCompositePropagator::new(vec![
         Box::new(TraceContextPropagator::new()),

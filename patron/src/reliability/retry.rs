@@ -100,11 +100,7 @@ impl Retry {
 
     /// Like [`run`](Self::run), retrying only errors for which `retryable`
     /// returns true; others are returned at once.
-    pub async fn run_if<T, E, F, Fut>(
-        &self,
-        op: F,
-        retryable: impl Fn(&E) -> bool,
-    ) -> Result<T, E>
+    pub async fn run_if<T, E, F, Fut>(&self, op: F, retryable: impl Fn(&E) -> bool) -> Result<T, E>
     where
         F: FnMut(u32) -> Fut,
         Fut: Future<Output = Result<T, E>>,

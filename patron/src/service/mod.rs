@@ -19,6 +19,7 @@ use tower::{Layer, Service as TowerService};
 pub use run::{BoundService, ServiceError};
 pub use validate::StartupError;
 
+use crate::client::Client;
 use crate::component::{Component, DynComponent};
 use crate::config::Config;
 use crate::deps::{AppState, Deps};
@@ -64,6 +65,7 @@ pub struct Service {
     pub(crate) metrics: Metrics,
     pub(crate) debug_auth: Option<DebugAuth>,
     pub(crate) cors: Option<tower_http::cors::CorsLayer>,
+    pub(crate) clients: Vec<Arc<dyn Client>>,
 }
 
 /// Writes one item as `single` + item, or several as `many(count)` followed
@@ -115,6 +117,7 @@ impl Service {
             metrics: Metrics::new(),
             debug_auth: None,
             cors: None,
+            clients: Vec::new(),
         }
     }
 
@@ -195,6 +198,41 @@ impl Service {
         // Later layers sit inside earlier ones: keep insertion order and
         // apply in reverse when building.
         self.globals.insert(0, apply);
+        self
+    }
+
+    /// Provides `client` as `Dep<C>` and manages it: its readiness check
+    /// (if it has one) joins `GET /ready` under the client's name, and it is
+    /// closed — producers flushed, pools closed — after every component has
+    /// stopped at shutdown. A close that fails is reported like a component
+    /// failure.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "kafka")]
+    /// use patron::client::kafka::KafkaProducer;
+    /// use patron::prelude::*;
+    ///
+    /// # #[cfg(feature = "kafka")]
+    /// #[patron::main]
+    /// async fn main(service: Service) -> patron::Result<Service> {
+    ///     let producer = KafkaProducer::from_config(service.current_config())?;
+    ///     Ok(service.with_client(producer))
+    /// }
+    /// # #[cfg(not(feature = "kafka"))]
+    /// # fn main() {}
+    /// ```
+    pub fn with_client<C: Client>(mut self, client: C) -> Self {
+        let client = Arc::new(client);
+        if client.has_readiness() {
+            let checked = Arc::clone(&client);
+            let check: CheckFn = Arc::new(move || {
+                let client = Arc::clone(&checked);
+                async move { client.ready().await.map_err(|e| e.to_string()) }.boxed()
+            });
+            self.checks.push((client.name(), check));
+        }
+        self.deps.insert_arc(Arc::clone(&client));
+        self.clients.push(client);
         self
     }
 

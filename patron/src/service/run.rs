@@ -18,6 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::{Service, signals, validate, write_list};
+use crate::client::Client;
 use crate::component::{ComponentContext, ComponentInfo, DynComponent, Readiness};
 use crate::config::Config;
 use crate::deps::Deps;
@@ -56,6 +57,7 @@ pub struct BoundService {
     app: Arc<App>,
     shared: Arc<Shared>,
     components: Vec<(ComponentInfo, Readiness, Box<dyn DynComponent>)>,
+    clients: Vec<Arc<dyn Client>>,
     metrics: Metrics,
 }
 
@@ -165,6 +167,7 @@ impl Service {
             app: Arc::new(app),
             shared,
             components,
+            clients: self.clients,
             metrics,
         })
     }
@@ -252,6 +255,7 @@ impl BoundService {
             ));
             tasks.abort_all();
         }
+        close_clients(&self.clients, drain, &mut errors).await;
         if errors.is_empty() {
             tracing::info!("service stopped");
             Ok(())
@@ -259,6 +263,34 @@ impl BoundService {
             Err(ServiceError { errors }.into())
         }
     }
+}
+
+/// Closes every client at once, each bounded by `timeout`; failures and
+/// clients that did not finish in time are added to `errors`.
+async fn close_clients(clients: &[Arc<dyn Client>], timeout: Duration, errors: &mut Vec<String>) {
+    let closing = clients.iter().map(|client| async move {
+        let name = client.name();
+        match tokio::time::timeout(timeout, client.close()).await {
+            Ok(Ok(())) => {
+                tracing::debug!(client = %name, "client closed");
+                None
+            }
+            Ok(Err(e)) => {
+                tracing::error!(client = %name, error = %e, "client failed to close");
+                Some(format!("{name}: {e}"))
+            }
+            Err(_) => Some(format!(
+                "{name}: not closed within the shutdown timeout of {}",
+                humantime::format_duration(timeout)
+            )),
+        }
+    });
+    errors.extend(
+        futures_util::future::join_all(closing)
+            .await
+            .into_iter()
+            .flatten(),
+    );
 }
 
 fn record(

@@ -1,0 +1,448 @@
+//! [`AmqpPublisher`]: an instrumented RabbitMQ publisher over lapin, with
+//! publisher confirms.
+//!
+//! - [`publish`](AmqpPublisher::publish) returns once the broker confirmed
+//!   the message: `Ok` means RabbitMQ took responsibility for it. Messages
+//!   are `mandatory`, so one that no queue would receive is an
+//!   [`PublishError::Unroutable`] error instead of silently dropped, and
+//!   persistent (delivery mode 2) unless [`Publishing::transient`].
+//! - Headers carry `traceparent`, `baggage` and `X-Correlation-Id` from the
+//!   current request or message (headers the caller set win); the AMQP
+//!   `correlation_id` property is set too, plus a fresh `message_id` and a
+//!   timestamp.
+//! - A span per publish (`otel.kind = producer`, `messaging.system =
+//!   rabbitmq`, exchange and routing key) and
+//!   `amqp_publish_duration_seconds{exchange, outcome}` with outcome
+//!   `confirmed`, `nacked`, `unroutable` or `error`.
+//! - One connection and channel, opened on first use (or by
+//!   [`AmqpPublisher::connect`]) and reopened on the next publish after
+//!   the broker closed them. Given to the service with
+//!   [`with_client`](crate::Service::with_client), `/ready` reports whether
+//!   the broker can be reached, and the connection is closed at shutdown.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use lapin::Confirmation;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use prometheus::HistogramVec;
+use serde::Serialize;
+use tokio::sync::Mutex;
+use tracing::Instrument;
+
+use crate::config::{BrokerUrl, Config};
+use crate::error::Error;
+use crate::observe::metrics;
+
+/// How long connecting, or waiting for one confirm, may take.
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One message to publish: exchange, routing key, body, properties.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Publishing {
+    exchange: String,
+    routing_key: String,
+    body: Vec<u8>,
+    content_type: Option<String>,
+    headers: Vec<(String, String)>,
+    persistent: bool,
+}
+
+impl Publishing {
+    /// A message for `exchange` with `routing_key`.
+    pub fn new(
+        exchange: impl Into<String>,
+        routing_key: impl Into<String>,
+        body: impl Into<Vec<u8>>,
+    ) -> Self {
+        Publishing {
+            exchange: exchange.into(),
+            routing_key: routing_key.into(),
+            body: body.into(),
+            content_type: None,
+            headers: Vec::new(),
+            persistent: true,
+        }
+    }
+
+    /// A message straight to `queue` (through the default exchange).
+    pub fn to_queue(queue: impl Into<String>, body: impl Into<Vec<u8>>) -> Self {
+        Publishing::new("", queue, body)
+    }
+
+    /// A message whose body is `value` as JSON, with content type
+    /// `application/json` so patron consumers decode it.
+    pub fn json<T: Serialize + ?Sized>(
+        exchange: impl Into<String>,
+        routing_key: impl Into<String>,
+        value: &T,
+    ) -> Result<Self, PublishError> {
+        let (exchange, routing_key) = (exchange.into(), routing_key.into());
+        let body = serde_json::to_vec(value).map_err(|e| PublishError::Encode {
+            destination: destination(&exchange, &routing_key),
+            reason: e.to_string(),
+        })?;
+        Ok(Publishing::new(exchange, routing_key, body).content_type("application/json"))
+    }
+
+    /// Sets the content type.
+    pub fn content_type(mut self, content_type: impl Into<String>) -> Self {
+        self.content_type = Some(content_type.into());
+        self
+    }
+
+    /// Adds a string header.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Delivery mode 1: the broker may lose the message on restart.
+    pub fn transient(mut self) -> Self {
+        self.persistent = false;
+        self
+    }
+}
+
+/// `exchange "x" key "k"`, or `queue "q"` for the default exchange.
+fn destination(exchange: &str, routing_key: &str) -> String {
+    if exchange.is_empty() {
+        format!("queue {routing_key:?}")
+    } else {
+        format!("exchange {exchange:?} (routing key {routing_key:?})")
+    }
+}
+
+/// Why a publish failed. Every message names the broker or the
+/// destination.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The connection or channel could not be opened.
+    #[error("RabbitMQ at {url}: {reason}")]
+    Connect {
+        /// The broker URL, password hidden.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The body could not be encoded as JSON.
+    #[error("AMQP publish to {destination}: cannot encode the message as JSON: {reason}")]
+    Encode {
+        /// Exchange and routing key.
+        destination: String,
+        /// serde_json's error.
+        reason: String,
+    },
+    /// Sending failed or the confirm did not come (the connection broke or
+    /// timed out): the message may or may not have arrived.
+    #[error("AMQP publish to {destination}: {reason}")]
+    Publish {
+        /// Exchange and routing key.
+        destination: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The broker refused the message (nack).
+    #[error("AMQP publish to {destination}: the broker did not accept the message (nack)")]
+    Nacked {
+        /// Exchange and routing key.
+        destination: String,
+    },
+    /// No queue is bound for this routing key: the message was returned.
+    #[error("AMQP publish to {destination}: unroutable, no queue receives it ({reply})")]
+    Unroutable {
+        /// Exchange and routing key.
+        destination: String,
+        /// The broker's reply text.
+        reply: String,
+    },
+}
+
+/// An instrumented RabbitMQ publisher. Cheap to clone (one shared
+/// connection).
+///
+/// ```no_run
+/// use patron::client::amqp::{AmqpPublisher, Publishing};
+/// use patron::prelude::*;
+///
+/// #[derive(serde::Serialize)]
+/// struct Order { id: u64 }
+///
+/// #[patron::route(POST "/orders/{id}")]
+/// async fn order(Path(id): Path<u64>, mq: Dep<AmqpPublisher>) -> Result<StatusCode, patron::Error> {
+///     mq.publish(&Publishing::json("", "orders", &Order { id })?).await?;
+///     Ok(StatusCode::ACCEPTED)
+/// }
+///
+/// #[patron::main]
+/// async fn main(service: Service) -> patron::Result<Service> {
+///     let mq = AmqpPublisher::from_config(service.current_config()); // PATRON_AMQP_URL
+///     Ok(service.with_client(mq))
+/// }
+/// ```
+#[derive(Clone)]
+pub struct AmqpPublisher {
+    url: BrokerUrl,
+    open: Arc<Mutex<Option<Open>>>,
+}
+
+/// The connection and its confirm-mode channel.
+struct Open {
+    connection: Connection,
+    channel: Channel,
+}
+
+impl fmt::Debug for AmqpPublisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AmqpPublisher")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AmqpPublisher {
+    /// A publisher to `url` that connects on first use.
+    pub fn new(url: BrokerUrl) -> Self {
+        AmqpPublisher {
+            url,
+            open: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// A publisher to `PATRON_AMQP_URL` that connects on first use.
+    pub fn from_config(config: &Config) -> Self {
+        AmqpPublisher::new(config.amqp_url.clone())
+    }
+
+    /// A publisher to `url`, connected now: start-up fails when the broker
+    /// cannot be reached.
+    pub async fn connect(url: BrokerUrl) -> Result<Self, PublishError> {
+        let publisher = AmqpPublisher::new(url);
+        publisher.channel().await?;
+        Ok(publisher)
+    }
+
+    /// The open channel, opening connection and channel when there are
+    /// none or the broker closed them.
+    async fn channel(&self) -> Result<Channel, PublishError> {
+        let mut open = self.open.lock().await;
+        if let Some(o) = open.as_ref()
+            && o.connection.status().connected()
+            && o.channel.status().connected()
+        {
+            return Ok(o.channel.clone());
+        }
+        let fail = |reason: String| PublishError::Connect {
+            url: self.url.redacted(),
+            reason,
+        };
+        let properties =
+            ConnectionProperties::default().with_connection_name("patron publisher".into());
+        let connection =
+            tokio::time::timeout(TIMEOUT, Connection::connect(self.url.expose(), properties))
+                .await
+                .map_err(|_| {
+                    fail(format!(
+                        "no connection within {}",
+                        humantime::format_duration(TIMEOUT)
+                    ))
+                })?
+                .map_err(|e| fail(format!("cannot connect: {e}")))?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| fail(format!("cannot open a channel: {e}")))?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| fail(format!("cannot turn on publisher confirms: {e}")))?;
+        *open = Some(Open {
+            connection,
+            channel: channel.clone(),
+        });
+        Ok(channel)
+    }
+
+    /// Publishes `message` and waits for the broker's confirm.
+    pub async fn publish(&self, message: &Publishing) -> Result<(), PublishError> {
+        let exchange = message.exchange.as_str();
+        let span = tracing::debug_span!(
+            "AMQP publish",
+            otel.name = %format_args!("publish {}", if exchange.is_empty() { "(default)" } else { exchange }),
+            otel.kind = "producer",
+            messaging.system = "rabbitmq",
+            messaging.operation.type = "send",
+            messaging.destination.name = %exchange,
+            messaging.rabbitmq.destination.routing_key = %message.routing_key,
+            otel.status_code = tracing::field::Empty,
+            error.message = tracing::field::Empty,
+        );
+        let started = Instant::now();
+        let result = self
+            .confirmed(message, &span)
+            .instrument(span.clone())
+            .await;
+        let outcome = match &result {
+            Ok(()) => "confirmed",
+            Err(e) => {
+                span.record("otel.status_code", "ERROR");
+                span.record("error.message", tracing::field::display(e));
+                match e {
+                    PublishError::Nacked { .. } => "nacked",
+                    PublishError::Unroutable { .. } => "unroutable",
+                    _ => "error",
+                }
+            }
+        };
+        if let Some(h) = duration_histogram() {
+            h.with_label_values(&[exchange, outcome])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        result
+    }
+
+    async fn confirmed(
+        &self,
+        message: &Publishing,
+        span: &tracing::Span,
+    ) -> Result<(), PublishError> {
+        let to = || destination(&message.exchange, &message.routing_key);
+        let channel = self.channel().await?;
+        let (headers, correlation_id) = span.in_scope(|| headers(message));
+        let mut properties = BasicProperties::default()
+            .with_headers(headers)
+            .with_delivery_mode(if message.persistent { 2 } else { 1 })
+            .with_message_id(uuid::Uuid::new_v4().to_string().into())
+            .with_timestamp(
+                SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+            );
+        if let Some(id) = correlation_id {
+            properties = properties.with_correlation_id(id.into());
+        }
+        if let Some(ct) = &message.content_type {
+            properties = properties.with_content_type(ct.as_str().into());
+        }
+        let publish = async {
+            channel
+                .basic_publish(
+                    message.exchange.as_str().into(),
+                    message.routing_key.as_str().into(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &message.body,
+                    properties,
+                )
+                .await?
+                .await
+        };
+        let confirmation = tokio::time::timeout(TIMEOUT, publish)
+            .await
+            .map_err(|_| PublishError::Publish {
+                destination: to(),
+                reason: format!("no confirm within {}", humantime::format_duration(TIMEOUT)),
+            })?
+            .map_err(|e| PublishError::Publish {
+                destination: to(),
+                reason: e.to_string(),
+            })?;
+        match confirmation {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
+                Err(PublishError::Unroutable {
+                    destination: to(),
+                    reply: format!("{} {}", returned.reply_code, returned.reply_text.as_str()),
+                })
+            }
+            Confirmation::Nack(None) => Err(PublishError::Nacked { destination: to() }),
+            Confirmation::NotRequested => Err(PublishError::Publish {
+                destination: to(),
+                reason: "publisher confirms are off on this channel".to_string(),
+            }),
+        }
+    }
+}
+
+/// Managed by the service: `/ready` (re)opens the connection if needed,
+/// shutdown closes it.
+impl crate::client::Client for AmqpPublisher {
+    fn name(&self) -> String {
+        "amqp publisher".to_string()
+    }
+
+    fn has_readiness(&self) -> bool {
+        true
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<(), Error>> {
+        async { self.channel().await.map(|_| ()).map_err(Error::from) }.boxed()
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), Error>> {
+        async {
+            let Some(open) = self.open.lock().await.take() else {
+                return Ok(());
+            };
+            if open.connection.status().connected() {
+                open.connection
+                    .close(200, "patron publisher closing".into())
+                    .await
+                    .map_err(|e| {
+                        Error::msg(format!("RabbitMQ at {}: cannot close: {e}", self.url))
+                    })?;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+/// The message's headers plus the propagated trace context and correlation
+/// id (unless set on the message), and the correlation id for the
+/// property.
+fn headers(message: &Publishing) -> (FieldTable, Option<String>) {
+    let propagated = crate::observe::trace::propagated(|name| {
+        message
+            .headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+    });
+    let mut table = FieldTable::default();
+    let text = |v: &[u8]| AMQPValue::LongString(LongString::from(v.to_vec()));
+    for (name, value) in &propagated {
+        table.insert(name.as_str().into(), text(value.as_bytes()));
+    }
+    for (name, value) in &message.headers {
+        table.insert(name.as_str().into(), text(value.as_bytes()));
+    }
+    let correlation_id = message
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(crate::http::X_CORRELATION_ID.as_str()))
+        .map(|(_, v)| v.clone())
+        .or_else(|| {
+            propagated
+                .get(crate::http::X_CORRELATION_ID)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        });
+    (table, correlation_id)
+}
+
+fn duration_histogram() -> Option<&'static HistogramVec> {
+    static HISTOGRAM: OnceLock<Option<HistogramVec>> = OnceLock::new();
+    metrics::global().duration_histogram(
+        &HISTOGRAM,
+        "amqp_publish_duration_seconds",
+        "Time from publishing an AMQP message to the broker's confirm, by outcome.",
+        &["exchange", "outcome"],
+    )
+}

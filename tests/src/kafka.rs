@@ -1,0 +1,43 @@
+//! Kafka helpers for tests: reading back what a topic holds.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message as _;
+
+/// The payloads stored in `topic`, read from the beginning until none
+/// arrives for 2 s. (tansu's watermarks count a batch as one record, so
+/// the records are read, not counted from offsets.)
+pub fn stored(brokers: &str, topic: &str) -> Vec<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("broker.address.family", "v4")
+        .set(
+            "group.id",
+            format!("patron-test-reader-{}", uuid::Uuid::new_v4().simple()),
+        )
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for p in metadata.topics()[0].partitions() {
+        assignment
+            .add_partition_offset(topic, p.id(), rdkafka::Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut payloads = Vec::new();
+    let mut idle_since = std::time::Instant::now();
+    while idle_since.elapsed() < Duration::from_secs(if payloads.is_empty() { 20 } else { 2 }) {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            payloads.push(String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned());
+            idle_since = std::time::Instant::now();
+        }
+    }
+    payloads
+}

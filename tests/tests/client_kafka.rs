@@ -1,0 +1,209 @@
+//! `patron::client::kafka::KafkaProducer` against the real Kafka-compatible
+//! broker (`PATRON_TEST_KAFKA_BROKERS`): a patron route produces, a patron
+//! consumer receives the caller's trace and correlation id; fire-and-forget
+//! failures reach the callback; a full queue pushes back; shutdown flushes
+//! what is queued, and reports what it could not deliver.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use patron::client::kafka::{Failure, KafkaProducer, ProduceError, Record};
+use patron::consumer::kafka::KafkaConsumer;
+use patron::prelude::*;
+use patron::test::TestServer;
+use patron_tests::roundtrip::{Received, assert_carried, post};
+use patron_tests::{eventually, free_port, prom, service};
+use rdkafka::producer::Producer;
+use serde_json::{Value, json};
+
+const WAIT: Duration = Duration::from_secs(40);
+
+fn brokers() -> Option<String> {
+    service("PATRON_TEST_KAFKA_BROKERS", "a Kafka-compatible broker")
+}
+
+fn unique(prefix: &str) -> String {
+    format!("patron-test-{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// The topic the `/emit` route produces to (known once the test started).
+struct Topic(String);
+
+#[patron::route(POST "/emit")]
+async fn emit(
+    producer: Dep<KafkaProducer>,
+    topic: Dep<Topic>,
+    Json(body): Json<Value>,
+) -> Result<Json<Value>, patron::Error> {
+    let record = Record::json(topic.0.clone(), &body)?.key("k1");
+    let delivered = producer.send(&record).await?;
+    Ok(Json(
+        json!({ "partition": delivered.partition, "offset": delivered.offset }),
+    ))
+}
+
+fn delivered(topic: &str) -> f64 {
+    prom::global(
+        "kafka_producer_delivery_duration_seconds_count",
+        &[("topic", topic), ("outcome", "delivered")],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_route_produces_and_the_consumer_sees_its_trace_and_correlation_id() {
+    let Some(brokers) = brokers() else { return };
+    let topic = unique("produce");
+    let received = Received::default();
+    let consumer =
+        KafkaConsumer::new([topic.as_str()], unique("group"), received.handler()).brokers(&brokers);
+    let producer = KafkaProducer::builder(&brokers).build().unwrap();
+    let service = Service::new("kafka-producer-test")
+        .with_consumers(std::iter::empty())
+        .with_component(consumer)
+        .with_client(producer)
+        .provide(Topic(topic.clone()));
+    let server = TestServer::start(service).await.unwrap();
+
+    let answer: Value = post(
+        &server.url("/emit"),
+        "corr-kafka-producer",
+        &json!({ "order": 7 }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(answer["offset"], 0, "{answer}");
+    assert_carried(
+        &received.first(WAIT).await,
+        &json!({ "order": 7 }),
+        "corr-kafka-producer",
+    );
+    assert_eq!(delivered(&topic), 1.0);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_flushes_fire_and_forget_records() {
+    let Some(brokers) = brokers() else { return };
+    let topic = unique("flush");
+    // Records wait 3 s in the local queue: only the flush sends them before
+    // the service has stopped.
+    let producer = KafkaProducer::builder(&brokers)
+        .set("linger.ms", "3000")
+        .on_failure(|f| panic!("not delivered: {}", f.error))
+        .build()
+        .unwrap();
+    let server = TestServer::start(
+        Service::new("kafka-flush-test")
+            .with_consumers(std::iter::empty())
+            .with_client(producer.clone())
+            .provide(Topic(String::new())),
+    )
+    .await
+    .unwrap();
+    for i in 0..100 {
+        producer
+            .spawn_send(Record::new(topic.clone(), format!("r{i}")).key("one"))
+            .unwrap();
+    }
+    server.shutdown().await.unwrap();
+    assert_eq!(producer.inner().in_flight_count(), 0);
+    assert_eq!(delivered(&topic), 100.0);
+    let brokers2 = brokers.clone();
+    let stored =
+        tokio::task::spawn_blocking(move || patron_tests::kafka::stored(&brokers2, &topic))
+            .await
+            .unwrap();
+    let expected: Vec<String> = (0..100).map(|i| format!("r{i}")).collect();
+    assert_eq!(stored, expected, "all 100, in order (one key)");
+}
+
+/// A producer to a port nobody listens on.
+fn unreachable() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_undelivered_fire_and_forget_record_reaches_the_failure_callback() {
+    let failures: Arc<Mutex<Vec<Failure>>> = Arc::default();
+    let sink = failures.clone();
+    let producer = KafkaProducer::builder(unreachable())
+        .set("message.timeout.ms", "1000")
+        .on_failure(move |f| sink.lock().unwrap().push(f))
+        .build()
+        .unwrap();
+    let record = Record::new("nowhere", "lost?").key("k").header("h", "v");
+    producer.spawn_send(record.clone()).unwrap();
+    assert!(eventually(WAIT, || async { !failures.lock().unwrap().is_empty() }).await);
+    let failure = failures.lock().unwrap().remove(0);
+    assert_eq!(failure.record, record, "the record comes back whole");
+    assert!(matches!(failure.error, ProduceError::Failed { .. }));
+    let text = failure.error.to_string();
+    assert!(
+        text.starts_with("Kafka topic nowhere: the record was not delivered"),
+        "{text}"
+    );
+
+    let err = producer.send(&record).await.unwrap_err();
+    assert!(matches!(err, ProduceError::Failed { .. }), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_queue_pushes_back_and_bad_settings_are_clear_errors() {
+    let producer = KafkaProducer::builder(unreachable())
+        .set("queue.buffering.max.messages", "1")
+        .build()
+        .unwrap();
+    producer.spawn_send(Record::new("t", "first")).unwrap();
+    let err = producer.spawn_send(Record::new("t", "second")).unwrap_err();
+    assert!(matches!(err, ProduceError::Rejected { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("Kafka topic t: the record could not be queued"),
+        "{err}"
+    );
+
+    let err = KafkaProducer::builder("127.0.0.1:9092")
+        .set("acks", "banana")
+        .build()
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.starts_with("Kafka producer for 127.0.0.1:9092"),
+        "{text}"
+    );
+    assert!(text.contains("acks"), "{text}");
+
+    let unencodable: std::collections::HashMap<(i32, i32), i32> = [((1, 2), 3)].into();
+    let err = Record::json("t", &unencodable).unwrap_err();
+    assert!(matches!(err, ProduceError::Encode { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("Kafka topic t: cannot encode the record as JSON: key must be a string"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn records_left_at_shutdown_fail_the_shutdown_naming_the_producer() {
+    let producer = KafkaProducer::builder(unreachable())
+        .flush_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let server = TestServer::start(
+        Service::new("kafka-undelivered-test")
+            .with_consumers(std::iter::empty())
+            .with_client(producer.clone())
+            .provide(Topic(String::new())),
+    )
+    .await
+    .unwrap();
+    producer.spawn_send(Record::new("t", "stuck")).unwrap();
+    let err = server.shutdown().await.unwrap_err().to_string();
+    assert!(
+        err.contains("kafka producer: Kafka producer for 127.0.0.1:"),
+        "{err}"
+    );
+    assert!(err.contains("1 records not delivered"), "{err}");
+}
