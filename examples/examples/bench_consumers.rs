@@ -21,6 +21,9 @@
 //! against a patron Kafka consumer (concurrency 1), each on a fresh
 //! one-partition topic pre-filled with N records.
 //!
+//! For profiling one side alone: `bench_consumers kafka-fill N` (prints a
+//! new topic's name), then `bench_consumers kafka-raw|kafka-patron TOPIC N`.
+//!
 //! Usage: `bench_consumers [rounds (3)] [AMQP messages (20000)] [prefetch (50)] [SQS messages (2000)] [Kafka messages (20000)]`,
 //! broker from `PATRON_AMQP_URL`.
 
@@ -103,6 +106,53 @@ struct Run {
     cpu_per_msg: f64,
 }
 
+/// What a patron consumer's handler counts: when the first record arrived,
+/// and a wake-up when the N-th did. Waiting on it instead of polling the
+/// count keeps the runtime from waking every millisecond, which the raw
+/// loops do not pay.
+struct Handled {
+    n: u64,
+    count: AtomicU64,
+    first: std::sync::Mutex<Option<(Instant, f64)>>,
+    all: tokio::sync::Notify,
+}
+
+impl Handled {
+    fn new(n: u64) -> Arc<Handled> {
+        Arc::new(Handled {
+            n,
+            count: AtomicU64::new(0),
+            first: std::sync::Mutex::new(None),
+            all: tokio::sync::Notify::new(),
+        })
+    }
+
+    /// Called by the handler for each message.
+    fn one(&self) {
+        let done = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        if done == 1 {
+            *self.first.lock().unwrap() = Some((Instant::now(), cpu_micros()));
+        }
+        if done == self.n {
+            self.all.notify_one();
+        }
+    }
+
+    /// Waits for the N-th message.
+    async fn all(&self) {
+        self.all.notified().await;
+    }
+
+    /// The rate and CPU per message from the first message to `end`.
+    fn run(&self, end: (Instant, f64)) -> Run {
+        let (t0, cpu0) = self.first.lock().unwrap().expect("a message was handled");
+        Run {
+            per_sec: self.n as f64 / (end.0 - t0).as_secs_f64(),
+            cpu_per_msg: (end.1 - cpu0) / self.n as f64,
+        }
+    }
+}
+
 async fn raw(url: &str, queue: &str, n: u64, prefetch: u16) -> Run {
     let conn = Connection::connect(url, ConnectionProperties::default())
         .await
@@ -148,15 +198,12 @@ async fn raw(url: &str, queue: &str, n: u64, prefetch: u16) -> Run {
 }
 
 async fn patron(url: &str, queue: &str, n: u64, prefetch: u16) -> Run {
-    let handled = Arc::new(AtomicU64::new(0));
-    let first = Arc::new(std::sync::Mutex::new(None::<(Instant, f64)>));
-    let (h, f) = (handled.clone(), first.clone());
+    let handled = Handled::new(n);
+    let h = handled.clone();
     let consumer = AmqpConsumer::new(
         queue,
         handler_fn(move |msg: Message<Json<Item>>| {
-            if h.fetch_add(1, Ordering::Relaxed) == 0 {
-                *f.lock().unwrap() = Some((Instant::now(), cpu_micros()));
-            }
+            h.one();
             std::hint::black_box(msg.id);
             async { Ok::<(), patron::Error>(()) }
         }),
@@ -171,16 +218,10 @@ async fn patron(url: &str, queue: &str, n: u64, prefetch: u16) -> Run {
     .await
     .expect("start");
     // The last acknowledgement follows the last handler call by one frame.
-    while handled.load(Ordering::Relaxed) < n {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    handled.all().await;
     let end = (Instant::now(), cpu_micros());
-    let (t0, cpu0) = first.lock().unwrap().expect("a message was handled");
     server.shutdown().await.expect("shutdown");
-    Run {
-        per_sec: n as f64 / (end.0 - t0).as_secs_f64(),
-        cpu_per_msg: (end.1 - cpu0) / n as f64,
-    }
+    handled.run(end)
 }
 
 mod sqs_bench {
@@ -288,15 +329,12 @@ mod sqs_bench {
     }
 
     pub async fn patron(client: &Client, queue: &str, url: &str, n: u64) -> Run {
-        let handled = Arc::new(AtomicU64::new(0));
-        let first = Arc::new(std::sync::Mutex::new(None::<(Instant, f64)>));
-        let (h, f) = (handled.clone(), first.clone());
+        let handled = Handled::new(n);
+        let h = handled.clone();
         let consumer = SqsConsumer::new(
             queue,
             handler_fn(move |msg: Message<Json<Item>>| {
-                if h.fetch_add(1, Ordering::Relaxed) == 0 {
-                    *f.lock().unwrap() = Some((Instant::now(), cpu_micros()));
-                }
+                h.one();
                 std::hint::black_box(msg.id);
                 async { Ok::<(), patron::Error>(()) }
             }),
@@ -313,9 +351,7 @@ mod sqs_bench {
         // Wait for the handlers without calling the server (it is the
         // bottleneck); then, since deletes are batched, until the queue
         // reports none left.
-        while handled.load(Ordering::Relaxed) < n {
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
+        handled.all().await;
         loop {
             let left = client
                 .get_queue_attributes()
@@ -342,12 +378,8 @@ mod sqs_bench {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let end = (Instant::now(), cpu_micros());
-        let (t0, cpu0) = first.lock().unwrap().expect("a message was handled");
         server.shutdown().await.expect("shutdown");
-        Run {
-            per_sec: n as f64 / (end.0 - t0).as_secs_f64(),
-            cpu_per_msg: (end.1 - cpu0) / n as f64,
-        }
+        handled.run(end)
     }
 }
 
@@ -456,16 +488,13 @@ mod kafka_bench {
     }
 
     pub async fn patron(brokers: &str, topic: &str, n: u64) -> Run {
-        let handled = Arc::new(AtomicU64::new(0));
-        let first = Arc::new(std::sync::Mutex::new(None::<(Instant, f64)>));
-        let (h, f) = (handled.clone(), first.clone());
+        let handled = Handled::new(n);
+        let h = handled.clone();
         let consumer = KafkaConsumer::new(
             [topic],
             unique("patron-group"),
             handler_fn(move |msg: Message<Json<Item>>| {
-                if h.fetch_add(1, Ordering::Relaxed) == 0 {
-                    *f.lock().unwrap() = Some((Instant::now(), cpu_micros()));
-                }
+                h.one();
                 std::hint::black_box(msg.id);
                 async { Ok::<(), patron::Error>(()) }
             }),
@@ -478,17 +507,43 @@ mod kafka_bench {
         )
         .await
         .expect("start");
-        while handled.load(Ordering::Relaxed) < n {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        handled.all().await;
         let end = (Instant::now(), cpu_micros());
-        let (t0, cpu0) = first.lock().unwrap().expect("a message was handled");
         server.shutdown().await.expect("shutdown");
-        Run {
-            per_sec: n as f64 / (end.0 - t0).as_secs_f64(),
-            cpu_per_msg: (end.1 - cpu0) / n as f64,
-        }
+        handled.run(end)
     }
+}
+
+/// One Kafka side at a time, for a profiler attached to this process only:
+/// `kafka-fill N` prints the name of a new topic holding N records;
+/// `kafka-raw TOPIC N` and `kafka-patron TOPIC N` consume it.
+async fn kafka_profile(args: &[String]) {
+    let brokers = std::env::var("PATRON_KAFKA_BROKERS").expect("PATRON_KAFKA_BROKERS");
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
+    let count = |i: usize| arg(i).parse::<u64>().expect("a record count");
+    let run = match arg(1) {
+        "kafka-fill" => {
+            println!("{}", kafka_bench::fill(&brokers, "profile", count(2)).await);
+            return;
+        }
+        "kafka-raw" => kafka_bench::raw(&brokers, arg(2), count(3)).await,
+        "kafka-raw-spawned" => {
+            let (brokers, topic, n) = (brokers.clone(), arg(2).to_string(), count(3));
+            tokio::spawn(async move { kafka_bench::raw(&brokers, &topic, n).await })
+                .await
+                .expect("raw loop")
+        }
+        "kafka-patron" => kafka_bench::patron(&brokers, arg(2), count(3)).await,
+        other => {
+            panic!("unknown mode {other}: kafka-fill N | kafka-raw TOPIC N | kafka-patron TOPIC N")
+        }
+    };
+    println!(
+        "{}: {:.0} msg/s  {:.2} CPU µs/msg",
+        arg(1),
+        run.per_sec,
+        run.cpu_per_msg
+    );
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -499,6 +554,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).is_some_and(|a| a.starts_with("kafka-")) {
+        return kafka_profile(&args).await;
+    }
     let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3);
     let n: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(20_000);
     let prefetch: u16 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(50);

@@ -404,6 +404,82 @@ async fn no_record_is_lost_or_skipped_across_a_stop() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_handler_stuck_at_shutdown_is_abandoned_uncommitted_and_redelivered() {
+    let Some(brokers) = brokers() else { return };
+    let (topic, group) = (unique("stuck"), unique("group"));
+    create_topic(&brokers, &topic, 1).await;
+    let p = producer(&brokers);
+    for i in 0..2 {
+        produce(&p, &topic, 0, &format!("m{i}")).await;
+    }
+    let started: Seen = Arc::default();
+    let s = started.clone();
+    let consumer = KafkaConsumer::new(
+        [topic.as_str()],
+        &group,
+        handler_fn(move |msg: Message<String>| {
+            s.lock().unwrap().push((0, 0, msg.payload().clone()));
+            let stuck = msg.payload() == "m1";
+            async move {
+                if stuck {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }),
+    )
+    .brokers(&brokers)
+    // As in `start`: the restart's rebalance waits out this member's session.
+    .set("session.timeout.ms", "6000")
+    .set("heartbeat.interval.ms", "1000");
+    let mut service = Service::new("kafka-test")
+        .with_consumers(std::iter::empty())
+        .with_component(consumer);
+    service.config_mut().shutdown_timeout = Duration::from_secs(1);
+    let server = TestServer::start(service).await.expect("service starts");
+    assert!(eventually(WAIT, || async { started.lock().unwrap().len() == 2 }).await);
+    let stopping = std::time::Instant::now();
+    server.shutdown().await.expect("clean shutdown");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "shutdown waited {:?} for a handler that never ends",
+        stopping.elapsed()
+    );
+    assert_eq!(
+        committed(&brokers, &group, &topic).await,
+        Some(1),
+        "m0 committed, m1 not"
+    );
+    assert_eq!(
+        restart_after_new_record(&brokers, &topic, &group, "m2").await,
+        ["m1", "m2"]
+    );
+}
+
+/// The group's committed offset of `topic`'s partition 0, as the broker
+/// holds it (an offset fetch; the asking client joins no group).
+async fn committed(brokers: &str, group: &str, topic: &str) -> Option<i64> {
+    let (brokers, group, topic) = (brokers.to_string(), group.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let c: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .set("broker.address.family", "v4")
+            .create()
+            .ok()?;
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition(&topic, 0);
+        let list = c.committed_offsets(list, Duration::from_secs(5)).ok()?;
+        list.find_partition(&topic, 0)?.offset().to_raw()
+    })
+    .await
+    .ok()
+    .flatten()
+}
+
+// Also: a handler that waits (here at the default concurrency 1, where the
+// receive task runs the handler itself) holds up neither the lag nor the
+// commit of what finished before it.
+#[tokio::test(flavor = "multi_thread")]
 async fn reports_the_lag_per_partition() {
     let Some(brokers) = brokers() else { return };
     let (topic, group) = (unique("lag"), unique("group"));
@@ -452,6 +528,14 @@ async fn reports_the_lag_per_partition() {
         .await,
         "5 records behind while m5 is stuck: {:?}",
         lag().await
+    );
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            committed(&brokers, &group, &topic).await == Some(5)
+        })
+        .await,
+        "m0..m4 committed while m5 is stuck: {:?}",
+        committed(&brokers, &group, &topic).await
     );
     gate.add_permits(1);
     assert!(

@@ -5,7 +5,11 @@
 //!   (or that were skipped or dead-lettered), in order per partition: each
 //!   assigned partition has one worker that handles its messages one after
 //!   the other, so offset N+1 is never committed while N is unfinished.
-//! - `concurrency` bounds how many partitions are processed at once.
+//! - `concurrency` bounds how many partitions are processed at once. With
+//!   `concurrency = 1` and a single-record handler the receive task
+//!   handles the records itself, without copying them or waking another
+//!   task: the cost per record of a hand-written poll loop plus patron's
+//!   own (span, metrics, correlation id).
 //! - Commits are asynchronous every second, synchronous when partitions are
 //!   revoked and at shutdown.
 //! - `kafka_consumer_lag{consumer, topic, partition}`: high watermark minus
@@ -44,11 +48,14 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{
+    BorrowedMessage, Header, Headers as _, Message, OwnedHeaders, OwnedMessage,
+};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -441,8 +448,7 @@ impl Session<'_> {
         // By topic, then partition: a record finds its worker without
         // allocating a key.
         let mut workers: HashMap<String, HashMap<i32, Lane>> = HashMap::new();
-        let mut commit_tick = tokio::time::interval(COMMIT_INTERVAL);
-        let mut lag_tick = tokio::time::interval(LAG_INTERVAL);
+        let mut ticks = Ticks::new();
         tracing::info!(consumer = %name, topics = ?c.topics, group = %c.group, "consuming");
         let mut stream = consumer.stream();
         loop {
@@ -455,18 +461,8 @@ impl Session<'_> {
                         fatal.cancel();
                     }
                 }
-                _ = commit_tick.tick() => {
-                    let list = offsets(&self.progress, None);
-                    if list.count() > 0 && let Err(e) = consumer.commit(&list, CommitMode::Async) {
-                        tracing::warn!(consumer = %name, error = %e, "committing offsets failed; retrying at the next interval");
-                    }
-                }
-                _ = lag_tick.tick() => {
-                    let (consumer, progress, lag, name) =
-                        (Arc::clone(&consumer), Arc::clone(&self.progress), self.lag.clone(), name.to_string());
-                    // fetch_watermarks blocks on the network.
-                    tokio::task::spawn_blocking(move || record_lag(&consumer, &progress, &lag, &name));
-                }
+                _ = ticks.commit.tick() => self.commit(&consumer),
+                _ = ticks.lag.tick() => self.refresh_lag(&consumer),
                 received = stream.next() => {
                     // Take what else librdkafka already holds without
                     // waiting, and hand it to the workers in runs: one
@@ -474,18 +470,18 @@ impl Session<'_> {
                     let mut chunk = Vec::new();
                     let mut error = None;
                     match received {
-                        Some(Ok(message)) => chunk.push(message.detach()),
+                        Some(Ok(message)) => chunk.push(message),
                         Some(Err(e)) => error = Some(e),
                         None => break,
                     }
                     while error.is_none() && chunk.len() < CHUNK {
                         match stream.next().now_or_never() {
-                            Some(Some(Ok(message))) => chunk.push(message.detach()),
+                            Some(Some(Ok(message))) => chunk.push(message),
                             Some(Some(Err(e))) => error = Some(e),
                             Some(None) | None => break,
                         }
                     }
-                    if !self.dispatch(chunk, &mut workers, &tracker).await {
+                    if !self.dispatch(&consumer, &mut ticks, chunk, &mut workers, &tracker).await {
                         break;
                     }
                     match error {
@@ -533,12 +529,15 @@ impl Session<'_> {
     }
 
     /// Hands `chunk` (records in the order librdkafka returned them) to the
-    /// partitions' workers, one send per run of records of one partition,
+    /// partitions' workers, a run of records of one partition at a time,
     /// starting a worker for a partition that has none (or a revoked one).
-    /// False when shutdown interrupted it.
+    /// A task worker gets each run in one channel send; an inline worker
+    /// handles it before this returns. False when shutdown interrupted it.
     async fn dispatch(
         &self,
-        chunk: Vec<OwnedMessage>,
+        consumer: &Arc<StreamConsumer<Context>>,
+        ticks: &mut Ticks,
+        chunk: Vec<BorrowedMessage<'_>>,
         workers: &mut HashMap<String, HashMap<i32, Lane>>,
         tracker: &TaskTracker,
     ) -> bool {
@@ -558,26 +557,101 @@ impl Session<'_> {
                 None => workers.entry(topic.to_string()).or_default(),
             };
             let lane = match partitions.entry(partition) {
-                Entry::Occupied(e) if !e.get().revoked.load(Ordering::Acquire) => e.into_mut(),
+                Entry::Occupied(e) if !e.get().revoked().load(Ordering::Acquire) => e.into_mut(),
                 entry => {
                     let key = (topic.to_string(), partition);
-                    let lane = Lane::start(&self.shared, &c.handler, c.dedup, tracker, key.clone());
+                    let lane = Lane::start(&self.shared, c, tracker, key.clone());
                     self.lanes
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .insert(key, Arc::clone(&lane.revoked));
+                        .insert(key, Arc::clone(lane.revoked()));
                     entry.insert_entry(lane).into_mut()
                 }
             };
-            let sent = tokio::select! {
-                _ = self.shared.stop.cancelled() => return false,
-                sent = lane.tx.send(run) => sent,
-            };
-            if sent.is_err() {
-                tracing::warn!(consumer = %c.common.name, "a partition worker stopped; its messages will be redelivered");
+            match lane {
+                Lane::Task { tx, .. } => {
+                    let run: Vec<OwnedMessage> = run.iter().map(BorrowedMessage::detach).collect();
+                    let sent = tokio::select! {
+                        _ = self.shared.stop.cancelled() => return false,
+                        sent = tx.send(run) => sent,
+                    };
+                    if sent.is_err() {
+                        tracing::warn!(consumer = %c.common.name, "a partition worker stopped; its messages will be redelivered");
+                    }
+                }
+                Lane::Inline { worker, handler } => {
+                    if !self.inline(consumer, ticks, worker, &**handler, &run).await {
+                        return false;
+                    }
+                }
             }
         }
         true
+    }
+
+    /// Handles `run` in the receive task, one record after the other.
+    /// While a handler waits, the commits and the lag go on at their
+    /// intervals. At shutdown a record still in its handler after the
+    /// shutdown timeout is abandoned, uncommitted, as a task worker's would
+    /// be. False when shutdown interrupted it.
+    async fn inline(
+        &self,
+        consumer: &Arc<StreamConsumer<Context>>,
+        ticks: &mut Ticks,
+        worker: &Worker,
+        handler: &dyn MessageHandler,
+        run: &[BorrowedMessage<'_>],
+    ) -> bool {
+        let stop = &self.shared.stop;
+        let limit = self.ctx.config().shutdown_timeout;
+        // Handlers that finish at once complete the whole run in its first
+        // poll: no timer is polled per record.
+        let records = async {
+            for message in run {
+                if !worker.handle(handler, message).await {
+                    break;
+                }
+            }
+        };
+        let abandoned = async {
+            stop.cancelled().await;
+            tokio::time::sleep(limit).await;
+        };
+        tokio::pin!(records, abandoned);
+        loop {
+            tokio::select! {
+                biased;
+                () = &mut records => return !stop.is_cancelled(),
+                () = &mut abandoned => {
+                    tracing::warn!(consumer = %self.consumer.common.name, "the message in its handler did not finish within the shutdown timeout; the broker will redeliver it");
+                    return false;
+                }
+                _ = ticks.commit.tick() => self.commit(consumer),
+                _ = ticks.lag.tick() => self.refresh_lag(consumer),
+            }
+        }
+    }
+
+    /// Refreshes `kafka_consumer_lag` off the runtime: fetching the
+    /// watermarks blocks on the network.
+    fn refresh_lag(&self, consumer: &Arc<StreamConsumer<Context>>) {
+        let (consumer, progress, lag, name) = (
+            Arc::clone(consumer),
+            Arc::clone(&self.progress),
+            self.lag.clone(),
+            self.consumer.common.name.clone(),
+        );
+        tokio::task::spawn_blocking(move || record_lag(&consumer, &progress, &lag, &name));
+    }
+
+    /// Commits the recorded progress without waiting for the broker.
+    fn commit(&self, consumer: &StreamConsumer<Context>) {
+        let list = offsets(&self.progress, None);
+        if list.count() > 0
+            && let Err(e) = consumer.commit(&list, CommitMode::Async)
+        {
+            tracing::warn!(consumer = %self.consumer.common.name, error = %e, "committing offsets failed; retrying at the next interval");
+        }
     }
 
     /// Drops the progress and stops the workers of every partition: a new
@@ -603,41 +677,89 @@ struct Shared {
     permits: Arc<Semaphore>,
 }
 
+/// The receive loop's periodic work.
+struct Ticks {
+    commit: Interval,
+    lag: Interval,
+}
+
+impl Ticks {
+    fn new() -> Ticks {
+        let mut commit = tokio::time::interval(COMMIT_INTERVAL);
+        let mut lag = tokio::time::interval(LAG_INTERVAL);
+        // A tick missed while a run was handled fires once, not in a burst.
+        commit.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        lag.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Ticks { commit, lag }
+    }
+}
+
 /// The most records taken from librdkafka in one go without waiting.
 const CHUNK: usize = 256;
 
 /// One partition's worker, as the receive loop sees it.
-struct Lane {
-    tx: mpsc::Sender<Vec<OwnedMessage>>,
-    revoked: Arc<AtomicBool>,
+enum Lane {
+    /// A task fed through a channel: used when partitions are processed
+    /// concurrently, and for batches (which wait for their records).
+    Task {
+        tx: mpsc::Sender<Vec<OwnedMessage>>,
+        revoked: Arc<AtomicBool>,
+    },
+    /// One record at a time (`concurrency = 1`, single-record handlers):
+    /// the receive task handles the records itself, as a hand-written poll
+    /// loop would — no copy, channel or wake-up per record.
+    Inline {
+        worker: Worker,
+        handler: Arc<dyn MessageHandler>,
+    },
 }
 
 impl Lane {
     fn start(
         shared: &Arc<Shared>,
-        handler: &Handler,
-        dedup: bool,
+        consumer: &KafkaConsumer,
         tracker: &TaskTracker,
         partition: Partition,
     ) -> Lane {
-        // Runs of up to CHUNK records: at most 8 × CHUNK held per partition.
-        let (tx, rx) = mpsc::channel(8);
         let revoked = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             shared: Arc::clone(shared),
             revoked: Arc::clone(&revoked),
-            rx,
             partition,
         };
-        match handler {
-            Handler::Single(handler) => tracker.spawn(worker.single(Arc::clone(handler))),
+        if let Handler::Single(handler) = &consumer.handler
+            && consumer.common.concurrency == 1
+        {
+            return Lane::Inline {
+                worker,
+                handler: Arc::clone(handler),
+            };
+        }
+        // Runs of up to CHUNK records: at most 8 × CHUNK held per partition.
+        let (tx, rx) = mpsc::channel(8);
+        match &consumer.handler {
+            Handler::Single(handler) => tracker.spawn(worker.single(rx, Arc::clone(handler))),
             Handler::Batch {
                 handler,
                 size,
                 timeout,
-            } => tracker.spawn(worker.batches(Arc::clone(handler), *size, *timeout, dedup)),
+            } => tracker.spawn(worker.batches(
+                rx,
+                Arc::clone(handler),
+                *size,
+                *timeout,
+                consumer.dedup,
+            )),
         };
-        Lane { tx, revoked }
+        Lane::Task { tx, revoked }
+    }
+
+    /// Set when the partition is revoked.
+    fn revoked(&self) -> &Arc<AtomicBool> {
+        match self {
+            Lane::Task { revoked, .. } => revoked,
+            Lane::Inline { worker, .. } => &worker.revoked,
+        }
     }
 }
 
@@ -646,7 +768,6 @@ impl Lane {
 struct Worker {
     shared: Arc<Shared>,
     revoked: Arc<AtomicBool>,
-    rx: mpsc::Receiver<Vec<OwnedMessage>>,
     /// The partition it handles, as the progress map keys it.
     partition: Partition,
 }
@@ -658,32 +779,43 @@ impl Worker {
         !self.shared.stop.is_cancelled() && !self.revoked.load(Ordering::Acquire)
     }
 
-    async fn single(mut self, handler: Arc<dyn MessageHandler>) {
-        while let Some(run) = self.rx.recv().await {
+    async fn single(
+        self,
+        mut rx: mpsc::Receiver<Vec<OwnedMessage>>,
+        handler: Arc<dyn MessageHandler>,
+    ) {
+        while let Some(run) = rx.recv().await {
             // One permit per run: `concurrency` bounds the partitions being
             // processed at once.
             let Ok(_permit) = Arc::clone(&self.shared.permits).acquire_owned().await else {
                 return;
             };
-            for message in run {
-                if !self.proceed() {
-                    return;
-                }
-                let delivery = convert(&message);
-                let verdict = self
-                    .shared
-                    .pipeline
-                    .process(&*handler, &delivery, &self.shared.stop)
-                    .await;
-                if !self.settle(&message, verdict).await {
+            for message in &run {
+                if !self.handle(&*handler, message).await {
                     return;
                 }
             }
         }
     }
 
+    /// Handles one record and records the progress; false when the worker
+    /// must stop.
+    async fn handle(&self, handler: &dyn MessageHandler, message: &impl Message) -> bool {
+        if !self.proceed() {
+            return false;
+        }
+        let delivery = convert(message);
+        let verdict = self
+            .shared
+            .pipeline
+            .process(handler, &delivery, &self.shared.stop)
+            .await;
+        self.settle(message, verdict).await
+    }
+
     async fn batches(
-        mut self,
+        self,
+        mut rx: mpsc::Receiver<Vec<OwnedMessage>>,
         handler: Arc<dyn BatchHandler>,
         size: usize,
         timeout: Duration,
@@ -693,7 +825,7 @@ impl Worker {
         let mut pending: std::collections::VecDeque<OwnedMessage> = Default::default();
         loop {
             if pending.is_empty() {
-                match self.rx.recv().await {
+                match rx.recv().await {
                     Some(run) => pending.extend(run),
                     None => break,
                 }
@@ -702,7 +834,7 @@ impl Worker {
             while pending.len() < size {
                 tokio::select! {
                     biased;
-                    next = self.rx.recv() => match next {
+                    next = rx.recv() => match next {
                         Some(run) => pending.extend(run),
                         None => break,
                     },
@@ -755,7 +887,7 @@ impl Worker {
 
     /// Carries out `verdict` and records the progress; false when the
     /// worker must stop.
-    async fn settle(&self, message: &OwnedMessage, verdict: Verdict) -> bool {
+    async fn settle(&self, message: &impl Message, verdict: Verdict) -> bool {
         let shared = &self.shared;
         let done = match verdict {
             Verdict::Ack | Verdict::Drop => true,
@@ -782,7 +914,7 @@ impl Worker {
 
     /// Records `message` as done unless the partition was revoked
     /// meanwhile; false when it was.
-    fn record(&self, message: &OwnedMessage) -> bool {
+    fn record(&self, message: &impl Message) -> bool {
         let mut progress = self
             .shared
             .progress
@@ -823,7 +955,7 @@ fn last_per_key(records: &[OwnedMessage]) -> Vec<usize> {
 
 async fn dead_letter(
     shared: &Shared,
-    m: &OwnedMessage,
+    m: &impl Message,
     reason: &str,
     attempts: u32,
 ) -> Result<(), String> {
@@ -873,7 +1005,7 @@ async fn dead_letter(
 }
 
 /// A Kafka record as patron's [`Delivery`].
-fn convert(m: &OwnedMessage) -> Delivery {
+fn convert(m: &impl Message) -> Delivery {
     let mut headers = Headers::new();
     if let Some(hs) = m.headers() {
         for h in hs.iter() {
