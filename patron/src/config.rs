@@ -325,37 +325,31 @@ impl Config {
             })?;
         }
         if let Some(v) = get("PATRON_AMQP_URL") {
-            let v = v.trim();
-            if !(v.starts_with("amqp://") || v.starts_with("amqps://")) {
-                return Err(invalid(
-                    "PATRON_AMQP_URL",
-                    &redact(v),
-                    "an amqp:// or amqps:// URL such as amqp://guest:guest@127.0.0.1:5672/%2f",
-                ));
-            }
-            c.amqp_url = BrokerUrl::new(v);
+            c.amqp_url = BrokerUrl::new(url(
+                "PATRON_AMQP_URL",
+                &v,
+                &["amqp://", "amqps://"],
+                "an amqp:// or amqps:// URL such as amqp://guest:guest@127.0.0.1:5672/%2f",
+            )?);
         }
         if let Some(v) = get("PATRON_SQS_ENDPOINT") {
-            let v = v.trim();
-            if !(v.starts_with("http://") || v.starts_with("https://")) {
-                return Err(invalid(
+            c.sqs_endpoint = Some(
+                url(
                     "PATRON_SQS_ENDPOINT",
-                    &redact(v),
+                    &v,
+                    &["http://", "https://"],
                     "an http:// or https:// URL such as http://127.0.0.1:4566",
-                ));
-            }
-            c.sqs_endpoint = Some(v.to_string());
+                )?
+                .to_string(),
+            );
         }
         if let Some(v) = get("PATRON_DATABASE_URL") {
-            let v = v.trim();
-            if !(v.starts_with("postgres://") || v.starts_with("postgresql://")) {
-                return Err(invalid(
-                    "PATRON_DATABASE_URL",
-                    &redact(v),
-                    "a postgres:// URL such as postgres://app:secret@db:5432/app",
-                ));
-            }
-            c.database_url = Some(BrokerUrl::new(v));
+            c.database_url = Some(BrokerUrl::new(url(
+                "PATRON_DATABASE_URL",
+                &v,
+                &["postgres://", "postgresql://"],
+                "a postgres:// URL such as postgres://app:secret@db:5432/app",
+            )?));
         }
         if let Some(v) = get("PATRON_KAFKA_BROKERS") {
             c.kafka_brokers = Some(v.trim().to_string());
@@ -368,6 +362,22 @@ impl Config {
             };
         }
         Ok(c)
+    }
+}
+
+/// `value`, trimmed, when it starts with one of `schemes`; otherwise an
+/// error naming `var` that shows the value with its password hidden.
+fn url<'a>(
+    var: &str,
+    value: &'a str,
+    schemes: &[&str],
+    expected: &str,
+) -> Result<&'a str, ConfigError> {
+    let value = value.trim();
+    if schemes.iter().any(|s| value.starts_with(s)) {
+        Ok(value)
+    } else {
+        Err(invalid(var, &redact(value), expected))
     }
 }
 

@@ -102,6 +102,18 @@ async fn start(consumer: KafkaConsumer) -> TestServer {
     TestServer::start(service).await.expect("service starts")
 }
 
+/// A new one-partition topic holding records `m0` … `m{n-1}`, and a new
+/// group name: (topic, group).
+async fn numbered_topic(brokers: &str, what: &str, n: usize) -> (String, String) {
+    let (topic, group) = (unique(what), unique("group"));
+    create_topic(brokers, &topic, 1).await;
+    let p = producer(brokers);
+    for i in 0..n {
+        produce(&p, &topic, 0, &format!("m{i}")).await;
+    }
+    (topic, group)
+}
+
 /// Produces `record` to partition 0, starts a consumer in `group`, and
 /// returns what it received (after a short grace for anything older).
 async fn restart_after_new_record(
@@ -132,12 +144,7 @@ fn payloads(seen: &Seen) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn commits_after_success_and_a_restart_resumes_after_them() {
     let Some(brokers) = brokers() else { return };
-    let (topic, group) = (unique("commit"), unique("group"));
-    create_topic(&brokers, &topic, 1).await;
-    let p = producer(&brokers);
-    for i in 0..5 {
-        produce(&p, &topic, 0, &format!("m{i}")).await;
-    }
+    let (topic, group) = numbered_topic(&brokers, "commit", 5).await;
     let seen: Seen = Arc::default();
     let first = start(
         KafkaConsumer::new([topic.as_str()], &group, recorder(seen.clone(), None))
@@ -158,12 +165,7 @@ async fn commits_after_success_and_a_restart_resumes_after_them() {
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_leaves_the_offset_uncommitted_and_a_restart_redelivers() {
     let Some(brokers) = brokers() else { return };
-    let (topic, group) = (unique("exit"), unique("group"));
-    create_topic(&brokers, &topic, 1).await;
-    let p = producer(&brokers);
-    for i in 0..4 {
-        produce(&p, &topic, 0, &format!("m{i}")).await;
-    }
+    let (topic, group) = numbered_topic(&brokers, "exit", 4).await;
     let seen: Seen = Arc::default();
     let failing = start(
         KafkaConsumer::new([topic.as_str()], &group, recorder(seen.clone(), Some("m2")))
@@ -406,12 +408,7 @@ async fn no_record_is_lost_or_skipped_across_a_stop() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_handler_stuck_at_shutdown_is_abandoned_uncommitted_and_redelivered() {
     let Some(brokers) = brokers() else { return };
-    let (topic, group) = (unique("stuck"), unique("group"));
-    create_topic(&brokers, &topic, 1).await;
-    let p = producer(&brokers);
-    for i in 0..2 {
-        produce(&p, &topic, 0, &format!("m{i}")).await;
-    }
+    let (topic, group) = numbered_topic(&brokers, "stuck", 2).await;
     let started: Seen = Arc::default();
     let s = started.clone();
     let consumer = KafkaConsumer::new(
@@ -482,12 +479,7 @@ async fn committed(brokers: &str, group: &str, topic: &str) -> Option<i64> {
 #[tokio::test(flavor = "multi_thread")]
 async fn reports_the_lag_per_partition() {
     let Some(brokers) = brokers() else { return };
-    let (topic, group) = (unique("lag"), unique("group"));
-    create_topic(&brokers, &topic, 1).await;
-    let p = producer(&brokers);
-    for i in 0..10 {
-        produce(&p, &topic, 0, &format!("m{i}")).await;
-    }
+    let (topic, group) = numbered_topic(&brokers, "lag", 10).await;
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let done = Arc::new(Mutex::new(0));
     let (g, d) = (gate.clone(), done.clone());

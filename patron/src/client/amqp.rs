@@ -289,20 +289,17 @@ impl AmqpPublisher {
             .await;
         let outcome = match &result {
             Ok(()) => "confirmed",
-            Err(e) => {
-                span.record("otel.status_code", "ERROR");
-                span.record("error.message", tracing::field::display(e));
-                match e {
-                    PublishError::Nacked { .. } => "nacked",
-                    PublishError::Unroutable { .. } => "unroutable",
-                    _ => "error",
-                }
-            }
+            Err(PublishError::Nacked { .. }) => "nacked",
+            Err(PublishError::Unroutable { .. }) => "unroutable",
+            Err(_) => "error",
         };
-        if let Some(h) = duration_histogram() {
-            h.with_label_values(&[exchange, outcome])
-                .observe(started.elapsed().as_secs_f64());
-        }
+        super::finish_call(
+            &span,
+            result.as_ref().err().map(|e| e as &dyn std::fmt::Display),
+            duration_histogram(),
+            &[exchange, outcome],
+            started,
+        );
         result
     }
 

@@ -538,19 +538,16 @@ fn finish(
             span.record("messaging.kafka.offset", d.offset);
             "delivered"
         }
-        Err(e) => {
-            span.record("otel.status_code", "ERROR");
-            span.record("error.message", tracing::field::display(e));
-            match e {
-                ProduceError::Rejected { .. } => "rejected",
-                _ => "failed",
-            }
-        }
+        Err(ProduceError::Rejected { .. }) => "rejected",
+        Err(_) => "failed",
     };
-    if let Some(h) = duration_histogram() {
-        h.with_label_values(&[topic, outcome])
-            .observe(started.elapsed().as_secs_f64());
-    }
+    super::finish_call(
+        span,
+        result.as_ref().err().map(|e| e as &dyn std::fmt::Display),
+        duration_histogram(),
+        &[topic, outcome],
+        started,
+    );
 }
 
 fn duration_histogram() -> Option<&'static HistogramVec> {

@@ -63,3 +63,24 @@ pub trait Client: Send + Sync + 'static {
         Box::pin(async { Ok(()) })
     }
 }
+
+/// Ends one client call's telemetry: marks `span` failed with the error's
+/// message when there is one, and observes the time since `started` in
+/// `histogram` (when it could be registered) under `labels`.
+#[cfg(any(feature = "amqp", feature = "kafka", feature = "sql", feature = "sqs"))]
+pub(crate) fn finish_call(
+    span: &tracing::Span,
+    error: Option<&dyn std::fmt::Display>,
+    histogram: Option<&prometheus::HistogramVec>,
+    labels: &[&str],
+    started: std::time::Instant,
+) {
+    if let Some(e) = error {
+        span.record("otel.status_code", "ERROR");
+        span.record("error.message", tracing::field::display(e));
+    }
+    if let Some(h) = histogram {
+        h.with_label_values(labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
+}

@@ -347,19 +347,14 @@ impl Call {
 
     /// Records the outcome on the span and the histogram.
     fn finish(&self, error: Option<&sqlx::Error>) {
-        let outcome = match error {
-            None => "ok",
-            Some(e) => {
-                self.span.record("otel.status_code", "ERROR");
-                self.span
-                    .record("error.message", tracing::field::display(e));
-                "error"
-            }
-        };
-        if let Some(h) = duration_histogram() {
-            h.with_label_values(&["postgresql", self.operation, outcome])
-                .observe(self.started.elapsed().as_secs_f64());
-        }
+        let outcome = if error.is_some() { "error" } else { "ok" };
+        super::finish_call(
+            &self.span,
+            error.map(|e| e as &dyn std::fmt::Display),
+            duration_histogram(),
+            &["postgresql", self.operation, outcome],
+            self.started,
+        );
     }
 
     fn future<'e, T: 'e>(

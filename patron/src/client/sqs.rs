@@ -450,18 +450,17 @@ fn finish(
     partial: bool,
 ) {
     let outcome = match error {
-        Some(e) => {
-            span.record("otel.status_code", "ERROR");
-            span.record("error.message", tracing::field::display(e));
-            "error"
-        }
+        Some(_) => "error",
         None if partial => "partial",
         None => "ok",
     };
-    if let Some(h) = duration_histogram() {
-        h.with_label_values(&[queue, outcome])
-            .observe(started.elapsed().as_secs_f64());
-    }
+    super::finish_call(
+        span,
+        error.map(|e| e as &dyn std::fmt::Display),
+        duration_histogram(),
+        &[queue, outcome],
+        started,
+    );
 }
 
 fn duration_histogram() -> Option<&'static HistogramVec> {
