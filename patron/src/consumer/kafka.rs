@@ -37,7 +37,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -80,8 +80,12 @@ const RECREATE_MAX: Duration = Duration::from_secs(30);
 /// A partition, as (topic, partition).
 type Partition = (String, i32);
 
-/// Next offset to commit, by partition.
-type Progress = Arc<Mutex<HashMap<Partition, i64>>>;
+/// Next offset to commit, by partition: one slot per partition, which its
+/// worker updates without a lock ([`NOTHING`] until its first record).
+type Progress = Arc<Mutex<HashMap<Partition, Arc<AtomicI64>>>>;
+
+/// A progress slot's value before its worker finished a record.
+const NOTHING: i64 = -1;
 
 /// The revocation flag of each partition's current worker: set when the
 /// partition is revoked, so that the worker stops and records no progress.
@@ -294,10 +298,11 @@ fn close_fatal(consumer: Arc<StreamConsumer<Context>>, name: &str) {
 fn offsets(progress: &Progress, within: Option<&TopicPartitionList>) -> TopicPartitionList {
     let progress = progress.lock().unwrap_or_else(|p| p.into_inner());
     let mut list = TopicPartitionList::new();
-    for ((topic, partition), next) in progress.iter() {
+    for ((topic, partition), slot) in progress.iter() {
+        let next = slot.load(Ordering::Acquire);
         let wanted = within.is_none_or(|w| w.find_partition(topic, *partition).is_some());
-        if wanted {
-            let _ = list.add_partition_offset(topic, *partition, Offset::Offset(*next));
+        if wanted && next != NOTHING {
+            let _ = list.add_partition_offset(topic, *partition, Offset::Offset(next));
         }
     }
     list
@@ -722,10 +727,20 @@ impl Lane {
         partition: Partition,
     ) -> Lane {
         let revoked = Arc::new(AtomicBool::new(false));
+        let topic: Arc<str> = partition.0.as_str().into();
+        let slot = Arc::clone(
+            shared
+                .progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(partition)
+                .or_insert_with(|| Arc::new(AtomicI64::new(NOTHING))),
+        );
         let worker = Worker {
             shared: Arc::clone(shared),
             revoked: Arc::clone(&revoked),
-            partition,
+            topic,
+            slot,
         };
         if let Handler::Single(handler) = &consumer.handler
             && consumer.common.concurrency == 1
@@ -768,8 +783,10 @@ impl Lane {
 struct Worker {
     shared: Arc<Shared>,
     revoked: Arc<AtomicBool>,
-    /// The partition it handles, as the progress map keys it.
-    partition: Partition,
+    /// The partition's topic, shared by its records' metadata.
+    topic: Arc<str>,
+    /// The partition's next offset to commit.
+    slot: Arc<AtomicI64>,
 }
 
 impl Worker {
@@ -804,7 +821,7 @@ impl Worker {
         if !self.proceed() {
             return false;
         }
-        let delivery = convert(message);
+        let delivery = convert(message, &self.topic);
         let verdict = self
             .shared
             .pipeline
@@ -862,7 +879,10 @@ impl Worker {
                     .superseded
                     .inc_by(superseded as u64);
             }
-            let deliveries: Vec<Delivery> = kept.iter().map(|&i| convert(&records[i])).collect();
+            let deliveries: Vec<Delivery> = kept
+                .iter()
+                .map(|&i| convert(&records[i], &self.topic))
+                .collect();
             let verdicts = self
                 .shared
                 .pipeline
@@ -912,26 +932,15 @@ impl Worker {
         done && self.record(message)
     }
 
-    /// Records `message` as done unless the partition was revoked
-    /// meanwhile; false when it was.
+    /// Records `message` as done unless the partition was revoked; false
+    /// when it was. A record that finishes while the revocation commits
+    /// may land in a slot already dropped: it is then not committed, and
+    /// the partition's next owner handles it again.
     fn record(&self, message: &impl Message) -> bool {
-        let mut progress = self
-            .shared
-            .progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        // Checked under the lock the revocation takes after flagging.
         if self.revoked.load(Ordering::Acquire) {
             return false;
         }
-        // The key is allocated once per partition, not per record.
-        let next = message.offset() + 1;
-        match progress.get_mut(&self.partition) {
-            Some(slot) => *slot = next,
-            None => {
-                progress.insert(self.partition.clone(), next);
-            }
-        }
+        self.slot.store(message.offset() + 1, Ordering::Release);
         true
     }
 }
@@ -1005,7 +1014,7 @@ async fn dead_letter(
 }
 
 /// A Kafka record as patron's [`Delivery`].
-fn convert(m: &impl Message) -> Delivery {
+fn convert(m: &impl Message, topic: &Arc<str>) -> Delivery {
     let mut headers = Headers::new();
     if let Some(hs) = m.headers() {
         for h in hs.iter() {
@@ -1015,7 +1024,7 @@ fn convert(m: &impl Message) -> Delivery {
         }
     }
     let metadata = KafkaMetadata {
-        topic: m.topic().to_string(),
+        topic: Arc::clone(topic),
         partition: m.partition(),
         offset: m.offset(),
         key: m.key().map(<[u8]>::to_vec),
@@ -1069,7 +1078,8 @@ fn record_lag(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
-        .map(|(k, v)| (k.clone(), *v))
+        .map(|(k, slot)| (k.clone(), slot.load(Ordering::Acquire)))
+        .filter(|(_, next)| *next != NOTHING)
         .collect();
     for ((topic, partition), next) in positions {
         match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(2)) {

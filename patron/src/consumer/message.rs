@@ -120,7 +120,7 @@ impl AmqpMetadata {
 #[non_exhaustive]
 pub struct KafkaMetadata {
     /// The topic.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// The partition.
     pub partition: i32,
     /// The record's offset.
@@ -150,10 +150,17 @@ pub struct SqsMetadata {
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub(crate) body: Bytes,
-    pub(crate) content_type: Option<Arc<str>>,
-    pub(crate) headers: Arc<Headers>,
-    pub(crate) correlation_id: HeaderValue,
-    pub(crate) metadata: Arc<Metadata>,
+    pub(crate) envelope: Arc<Envelope>,
+}
+
+/// Everything about a message but its body, in one allocation that the
+/// delivery and every [`Message`] decoded from it share.
+#[derive(Debug, Clone)]
+pub(crate) struct Envelope {
+    content_type: Option<Box<str>>,
+    headers: Headers,
+    correlation_id: HeaderValue,
+    metadata: Metadata,
 }
 
 impl Delivery {
@@ -168,10 +175,12 @@ impl Delivery {
         let correlation_id = correlation::from_bytes(headers.get_bytes("X-Correlation-Id"));
         Delivery {
             body: body.into(),
-            content_type: content_type.map(Arc::from),
-            headers: Arc::new(headers),
-            correlation_id,
-            metadata: Arc::new(metadata),
+            envelope: Arc::new(Envelope {
+                content_type: content_type.map(Box::from),
+                headers,
+                correlation_id,
+                metadata,
+            }),
         }
     }
 
@@ -182,22 +191,27 @@ impl Delivery {
 
     /// The content type the publisher set.
     pub fn content_type(&self) -> Option<&str> {
-        self.content_type.as_deref()
+        self.envelope.content_type.as_deref()
     }
 
     /// The headers.
     pub fn headers(&self) -> &Headers {
-        &self.headers
+        &self.envelope.headers
     }
 
     /// The correlation id (from `X-Correlation-Id`, or generated).
     pub fn correlation_id(&self) -> &str {
-        correlation::text(&self.correlation_id)
+        correlation::text(&self.envelope.correlation_id)
+    }
+
+    /// The correlation id as a header value, for the task-local context.
+    pub(crate) fn correlation_header(&self) -> &HeaderValue {
+        &self.envelope.correlation_id
     }
 
     /// Where the message came from.
     pub fn metadata(&self) -> &Metadata {
-        &self.metadata
+        &self.envelope.metadata
     }
 
     /// Decodes the payload as `T`.
@@ -205,9 +219,7 @@ impl Delivery {
         let payload = T::decode(&self.body, self.content_type())?;
         Ok(Message {
             payload,
-            headers: Arc::clone(&self.headers),
-            correlation_id: self.correlation_id.clone(),
-            metadata: Arc::clone(&self.metadata),
+            envelope: Arc::clone(&self.envelope),
             attempt,
         })
     }
@@ -232,9 +244,7 @@ impl Delivery {
 /// ```
 pub struct Message<T> {
     payload: T,
-    headers: Arc<Headers>,
-    correlation_id: HeaderValue,
-    metadata: Arc<Metadata>,
+    envelope: Arc<Envelope>,
     attempt: u32,
 }
 
@@ -244,17 +254,21 @@ impl<T> Message<T> {
     pub fn new(payload: T) -> Self {
         Message {
             payload,
-            headers: Arc::new(Headers::new()),
-            correlation_id: correlation::from_bytes(None),
-            metadata: Arc::new(Metadata::None),
+            envelope: Arc::new(Envelope {
+                content_type: None,
+                headers: Headers::new(),
+                correlation_id: correlation::from_bytes(None),
+                metadata: Metadata::None,
+            }),
             attempt: 1,
         }
     }
 
     /// Replaces the headers (the correlation id is read from them again).
     pub fn with_headers(mut self, headers: Headers) -> Self {
-        self.correlation_id = correlation::from_bytes(headers.get_bytes("X-Correlation-Id"));
-        self.headers = Arc::new(headers);
+        let envelope = Arc::make_mut(&mut self.envelope);
+        envelope.correlation_id = correlation::from_bytes(headers.get_bytes("X-Correlation-Id"));
+        envelope.headers = headers;
         self
     }
 
@@ -270,18 +284,18 @@ impl<T> Message<T> {
 
     /// The headers as published.
     pub fn headers(&self) -> &Headers {
-        &self.headers
+        &self.envelope.headers
     }
 
     /// The correlation id: `X-Correlation-Id` from the headers, or a
     /// generated one. It is on every log line the handler writes.
     pub fn correlation_id(&self) -> &str {
-        correlation::text(&self.correlation_id)
+        correlation::text(&self.envelope.correlation_id)
     }
 
     /// Broker metadata.
     pub fn metadata(&self) -> &Metadata {
-        &self.metadata
+        &self.envelope.metadata
     }
 
     /// 1 for the first call, 2 for the first in-process retry, …
@@ -301,9 +315,9 @@ impl<T: fmt::Debug> fmt::Debug for Message<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Message")
             .field("payload", &self.payload)
-            .field("correlation_id", &self.correlation_id)
+            .field("correlation_id", &self.envelope.correlation_id)
             .field("attempt", &self.attempt)
-            .field("metadata", &self.metadata)
+            .field("metadata", &self.envelope.metadata)
             .finish_non_exhaustive()
     }
 }
