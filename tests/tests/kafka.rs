@@ -625,6 +625,59 @@ async fn produce_keyed(p: &FutureProducer, topic: &str, key: Option<&str>, body:
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn hands_the_handler_each_records_metadata() {
+    let Some(brokers) = brokers() else { return };
+    let (topic, group) = (unique("metadata"), unique("group"));
+    create_topic(&brokers, &topic, 1).await;
+    let p = producer(&brokers);
+    let stamp = 1_700_000_000_123;
+    for (key, body) in [(Some("order-7"), "first"), (None, "second")] {
+        let mut record = FutureRecord::<str, str>::to(&topic)
+            .partition(0)
+            .payload(body)
+            .timestamp(stamp);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        p.send(record, Duration::from_secs(10))
+            .await
+            .expect("produce");
+    }
+    let seen: Arc<Mutex<Vec<Metadata>>> = Arc::default();
+    let s = seen.clone();
+    let server = start(
+        KafkaConsumer::new(
+            [topic.as_str()],
+            &group,
+            handler_fn(move |msg: Message<String>| {
+                s.lock().unwrap().push(msg.metadata().clone());
+                async { Ok::<(), patron::Error>(()) }
+            }),
+        )
+        .brokers(&brokers),
+    )
+    .await;
+    assert!(eventually(WAIT, || async { seen.lock().unwrap().len() == 2 }).await);
+    server.shutdown().await.expect("clean shutdown");
+    let seen = seen.lock().unwrap();
+    let meta: Vec<_> = seen
+        .iter()
+        .map(|m| match m {
+            Metadata::Kafka(k) => k.clone(),
+            other => panic!("Kafka metadata expected, got {other:?}"),
+        })
+        .collect();
+    for (offset, m) in meta.iter().enumerate() {
+        assert_eq!(&*m.topic, topic.as_str());
+        assert_eq!(m.partition, 0);
+        assert_eq!(m.offset, offset as i64);
+        assert_eq!(m.timestamp, Some(stamp));
+    }
+    assert_eq!(meta[0].key.as_deref(), Some(&b"order-7"[..]));
+    assert_eq!(meta[1].key, None);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn batches_keep_the_last_record_per_key_and_commit_the_replaced_ones() {
     let Some(brokers) = brokers() else { return };
     let (topic, group) = (unique("batch"), unique("group"));
