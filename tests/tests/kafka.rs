@@ -625,7 +625,7 @@ async fn produce_keyed(p: &FutureProducer, topic: &str, key: Option<&str>, body:
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn hands_the_handler_each_records_metadata() {
+async fn hands_the_handler_each_records_metadata_and_correlation_id() {
     let Some(brokers) = brokers() else { return };
     let (topic, group) = (unique("metadata"), unique("group"));
     create_topic(&brokers, &topic, 1).await;
@@ -644,14 +644,24 @@ async fn hands_the_handler_each_records_metadata() {
             .expect("produce");
     }
     let seen: Arc<Mutex<Vec<Metadata>>> = Arc::default();
-    let s = seen.clone();
+    let ids: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    let (s, i) = (seen.clone(), ids.clone());
     let server = start(
         KafkaConsumer::new(
             [topic.as_str()],
             &group,
             handler_fn(move |msg: Message<String>| {
                 s.lock().unwrap().push(msg.metadata().clone());
-                async { Ok::<(), patron::Error>(()) }
+                let i = i.clone();
+                async move {
+                    // Generated (no header): the same id in the message and
+                    // in the task-local context that log lines read.
+                    let current = CorrelationId::current().map(|c| c.as_str().to_string());
+                    i.lock()
+                        .unwrap()
+                        .push((msg.correlation_id().to_string(), current));
+                    Ok::<(), patron::Error>(())
+                }
             }),
         )
         .brokers(&brokers),
@@ -675,6 +685,12 @@ async fn hands_the_handler_each_records_metadata() {
     }
     assert_eq!(meta[0].key.as_deref(), Some(&b"order-7"[..]));
     assert_eq!(meta[1].key, None);
+    let ids = ids.lock().unwrap();
+    for (id, current) in ids.iter() {
+        assert_eq!(id.len(), 36, "{id}");
+        assert_eq!(current.as_deref(), Some(id.as_str()));
+    }
+    assert_ne!(ids[0].0, ids[1].0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

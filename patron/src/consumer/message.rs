@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Deref;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use http::HeaderValue;
@@ -154,31 +154,49 @@ pub struct Delivery {
 }
 
 /// Everything about a message but its body, in one allocation that the
-/// delivery and every [`Message`] decoded from it share.
+/// delivery, every [`Message`] decoded from it and the handler's task-local
+/// context share.
 #[derive(Debug, Clone)]
 pub(crate) struct Envelope {
     content_type: Option<Box<str>>,
     headers: Headers,
-    correlation_id: HeaderValue,
+    /// Read from `X-Correlation-Id`, or generated, when first asked for:
+    /// most messages have their id read by nobody.
+    correlation_id: OnceLock<HeaderValue>,
     metadata: Metadata,
+}
+
+impl Envelope {
+    /// The correlation id: `X-Correlation-Id` when usable, else generated
+    /// (once; every later call returns the same id).
+    pub(crate) fn correlation_id(&self) -> &HeaderValue {
+        self.correlation_id
+            .get_or_init(|| correlation::from_bytes(self.headers.get_bytes("X-Correlation-Id")))
+    }
+
+    /// Header `name` as an HTTP header value, when present and valid.
+    pub(crate) fn header_value(&self, name: &str) -> Option<HeaderValue> {
+        self.headers
+            .get_bytes(name)
+            .and_then(|v| HeaderValue::from_bytes(v).ok())
+    }
 }
 
 impl Delivery {
     /// A delivery. The correlation id is read from the `X-Correlation-Id`
-    /// header, or generated when absent or unusable.
+    /// header, or generated when absent or unusable (when first asked for).
     pub fn new(
         body: impl Into<Bytes>,
         content_type: Option<&str>,
         headers: Headers,
         metadata: Metadata,
     ) -> Self {
-        let correlation_id = correlation::from_bytes(headers.get_bytes("X-Correlation-Id"));
         Delivery {
             body: body.into(),
             envelope: Arc::new(Envelope {
                 content_type: content_type.map(Box::from),
                 headers,
-                correlation_id,
+                correlation_id: OnceLock::new(),
                 metadata,
             }),
         }
@@ -201,12 +219,12 @@ impl Delivery {
 
     /// The correlation id (from `X-Correlation-Id`, or generated).
     pub fn correlation_id(&self) -> &str {
-        correlation::text(&self.envelope.correlation_id)
+        correlation::text(self.envelope.correlation_id())
     }
 
-    /// The correlation id as a header value, for the task-local context.
-    pub(crate) fn correlation_header(&self) -> &HeaderValue {
-        &self.envelope.correlation_id
+    /// What the handler's task-local context is made of.
+    pub(crate) fn envelope(&self) -> &Arc<Envelope> {
+        &self.envelope
     }
 
     /// Where the message came from.
@@ -257,7 +275,7 @@ impl<T> Message<T> {
             envelope: Arc::new(Envelope {
                 content_type: None,
                 headers: Headers::new(),
-                correlation_id: correlation::from_bytes(None),
+                correlation_id: OnceLock::new(),
                 metadata: Metadata::None,
             }),
             attempt: 1,
@@ -267,7 +285,7 @@ impl<T> Message<T> {
     /// Replaces the headers (the correlation id is read from them again).
     pub fn with_headers(mut self, headers: Headers) -> Self {
         let envelope = Arc::make_mut(&mut self.envelope);
-        envelope.correlation_id = correlation::from_bytes(headers.get_bytes("X-Correlation-Id"));
+        envelope.correlation_id = OnceLock::new();
         envelope.headers = headers;
         self
     }
@@ -290,7 +308,7 @@ impl<T> Message<T> {
     /// The correlation id: `X-Correlation-Id` from the headers, or a
     /// generated one. It is on every log line the handler writes.
     pub fn correlation_id(&self) -> &str {
-        correlation::text(&self.envelope.correlation_id)
+        correlation::text(self.envelope.correlation_id())
     }
 
     /// Broker metadata.
@@ -315,7 +333,7 @@ impl<T: fmt::Debug> fmt::Debug for Message<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Message")
             .field("payload", &self.payload)
-            .field("correlation_id", &self.envelope.correlation_id)
+            .field("correlation_id", self.envelope.correlation_id())
             .field("attempt", &self.attempt)
             .field("metadata", &self.envelope.metadata)
             .finish_non_exhaustive()
@@ -464,11 +482,25 @@ mod tests {
     }
 
     #[test]
-    fn generates_a_correlation_id_when_absent() {
+    fn generates_a_correlation_id_when_absent_once_for_all_who_ask() {
         let d = delivery("x", None, Headers::new());
-        assert_eq!(d.correlation_id().len(), 36);
-        let m: Message<String> = d.decode(1).unwrap();
+        // Asked for first by a message decoded from it, then by the
+        // delivery and by a clone: one id, generated once.
+        let m: Message<String> = d.clone().decode(1).unwrap();
         assert_eq!(m.payload(), "x");
+        let id = m.correlation_id().to_string();
+        assert_eq!(id.len(), 36);
+        assert_eq!(d.correlation_id(), id);
+        assert_eq!(d.decode::<String>(2).unwrap().correlation_id(), id);
+        assert_ne!(delivery("y", None, Headers::new()).correlation_id(), id);
+
+        let mut h = Headers::new();
+        h.insert("x-correlation-id", "from-the-header");
+        let m: Message<String> = delivery("z", None, h).decode(1).unwrap();
+        assert_eq!(m.correlation_id(), "from-the-header");
+        // Replacing the headers reads the id from the new ones.
+        let m = m.with_headers(Headers::new());
+        assert_eq!(m.correlation_id().len(), 36);
     }
 
     #[cfg(feature = "protobuf")]

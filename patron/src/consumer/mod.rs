@@ -75,6 +75,7 @@ pub use handler::{
     BatchHandler, ConsumerOutput, FnBatchHandler, FnHandler, FromDelivery, FromDeps, HandlerError,
     MessageHandler, batch_handler_fn, handler_fn,
 };
+pub(crate) use message::Envelope;
 #[cfg(feature = "protobuf")]
 pub use message::Protobuf;
 pub use message::{

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use quanta::Instant;
 
 use futures_util::FutureExt;
-use http::HeaderValue;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -153,7 +152,7 @@ impl Pipeline {
             messaging.destination.name = %self.destination,
             messaging.batch.message_count = n,
         );
-        let cx = RequestContext {
+        let cx = RequestContext::Known {
             correlation_id: crate::http::correlation::from_bytes(None),
             traceparent: None,
             baggage: None,
@@ -337,18 +336,10 @@ fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// The task-local context of one message: its correlation id and incoming
-/// trace headers, so log lines and outgoing calls carry them.
+/// trace headers, so log lines and outgoing calls carry them. They are read
+/// from the message when first asked for.
 fn request_context(d: &Delivery) -> RequestContext {
-    let header = |name: &str| {
-        d.headers()
-            .get_bytes(name)
-            .and_then(|v| HeaderValue::from_bytes(v).ok())
-    };
-    RequestContext {
-        correlation_id: d.correlation_header().clone(),
-        traceparent: header("traceparent"),
-        baggage: header("baggage"),
-    }
+    RequestContext::Message(Arc::clone(d.envelope()))
 }
 
 /// `reason`, cut to at most 4 KiB on a character boundary, for DLQ headers.

@@ -14,6 +14,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
@@ -138,14 +139,48 @@ impl Drop for Active {
     }
 }
 
-/// Per-request context, available to everything the request runs.
+/// Per-request (or per-message) context, available to everything the
+/// request or the message's handler runs.
 #[derive(Debug, Clone)]
-pub(crate) struct RequestContext {
-    pub(crate) correlation_id: HeaderValue,
-    /// The incoming W3C trace context, passed on when this service exports
-    /// no span of its own.
-    pub(crate) traceparent: Option<HeaderValue>,
-    pub(crate) baggage: Option<HeaderValue>,
+pub(crate) enum RequestContext {
+    /// Known when the work starts: an HTTP request's, a message batch's.
+    Known {
+        correlation_id: HeaderValue,
+        /// The incoming W3C trace context, passed on when this service
+        /// exports no span of its own.
+        traceparent: Option<HeaderValue>,
+        baggage: Option<HeaderValue>,
+    },
+    /// A consumed message's, read from its headers (and its correlation id
+    /// generated) only when asked for: a handler that logs nothing and
+    /// calls nothing costs no lookup.
+    Message(Arc<crate::consumer::Envelope>),
+}
+
+impl RequestContext {
+    /// The correlation id.
+    pub(crate) fn correlation_id(&self) -> &HeaderValue {
+        match self {
+            RequestContext::Known { correlation_id, .. } => correlation_id,
+            RequestContext::Message(envelope) => envelope.correlation_id(),
+        }
+    }
+
+    /// The incoming `traceparent`.
+    pub(crate) fn traceparent(&self) -> Option<HeaderValue> {
+        match self {
+            RequestContext::Known { traceparent, .. } => traceparent.clone(),
+            RequestContext::Message(envelope) => envelope.header_value("traceparent"),
+        }
+    }
+
+    /// The incoming `baggage`.
+    pub(crate) fn baggage(&self) -> Option<HeaderValue> {
+        match self {
+            RequestContext::Known { baggage, .. } => baggage.clone(),
+            RequestContext::Message(envelope) => envelope.header_value("baggage"),
+        }
+    }
 }
 
 tokio::task_local! {
@@ -242,7 +277,7 @@ where
         // A malformed traceparent yields an empty context: a new root.
         let _ = span.set_parent(trace::extract(req.headers()));
     }
-    let context = RequestContext {
+    let context = RequestContext::Known {
         correlation_id: id.clone(),
         traceparent: req.headers().get(TRACEPARENT).cloned(),
         baggage: req.headers().get(BAGGAGE).cloned(),

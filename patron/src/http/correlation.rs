@@ -46,7 +46,7 @@ impl CorrelationId {
     /// Available in handlers, middleware and anything they await.
     pub fn current() -> Option<CorrelationId> {
         REQUEST
-            .try_with(|ctx| CorrelationId(ctx.correlation_id.clone()))
+            .try_with(|ctx| CorrelationId(ctx.correlation_id().clone()))
             .ok()
     }
 }

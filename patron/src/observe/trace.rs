@@ -293,13 +293,9 @@ pub fn inject(headers: &mut http::HeaderMap) {
             }
         }
     }
-    let Ok((correlation_id, traceparent, baggage)) = REQUEST.try_with(|c| {
-        (
-            c.correlation_id.clone(),
-            c.traceparent.clone(),
-            c.baggage.clone(),
-        )
-    }) else {
+    let Ok((correlation_id, traceparent, baggage)) =
+        REQUEST.try_with(|c| (c.correlation_id().clone(), c.traceparent(), c.baggage()))
+    else {
         return;
     };
     headers.insert(crate::http::X_CORRELATION_ID, correlation_id);
