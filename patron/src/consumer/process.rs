@@ -5,6 +5,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 // The processing duration is measured with the CPU's time-stamp counter
 // where it is reliable (two reads per message; the OS clock costs several
@@ -12,6 +13,7 @@ use std::sync::Arc;
 use quanta::Instant;
 
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -43,6 +45,22 @@ pub(crate) enum Verdict {
     Exit(String),
 }
 
+/// One handler call, once started.
+enum Call {
+    /// It finished: `Ok`, or why not.
+    Done(Result<(), Failure>),
+    /// Its future is still running.
+    Running(BoxFuture<'static, Result<(), Error>>),
+}
+
+/// Why a handler call did not succeed.
+enum Failure {
+    /// The payload does not decode: never retried.
+    Poison(String),
+    /// The handler returned an error or panicked.
+    Failed(String),
+}
+
 /// Everything one consumer needs to process messages.
 pub(crate) struct Pipeline {
     pub consumer: Arc<str>,
@@ -56,6 +74,12 @@ pub(crate) struct Pipeline {
 
 impl Pipeline {
     /// Runs `handler` on `delivery` until success or the failure strategy.
+    ///
+    /// The first call is started and polled once right here, inside the
+    /// message's context and span: a handler that finishes at once (most
+    /// do, or their first await is ready) costs no task-local scope, span
+    /// wrapper or retry state machine around it. Anything else — a pending
+    /// handler, a failure, a retry — continues in [`Self::attempts`].
     pub(crate) async fn process(
         &self,
         handler: &dyn MessageHandler,
@@ -66,13 +90,24 @@ impl Pipeline {
         self.metrics.in_flight.inc();
         let span = self.span(delivery);
         let cx = request_context(delivery);
-        let verdict = REQUEST
-            .scope(
-                cx,
-                self.attempts(handler, delivery, stop)
-                    .instrument(span.clone()),
-            )
-            .await;
+        let first = std::future::poll_fn(|task| {
+            Poll::Ready(REQUEST.sync_scope(cx.clone(), || {
+                span.in_scope(|| self.start(handler, delivery, 1, task))
+            }))
+        })
+        .await;
+        let verdict = match first {
+            Call::Done(Ok(())) => Verdict::Ack,
+            first => {
+                REQUEST
+                    .scope(
+                        cx,
+                        self.attempts(handler, delivery, stop, first)
+                            .instrument(span.clone()),
+                    )
+                    .await
+            }
+        };
         if matches!(verdict, Verdict::Ack) {
             span.record("otel.status_code", "OK");
         } else {
@@ -86,28 +121,58 @@ impl Pipeline {
         verdict
     }
 
+    /// Calls the handler (attempt `attempt`) and polls its future once;
+    /// a panic in either counts as a failure.
+    fn start(
+        &self,
+        handler: &dyn MessageHandler,
+        delivery: &Delivery,
+        attempt: u32,
+        task: &mut Context<'_>,
+    ) -> Call {
+        let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            handler.call(delivery, attempt, &self.deps)
+        }));
+        let mut call = match called {
+            Ok(Ok(call)) => call,
+            Ok(Err(HandlerError::Decode(e))) => return Call::Done(Err(Failure::Poison(e.to_string()))),
+            Ok(Err(HandlerError::Failed(e))) => return Call::Done(Err(Failure::Failed(e.to_string()))),
+            Err(panic) => return Call::Done(Err(Failure::Failed(panicked(panic.as_ref())))),
+        };
+        match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(task))) {
+            Ok(Poll::Pending) => Call::Running(call),
+            Ok(Poll::Ready(Ok(()))) => Call::Done(Ok(())),
+            Ok(Poll::Ready(Err(e))) => Call::Done(Err(Failure::Failed(e.to_string()))),
+            Err(panic) => Call::Done(Err(Failure::Failed(panicked(panic.as_ref())))),
+        }
+    }
+
+    /// Finishes `first` (attempt 1), then retries until success or the
+    /// failure strategy. Runs inside the message's context and span.
     async fn attempts(
         &self,
         handler: &dyn MessageHandler,
         delivery: &Delivery,
         stop: &CancellationToken,
+        first: Call,
     ) -> Verdict {
         let mut attempt = 1;
+        let mut call = first;
         loop {
-            let called = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                handler.call(delivery, attempt, &self.deps)
-            }));
-            let error = match called {
-                Ok(Err(HandlerError::Decode(e))) => {
-                    return self.fail(self.policy.on_poison(), &e.to_string(), attempt, true);
-                }
-                Ok(Err(HandlerError::Failed(e))) => e.to_string(),
-                Ok(Ok(call)) => match AssertUnwindSafe(call).catch_unwind().await {
-                    Ok(Ok(())) => return Verdict::Ack,
-                    Ok(Err(e)) => e.to_string(),
-                    Err(panic) => panicked(panic.as_ref()),
+            let outcome = match call {
+                Call::Done(outcome) => outcome,
+                Call::Running(future) => match AssertUnwindSafe(future).catch_unwind().await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => Err(Failure::Failed(e.to_string())),
+                    Err(panic) => Err(Failure::Failed(panicked(panic.as_ref()))),
                 },
-                Err(panic) => panicked(panic.as_ref()),
+            };
+            let error = match outcome {
+                Ok(()) => return Verdict::Ack,
+                Err(Failure::Poison(e)) => {
+                    return self.fail(self.policy.on_poison(), &e, attempt, true);
+                }
+                Err(Failure::Failed(e)) => e,
             };
             if attempt > self.policy.retries {
                 return self.fail(self.policy.on_failure, &error, attempt, false);
@@ -129,6 +194,10 @@ impl Pipeline {
                 _ = tokio::time::sleep(wait) => {}
             }
             attempt += 1;
+            call = std::future::poll_fn(|task| {
+                Poll::Ready(self.start(handler, delivery, attempt, task))
+            })
+            .await;
         }
     }
 
