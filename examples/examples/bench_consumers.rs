@@ -25,7 +25,9 @@
 //! request, with an allocation even when there are none.
 //!
 //! For profiling one side alone: `bench_consumers kafka-fill N` (prints a
-//! new topic's name), then `bench_consumers kafka-raw|kafka-raw-headers|kafka-patron TOPIC N`.
+//! new topic's name), then `bench_consumers kafka-raw|kafka-raw-headers|kafka-patron TOPIC N`;
+//! `bench_consumers kafka-raw-fresh|kafka-patron-fresh N` fills a topic and
+//! reads it in the same process (the CPU-bound case of the full run).
 //!
 //! Usage: `bench_consumers [rounds (3)] [AMQP messages (20000)] [prefetch (50)] [SQS messages (2000)] [Kafka messages (20000)]`,
 //! broker from `PATRON_AMQP_URL`.
@@ -548,9 +550,19 @@ async fn kafka_profile(args: &[String]) {
                 .expect("raw loop")
         }
         "kafka-patron" => kafka_bench::patron(&brokers, arg(2), count(3)).await,
+        // Fill and consume in one process, as the interleaved run does:
+        // reading a topic just filled is CPU-bound, not broker-bound.
+        "kafka-patron-fresh" | "kafka-raw-fresh" => {
+            let topic = kafka_bench::fill(&brokers, "profile", count(2)).await;
+            if arg(1) == "kafka-raw-fresh" {
+                kafka_bench::raw(&brokers, &topic, count(2), false).await
+            } else {
+                kafka_bench::patron(&brokers, &topic, count(2)).await
+            }
+        }
         other => {
             panic!(
-                "unknown mode {other}: kafka-fill N | kafka-raw|kafka-raw-headers|kafka-patron TOPIC N"
+                "unknown mode {other}: kafka-fill N | kafka-raw|kafka-raw-headers|kafka-patron TOPIC N | kafka-raw-fresh|kafka-patron-fresh N"
             )
         }
     };

@@ -135,8 +135,12 @@ impl Pipeline {
         }));
         let mut call = match called {
             Ok(Ok(call)) => call,
-            Ok(Err(HandlerError::Decode(e))) => return Call::Done(Err(Failure::Poison(e.to_string()))),
-            Ok(Err(HandlerError::Failed(e))) => return Call::Done(Err(Failure::Failed(e.to_string()))),
+            Ok(Err(HandlerError::Decode(e))) => {
+                return Call::Done(Err(Failure::Poison(e.to_string())));
+            }
+            Ok(Err(HandlerError::Failed(e))) => {
+                return Call::Done(Err(Failure::Failed(e.to_string())));
+            }
             Err(panic) => return Call::Done(Err(Failure::Failed(panicked(panic.as_ref())))),
         };
         match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(task))) {
