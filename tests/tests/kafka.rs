@@ -644,7 +644,9 @@ async fn hands_the_handler_each_records_metadata_and_correlation_id() {
             .expect("produce");
     }
     let seen: Arc<Mutex<Vec<Metadata>>> = Arc::default();
-    let ids: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+    // (the message's correlation id, CorrelationId::current()) per record.
+    type Ids = Arc<Mutex<Vec<(String, Option<String>)>>>;
+    let ids: Ids = Arc::default();
     let (s, i) = (seen.clone(), ids.clone());
     let server = start(
         KafkaConsumer::new(
