@@ -6,11 +6,7 @@
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-
-// The processing duration is measured with the CPU's time-stamp counter
-// where it is reliable (two reads per message; the OS clock costs several
-// times more), else quanta falls back to the OS clock.
-use quanta::Instant;
+use std::time::Instant;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
