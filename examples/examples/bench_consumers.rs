@@ -116,6 +116,30 @@ struct Run {
     cpu_per_msg: f64,
 }
 
+/// One loop's runs over the rounds: each printed as it comes, medians at
+/// the end.
+#[derive(Default)]
+struct Series {
+    per_sec: Vec<f64>,
+    cpu_per_msg: Vec<f64>,
+}
+
+impl Series {
+    fn add(&mut self, round: usize, label: &str, run: Run) {
+        println!(
+            "round {round} {label}: {:>9.0} msg/s  {:>6.2} CPU µs/msg",
+            run.per_sec, run.cpu_per_msg
+        );
+        self.per_sec.push(run.per_sec);
+        self.cpu_per_msg.push(run.cpu_per_msg);
+    }
+
+    /// (median msg/s, median CPU µs/msg).
+    fn medians(self) -> (f64, f64) {
+        (median(self.per_sec), median(self.cpu_per_msg))
+    }
+}
+
 /// What a patron consumer's handler counts: when the first record arrived,
 /// and a wake-up when the N-th did. Waiting on it instead of polling the
 /// count keeps the runtime from waking every millisecond, which the raw
@@ -604,24 +628,17 @@ async fn main() {
     } else {
         println!("AMQP: skipped (0 messages asked)");
     }
-    let (mut raw_rate, mut raw_cpu, mut pat_rate, mut pat_cpu) = (vec![], vec![], vec![], vec![]);
+    let (mut raw_runs, mut patron_runs) = (Series::default(), Series::default());
     for round in (1..=rounds).filter(|_| n > 0) {
         fill(&publisher, "patron-bench-raw", n).await;
-        let r = raw(&url, "patron-bench-raw", n, prefetch).await;
-        println!(
-            "round {round} raw lapin : {:>9.0} msg/s  {:>6.2} CPU µs/msg",
-            r.per_sec, r.cpu_per_msg
+        raw_runs.add(
+            round,
+            "raw lapin ",
+            raw(&url, "patron-bench-raw", n, prefetch).await,
         );
-        raw_rate.push(r.per_sec);
-        raw_cpu.push(r.cpu_per_msg);
         fill(&publisher, "patron-bench-patron", n).await;
         let p = patron(&url, "patron-bench-patron", n, prefetch).await;
-        println!(
-            "round {round} patron    : {:>9.0} msg/s  {:>6.2} CPU µs/msg",
-            p.per_sec, p.cpu_per_msg
-        );
-        pat_rate.push(p.per_sec);
-        pat_cpu.push(p.cpu_per_msg);
+        patron_runs.add(round, "patron    ", p);
     }
     for q in ["patron-bench-raw", "patron-bench-patron"] {
         let _ = publisher
@@ -629,38 +646,28 @@ async fn main() {
             .await;
     }
     let amqp_medians = (n > 0).then(|| {
-        (
-            median(raw_rate),
-            median(raw_cpu),
-            median(pat_rate),
-            median(pat_cpu),
-        )
+        let ((rr, rc), (pr, pc)) = (raw_runs.medians(), patron_runs.medians());
+        (rr, rc, pr, pc)
     });
     let sqs_n: u64 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(2_000);
     let sqs_medians = match std::env::var("PATRON_SQS_ENDPOINT") {
         Ok(endpoint) if !endpoint.is_empty() && sqs_n > 0 => {
             let client = sqs_bench::client(&endpoint);
             println!("SQS: {rounds} rounds × {sqs_n} messages at {endpoint}");
-            let (mut rr, mut rc, mut pr, mut pc) = (vec![], vec![], vec![], vec![]);
+            let (mut raw_runs, mut patron_runs) = (Series::default(), Series::default());
             for round in 1..=rounds {
                 let url = sqs_bench::fill(&client, "patron-bench-sqs-raw", sqs_n).await;
-                let r = sqs_bench::raw(&client, &url, sqs_n).await;
-                println!(
-                    "round {round} raw SQS   : {:>9.0} msg/s  {:>6.2} CPU µs/msg",
-                    r.per_sec, r.cpu_per_msg
+                raw_runs.add(
+                    round,
+                    "raw SQS   ",
+                    sqs_bench::raw(&client, &url, sqs_n).await,
                 );
-                rr.push(r.per_sec);
-                rc.push(r.cpu_per_msg);
                 let url = sqs_bench::fill(&client, "patron-bench-sqs-patron", sqs_n).await;
                 let p = sqs_bench::patron(&client, "patron-bench-sqs-patron", &url, sqs_n).await;
-                println!(
-                    "round {round} patron SQS: {:>9.0} msg/s  {:>6.2} CPU µs/msg",
-                    p.per_sec, p.cpu_per_msg
-                );
-                pr.push(p.per_sec);
-                pc.push(p.cpu_per_msg);
+                patron_runs.add(round, "patron SQS", p);
             }
-            Some((median(rr), median(rc), median(pr), median(pc)))
+            let ((rr, rc), (pr, pc)) = (raw_runs.medians(), patron_runs.medians());
+            Some((rr, rc, pr, pc))
         }
         _ => {
             println!("SQS: skipped (PATRON_SQS_ENDPOINT is unset or 0 messages asked)");
@@ -671,45 +678,33 @@ async fn main() {
     let kafka_medians = match std::env::var("PATRON_KAFKA_BROKERS") {
         Ok(brokers) if !brokers.is_empty() && kafka_n > 0 => {
             println!("Kafka: {rounds} rounds × {kafka_n} records at {brokers}");
-            let (mut rr, mut rc, mut pr, mut pc) = (vec![], vec![], vec![], vec![]);
-            let (mut hr, mut hc) = (vec![], vec![]);
+            let (mut raw_runs, mut header_runs, mut patron_runs) =
+                (Series::default(), Series::default(), Series::default());
             for round in 1..=rounds {
                 let topic = kafka_bench::fill(&brokers, "raw", kafka_n).await;
                 let r = kafka_bench::raw(&brokers, &topic, kafka_n, false).await;
-                println!(
-                    "round {round} raw rdkafka  : {:>9.0} msg/s  {:>6.2} CPU µs/msg",
-                    r.per_sec, r.cpu_per_msg
-                );
-                rr.push(r.per_sec);
-                rc.push(r.cpu_per_msg);
+                raw_runs.add(round, "raw rdkafka  ", r);
                 let topic = kafka_bench::fill(&brokers, "raw-headers", kafka_n).await;
                 let h = kafka_bench::raw(&brokers, &topic, kafka_n, true).await;
-                println!(
-                    "round {round} raw + headers: {:>9.0} msg/s  {:>6.2} CPU µs/msg",
-                    h.per_sec, h.cpu_per_msg
-                );
-                hr.push(h.per_sec);
-                hc.push(h.cpu_per_msg);
+                header_runs.add(round, "raw + headers", h);
                 let topic = kafka_bench::fill(&brokers, "patron", kafka_n).await;
                 let p = kafka_bench::patron(&brokers, &topic, kafka_n).await;
-                println!(
-                    "round {round} patron Kafka : {:>9.0} msg/s  {:>6.2} CPU µs/msg",
-                    p.per_sec, p.cpu_per_msg
-                );
-                pr.push(p.per_sec);
-                pc.push(p.cpu_per_msg);
+                patron_runs.add(round, "patron Kafka ", p);
             }
+            let ((rr, rc), (hr, hc), (pr, pc)) = (
+                raw_runs.medians(),
+                header_runs.medians(),
+                patron_runs.medians(),
+            );
             println!(
-                "median raw + headers: {:>9.0} msg/s  {:>6.2} CPU µs/msg (the raw loop also reading each record's headers)",
-                median(hr.clone()),
-                median(hc.clone())
+                "median raw + headers: {hr:>9.0} msg/s  {hc:>6.2} CPU µs/msg (the raw loop also reading each record's headers)"
             );
             println!(
                 "Kafka patron / raw + headers: {:.2}× msg/s, {:.2}× CPU per message",
-                median(pr.clone()) / median(hr),
-                median(pc.clone()) / median(hc)
+                pr / hr,
+                pc / hc
             );
-            Some((median(rr), median(rc), median(pr), median(pc)))
+            Some((rr, rc, pr, pc))
         }
         _ => {
             println!("Kafka: skipped (PATRON_KAFKA_BROKERS is unset or 0 records asked)");

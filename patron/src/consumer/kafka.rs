@@ -1030,10 +1030,8 @@ fn convert(m: &impl Message, topic: &Arc<str>) -> Delivery {
         key: m.key().map(<[u8]>::to_vec),
         timestamp: m.timestamp().to_millis(),
     };
-    let content_type = headers.get("content-type").map(str::to_string);
-    Delivery::new(
+    Delivery::with_header_content_type(
         m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
-        content_type.as_deref(),
         headers,
         Metadata::Kafka(metadata),
     )

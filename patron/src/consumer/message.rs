@@ -167,6 +167,15 @@ pub(crate) struct Envelope {
 }
 
 impl Envelope {
+    fn new(content_type: Option<Box<str>>, headers: Headers, metadata: Metadata) -> Arc<Self> {
+        Arc::new(Envelope {
+            content_type,
+            headers,
+            correlation_id: OnceLock::new(),
+            metadata,
+        })
+    }
+
     /// The correlation id: `X-Correlation-Id` when usable, else generated
     /// (once; every later call returns the same id).
     pub(crate) fn correlation_id(&self) -> &HeaderValue {
@@ -193,12 +202,22 @@ impl Delivery {
     ) -> Self {
         Delivery {
             body: body.into(),
-            envelope: Arc::new(Envelope {
-                content_type: content_type.map(Box::from),
-                headers,
-                correlation_id: OnceLock::new(),
-                metadata,
-            }),
+            envelope: Envelope::new(content_type.map(Box::from), headers, metadata),
+        }
+    }
+
+    /// A delivery whose content type is its `content-type` header (Kafka
+    /// records, SQS messages).
+    #[cfg(any(feature = "kafka", feature = "sqs"))]
+    pub(crate) fn with_header_content_type(
+        body: impl Into<Bytes>,
+        headers: Headers,
+        metadata: Metadata,
+    ) -> Self {
+        let content_type = headers.get("content-type").map(Box::from);
+        Delivery {
+            body: body.into(),
+            envelope: Envelope::new(content_type, headers, metadata),
         }
     }
 
@@ -272,12 +291,7 @@ impl<T> Message<T> {
     pub fn new(payload: T) -> Self {
         Message {
             payload,
-            envelope: Arc::new(Envelope {
-                content_type: None,
-                headers: Headers::new(),
-                correlation_id: OnceLock::new(),
-                metadata: Metadata::None,
-            }),
+            envelope: Envelope::new(None, Headers::new(), Metadata::None),
             attempt: 1,
         }
     }

@@ -85,9 +85,8 @@ impl Pipeline {
         let started = Instant::now();
         self.metrics.in_flight.inc();
         let span = self.span(delivery);
-        let cx = request_context(delivery);
         let first = std::future::poll_fn(|task| {
-            Poll::Ready(REQUEST.sync_scope(cx.clone(), || {
+            Poll::Ready(REQUEST.sync_scope(request_context(delivery), || {
                 span.in_scope(|| self.start(handler, delivery, 1, task))
             }))
         })
@@ -97,7 +96,7 @@ impl Pipeline {
             first => {
                 REQUEST
                     .scope(
-                        cx,
+                        request_context(delivery),
                         self.attempts(handler, delivery, stop, first)
                             .instrument(span.clone()),
                     )
@@ -141,9 +140,8 @@ impl Pipeline {
         };
         match std::panic::catch_unwind(AssertUnwindSafe(|| call.as_mut().poll(task))) {
             Ok(Poll::Pending) => Call::Running(call),
-            Ok(Poll::Ready(Ok(()))) => Call::Done(Ok(())),
-            Ok(Poll::Ready(Err(e))) => Call::Done(Err(Failure::Failed(e.to_string()))),
-            Err(panic) => Call::Done(Err(Failure::Failed(panicked(panic.as_ref())))),
+            Ok(Poll::Ready(result)) => Call::Done(finished(Ok(result))),
+            Err(panic) => Call::Done(finished(Err(panic))),
         }
     }
 
@@ -161,11 +159,7 @@ impl Pipeline {
         loop {
             let outcome = match call {
                 Call::Done(outcome) => outcome,
-                Call::Running(future) => match AssertUnwindSafe(future).catch_unwind().await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => Err(Failure::Failed(e.to_string())),
-                    Err(panic) => Err(Failure::Failed(panicked(panic.as_ref()))),
-                },
+                Call::Running(future) => finished(AssertUnwindSafe(future).catch_unwind().await),
             };
             let error = match outcome {
                 Ok(()) => return Verdict::Ack,
@@ -397,6 +391,15 @@ impl Pipeline {
             let _ = span.set_parent(trace::extract_message(delivery.headers()));
         }
         span
+    }
+}
+
+/// How a handler's future ended: its result, or the panic it raised.
+fn finished(ended: std::thread::Result<Result<(), Error>>) -> Result<(), Failure> {
+    match ended {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Failure::Failed(e.to_string())),
+        Err(panic) => Err(Failure::Failed(panicked(panic.as_ref()))),
     }
 }
 

@@ -573,10 +573,8 @@ fn convert(queue: &str, m: aws_sdk_sqs::types::Message) -> (Delivery, Option<Str
             .unwrap_or(1),
         sent_timestamp: get(MessageSystemAttributeName::SentTimestamp).and_then(|v| v.parse().ok()),
     };
-    let content_type = headers.get("content-type").map(str::to_string);
-    let delivery = Delivery::new(
+    let delivery = Delivery::with_header_content_type(
         m.body.unwrap_or_default(),
-        content_type.as_deref(),
         headers,
         Metadata::Sqs(metadata),
     );
