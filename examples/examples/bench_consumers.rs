@@ -22,11 +22,14 @@
 //! one-partition topic pre-filled with N records. A third loop, the raw
 //! one also reading each record's headers, shows what reading trace
 //! context costs by itself: librdkafka parses a record's headers on
-//! request, with an allocation even when there are none.
+//! request, with an allocation even when there are none. A fourth, the raw
+//! loop taking records as patron does (`rd_kafka_consume_batch_queue` on a
+//! queue the partition is forwarded to, headers read), is the floor for
+//! patron's own way of receiving.
 //!
 //! For profiling one side alone: `bench_consumers kafka-fill N` (prints a
 //! new topic's name), then `bench_consumers kafka-raw|kafka-raw-headers|kafka-patron TOPIC N`;
-//! `bench_consumers kafka-raw-fresh|kafka-patron-fresh N` fills a topic and
+//! `bench_consumers kafka-raw-fresh|kafka-raw-headers-fresh|kafka-raw-batch-fresh|kafka-patron-fresh N` fills a topic and
 //! reads it in the same process (the CPU-bound case of the full run).
 //!
 //! Usage: `bench_consumers [rounds (3)] [AMQP messages (20000)] [prefetch (50)] [SQS messages (2000)] [Kafka messages (20000)]`,
@@ -526,6 +529,79 @@ mod kafka_bench {
         }
     }
 
+    /// The raw loop taking records in batches (`rd_kafka_consume_batch_queue`
+    /// on an application queue the partition is forwarded to, up to 256 at
+    /// once; when none waits, a blocking wait for one), reading each
+    /// record's headers. The partition is assigned directly (forwarding must
+    /// be set up before its fetch starts); the consumer's own queue is
+    /// polled once per batch for its events.
+    pub async fn raw_batch(brokers: &str, topic: &str, n: u64) -> Run {
+        use rdkafka::bindings as rd;
+        let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("broker.address.family", "v4")
+            .set("group.id", unique("raw-group"))
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .create()
+            .expect("consumer");
+        let rk = consumer.client().native_ptr();
+        let ctopic = std::ffi::CString::new(topic).expect("topic");
+        let appq = unsafe { rd::rd_kafka_queue_new(rk) };
+        unsafe {
+            let partq = rd::rd_kafka_queue_get_partition(rk, ctopic.as_ptr(), 0);
+            rd::rd_kafka_queue_forward(partq, appq);
+            rd::rd_kafka_queue_destroy(partq);
+        }
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        tpl.add_partition_offset(topic, 0, rdkafka::Offset::Beginning)
+            .expect("tpl");
+        consumer.assign(&tpl).expect("assign");
+        let mut start = None;
+        let mut cpu0 = 0.0;
+        let mut done = 0;
+        let mut buf = vec![std::ptr::null_mut::<rd::rd_kafka_message_t>(); 256];
+        while done < n {
+            let mut got =
+                unsafe { rd::rd_kafka_consume_batch_queue(appq, 0, buf.as_mut_ptr(), 256) };
+            if got == 0 {
+                got = unsafe { rd::rd_kafka_consume_batch_queue(appq, 100, buf.as_mut_ptr(), 1) };
+            }
+            let _ = consumer.poll(Duration::ZERO);
+            for &m in &buf[..got.max(0) as usize] {
+                if start.is_none() {
+                    start = Some(Instant::now());
+                    cpu0 = cpu_micros();
+                }
+                unsafe {
+                    let r = &*m;
+                    let payload = std::slice::from_raw_parts(r.payload as *const u8, r.len);
+                    let item: Item = serde_json::from_slice(payload).expect("json");
+                    std::hint::black_box(item.id);
+                    let mut hdrs = std::ptr::null_mut();
+                    if rd::rd_kafka_message_headers(m, &mut hdrs)
+                        == rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+                    {
+                        std::hint::black_box(rd::rd_kafka_header_cnt(hdrs));
+                    }
+                    let e = rd::rd_kafka_offset_store_message(m);
+                    if !e.is_null() {
+                        rd::rd_kafka_error_destroy(e);
+                    }
+                    rd::rd_kafka_message_destroy(m);
+                }
+                done += 1;
+            }
+        }
+        let elapsed = start.map(|s| s.elapsed()).unwrap_or_default();
+        let cpu = cpu_micros() - cpu0;
+        unsafe { rd::rd_kafka_queue_destroy(appq) };
+        Run {
+            per_sec: n as f64 / elapsed.as_secs_f64(),
+            cpu_per_msg: cpu / n as f64,
+        }
+    }
+
     pub async fn patron(brokers: &str, topic: &str, n: u64) -> Run {
         let handled = Handled::new(n);
         let h = handled.clone();
@@ -576,6 +652,14 @@ async fn kafka_profile(args: &[String]) {
         "kafka-patron" => kafka_bench::patron(&brokers, arg(2), count(3)).await,
         // Fill and consume in one process, as the interleaved run does:
         // reading a topic just filled is CPU-bound, not broker-bound.
+        "kafka-raw-batch-fresh" => {
+            let topic = kafka_bench::fill(&brokers, "profile", count(2)).await;
+            kafka_bench::raw_batch(&brokers, &topic, count(2)).await
+        }
+        "kafka-raw-headers-fresh" => {
+            let topic = kafka_bench::fill(&brokers, "profile", count(2)).await;
+            kafka_bench::raw(&brokers, &topic, count(2), true).await
+        }
         "kafka-patron-fresh" | "kafka-raw-fresh" => {
             let topic = kafka_bench::fill(&brokers, "profile", count(2)).await;
             if arg(1) == "kafka-raw-fresh" {
@@ -586,7 +670,7 @@ async fn kafka_profile(args: &[String]) {
         }
         other => {
             panic!(
-                "unknown mode {other}: kafka-fill N | kafka-raw|kafka-raw-headers|kafka-patron TOPIC N | kafka-raw-fresh|kafka-patron-fresh N"
+                "unknown mode {other}: kafka-fill N | kafka-raw|kafka-raw-headers|kafka-patron TOPIC N | kafka-raw-fresh|kafka-raw-headers-fresh|kafka-raw-batch-fresh|kafka-patron-fresh N"
             )
         }
     };
@@ -678,8 +762,12 @@ async fn main() {
     let kafka_medians = match std::env::var("PATRON_KAFKA_BROKERS") {
         Ok(brokers) if !brokers.is_empty() && kafka_n > 0 => {
             println!("Kafka: {rounds} rounds × {kafka_n} records at {brokers}");
-            let (mut raw_runs, mut header_runs, mut patron_runs) =
-                (Series::default(), Series::default(), Series::default());
+            let (mut raw_runs, mut header_runs, mut batch_runs, mut patron_runs) = (
+                Series::default(),
+                Series::default(),
+                Series::default(),
+                Series::default(),
+            );
             for round in 1..=rounds {
                 let topic = kafka_bench::fill(&brokers, "raw", kafka_n).await;
                 let r = kafka_bench::raw(&brokers, &topic, kafka_n, false).await;
@@ -687,13 +775,17 @@ async fn main() {
                 let topic = kafka_bench::fill(&brokers, "raw-headers", kafka_n).await;
                 let h = kafka_bench::raw(&brokers, &topic, kafka_n, true).await;
                 header_runs.add(round, "raw + headers", h);
+                let topic = kafka_bench::fill(&brokers, "raw-batch", kafka_n).await;
+                let b = kafka_bench::raw_batch(&brokers, &topic, kafka_n).await;
+                batch_runs.add(round, "raw batched  ", b);
                 let topic = kafka_bench::fill(&brokers, "patron", kafka_n).await;
                 let p = kafka_bench::patron(&brokers, &topic, kafka_n).await;
                 patron_runs.add(round, "patron Kafka ", p);
             }
-            let ((rr, rc), (hr, hc), (pr, pc)) = (
+            let ((rr, rc), (hr, hc), (br, bc), (pr, pc)) = (
                 raw_runs.medians(),
                 header_runs.medians(),
+                batch_runs.medians(),
                 patron_runs.medians(),
             );
             println!(
@@ -703,6 +795,14 @@ async fn main() {
                 "Kafka patron / raw + headers: {:.2}× msg/s, {:.2}× CPU per message",
                 pr / hr,
                 pc / hc
+            );
+            println!(
+                "median raw batched: {br:>9.0} msg/s  {bc:>6.2} CPU µs/msg (librdkafka's batch call, as patron takes records, with headers)"
+            );
+            println!(
+                "Kafka patron / raw batched: {:.2}× msg/s, {:.2}× CPU per message",
+                pr / br,
+                pc / bc
             );
             Some((rr, rc, pr, pc))
         }

@@ -38,7 +38,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
@@ -48,9 +48,7 @@ use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
 use rdkafka::error::KafkaError;
-use rdkafka::message::{
-    BorrowedMessage, Header, Headers as _, Message, OwnedHeaders, OwnedMessage,
-};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -63,6 +61,7 @@ use super::batch::Handler;
 use super::common::{Common, common_builders};
 use super::dlq_headers;
 use super::handler::{BatchHandler, MessageHandler};
+use super::kafka_queue::{Record, RecordQueue};
 use super::message::{Delivery, Headers, KafkaMetadata, Metadata};
 use super::metrics::ConsumerMetrics;
 use super::policy::{OnFailure, Policy};
@@ -100,6 +99,10 @@ pub struct KafkaConsumer {
     settings: Vec<(String, String)>,
     handler: Handler,
     dedup: bool,
+    /// Tests turn the record queue off to exercise the consumer queue's
+    /// path.
+    #[cfg(test)]
+    record_queue: bool,
 }
 
 impl KafkaConsumer {
@@ -147,6 +150,8 @@ impl KafkaConsumer {
             settings: Vec::new(),
             handler,
             dedup: false,
+            #[cfg(test)]
+            record_queue: true,
         }
     }
 
@@ -218,6 +223,12 @@ struct Context {
     assigned: IntGauge,
     /// Notified on each client error.
     errors: Arc<Notify>,
+    /// The session's record queue, which assigned partitions are forwarded
+    /// to (weak: the session drops it before the client).
+    records: Mutex<Weak<RecordQueue>>,
+    /// Records that came through the consumer's own queue.
+    #[cfg(test)]
+    copied: std::sync::atomic::AtomicUsize,
 }
 
 impl ClientContext for Context {
@@ -238,36 +249,64 @@ impl ClientContext for Context {
     }
 }
 
+impl Context {
+    /// Sends the records of newly assigned partitions to the record queue;
+    /// called before the assignment starts their fetches, as librdkafka
+    /// requires.
+    fn forward(&self, assigned: &TopicPartitionList) {
+        let Some(records) = self
+            .records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .upgrade()
+        else {
+            return;
+        };
+        for p in assigned.elements() {
+            if !records.forward(p.topic(), p.partition()) {
+                tracing::debug!(consumer = %self.name, topic = p.topic(), partition = p.partition(), "partition not forwarded to the record queue; its records come one at a time");
+            }
+        }
+    }
+
+    /// Commits what the revoked partitions' workers finished and stops
+    /// them.
+    fn revoke(&self, consumer: &BaseConsumer<Self>, revoked: &TopicPartitionList) {
+        // First stop the partitions' workers from recording progress
+        // (each stops before its next record), so that the commit below
+        // holds everything they recorded; the partitions' next owner
+        // continues from there.
+        let is_revoked =
+            |(topic, partition): &Partition| revoked.find_partition(topic, *partition).is_some();
+        self.lanes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|key, flag| {
+                let revoked = is_revoked(key);
+                if revoked {
+                    flag.store(true, Ordering::Release);
+                }
+                !revoked
+            });
+        let list = offsets(&self.progress, Some(revoked));
+        if list.count() > 0
+            && let Err(e) = consumer.commit(&list, CommitMode::Sync)
+        {
+            tracing::warn!(consumer = %self.name, error = %e, "committing before a rebalance failed; those messages will be redelivered");
+        }
+        self.progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|key, _| !is_revoked(key));
+    }
+}
+
 impl ConsumerContext for Context {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(revoked) = rebalance {
-            // First stop the partitions' workers from recording progress
-            // (each stops before its next record), so that the commit below
-            // holds everything they recorded; the partitions' next owner
-            // continues from there.
-            let is_revoked = |(topic, partition): &Partition| {
-                revoked.find_partition(topic, *partition).is_some()
-            };
-            self.lanes
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|key, flag| {
-                    let revoked = is_revoked(key);
-                    if revoked {
-                        flag.store(true, Ordering::Release);
-                    }
-                    !revoked
-                });
-            let list = offsets(&self.progress, Some(revoked));
-            if list.count() > 0
-                && let Err(e) = consumer.commit(&list, CommitMode::Sync)
-            {
-                tracing::warn!(consumer = %self.name, error = %e, "committing before a rebalance failed; those messages will be redelivered");
-            }
-            self.progress
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .retain(|key, _| !is_revoked(key));
+        match rebalance {
+            Rebalance::Revoke(revoked) => self.revoke(consumer, revoked),
+            Rebalance::Assign(assigned) => self.forward(assigned),
+            Rebalance::Error(_) => {}
         }
     }
 
@@ -434,6 +473,9 @@ impl Session<'_> {
                 name: name.to_string(),
                 assigned: self.assigned.clone(),
                 errors: Arc::clone(&errors),
+                records: Mutex::new(Weak::new()),
+                #[cfg(test)]
+                copied: Default::default(),
             })
             .map_err(|e| {
                 Error::msg(format!(
@@ -443,12 +485,31 @@ impl Session<'_> {
         let consumer = Arc::new(consumer);
         #[cfg(test)]
         tests::created(&consumer);
+        // SAFETY: the queue is dropped before the client: explicitly below
+        // on every way out after this point, and the context holds it
+        // weakly.
+        let records = unsafe { RecordQueue::new(consumer.client().native_ptr()) }.map(Arc::new);
+        #[cfg(test)]
+        let records = records.filter(|_| c.record_queue);
+        match &records {
+            Some(records) => {
+                *consumer
+                    .context()
+                    .records
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(records);
+            }
+            None => {
+                tracing::warn!(consumer = %name, "librdkafka could not create a record queue; records come one at a time");
+            }
+        }
         let topics: Vec<&str> = c.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics).map_err(|e| {
-            Error::msg(format!(
+        if let Err(e) = consumer.subscribe(&topics) {
+            drop(records);
+            return Err(Error::msg(format!(
                 "Kafka consumer {name}: cannot subscribe to {topics:?}: {e}"
-            ))
-        })?;
+            )));
+        }
         let tracker = TaskTracker::new();
         // By topic, then partition: a record finds its worker without
         // allocating a key.
@@ -468,41 +529,42 @@ impl Session<'_> {
                 }
                 _ = ticks.commit.tick() => self.commit(&consumer),
                 _ = ticks.lag.tick() => self.refresh_lag(&consumer),
+                // Rebalances, errors and the records of partitions that
+                // could not be forwarded to the record queue.
                 received = stream.next() => {
                     // Take what else librdkafka already holds without
                     // waiting, and hand it to the workers in runs: one
                     // channel send and one wake-up per run, not per record.
                     let mut chunk = Vec::new();
-                    let mut error = None;
+                    let mut errors = Vec::new();
                     match received {
-                        Some(Ok(message)) => chunk.push(message),
-                        Some(Err(e)) => error = Some(e),
+                        Some(Ok(message)) => chunk.push(Record::copied(&message)),
+                        Some(Err(e)) => errors.push(e),
                         None => break,
                     }
-                    while error.is_none() && chunk.len() < CHUNK {
+                    while errors.is_empty() && chunk.len() < CHUNK {
                         match stream.next().now_or_never() {
-                            Some(Some(Ok(message))) => chunk.push(message),
-                            Some(Some(Err(e))) => error = Some(e),
+                            Some(Some(Ok(message))) => chunk.push(Record::copied(&message)),
+                            Some(Some(Err(e))) => errors.push(e),
                             Some(None) | None => break,
                         }
+                    }
+                    #[cfg(test)]
+                    consumer.context().copied.fetch_add(chunk.len(), Ordering::Relaxed);
+                    if !self.dispatch(&consumer, &mut ticks, chunk, &mut workers, &tracker).await {
+                        break;
+                    }
+                    self.receive_errors(errors, &fatal);
+                }
+                () = ready(records.as_deref()) => {
+                    let (mut chunk, mut errors) = (Vec::new(), Vec::new());
+                    if let Some(records) = &records {
+                        records.take(CHUNK, &mut chunk, &mut errors);
                     }
                     if !self.dispatch(&consumer, &mut ticks, chunk, &mut workers, &tracker).await {
                         break;
                     }
-                    match error {
-                        None => {}
-                        // librdkafka returns a fatal error of the group
-                        // consumer from the poll, as error code `Fatal`.
-                        Some(e) if matches!(e, KafkaError::MessageConsumptionFatal(_))
-                            || e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) =>
-                        {
-                            tracing::error!(consumer = %name, error = %e, "fatal Kafka consume error");
-                            fatal.cancel();
-                        }
-                        Some(e) => {
-                            tracing::warn!(consumer = %name, error = %e, "Kafka receive error");
-                        }
-                    }
+                    self.receive_errors(errors, &fatal);
                 }
             }
         }
@@ -510,6 +572,9 @@ impl Session<'_> {
         // Stop feeding the workers, let in-flight messages finish.
         drop(workers);
         drain(&tracker, self.ctx.config().shutdown_timeout, name).await;
+        // Before the client goes (records still held by abandoned workers
+        // keep the client alive themselves).
+        drop(records);
         if fatal.is_cancelled() {
             // The client is unusable; what finished since the last commit
             // is redelivered to whoever owns the partitions next.
@@ -533,6 +598,28 @@ impl Session<'_> {
         Ok(None)
     }
 
+    /// Logs receive errors; a fatal one ends the session.
+    fn receive_errors(&self, errors: Vec<KafkaError>, fatal: &CancellationToken) {
+        let name = &self.consumer.common.name;
+        for e in errors {
+            match e {
+                // Only reported when `enable.partition.eof` is set.
+                KafkaError::PartitionEOF(partition) => {
+                    tracing::debug!(consumer = %name, partition, "reached the end of a partition");
+                }
+                // librdkafka returns a fatal error of the group consumer
+                // from the poll, as error code `Fatal`.
+                e if matches!(e, KafkaError::MessageConsumptionFatal(_))
+                    || e.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) =>
+                {
+                    tracing::error!(consumer = %name, error = %e, "fatal Kafka consume error");
+                    fatal.cancel();
+                }
+                e => tracing::warn!(consumer = %name, error = %e, "Kafka receive error"),
+            }
+        }
+    }
+
     /// Hands `chunk` (records in the order librdkafka returned them) to the
     /// partitions' workers, a run of records of one partition at a time,
     /// starting a worker for a partition that has none (or a revoked one).
@@ -542,7 +629,7 @@ impl Session<'_> {
         &self,
         consumer: &Arc<StreamConsumer<Context>>,
         ticks: &mut Ticks,
-        chunk: Vec<BorrowedMessage<'_>>,
+        chunk: Vec<Record>,
         workers: &mut HashMap<String, HashMap<i32, Lane>>,
         tracker: &TaskTracker,
     ) -> bool {
@@ -551,9 +638,7 @@ impl Session<'_> {
         while let Some(first) = records.next() {
             let partition = first.partition();
             let mut run = vec![first];
-            while let Some(next) =
-                records.next_if(|m| m.partition() == partition && m.topic() == run[0].topic())
-            {
+            while let Some(next) = records.next_if(|m| m.same_partition(&run[0])) {
                 run.push(next);
             }
             let topic = run[0].topic();
@@ -575,7 +660,10 @@ impl Session<'_> {
             };
             match lane {
                 Lane::Task { tx, .. } => {
-                    let run: Vec<OwnedMessage> = run.iter().map(BorrowedMessage::detach).collect();
+                    let run = Run {
+                        records: run,
+                        client: Arc::clone(consumer),
+                    };
                     let sent = tokio::select! {
                         _ = self.shared.stop.cancelled() => return false,
                         sent = tx.send(run) => sent,
@@ -605,7 +693,7 @@ impl Session<'_> {
         ticks: &mut Ticks,
         worker: &Worker,
         handler: &dyn MessageHandler,
-        run: &[BorrowedMessage<'_>],
+        run: &[Record],
     ) -> bool {
         let stop = &self.shared.stop;
         let limit = self.ctx.config().shutdown_timeout;
@@ -699,6 +787,36 @@ impl Ticks {
     }
 }
 
+/// Records on their way to a task worker, with the client they came from,
+/// which must outlive them (fields drop in order).
+struct Run {
+    records: Vec<Record>,
+    client: Arc<StreamConsumer<Context>>,
+}
+
+/// Records a batch worker received but did not hand out yet, with their
+/// client, which must outlive them (fields drop in order).
+#[derive(Default)]
+struct Pending {
+    records: std::collections::VecDeque<Record>,
+    client: Option<Arc<StreamConsumer<Context>>>,
+}
+
+impl Pending {
+    fn add(&mut self, run: Run) {
+        self.records.extend(run.records);
+        self.client = Some(run.client);
+    }
+}
+
+/// Resolves when the record queue may hold records; never without one.
+async fn ready(records: Option<&RecordQueue>) {
+    match records {
+        Some(records) => records.ready().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The most records taken from librdkafka in one go without waiting.
 const CHUNK: usize = 256;
 
@@ -707,7 +825,7 @@ enum Lane {
     /// A task fed through a channel: used when partitions are processed
     /// concurrently, and for batches (which wait for their records).
     Task {
-        tx: mpsc::Sender<Vec<OwnedMessage>>,
+        tx: mpsc::Sender<Run>,
         revoked: Arc<AtomicBool>,
     },
     /// One record at a time (`concurrency = 1`, single-record handlers):
@@ -796,18 +914,14 @@ impl Worker {
         !self.shared.stop.is_cancelled() && !self.revoked.load(Ordering::Acquire)
     }
 
-    async fn single(
-        self,
-        mut rx: mpsc::Receiver<Vec<OwnedMessage>>,
-        handler: Arc<dyn MessageHandler>,
-    ) {
+    async fn single(self, mut rx: mpsc::Receiver<Run>, handler: Arc<dyn MessageHandler>) {
         while let Some(run) = rx.recv().await {
             // One permit per run: `concurrency` bounds the partitions being
             // processed at once.
             let Ok(_permit) = Arc::clone(&self.shared.permits).acquire_owned().await else {
                 return;
             };
-            for message in &run {
+            for message in &run.records {
                 if !self.handle(&*handler, message).await {
                     return;
                 }
@@ -817,7 +931,7 @@ impl Worker {
 
     /// Handles one record and records the progress; false when the worker
     /// must stop.
-    async fn handle(&self, handler: &dyn MessageHandler, message: &impl Message) -> bool {
+    async fn handle(&self, handler: &dyn MessageHandler, message: &Record) -> bool {
         if !self.proceed() {
             return false;
         }
@@ -832,34 +946,34 @@ impl Worker {
 
     async fn batches(
         self,
-        mut rx: mpsc::Receiver<Vec<OwnedMessage>>,
+        mut rx: mpsc::Receiver<Run>,
         handler: Arc<dyn BatchHandler>,
         size: usize,
         timeout: Duration,
         dedup: bool,
     ) {
         // Records received but not yet in a batch, in offset order.
-        let mut pending: std::collections::VecDeque<OwnedMessage> = Default::default();
+        let mut pending = Pending::default();
         loop {
-            if pending.is_empty() {
+            if pending.records.is_empty() {
                 match rx.recv().await {
-                    Some(run) => pending.extend(run),
+                    Some(run) => pending.add(run),
                     None => break,
                 }
             }
             let deadline = tokio::time::Instant::now() + timeout;
-            while pending.len() < size {
+            while pending.records.len() < size {
                 tokio::select! {
                     biased;
                     next = rx.recv() => match next {
-                        Some(run) => pending.extend(run),
+                        Some(run) => pending.add(run),
                         None => break,
                     },
                     _ = tokio::time::sleep_until(deadline) => break,
                 }
             }
-            let take = pending.len().min(size);
-            let records: Vec<OwnedMessage> = pending.drain(..take).collect();
+            let take = pending.records.len().min(size);
+            let records: Vec<Record> = pending.records.drain(..take).collect();
             if !self.proceed() {
                 break;
             }
@@ -907,7 +1021,7 @@ impl Worker {
 
     /// Carries out `verdict` and records the progress; false when the
     /// worker must stop.
-    async fn settle(&self, message: &impl Message, verdict: Verdict) -> bool {
+    async fn settle(&self, message: &Record, verdict: Verdict) -> bool {
         let shared = &self.shared;
         let done = match verdict {
             Verdict::Ack | Verdict::Drop => true,
@@ -936,7 +1050,7 @@ impl Worker {
     /// when it was. A record that finishes while the revocation commits
     /// may land in a slot already dropped: it is then not committed, and
     /// the partition's next owner handles it again.
-    fn record(&self, message: &impl Message) -> bool {
+    fn record(&self, message: &Record) -> bool {
         if self.revoked.load(Ordering::Acquire) {
             return false;
         }
@@ -947,7 +1061,7 @@ impl Worker {
 
 /// The indexes of the records a batch deduplicated by key keeps: the last
 /// record of each key and every record without one, in offset order.
-fn last_per_key(records: &[OwnedMessage]) -> Vec<usize> {
+fn last_per_key(records: &[Record]) -> Vec<usize> {
     let mut last: HashMap<&[u8], usize> = HashMap::new();
     for (i, m) in records.iter().enumerate() {
         if let Some(key) = m.key() {
@@ -964,21 +1078,21 @@ fn last_per_key(records: &[OwnedMessage]) -> Vec<usize> {
 
 async fn dead_letter(
     shared: &Shared,
-    m: &impl Message,
+    m: &Record,
     reason: &str,
     attempts: u32,
 ) -> Result<(), String> {
     let (Some(producer), Some(topic)) = (&shared.producer, &shared.dlq) else {
         return Err("no DLQ topic is configured".into());
     };
-    let mut headers = OwnedHeaders::new();
-    if let Some(original) = m.headers() {
-        for h in original.iter() {
-            headers = headers.insert(Header {
-                key: h.key,
-                value: h.value,
-            });
-        }
+    let mut original = Vec::new();
+    m.for_each_header(|key, value| original.push((key.to_string(), value.map(<[u8]>::to_vec))));
+    let mut headers = OwnedHeaders::new_with_capacity(original.len() + 7);
+    for (key, value) in &original {
+        headers = headers.insert(Header {
+            key,
+            value: value.as_deref(),
+        });
     }
     let reason = truncate_reason(reason);
     let attempts = attempts.to_string();
@@ -1014,21 +1128,19 @@ async fn dead_letter(
 }
 
 /// A Kafka record as patron's [`Delivery`].
-fn convert(m: &impl Message, topic: &Arc<str>) -> Delivery {
+fn convert(m: &Record, topic: &Arc<str>) -> Delivery {
     let mut headers = Headers::new();
-    if let Some(hs) = m.headers() {
-        for h in hs.iter() {
-            if let Some(v) = h.value {
-                headers.insert(h.key, v.to_vec());
-            }
+    m.for_each_header(|key, value| {
+        if let Some(value) = value {
+            headers.insert(key, value.to_vec());
         }
-    }
+    });
     let metadata = KafkaMetadata {
         topic: Arc::clone(topic),
         partition: m.partition(),
         offset: m.offset(),
         key: m.key().map(<[u8]>::to_vec),
-        timestamp: m.timestamp().to_millis(),
+        timestamp: m.timestamp(),
     };
     Delivery::with_header_content_type(
         m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
@@ -1096,7 +1208,8 @@ mod tests {
     //! Fatal client errors, injected with librdkafka's
     //! `rd_kafka_test_fatal_error` into a consumer on the real broker from
     //! `PATRON_TEST_KAFKA_BROKERS` (the tansu broker cannot be made to
-    //! fence a member). The other Kafka tests are in `tests/tests/kafka.rs`.
+    //! fence a member), and which queue records come through. The other
+    //! Kafka tests are in `tests/tests/kafka.rs`.
 
     use std::sync::Weak;
 
@@ -1129,7 +1242,11 @@ mod tests {
     }
 
     async fn topic(brokers: &str) -> String {
-        let topic = format!("patron-unit-fatal-{}", uuid::Uuid::new_v4().simple());
+        topic_with(brokers, 1).await
+    }
+
+    async fn topic_with(brokers: &str, partitions: i32) -> String {
+        let topic = format!("patron-unit-{}", uuid::Uuid::new_v4().simple());
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("broker.address.family", "v4")
@@ -1137,7 +1254,11 @@ mod tests {
             .unwrap();
         let created = admin
             .create_topics(
-                &[NewTopic::new(&topic, 1, TopicReplication::Fixed(1))],
+                &[NewTopic::new(
+                    &topic,
+                    partitions,
+                    TopicReplication::Fixed(1),
+                )],
                 &AdminOptions::new(),
             )
             .await
@@ -1216,6 +1337,94 @@ mod tests {
         let mut service = Service::new("kafka-unit").with_component(consumer);
         service.config_mut().shutdown_timeout = Duration::from_secs(10);
         service
+    }
+
+    /// Produces `n` keyed records (`r0`, `r1`, …, spread over the topic's
+    /// partitions by key), each with header `h: v<i>`.
+    async fn produce_with_headers(brokers: &str, topic: &str, n: usize) {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("broker.address.family", "v4")
+            .create()
+            .unwrap();
+        for i in 0..n {
+            let (key, body, value) = (format!("k{i}"), format!("r{i}"), format!("v{i}"));
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "h",
+                value: Some(value.as_str()),
+            });
+            producer
+                .send(
+                    FutureRecord::to(topic)
+                        .key(&key)
+                        .payload(&body)
+                        .headers(headers),
+                    Duration::from_secs(10),
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Consumes 20 records from a 3-partition topic and returns what the
+    /// handler saw (`body=header`, sorted) and how many records came
+    /// through the consumer's own queue.
+    async fn consume_twenty(record_queue: bool) -> Option<(Vec<String>, usize)> {
+        let brokers = brokers()?;
+        let topic = topic_with(&brokers, 3).await;
+        let group = format!("patron-unit-{}", uuid::Uuid::new_v4().simple());
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let s = Arc::clone(&seen);
+        let handler = handler_fn(move |msg: Message<String>| {
+            let header = msg.headers().get("h").unwrap_or("none").to_string();
+            s.lock()
+                .unwrap()
+                .push(format!("{}={header}", msg.payload()));
+            async {}
+        });
+        let mut consumer = KafkaConsumer::new([topic.as_str()], group, handler).brokers(&brokers);
+        consumer.record_queue = record_queue;
+        let server = TestServer::start(service(consumer)).await.unwrap();
+        let client = assigned_client(1).await;
+        produce_with_headers(&brokers, &topic, 20).await;
+        for _ in 0..300 {
+            if seen.lock().unwrap().len() >= 20 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let copied = client
+            .upgrade()
+            .map(|c| c.context().copied.load(Ordering::Relaxed))
+            .unwrap_or_default();
+        server.shutdown().await.expect("clean shutdown");
+        let mut seen = seen.lock().unwrap().clone();
+        seen.sort();
+        Some((seen, copied))
+    }
+
+    fn twenty() -> Vec<String> {
+        let mut all: Vec<String> = (0..20).map(|i| format!("r{i}=v{i}")).collect();
+        all.sort();
+        all
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn records_come_through_the_record_queue() {
+        let Some((seen, copied)) = consume_twenty(true).await else {
+            return;
+        };
+        assert_eq!(seen, twenty(), "each record once, with its header");
+        assert_eq!(copied, 0, "no record came one at a time");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn without_a_record_queue_records_come_through_the_consumer_queue() {
+        let Some((seen, copied)) = consume_twenty(false).await else {
+            return;
+        };
+        assert_eq!(seen, twenty(), "each record once, with its header");
+        assert_eq!(copied, 20, "every record came one at a time");
     }
 
     fn recorder(seen: Arc<Mutex<Vec<String>>>) -> impl MessageHandler {

@@ -67,6 +67,8 @@ pub(crate) mod process;
 pub mod amqp;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "kafka")]
+mod kafka_queue;
 #[cfg(feature = "sqs")]
 pub mod sqs;
 
