@@ -39,7 +39,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
 use prometheus::{IntGauge, IntGaugeVec, Opts};
@@ -61,7 +61,7 @@ use super::batch::Handler;
 use super::common::{Common, common_builders};
 use super::dlq_headers;
 use super::handler::{BatchHandler, MessageHandler};
-use super::kafka_queue::{Record, RecordQueue};
+use super::kafka_queue::{self, Record, RecordQueue};
 use super::message::{Delivery, Headers, KafkaMetadata, Metadata};
 use super::metrics::ConsumerMetrics;
 use super::policy::{OnFailure, Policy};
@@ -700,8 +700,9 @@ impl Session<'_> {
         // Handlers that finish at once complete the whole run in its first
         // poll: no timer is polled per record.
         let records = async {
+            let mut clock = None;
             for message in run {
-                if !worker.handle(handler, message).await {
+                if !worker.handle(handler, message, &mut clock).await {
                     break;
                 }
             }
@@ -818,7 +819,7 @@ async fn ready(records: Option<&RecordQueue>) {
 }
 
 /// The most records taken from librdkafka in one go without waiting.
-const CHUNK: usize = 256;
+const CHUNK: usize = kafka_queue::MAX_TAKE;
 
 /// One partition's worker, as the receive loop sees it.
 enum Lane {
@@ -911,7 +912,7 @@ impl Worker {
     /// Whether to go on with the next record: not when stopping (records
     /// not started stay uncommitted and are redelivered) or revoked.
     fn proceed(&self) -> bool {
-        !self.shared.stop.is_cancelled() && !self.revoked.load(Ordering::Acquire)
+        !self.shared.stop.is_stopping() && !self.revoked.load(Ordering::Acquire)
     }
 
     async fn single(self, mut rx: mpsc::Receiver<Run>, handler: Arc<dyn MessageHandler>) {
@@ -921,8 +922,9 @@ impl Worker {
             let Ok(_permit) = Arc::clone(&self.shared.permits).acquire_owned().await else {
                 return;
             };
+            let mut clock = None;
             for message in &run.records {
-                if !self.handle(&*handler, message).await {
+                if !self.handle(&*handler, message, &mut clock).await {
                     return;
                 }
             }
@@ -930,17 +932,29 @@ impl Worker {
     }
 
     /// Handles one record and records the progress; false when the worker
-    /// must stop.
-    async fn handle(&self, handler: &dyn MessageHandler, message: &Record) -> bool {
+    /// must stop. `clock` is when the previous record of the run ended,
+    /// if it was settled at once: this record's processing time starts
+    /// there (one clock read per record back to back); it is left with
+    /// this record's end on the same terms.
+    async fn handle(
+        &self,
+        handler: &dyn MessageHandler,
+        message: &Record,
+        clock: &mut Option<Instant>,
+    ) -> bool {
+        let started = clock.take().unwrap_or_else(Instant::now);
         if !self.proceed() {
             return false;
         }
         let delivery = convert(message, &self.topic);
-        let verdict = self
+        let (verdict, ended) = self
             .shared
             .pipeline
-            .process(handler, &delivery, &self.shared.stop)
+            .process_since(handler, &delivery, &self.shared.stop, started)
             .await;
+        if matches!(verdict, Verdict::Ack | Verdict::Drop) {
+            *clock = Some(ended);
+        }
         self.settle(message, verdict).await
     }
 

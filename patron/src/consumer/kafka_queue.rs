@@ -25,6 +25,9 @@ use rdkafka::message::{BorrowedMessage, Headers as _, Message as _, OwnedMessage
 use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use tokio::sync::Notify;
 
+/// The most records [`RecordQueue::take`] takes at once.
+pub(crate) const MAX_TAKE: usize = 256;
+
 /// An application queue in one client that assigned partitions' records
 /// are forwarded to. Dropped before the client (it is only valid while
 /// the client is).
@@ -109,7 +112,8 @@ impl RecordQueue {
     /// `errors`. When it took `max`, more may wait: the queue wakes
     /// [`Self::ready`] again itself.
     pub(crate) fn take(&self, max: usize, records: &mut Vec<Record>, errors: &mut Vec<KafkaError>) {
-        let mut taken: Vec<*mut rd::rd_kafka_message_t> = vec![null_mut(); max];
+        let max = max.min(MAX_TAKE);
+        let mut taken = [null_mut::<rd::rd_kafka_message_t>(); MAX_TAKE];
         // SAFETY: the queue is live and `taken` has room for `max`
         // pointers.
         let n = unsafe {

@@ -5,6 +5,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -82,7 +83,22 @@ impl Pipeline {
         delivery: &Delivery,
         stop: &CancellationToken,
     ) -> Verdict {
-        let started = Instant::now();
+        self.process_since(handler, delivery, stop, Instant::now())
+            .await
+            .0
+    }
+
+    /// [`Self::process`], its duration measured from `started` (a clock
+    /// reading the caller has, e.g. when the previous message of a run
+    /// ended); returns when it ended as well: one clock read per message
+    /// when messages are handled back to back.
+    pub(crate) async fn process_since(
+        &self,
+        handler: &dyn MessageHandler,
+        delivery: &Delivery,
+        stop: &CancellationToken,
+        started: Instant,
+    ) -> (Verdict, Instant) {
         self.metrics.in_flight.inc();
         let span = self.span(delivery);
         let first = std::future::poll_fn(|task| {
@@ -109,11 +125,12 @@ impl Pipeline {
             span.record("otel.status_code", "ERROR");
         }
         self.metrics.in_flight.dec();
+        let ended = Instant::now();
         self.metrics
             .duration
-            .observe(started.elapsed().as_secs_f64());
+            .observe(ended.saturating_duration_since(started).as_secs_f64());
         self.count(&verdict, 1);
-        verdict
+        (verdict, ended)
     }
 
     /// Calls the handler (attempt `attempt`) and polls its future once;
@@ -437,14 +454,36 @@ pub(crate) fn now_millis() -> i64 {
 pub(crate) struct Stopper {
     token: CancellationToken,
     reason: std::sync::Mutex<Option<String>>,
+    /// Set once the token is cancelled, by a watcher task: asking the token
+    /// takes its mutex, too much for a check before every message.
+    stopping: Arc<AtomicBool>,
+    watcher: tokio::task::JoinHandle<()>,
 }
 
 impl Stopper {
+    /// A stop switch on `token`; starts its watcher task (in the current
+    /// runtime).
     pub(crate) fn new(token: CancellationToken) -> Self {
+        let stopping = Arc::new(AtomicBool::new(false));
+        let watcher = tokio::spawn({
+            let (token, stopping) = (token.clone(), Arc::clone(&stopping));
+            async move {
+                token.cancelled().await;
+                stopping.store(true, Ordering::Release);
+            }
+        });
         Stopper {
             token,
             reason: std::sync::Mutex::new(None),
+            stopping,
+            watcher,
         }
+    }
+
+    /// Whether stopping began: a lock-free read, which may lag the token's
+    /// cancellation by a task wake-up.
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
     }
 
     /// Stops the consumer because of `reason`; the first reason wins.
@@ -464,6 +503,12 @@ impl Stopper {
             ))),
             None => Ok(()),
         }
+    }
+}
+
+impl Drop for Stopper {
+    fn drop(&mut self) {
+        self.watcher.abort();
     }
 }
 
@@ -487,5 +532,46 @@ pub(crate) async fn drain(
             consumer,
             "in-flight messages did not finish within the shutdown timeout; the broker will redeliver them"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Waits (at most 5 s) until `stop` reports stopping.
+    async fn until_stopping(stop: &Stopper) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !stop.is_stopping() {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("is_stopping turns true");
+    }
+
+    #[tokio::test]
+    async fn a_stopper_reports_its_parent_tokens_cancellation() {
+        let shutdown = CancellationToken::new();
+        let stop = Stopper::new(shutdown.child_token());
+        tokio::task::yield_now().await;
+        assert!(!stop.is_stopping(), "not stopping before the cancel");
+        shutdown.cancel();
+        until_stopping(&stop).await;
+        assert!(stop.is_cancelled());
+        assert!(stop.result("c").is_ok(), "a shutdown is no error");
+    }
+
+    #[tokio::test]
+    async fn a_stopper_reports_an_exit_and_keeps_its_first_reason() {
+        let stop = Stopper::new(CancellationToken::new());
+        stop.exit("first".into());
+        stop.exit("second".into());
+        until_stopping(&stop).await;
+        let err = stop.result("c").expect_err("an exit is an error");
+        assert!(err.to_string().contains("first"), "{err}");
+        assert!(!err.to_string().contains("second"), "{err}");
     }
 }
