@@ -5,11 +5,12 @@
 //!   (or that were skipped or dead-lettered), in order per partition: each
 //!   assigned partition has one worker that handles its messages one after
 //!   the other, so offset N+1 is never committed while N is unfinished.
+//! - Records are taken from librdkafka up to 256 at a time, from a queue
+//!   each assigned partition is forwarded to, not
+//!   one poll each.
 //! - `concurrency` bounds how many partitions are processed at once. With
 //!   `concurrency = 1` and a single-record handler the receive task
-//!   handles the records itself, without copying them or waking another
-//!   task: the cost per record of a hand-written poll loop plus patron's
-//!   own (span, metrics, correlation id).
+//!   handles the records itself, without a channel or waking another task.
 //! - Commits are asynchronous every second, synchronous when partitions are
 //!   revoked and at shutdown.
 //! - `kafka_consumer_lag{consumer, topic, partition}`: high watermark minus

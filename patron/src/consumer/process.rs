@@ -5,6 +5,7 @@
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+#[cfg(feature = "kafka")]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -77,6 +78,7 @@ impl Pipeline {
     /// do, or their first await is ready) costs no task-local scope, span
     /// wrapper or retry state machine around it. Anything else — a pending
     /// handler, a failure, a retry — continues in [`Self::attempts`].
+    #[cfg_attr(not(any(feature = "amqp", feature = "sqs")), allow(dead_code))]
     pub(crate) async fn process(
         &self,
         handler: &dyn MessageHandler,
@@ -454,36 +456,28 @@ pub(crate) fn now_millis() -> i64 {
 pub(crate) struct Stopper {
     token: CancellationToken,
     reason: std::sync::Mutex<Option<String>>,
-    /// Set once the token is cancelled, by a watcher task: asking the token
-    /// takes its mutex, too much for a check before every message.
-    stopping: Arc<AtomicBool>,
-    watcher: tokio::task::JoinHandle<()>,
+    #[cfg(feature = "kafka")]
+    flag: StopFlag,
 }
 
 impl Stopper {
-    /// A stop switch on `token`; starts its watcher task (in the current
-    /// runtime).
+    /// A stop switch on `token` (with Kafka, started in a runtime: it
+    /// spawns the flag's watcher).
     pub(crate) fn new(token: CancellationToken) -> Self {
-        let stopping = Arc::new(AtomicBool::new(false));
-        let watcher = tokio::spawn({
-            let (token, stopping) = (token.clone(), Arc::clone(&stopping));
-            async move {
-                token.cancelled().await;
-                stopping.store(true, Ordering::Release);
-            }
-        });
         Stopper {
+            #[cfg(feature = "kafka")]
+            flag: StopFlag::watch(&token),
             token,
             reason: std::sync::Mutex::new(None),
-            stopping,
-            watcher,
         }
     }
 
     /// Whether stopping began: a lock-free read, which may lag the token's
-    /// cancellation by a task wake-up.
+    /// cancellation by a task wake-up. For the Kafka worker's check before
+    /// every record: asking the token takes its mutex.
+    #[cfg(feature = "kafka")]
     pub(crate) fn is_stopping(&self) -> bool {
-        self.stopping.load(Ordering::Acquire)
+        self.flag.set.load(Ordering::Acquire)
     }
 
     /// Stops the consumer because of `reason`; the first reason wins.
@@ -506,7 +500,31 @@ impl Stopper {
     }
 }
 
-impl Drop for Stopper {
+/// A flag a watcher task sets once a token is cancelled; the task is
+/// aborted when the flag goes.
+#[cfg(feature = "kafka")]
+struct StopFlag {
+    set: Arc<AtomicBool>,
+    watcher: tokio::task::JoinHandle<()>,
+}
+
+#[cfg(feature = "kafka")]
+impl StopFlag {
+    fn watch(token: &CancellationToken) -> StopFlag {
+        let set = Arc::new(AtomicBool::new(false));
+        let watcher = tokio::spawn({
+            let (token, set) = (token.clone(), Arc::clone(&set));
+            async move {
+                token.cancelled().await;
+                set.store(true, Ordering::Release);
+            }
+        });
+        StopFlag { set, watcher }
+    }
+}
+
+#[cfg(feature = "kafka")]
+impl Drop for StopFlag {
     fn drop(&mut self) {
         self.watcher.abort();
     }
@@ -535,7 +553,7 @@ pub(crate) async fn drain(
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "kafka"))]
 mod tests {
     use std::time::Duration;
 
