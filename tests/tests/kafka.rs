@@ -768,12 +768,21 @@ struct Member {
     server: TestServer,
 }
 
-async fn member(brokers: &str, topic: &str, group: &str, name: &str) -> Member {
+async fn member(
+    brokers: &str,
+    topic: &str,
+    group: &str,
+    name: &str,
+    strategy: Option<&str>,
+) -> Member {
     let seen: Seen = Arc::default();
-    let consumer = KafkaConsumer::new([topic], group, recorder(seen.clone(), None))
+    let mut consumer = KafkaConsumer::new([topic], group, recorder(seen.clone(), None))
         .name(name)
         .concurrency(4)
         .brokers(brokers);
+    if let Some(strategy) = strategy {
+        consumer = consumer.set("partition.assignment.strategy", strategy);
+    }
     Member {
         server: start(consumer).await,
         seen,
@@ -796,11 +805,27 @@ fn partitions(seen: &Seen) -> std::collections::BTreeSet<i32> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_two_instance_group_splits_partitions_without_duplicates() {
+    two_instances_split_partitions(None).await;
+}
+
+/// The same under incremental (cooperative) rebalancing, where partitions
+/// move one assignment at a time: each newly assigned partition must still
+/// reach the consumer's record queue.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_two_instance_group_splits_partitions_under_cooperative_rebalancing() {
+    two_instances_split_partitions(Some("cooperative-sticky")).await;
+}
+
+/// Two members of one group (with `strategy` as the partition assignment
+/// strategy, librdkafka's default when `None`) split a 4-partition topic
+/// without duplicates; when one leaves, the other takes its partitions
+/// over from its commits.
+async fn two_instances_split_partitions(strategy: Option<&str>) {
     let Some(brokers) = brokers() else { return };
     let (topic, group) = (unique("group-split"), unique("group"));
     create_topic(&brokers, &topic, 4).await;
-    let a = member(&brokers, &topic, &group, "a").await;
-    let b = member(&brokers, &topic, &group, "b").await;
+    let a = member(&brokers, &topic, &group, "a", strategy).await;
+    let b = member(&brokers, &topic, &group, "b", strategy).await;
     // Wait until the group settled with both members owning partitions.
     let settled = || async {
         let (x, y) = (assigned(&a, "a").await, assigned(&b, "b").await);
