@@ -612,12 +612,23 @@ async fn attribute_consumers_carry_trace_context_from_headers() {
     assert_eq!(outgoing["x-correlation-id"], "corr-kafka");
 }
 
-async fn produce_keyed(p: &FutureProducer, topic: &str, key: Option<&str>, body: &str) {
+/// Produces `body` to partition 0, with `key` and the producer timestamp
+/// `stamp` (milliseconds) when given.
+async fn produce_keyed(
+    p: &FutureProducer,
+    topic: &str,
+    key: Option<&str>,
+    body: &str,
+    stamp: Option<i64>,
+) {
     let mut record = FutureRecord::<str, str>::to(topic)
         .partition(0)
         .payload(body);
     if let Some(key) = key {
         record = record.key(key);
+    }
+    if let Some(stamp) = stamp {
+        record = record.timestamp(stamp);
     }
     p.send(record, Duration::from_secs(10))
         .await
@@ -632,16 +643,7 @@ async fn hands_the_handler_each_records_metadata_and_correlation_id() {
     let p = producer(&brokers);
     let stamp = 1_700_000_000_123;
     for (key, body) in [(Some("order-7"), "first"), (None, "second")] {
-        let mut record = FutureRecord::<str, str>::to(&topic)
-            .partition(0)
-            .payload(body)
-            .timestamp(stamp);
-        if let Some(key) = key {
-            record = record.key(key);
-        }
-        p.send(record, Duration::from_secs(10))
-            .await
-            .expect("produce");
+        produce_keyed(&p, &topic, key, body, Some(stamp)).await;
     }
     let seen: Arc<Mutex<Vec<Metadata>>> = Arc::default();
     // (the message's correlation id, CorrelationId::current()) per record.
@@ -714,7 +716,7 @@ async fn batches_keep_the_last_record_per_key_and_commit_the_replaced_ones() {
         Some("d"),
     ];
     for (i, key) in keys.iter().enumerate() {
-        produce_keyed(&p, &topic, *key, &format!("r{i}")).await;
+        produce_keyed(&p, &topic, *key, &format!("r{i}"), None).await;
     }
     let batches: Arc<Mutex<Vec<Vec<String>>>> = Arc::default();
     let b = batches.clone();

@@ -39,7 +39,7 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
@@ -80,16 +80,22 @@ const RECREATE_MAX: Duration = Duration::from_secs(30);
 /// A partition, as (topic, partition).
 type Partition = (String, i32);
 
-/// Next offset to commit, by partition: one slot per partition, which its
-/// worker updates without a lock ([`NOTHING`] until its first record).
-type Progress = Arc<Mutex<HashMap<Partition, Arc<AtomicI64>>>>;
+/// What the rebalance callback and the commits share with each
+/// partition's current worker, which updates it without a lock.
+struct PartitionState {
+    /// The next offset to commit ([`NOTHING`] until the worker finished a
+    /// record).
+    next: AtomicI64,
+    /// Set when the partition is revoked: the worker stops and records no
+    /// more progress.
+    revoked: AtomicBool,
+}
 
-/// A progress slot's value before its worker finished a record.
+/// `PartitionState::next` before the worker finished a record.
 const NOTHING: i64 = -1;
 
-/// The revocation flag of each partition's current worker: set when the
-/// partition is revoked, so that the worker stops and records no progress.
-type Lanes = Arc<Mutex<HashMap<Partition, Arc<AtomicBool>>>>;
+/// The state of each partition that has a worker.
+type Partitions = Arc<Mutex<HashMap<Partition, Arc<PartitionState>>>>;
 
 /// A Kafka consumer-group component.
 pub struct KafkaConsumer {
@@ -183,6 +189,15 @@ impl KafkaConsumer {
         self
     }
 
+    /// Whether sessions take records through a record queue: always,
+    /// except in tests of the consumer queue's path.
+    fn wants_record_queue(&self) -> bool {
+        #[cfg(test)]
+        return self.record_queue;
+        #[cfg(not(test))]
+        true
+    }
+
     fn checked_policy(&self) -> Result<Policy, Error> {
         let fail = |what: &str| {
             Err(Error::msg(format!(
@@ -216,8 +231,7 @@ impl KafkaConsumer {
 /// Commits on revocation, stops revoked partitions' workers and tracks
 /// readiness.
 struct Context {
-    progress: Progress,
-    lanes: Lanes,
+    partitions: Partitions,
     readiness: Readiness,
     name: String,
     /// `kafka_consumer_assigned_partitions{consumer}`.
@@ -226,7 +240,7 @@ struct Context {
     errors: Arc<Notify>,
     /// The session's record queue, which assigned partitions are forwarded
     /// to (weak: the session drops it before the client).
-    records: Mutex<Weak<RecordQueue>>,
+    records: OnceLock<Weak<RecordQueue>>,
     /// Records that came through the consumer's own queue.
     #[cfg(test)]
     copied: std::sync::atomic::AtomicUsize,
@@ -255,12 +269,7 @@ impl Context {
     /// called before the assignment starts their fetches, as librdkafka
     /// requires.
     fn forward(&self, assigned: &TopicPartitionList) {
-        let Some(records) = self
-            .records
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .upgrade()
-        else {
+        let Some(records) = self.records.get().and_then(Weak::upgrade) else {
             return;
         };
         for p in assigned.elements() {
@@ -270,35 +279,28 @@ impl Context {
         }
     }
 
-    /// Commits what the revoked partitions' workers finished and stops
-    /// them.
+    /// Stops the revoked partitions' workers and commits what they
+    /// finished: the partitions' next owner continues from there.
     fn revoke(&self, consumer: &BaseConsumer<Self>, revoked: &TopicPartitionList) {
-        // First stop the partitions' workers from recording progress
-        // (each stops before its next record), so that the commit below
-        // holds everything they recorded; the partitions' next owner
-        // continues from there.
-        let is_revoked =
-            |(topic, partition): &Partition| revoked.find_partition(topic, *partition).is_some();
-        self.lanes
+        let mut list = TopicPartitionList::new();
+        self.partitions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|key, flag| {
-                let revoked = is_revoked(key);
-                if revoked {
-                    flag.store(true, Ordering::Release);
+            .retain(|(topic, partition), state| {
+                if revoked.find_partition(topic, *partition).is_none() {
+                    return true;
                 }
-                !revoked
+                // First stop the worker from recording progress (it stops
+                // before its next record), then take what it recorded.
+                state.revoked.store(true, Ordering::Release);
+                add_next(&mut list, topic, *partition, state);
+                false
             });
-        let list = offsets(&self.progress, Some(revoked));
         if list.count() > 0
             && let Err(e) = consumer.commit(&list, CommitMode::Sync)
         {
             tracing::warn!(consumer = %self.name, error = %e, "committing before a rebalance failed; those messages will be redelivered");
         }
-        self.progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|key, _| !is_revoked(key));
     }
 }
 
@@ -334,18 +336,22 @@ fn close_fatal(consumer: Arc<StreamConsumer<Context>>, name: &str) {
     }
 }
 
-/// The offsets to commit, optionally only for `within`'s partitions.
-fn offsets(progress: &Progress, within: Option<&TopicPartitionList>) -> TopicPartitionList {
-    let progress = progress.lock().unwrap_or_else(|p| p.into_inner());
+/// The offsets to commit.
+fn offsets(partitions: &Partitions) -> TopicPartitionList {
     let mut list = TopicPartitionList::new();
-    for ((topic, partition), slot) in progress.iter() {
-        let next = slot.load(Ordering::Acquire);
-        let wanted = within.is_none_or(|w| w.find_partition(topic, *partition).is_some());
-        if wanted && next != NOTHING {
-            let _ = list.add_partition_offset(topic, *partition, Offset::Offset(next));
-        }
+    for ((topic, partition), state) in partitions.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        add_next(&mut list, topic, *partition, state);
     }
     list
+}
+
+/// Adds the partition's next offset to commit to `list`, if its worker
+/// finished a record.
+fn add_next(list: &mut TopicPartitionList, topic: &str, partition: i32, state: &PartitionState) {
+    let next = state.next.load(Ordering::Acquire);
+    if next != NOTHING {
+        let _ = list.add_partition_offset(topic, partition, Offset::Offset(next));
+    }
 }
 
 impl Component for KafkaConsumer {
@@ -381,7 +387,7 @@ impl Component for KafkaConsumer {
         let destination = self.topics.join(",");
         let metrics = ConsumerMetrics::new(ctx.metrics(), name, "kafka", &destination)?;
         let stop = ctx.shutdown().child_token();
-        let progress: Progress = Arc::default();
+        let partitions: Partitions = Arc::default();
         let shared = Arc::new(Shared {
             pipeline: Pipeline {
                 consumer: name.into(),
@@ -392,7 +398,7 @@ impl Component for KafkaConsumer {
                 metrics,
                 deps: Arc::clone(ctx.deps()),
             },
-            progress: Arc::clone(&progress),
+            partitions: Arc::clone(&partitions),
             producer,
             dlq: policy.dlq.clone(),
             stop: Stopper::new(stop.clone()),
@@ -403,8 +409,7 @@ impl Component for KafkaConsumer {
             ctx: &ctx,
             brokers,
             shared: Arc::clone(&shared),
-            progress,
-            lanes: Arc::default(),
+            partitions,
             assigned: assigned_gauge(ctx.metrics())?.with_label_values(&[name]),
             lag: lag_gauges(ctx.metrics())?,
         };
@@ -438,8 +443,7 @@ struct Session<'a> {
     ctx: &'a ComponentContext,
     brokers: String,
     shared: Arc<Shared>,
-    progress: Progress,
-    lanes: Lanes,
+    partitions: Partitions,
     assigned: IntGauge,
     lag: IntGaugeVec,
 }
@@ -468,13 +472,12 @@ impl Session<'_> {
         }
         let consumer = config
             .create_with_context::<Context, StreamConsumer<Context>>(Context {
-                progress: Arc::clone(&self.progress),
-                lanes: Arc::clone(&self.lanes),
+                partitions: Arc::clone(&self.partitions),
                 readiness: readiness.clone(),
                 name: name.to_string(),
                 assigned: self.assigned.clone(),
                 errors: Arc::clone(&errors),
-                records: Mutex::new(Weak::new()),
+                records: OnceLock::new(),
                 #[cfg(test)]
                 copied: Default::default(),
             })
@@ -489,21 +492,21 @@ impl Session<'_> {
         // SAFETY: the queue is dropped before the client: explicitly below
         // on every way out after this point, and the context holds it
         // weakly.
-        let records = unsafe { RecordQueue::new(consumer.client().native_ptr()) }.map(Arc::new);
-        #[cfg(test)]
-        let records = records.filter(|_| c.record_queue);
-        match &records {
-            Some(records) => {
-                *consumer
-                    .context()
-                    .records
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Arc::downgrade(records);
+        let records = match c
+            .wants_record_queue()
+            .then(|| unsafe { RecordQueue::new(consumer.client().native_ptr()) })
+        {
+            Some(Some(created)) => {
+                let records = Arc::new(created);
+                let _ = consumer.context().records.set(Arc::downgrade(&records));
+                Some(records)
             }
-            None => {
+            Some(None) => {
                 tracing::warn!(consumer = %name, "librdkafka could not create a record queue; records come one at a time");
+                None
             }
-        }
+            None => None,
+        };
         let topics: Vec<&str> = c.topics.iter().map(String::as_str).collect();
         if let Err(e) = consumer.subscribe(&topics) {
             drop(records);
@@ -560,7 +563,7 @@ impl Session<'_> {
                 () = ready(records.as_deref()) => {
                     let (mut chunk, mut errors) = (Vec::new(), Vec::new());
                     if let Some(records) = &records {
-                        records.take(CHUNK, &mut chunk, &mut errors);
+                        records.take(&mut chunk, &mut errors);
                     }
                     if !self.dispatch(&consumer, &mut ticks, chunk, &mut workers, &tracker).await {
                         break;
@@ -588,7 +591,7 @@ impl Session<'_> {
             close_fatal(consumer, name);
             return Ok(Some(fatal));
         }
-        let list = offsets(&self.progress, None);
+        let list = offsets(&self.partitions);
         if list.count() > 0
             && let Err(e) = consumer.commit(&list, CommitMode::Sync)
         {
@@ -635,27 +638,29 @@ impl Session<'_> {
         tracker: &TaskTracker,
     ) -> bool {
         let c = self.consumer;
-        let mut records = chunk.into_iter().peekable();
-        while let Some(first) = records.next() {
-            let partition = first.partition();
-            let mut run = vec![first];
-            while let Some(next) = records.next_if(|m| m.same_partition(&run[0])) {
-                run.push(next);
-            }
+        let mut rest = chunk;
+        while let Some(first) = rest.first() {
+            // The run is `rest`'s head of one partition's records; most
+            // chunks are one run, which `split_off` leaves in place.
+            let len = 1 + rest[1..]
+                .iter()
+                .take_while(|m| m.same_partition(first))
+                .count();
+            let tail = rest.split_off(len);
+            let run = std::mem::replace(&mut rest, tail);
+            let partition = run[0].partition();
             let topic = run[0].topic();
             let partitions = match workers.get_mut(topic) {
                 Some(p) => p,
                 None => workers.entry(topic.to_string()).or_default(),
             };
             let lane = match partitions.entry(partition) {
-                Entry::Occupied(e) if !e.get().revoked().load(Ordering::Acquire) => e.into_mut(),
+                Entry::Occupied(e) if !e.get().state().revoked.load(Ordering::Acquire) => {
+                    e.into_mut()
+                }
                 entry => {
-                    let key = (topic.to_string(), partition);
-                    let lane = Lane::start(&self.shared, c, tracker, key.clone());
-                    self.lanes
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .insert(key, Arc::clone(lane.revoked()));
+                    let lane =
+                        Lane::start(&self.shared, c, tracker, (topic.to_string(), partition));
                     entry.insert_entry(lane).into_mut()
                 }
             };
@@ -730,18 +735,18 @@ impl Session<'_> {
     /// Refreshes `kafka_consumer_lag` off the runtime: fetching the
     /// watermarks blocks on the network.
     fn refresh_lag(&self, consumer: &Arc<StreamConsumer<Context>>) {
-        let (consumer, progress, lag, name) = (
+        let (consumer, partitions, lag, name) = (
             Arc::clone(consumer),
-            Arc::clone(&self.progress),
+            Arc::clone(&self.partitions),
             self.lag.clone(),
             self.consumer.common.name.clone(),
         );
-        tokio::task::spawn_blocking(move || record_lag(&consumer, &progress, &lag, &name));
+        tokio::task::spawn_blocking(move || record_lag(&consumer, &partitions, &lag, &name));
     }
 
     /// Commits the recorded progress without waiting for the broker.
     fn commit(&self, consumer: &StreamConsumer<Context>) {
-        let list = offsets(&self.progress, None);
+        let list = offsets(&self.partitions);
         if list.count() > 0
             && let Err(e) = consumer.commit(&list, CommitMode::Async)
         {
@@ -752,20 +757,21 @@ impl Session<'_> {
     /// Drops the progress and stops the workers of every partition: a new
     /// client starts from the group's committed offsets.
     fn forget_partitions(&self) {
-        for (_, flag) in self.lanes.lock().unwrap_or_else(|p| p.into_inner()).drain() {
-            flag.store(true, Ordering::Release);
-        }
-        self.progress
+        for (_, state) in self
+            .partitions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clear();
+            .drain()
+        {
+            state.revoked.store(true, Ordering::Release);
+        }
         self.assigned.set(0);
     }
 }
 
 struct Shared {
     pipeline: Pipeline,
-    progress: Progress,
+    partitions: Partitions,
     producer: Option<FutureProducer>,
     dlq: Option<String>,
     stop: Stopper,
@@ -828,7 +834,7 @@ enum Lane {
     /// concurrently, and for batches (which wait for their records).
     Task {
         tx: mpsc::Sender<Run>,
-        revoked: Arc<AtomicBool>,
+        state: Arc<PartitionState>,
     },
     /// One record at a time (`concurrency = 1`, single-record handlers):
     /// the receive task handles the records itself, as a hand-written poll
@@ -846,21 +852,20 @@ impl Lane {
         tracker: &TaskTracker,
         partition: Partition,
     ) -> Lane {
-        let revoked = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(PartitionState {
+            next: AtomicI64::new(NOTHING),
+            revoked: AtomicBool::new(false),
+        });
         let topic: Arc<str> = partition.0.as_str().into();
-        let slot = Arc::clone(
-            shared
-                .progress
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(partition)
-                .or_insert_with(|| Arc::new(AtomicI64::new(NOTHING))),
-        );
+        shared
+            .partitions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(partition, Arc::clone(&state));
         let worker = Worker {
             shared: Arc::clone(shared),
-            revoked: Arc::clone(&revoked),
+            state: Arc::clone(&state),
             topic,
-            slot,
         };
         if let Handler::Single(handler) = &consumer.handler
             && consumer.common.concurrency == 1
@@ -886,14 +891,14 @@ impl Lane {
                 consumer.dedup,
             )),
         };
-        Lane::Task { tx, revoked }
+        Lane::Task { tx, state }
     }
 
-    /// Set when the partition is revoked.
-    fn revoked(&self) -> &Arc<AtomicBool> {
+    /// The partition's state, shared with its worker.
+    fn state(&self) -> &PartitionState {
         match self {
-            Lane::Task { revoked, .. } => revoked,
-            Lane::Inline { worker, .. } => &worker.revoked,
+            Lane::Task { state, .. } => state,
+            Lane::Inline { worker, .. } => &worker.state,
         }
     }
 }
@@ -902,18 +907,17 @@ impl Lane {
 /// that stops the service, at shutdown and when the partition is revoked.
 struct Worker {
     shared: Arc<Shared>,
-    revoked: Arc<AtomicBool>,
+    /// The partition's next offset to commit and revocation flag.
+    state: Arc<PartitionState>,
     /// The partition's topic, shared by its records' metadata.
     topic: Arc<str>,
-    /// The partition's next offset to commit.
-    slot: Arc<AtomicI64>,
 }
 
 impl Worker {
     /// Whether to go on with the next record: not when stopping (records
     /// not started stay uncommitted and are redelivered) or revoked.
     fn proceed(&self) -> bool {
-        !self.shared.stop.is_stopping() && !self.revoked.load(Ordering::Acquire)
+        !self.shared.stop.is_stopping() && !self.state.revoked.load(Ordering::Acquire)
     }
 
     async fn single(self, mut rx: mpsc::Receiver<Run>, handler: Arc<dyn MessageHandler>) {
@@ -1063,13 +1067,15 @@ impl Worker {
 
     /// Records `message` as done unless the partition was revoked; false
     /// when it was. A record that finishes while the revocation commits
-    /// may land in a slot already dropped: it is then not committed, and
-    /// the partition's next owner handles it again.
+    /// may land in a state already taken out of the shared map: it is then
+    /// not committed, and the partition's next owner handles it again.
     fn record(&self, message: &Record) -> bool {
-        if self.revoked.load(Ordering::Acquire) {
+        if self.state.revoked.load(Ordering::Acquire) {
             return false;
         }
-        self.slot.store(message.offset() + 1, Ordering::Release);
+        self.state
+            .next
+            .store(message.offset() + 1, Ordering::Release);
         true
     }
 }
@@ -1195,15 +1201,15 @@ fn assigned_gauge(metrics: &crate::observe::metrics::Metrics) -> Result<IntGauge
 
 fn record_lag(
     consumer: &StreamConsumer<Context>,
-    progress: &Progress,
+    partitions: &Partitions,
     lag: &IntGaugeVec,
     name: &str,
 ) {
-    let positions: Vec<((String, i32), i64)> = progress
+    let positions: Vec<((String, i32), i64)> = partitions
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
-        .map(|(k, slot)| (k.clone(), slot.load(Ordering::Acquire)))
+        .map(|(k, state)| (k.clone(), state.next.load(Ordering::Acquire)))
         .filter(|(_, next)| *next != NOTHING)
         .collect();
     for ((topic, partition), next) in positions {

@@ -107,19 +107,18 @@ impl RecordQueue {
         self.ready.notified().await;
     }
 
-    /// Takes up to `max` waiting records without blocking, in the order
-    /// librdkafka queued them, into `records`, and consume errors into
-    /// `errors`. When it took `max`, more may wait: the queue wakes
-    /// [`Self::ready`] again itself.
-    pub(crate) fn take(&self, max: usize, records: &mut Vec<Record>, errors: &mut Vec<KafkaError>) {
-        let max = max.min(MAX_TAKE);
+    /// Takes up to [`MAX_TAKE`] waiting records without blocking, in the
+    /// order librdkafka queued them, into `records`, and consume errors
+    /// into `errors`. When it took that many, more may wait: the queue
+    /// wakes [`Self::ready`] again itself.
+    pub(crate) fn take(&self, records: &mut Vec<Record>, errors: &mut Vec<KafkaError>) {
         let mut taken = [null_mut::<rd::rd_kafka_message_t>(); MAX_TAKE];
-        // SAFETY: the queue is live and `taken` has room for `max`
+        // SAFETY: the queue is live and `taken` has room for `MAX_TAKE`
         // pointers.
         let n = unsafe {
-            rd::rd_kafka_consume_batch_queue(self.queue.as_ptr(), 0, taken.as_mut_ptr(), max)
+            rd::rd_kafka_consume_batch_queue(self.queue.as_ptr(), 0, taken.as_mut_ptr(), MAX_TAKE)
         };
-        let n = usize::try_from(n).unwrap_or(0).min(max);
+        let n = usize::try_from(n).unwrap_or(0).min(MAX_TAKE);
         records.reserve(n);
         for &message in &taken[..n] {
             let Some(message) = NonNull::new(message) else {
@@ -132,7 +131,7 @@ impl RecordQueue {
                 Err(e) => errors.push(e),
             }
         }
-        if n == max {
+        if n == MAX_TAKE {
             // The callback only fires on empty → non-empty.
             self.ready.notify_one();
         }
