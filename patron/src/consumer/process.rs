@@ -19,11 +19,11 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::batch::Mark;
 use super::handler::{BatchHandler, HandlerError, MessageHandler};
 use super::message::Delivery;
-use super::metrics::{ConsumerMetrics, Tally};
+use super::metrics::ConsumerMetrics;
 use super::policy::{OnFailure, Policy};
 use crate::deps::Deps;
 use crate::error::Error;
-use crate::http::core::{KnownContext, REQUEST, RequestContext, in_message_context, panic_message};
+use crate::http::core::{REQUEST, RequestContext, panic_message};
 use crate::observe::trace;
 
 /// What to do with a message once processing ended.
@@ -71,8 +71,13 @@ pub(crate) struct Pipeline {
 }
 
 impl Pipeline {
-    /// Runs `handler` on `delivery` until success or the failure strategy,
-    /// with the shared metrics updated for this one message (AMQP, SQS).
+    /// Runs `handler` on `delivery` until success or the failure strategy.
+    ///
+    /// The first call is started and polled once right here, inside the
+    /// message's context and span: a handler that finishes at once (most
+    /// do, or their first await is ready) costs no task-local scope, span
+    /// wrapper or retry state machine around it. Anything else — a pending
+    /// handler, a failure, a retry — continues in [`Self::attempts`].
     #[cfg_attr(not(any(feature = "amqp", feature = "sqs")), allow(dead_code))]
     pub(crate) async fn process(
         &self,
@@ -80,62 +85,26 @@ impl Pipeline {
         delivery: &Delivery,
         stop: &CancellationToken,
     ) -> Verdict {
-        let started = Instant::now();
-        self.metrics.in_flight.inc();
-        let verdict = self.verdict(handler, delivery, stop, || ()).await;
-        self.metrics.in_flight.dec();
-        self.observe(&verdict, started.elapsed().as_secs_f64());
-        verdict
+        self.process_since(handler, delivery, stop, Instant::now())
+            .await
+            .0
     }
 
-    /// [`Self::process`] for a worker handling runs of messages one after
-    /// the other (Kafka): the duration is measured from `started` (e.g.
-    /// when the previous message of the run ended: one clock read per
-    /// message back to back) and the end is returned as well; an
-    /// acknowledged message is counted in `tally`, whose run the caller
-    /// began and which moves the in-flight gauge. The tally is flushed
-    /// before any wait, so what it holds is never older than the current
-    /// burst of messages.
-    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
+    /// [`Self::process`], its duration measured from `started` (a clock
+    /// reading the caller has, e.g. when the previous message of a run
+    /// ended); returns when it ended as well: one clock read per message
+    /// when messages are handled back to back.
     pub(crate) async fn process_since(
         &self,
         handler: &dyn MessageHandler,
         delivery: &Delivery,
         stop: &CancellationToken,
         started: Instant,
-        tally: &mut Tally,
     ) -> (Verdict, Instant) {
-        let verdict = self
-            .verdict(handler, delivery, stop, || tally.flush())
-            .await;
-        let ended = Instant::now();
-        let seconds = ended.saturating_duration_since(started).as_secs_f64();
-        if verdict == Verdict::Ack {
-            tally.ack(seconds);
-        } else {
-            self.observe(&verdict, seconds);
-        }
-        (verdict, ended)
-    }
-
-    /// The verdict on `delivery`.
-    ///
-    /// The first call is started and polled once right here, inside the
-    /// message's context and span: a handler that finishes at once (most
-    /// do, or their first await is ready) costs no task-local scope, span
-    /// wrapper or retry state machine around it. Anything else — a pending
-    /// handler, a failure, a retry — continues in [`Self::attempts`], after
-    /// `before_wait`.
-    async fn verdict(
-        &self,
-        handler: &dyn MessageHandler,
-        delivery: &Delivery,
-        stop: &CancellationToken,
-        before_wait: impl FnOnce(),
-    ) -> Verdict {
+        self.metrics.in_flight.inc();
         let span = self.span(delivery);
         let first = std::future::poll_fn(|task| {
-            Poll::Ready(in_message_context(delivery.envelope(), || {
+            Poll::Ready(REQUEST.sync_scope(request_context(delivery), || {
                 span.in_scope(|| self.start(handler, delivery, 1, task))
             }))
         })
@@ -143,7 +112,6 @@ impl Pipeline {
         let verdict = match first {
             Call::Done(Ok(())) => Verdict::Ack,
             first => {
-                before_wait();
                 REQUEST
                     .scope(
                         request_context(delivery),
@@ -158,13 +126,13 @@ impl Pipeline {
         } else {
             span.record("otel.status_code", "ERROR");
         }
-        verdict
-    }
-
-    /// One message's duration and outcome, in the shared metrics.
-    fn observe(&self, verdict: &Verdict, seconds: f64) {
-        self.metrics.duration.observe(seconds);
-        self.count(verdict, 1);
+        self.metrics.in_flight.dec();
+        let ended = Instant::now();
+        self.metrics
+            .duration
+            .observe(ended.saturating_duration_since(started).as_secs_f64());
+        self.count(&verdict, 1);
+        (verdict, ended)
     }
 
     /// Calls the handler (attempt `attempt`) and polls its future once;
@@ -266,11 +234,11 @@ impl Pipeline {
             messaging.destination.name = %self.destination,
             messaging.batch.message_count = n,
         );
-        let cx = RequestContext::Known(Box::new(KnownContext {
+        let cx = RequestContext::Known {
             correlation_id: crate::http::correlation::from_bytes(None),
             traceparent: None,
             baggage: None,
-        }));
+        };
         let verdicts = REQUEST
             .scope(
                 cx,
@@ -281,7 +249,8 @@ impl Pipeline {
         self.metrics.in_flight.sub(n);
         let seconds = started.elapsed().as_secs_f64();
         for v in &verdicts {
-            self.observe(v, seconds);
+            self.metrics.duration.observe(seconds);
+            self.count(v, 1);
         }
         verdicts
     }
