@@ -152,6 +152,27 @@ async fn commits_after_success_and_a_restart_resumes_after_them() {
     )
     .await;
     assert!(eventually(WAIT, || async { seen.lock().unwrap().len() == 5 }).await);
+    // The worker counts a run's records itself and adds them to the shared
+    // metrics when the run ends: all five, each with its duration, and
+    // nothing left in flight.
+    let metric = |name: &'static str, labels: &'static [(&'static str, &'static str)]| {
+        let url = first.url("/metrics");
+        async move {
+            let samples = patron_tests::prom::scrape(&reqwest::Client::new(), &url).await;
+            patron_tests::prom::value(&samples, name, labels)
+        }
+    };
+    assert!(
+        eventually(WAIT, || async {
+            metric("consumer_messages_total", &[("outcome", "ack")]).await == Some(5.0)
+        })
+        .await
+    );
+    assert_eq!(
+        metric("consumer_message_duration_seconds_count", &[]).await,
+        Some(5.0)
+    );
+    assert_eq!(metric("consumer_messages_in_flight", &[]).await, Some(0.0));
     first.shutdown().await.expect("clean shutdown");
     assert_eq!(payloads(&seen), ["m0", "m1", "m2", "m3", "m4"]);
 

@@ -64,7 +64,7 @@ use super::dlq_headers;
 use super::handler::{BatchHandler, MessageHandler};
 use super::kafka_queue::{self, Record, RecordQueue};
 use super::message::{Delivery, Headers, KafkaMetadata, Metadata};
-use super::metrics::ConsumerMetrics;
+use super::metrics::{ConsumerMetrics, Tally};
 use super::policy::{OnFailure, Policy};
 use super::process::{Pipeline, Stopper, Verdict, drain, now_millis, truncate_reason};
 use crate::component::{Component, ComponentContext, ComponentInfo, Readiness};
@@ -678,8 +678,15 @@ impl Session<'_> {
                         tracing::warn!(consumer = %c.common.name, "a partition worker stopped; its messages will be redelivered");
                     }
                 }
-                Lane::Inline { worker, handler } => {
-                    if !self.inline(consumer, ticks, worker, &**handler, &run).await {
+                Lane::Inline {
+                    worker,
+                    handler,
+                    tally,
+                } => {
+                    if !self
+                        .inline(consumer, ticks, worker, &**handler, tally, &run)
+                        .await
+                    {
                         return false;
                     }
                 }
@@ -699,37 +706,43 @@ impl Session<'_> {
         ticks: &mut Ticks,
         worker: &Worker,
         handler: &dyn MessageHandler,
+        tally: &mut Tally,
         run: &[Record],
     ) -> bool {
         let stop = &self.shared.stop;
         let limit = self.ctx.config().shutdown_timeout;
-        // Handlers that finish at once complete the whole run in its first
-        // poll: no timer is polled per record.
-        let records = async {
-            let mut clock = None;
-            for message in run {
-                if !worker.handle(handler, message, &mut clock).await {
-                    break;
+        tally.begin_run();
+        let went_on = {
+            // Handlers that finish at once complete the whole run in its
+            // first poll: no timer is polled per record.
+            let records = async {
+                let mut clock = None;
+                for message in run {
+                    if !worker.handle(handler, message, &mut clock, tally).await {
+                        break;
+                    }
+                }
+            };
+            let abandoned = async {
+                stop.cancelled().await;
+                tokio::time::sleep(limit).await;
+            };
+            tokio::pin!(records, abandoned);
+            loop {
+                tokio::select! {
+                    biased;
+                    () = &mut records => break !stop.is_cancelled(),
+                    () = &mut abandoned => {
+                        tracing::warn!(consumer = %self.consumer.common.name, "the message in its handler did not finish within the shutdown timeout; the broker will redeliver it");
+                        break false;
+                    }
+                    _ = ticks.commit.tick() => self.commit(consumer),
+                    _ = ticks.lag.tick() => self.refresh_lag(consumer),
                 }
             }
         };
-        let abandoned = async {
-            stop.cancelled().await;
-            tokio::time::sleep(limit).await;
-        };
-        tokio::pin!(records, abandoned);
-        loop {
-            tokio::select! {
-                biased;
-                () = &mut records => return !stop.is_cancelled(),
-                () = &mut abandoned => {
-                    tracing::warn!(consumer = %self.consumer.common.name, "the message in its handler did not finish within the shutdown timeout; the broker will redeliver it");
-                    return false;
-                }
-                _ = ticks.commit.tick() => self.commit(consumer),
-                _ = ticks.lag.tick() => self.refresh_lag(consumer),
-            }
-        }
+        tally.end_run();
+        went_on
     }
 
     /// Refreshes `kafka_consumer_lag` off the runtime: fetching the
@@ -842,6 +855,7 @@ enum Lane {
     Inline {
         worker: Worker,
         handler: Arc<dyn MessageHandler>,
+        tally: Tally,
     },
 }
 
@@ -871,6 +885,7 @@ impl Lane {
             && consumer.common.concurrency == 1
         {
             return Lane::Inline {
+                tally: Tally::new(&shared.pipeline.metrics),
                 worker,
                 handler: Arc::clone(handler),
             };
@@ -921,6 +936,7 @@ impl Worker {
     }
 
     async fn single(self, mut rx: mpsc::Receiver<Run>, handler: Arc<dyn MessageHandler>) {
+        let mut tally = Tally::new(&self.shared.pipeline.metrics);
         while let Some(run) = rx.recv().await {
             // One permit per run: `concurrency` bounds the partitions being
             // processed at once.
@@ -928,11 +944,16 @@ impl Worker {
                 return;
             };
             let mut clock = None;
+            tally.begin_run();
             for message in &run.records {
-                if !self.handle(&*handler, message, &mut clock).await {
+                if !self
+                    .handle(&*handler, message, &mut clock, &mut tally)
+                    .await
+                {
                     return;
                 }
             }
+            tally.end_run();
         }
     }
 
@@ -946,6 +967,7 @@ impl Worker {
         handler: &dyn MessageHandler,
         message: &Record,
         clock: &mut Option<Instant>,
+        tally: &mut Tally,
     ) -> bool {
         let started = clock.take().unwrap_or_else(Instant::now);
         if !self.proceed() {
@@ -955,7 +977,7 @@ impl Worker {
         let (verdict, ended) = self
             .shared
             .pipeline
-            .process_since(handler, &delivery, &self.shared.stop, started)
+            .process_since(handler, &delivery, &self.shared.stop, started, Some(tally))
             .await;
         if matches!(verdict, Verdict::Ack | Verdict::Drop) {
             *clock = Some(ended);

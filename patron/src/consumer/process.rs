@@ -19,7 +19,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::batch::Mark;
 use super::handler::{BatchHandler, HandlerError, MessageHandler};
 use super::message::Delivery;
-use super::metrics::ConsumerMetrics;
+use super::metrics::{ConsumerMetrics, Tally};
 use super::policy::{OnFailure, Policy};
 use crate::deps::Deps;
 use crate::error::Error;
@@ -85,7 +85,7 @@ impl Pipeline {
         delivery: &Delivery,
         stop: &CancellationToken,
     ) -> Verdict {
-        self.process_since(handler, delivery, stop, Instant::now())
+        self.process_since(handler, delivery, stop, Instant::now(), None)
             .await
             .0
     }
@@ -93,15 +93,22 @@ impl Pipeline {
     /// [`Self::process`], its duration measured from `started` (a clock
     /// reading the caller has, e.g. when the previous message of a run
     /// ended); returns when it ended as well: one clock read per message
-    /// when messages are handled back to back.
+    /// when messages are handled back to back. With a `tally` (whose run
+    /// the caller began), an acknowledged message is counted there and the
+    /// in-flight gauge is left to the run; the tally is flushed before any
+    /// wait, so what it holds is never older than the caller's current
+    /// burst of messages.
     pub(crate) async fn process_since(
         &self,
         handler: &dyn MessageHandler,
         delivery: &Delivery,
         stop: &CancellationToken,
         started: Instant,
+        mut tally: Option<&mut Tally>,
     ) -> (Verdict, Instant) {
-        self.metrics.in_flight.inc();
+        if tally.is_none() {
+            self.metrics.in_flight.inc();
+        }
         let span = self.span(delivery);
         let first = std::future::poll_fn(|task| {
             Poll::Ready(REQUEST.sync_scope(request_context(delivery), || {
@@ -112,6 +119,9 @@ impl Pipeline {
         let verdict = match first {
             Call::Done(Ok(())) => Verdict::Ack,
             first => {
+                if let Some(tally) = tally.as_deref_mut() {
+                    tally.flush();
+                }
                 REQUEST
                     .scope(
                         request_context(delivery),
@@ -126,12 +136,18 @@ impl Pipeline {
         } else {
             span.record("otel.status_code", "ERROR");
         }
-        self.metrics.in_flight.dec();
         let ended = Instant::now();
-        self.metrics
-            .duration
-            .observe(ended.saturating_duration_since(started).as_secs_f64());
-        self.count(&verdict, 1);
+        let seconds = ended.saturating_duration_since(started).as_secs_f64();
+        match tally {
+            Some(tally) if verdict == Verdict::Ack => tally.ack(seconds),
+            tally => {
+                if tally.is_none() {
+                    self.metrics.in_flight.dec();
+                }
+                self.metrics.duration.observe(seconds);
+                self.count(&verdict, 1);
+            }
+        }
         (verdict, ended)
     }
 
