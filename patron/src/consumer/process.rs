@@ -23,7 +23,7 @@ use super::metrics::{ConsumerMetrics, Tally};
 use super::policy::{OnFailure, Policy};
 use crate::deps::Deps;
 use crate::error::Error;
-use crate::http::core::{REQUEST, RequestContext, panic_message};
+use crate::http::core::{KnownContext, REQUEST, RequestContext, in_message_context, panic_message};
 use crate::observe::trace;
 
 /// What to do with a message once processing ended.
@@ -111,7 +111,7 @@ impl Pipeline {
         }
         let span = self.span(delivery);
         let first = std::future::poll_fn(|task| {
-            Poll::Ready(REQUEST.sync_scope(request_context(delivery), || {
+            Poll::Ready(in_message_context(delivery.envelope(), || {
                 span.in_scope(|| self.start(handler, delivery, 1, task))
             }))
         })
@@ -250,11 +250,11 @@ impl Pipeline {
             messaging.destination.name = %self.destination,
             messaging.batch.message_count = n,
         );
-        let cx = RequestContext::Known {
+        let cx = RequestContext::Known(Box::new(KnownContext {
             correlation_id: crate::http::correlation::from_bytes(None),
             traceparent: None,
             baggage: None,
-        };
+        }));
         let verdicts = REQUEST
             .scope(
                 cx,

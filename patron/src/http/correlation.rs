@@ -7,8 +7,6 @@ use axum::extract::FromRequestParts;
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::core::REQUEST;
-
 /// The correlation header.
 pub const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
 
@@ -45,9 +43,7 @@ impl CorrelationId {
     /// The correlation id of the request being handled on this task, if any.
     /// Available in handlers, middleware and anything they await.
     pub fn current() -> Option<CorrelationId> {
-        REQUEST
-            .try_with(|ctx| CorrelationId(ctx.correlation_id().clone()))
-            .ok()
+        super::core::with_current(|ctx| CorrelationId(ctx.correlation_id().clone()))
     }
 }
 

@@ -22,7 +22,7 @@ use opentelemetry::propagation::{
     Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
 };
 
-use crate::http::core::REQUEST;
+use crate::http::core::with_current;
 use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceId, TracerProvider as _};
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::Resource;
@@ -293,8 +293,8 @@ pub fn inject(headers: &mut http::HeaderMap) {
             }
         }
     }
-    let Ok((correlation_id, traceparent, baggage)) =
-        REQUEST.try_with(|c| (c.correlation_id().clone(), c.traceparent(), c.baggage()))
+    let Some((correlation_id, traceparent, baggage)) =
+        with_current(|c| (c.correlation_id().clone(), c.traceparent(), c.baggage()))
     else {
         return;
     };
