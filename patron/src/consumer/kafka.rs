@@ -977,7 +977,7 @@ impl Worker {
         let (verdict, ended) = self
             .shared
             .pipeline
-            .process_since(handler, &delivery, &self.shared.stop, started, Some(tally))
+            .process_since(handler, &delivery, &self.shared.stop, started, tally)
             .await;
         if matches!(verdict, Verdict::Ack | Verdict::Drop) {
             *clock = Some(ended);

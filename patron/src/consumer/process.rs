@@ -71,13 +71,8 @@ pub(crate) struct Pipeline {
 }
 
 impl Pipeline {
-    /// Runs `handler` on `delivery` until success or the failure strategy.
-    ///
-    /// The first call is started and polled once right here, inside the
-    /// message's context and span: a handler that finishes at once (most
-    /// do, or their first await is ready) costs no task-local scope, span
-    /// wrapper or retry state machine around it. Anything else — a pending
-    /// handler, a failure, a retry — continues in [`Self::attempts`].
+    /// Runs `handler` on `delivery` until success or the failure strategy,
+    /// with the shared metrics updated for this one message (AMQP, SQS).
     #[cfg_attr(not(any(feature = "amqp", feature = "sqs")), allow(dead_code))]
     pub(crate) async fn process(
         &self,
@@ -85,30 +80,59 @@ impl Pipeline {
         delivery: &Delivery,
         stop: &CancellationToken,
     ) -> Verdict {
-        self.process_since(handler, delivery, stop, Instant::now(), None)
-            .await
-            .0
+        let started = Instant::now();
+        self.metrics.in_flight.inc();
+        let verdict = self.verdict(handler, delivery, stop, || ()).await;
+        self.metrics.in_flight.dec();
+        self.observe(&verdict, started.elapsed().as_secs_f64());
+        verdict
     }
 
-    /// [`Self::process`], its duration measured from `started` (a clock
-    /// reading the caller has, e.g. when the previous message of a run
-    /// ended); returns when it ended as well: one clock read per message
-    /// when messages are handled back to back. With a `tally` (whose run
-    /// the caller began), an acknowledged message is counted there and the
-    /// in-flight gauge is left to the run; the tally is flushed before any
-    /// wait, so what it holds is never older than the caller's current
+    /// [`Self::process`] for a worker handling runs of messages one after
+    /// the other (Kafka): the duration is measured from `started` (e.g.
+    /// when the previous message of the run ended: one clock read per
+    /// message back to back) and the end is returned as well; an
+    /// acknowledged message is counted in `tally`, whose run the caller
+    /// began and which moves the in-flight gauge. The tally is flushed
+    /// before any wait, so what it holds is never older than the current
     /// burst of messages.
+    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
     pub(crate) async fn process_since(
         &self,
         handler: &dyn MessageHandler,
         delivery: &Delivery,
         stop: &CancellationToken,
         started: Instant,
-        mut tally: Option<&mut Tally>,
+        tally: &mut Tally,
     ) -> (Verdict, Instant) {
-        if tally.is_none() {
-            self.metrics.in_flight.inc();
+        let verdict = self
+            .verdict(handler, delivery, stop, || tally.flush())
+            .await;
+        let ended = Instant::now();
+        let seconds = ended.saturating_duration_since(started).as_secs_f64();
+        if verdict == Verdict::Ack {
+            tally.ack(seconds);
+        } else {
+            self.observe(&verdict, seconds);
         }
+        (verdict, ended)
+    }
+
+    /// The verdict on `delivery`.
+    ///
+    /// The first call is started and polled once right here, inside the
+    /// message's context and span: a handler that finishes at once (most
+    /// do, or their first await is ready) costs no task-local scope, span
+    /// wrapper or retry state machine around it. Anything else — a pending
+    /// handler, a failure, a retry — continues in [`Self::attempts`], after
+    /// `before_wait`.
+    async fn verdict(
+        &self,
+        handler: &dyn MessageHandler,
+        delivery: &Delivery,
+        stop: &CancellationToken,
+        before_wait: impl FnOnce(),
+    ) -> Verdict {
         let span = self.span(delivery);
         let first = std::future::poll_fn(|task| {
             Poll::Ready(in_message_context(delivery.envelope(), || {
@@ -119,9 +143,7 @@ impl Pipeline {
         let verdict = match first {
             Call::Done(Ok(())) => Verdict::Ack,
             first => {
-                if let Some(tally) = tally.as_deref_mut() {
-                    tally.flush();
-                }
+                before_wait();
                 REQUEST
                     .scope(
                         request_context(delivery),
@@ -136,19 +158,13 @@ impl Pipeline {
         } else {
             span.record("otel.status_code", "ERROR");
         }
-        let ended = Instant::now();
-        let seconds = ended.saturating_duration_since(started).as_secs_f64();
-        match tally {
-            Some(tally) if verdict == Verdict::Ack => tally.ack(seconds),
-            tally => {
-                if tally.is_none() {
-                    self.metrics.in_flight.dec();
-                }
-                self.metrics.duration.observe(seconds);
-                self.count(&verdict, 1);
-            }
-        }
-        (verdict, ended)
+        verdict
+    }
+
+    /// One message's duration and outcome, in the shared metrics.
+    fn observe(&self, verdict: &Verdict, seconds: f64) {
+        self.metrics.duration.observe(seconds);
+        self.count(verdict, 1);
     }
 
     /// Calls the handler (attempt `attempt`) and polls its future once;
@@ -265,8 +281,7 @@ impl Pipeline {
         self.metrics.in_flight.sub(n);
         let seconds = started.elapsed().as_secs_f64();
         for v in &verdicts {
-            self.metrics.duration.observe(seconds);
-            self.count(v, 1);
+            self.observe(v, seconds);
         }
         verdicts
     }
