@@ -38,7 +38,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -46,7 +46,8 @@ use futures_util::{FutureExt, StreamExt};
 use prometheus::{IntGauge, IntGaugeVec, Opts};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+    StreamConsumer,
 };
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -238,12 +239,14 @@ struct Context {
     assigned: IntGauge,
     /// Notified on each client error.
     errors: Arc<Notify>,
+    /// How many partitions the client owns, as the rebalances said.
+    owned: AtomicUsize,
     /// The session's record queue, which assigned partitions are forwarded
     /// to (weak: the session drops it before the client).
     records: OnceLock<Weak<RecordQueue>>,
     /// Records that came through the consumer's own queue.
     #[cfg(test)]
-    copied: std::sync::atomic::AtomicUsize,
+    copied: AtomicUsize,
 }
 
 impl ClientContext for Context {
@@ -305,7 +308,32 @@ impl Context {
 }
 
 impl ConsumerContext for Context {
+    /// Counts the partitions the client will own (for the gauge and the
+    /// log of `post_rebalance`) while the group still answers: any request
+    /// to librdkafka's group (`assignment()`, `rebalance_protocol()`) made
+    /// after rdkafka applied the rebalance can block for good, because the
+    /// group of a closing client may terminate as soon as its partitions
+    /// are unassigned (a static member has no group to leave) and then
+    /// drops requests unanswered, while they wait without a timeout.
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let before = self.owned.load(Ordering::Relaxed);
+        let owned = match rebalance {
+            Rebalance::Assign(assigned) if cooperative => before + assigned.count(),
+            Rebalance::Assign(assigned) => assigned.count(),
+            Rebalance::Revoke(revoked) if cooperative => before.saturating_sub(revoked.count()),
+            // An eager revocation, or an error, after which rdkafka
+            // unassigns everything (an error under the cooperative
+            // protocol, which librdkafka does not raise, would leave the
+            // count as it was).
+            Rebalance::Revoke(_) => 0,
+            Rebalance::Error(_) if cooperative => before,
+            Rebalance::Error(_) => 0,
+        };
+        self.owned.store(owned, Ordering::Relaxed);
         match rebalance {
             Rebalance::Revoke(revoked) => self.revoke(consumer, revoked),
             Rebalance::Assign(assigned) => self.forward(assigned),
@@ -313,8 +341,8 @@ impl ConsumerContext for Context {
         }
     }
 
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let owned = consumer.assignment().map(|a| a.count()).unwrap_or(0);
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let owned = self.owned.load(Ordering::Relaxed);
         self.assigned.set(i64::try_from(owned).unwrap_or(i64::MAX));
         if let Rebalance::Assign(assigned) = rebalance {
             tracing::info!(consumer = %self.name, assigned = assigned.count(), owned, "partitions assigned");
@@ -323,10 +351,10 @@ impl ConsumerContext for Context {
     }
 }
 
-/// Drops a client in a fatal state off the runtime: rdkafka's drop polls
-/// (every 100 ms) until the group close finishes, which for a fatal client
-/// it did not in our tests, so a thread of its own waits instead of a
-/// runtime worker. The thread and the client stay until the process ends.
+/// Drops a client in a fatal state off the runtime: librdkafka skips the
+/// group close of a failed client but still joins its threads, which
+/// blocks for a moment, so a thread of its own waits instead of a runtime
+/// worker.
 fn close_fatal(consumer: Arc<StreamConsumer<Context>>, name: &str) {
     let spawned = std::thread::Builder::new()
         .name("patron-kafka-close".into())
@@ -477,6 +505,7 @@ impl Session<'_> {
                 name: name.to_string(),
                 assigned: self.assigned.clone(),
                 errors: Arc::clone(&errors),
+                owned: AtomicUsize::new(0),
                 records: OnceLock::new(),
                 #[cfg(test)]
                 copied: Default::default(),
@@ -1253,6 +1282,12 @@ mod tests {
     //! `PATRON_TEST_KAFKA_BROKERS` (the tansu broker cannot be made to
     //! fence a member), and which queue records come through. The other
     //! Kafka tests are in `tests/tests/kafka.rs`.
+    //!
+    //! A consumer only has fatal errors as a static group member
+    //! (`group.instance.id`, see [`static_member`]) or with the KIP-848
+    //! protocol: librdkafka checks for them only then when it destroys a
+    //! client, so a fatal error injected into any other consumer makes its
+    //! destruction wait forever on a spinning main thread.
 
     use std::sync::Weak;
 
@@ -1329,7 +1364,7 @@ mod tests {
 
     /// Waits until `n` clients were created and the last one has its
     /// partition, then returns it (weakly: the session must drop the last
-    /// reference, since dropping a failed client blocks).
+    /// reference, since dropping a client blocks while it closes).
     async fn assigned_client(n: usize) -> Weak<StreamConsumer<Context>> {
         for _ in 0..400 {
             let last = {
@@ -1371,6 +1406,13 @@ mod tests {
                 reason.as_ptr(),
             );
         }
+    }
+
+    /// `consumer` as a static group member, the kind of consumer that can
+    /// have a fatal error (e.g. when another member fences its instance id).
+    fn static_member(consumer: KafkaConsumer) -> KafkaConsumer {
+        let instance = format!("patron-unit-{}", uuid::Uuid::new_v4().simple());
+        consumer.set("group.instance.id", instance)
     }
 
     fn service(consumer: KafkaConsumer) -> Service {
@@ -1478,6 +1520,34 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread")]
+    async fn a_static_group_member_shuts_down_cleanly() {
+        let Some(brokers) = brokers() else { return };
+        let topic = topic(&brokers).await;
+        let group = format!("patron-unit-{}", uuid::Uuid::new_v4().simple());
+        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let consumer = KafkaConsumer::new([topic.as_str()], group, recorder(Arc::clone(&seen)))
+            .brokers(&brokers);
+        let server = TestServer::start(service(static_member(consumer)))
+            .await
+            .unwrap();
+        assigned_client(1).await;
+        produce(&brokers, &topic, "one").await;
+        for _ in 0..300 {
+            if !seen.lock().unwrap().is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // The group of a static member terminates as soon as the client
+        // unassigns its partitions at close; nothing may wait on it then.
+        let stopped = tokio::time::timeout(Duration::from_secs(30), server.shutdown())
+            .await
+            .expect("the service stops within 30 s");
+        stopped.expect("clean shutdown");
+        assert_eq!(*seen.lock().unwrap(), ["one"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
     async fn a_fatal_client_error_stops_the_service_under_exit() {
         let Some(brokers) = brokers() else { return };
         let topic = topic(&brokers).await;
@@ -1486,6 +1556,7 @@ mod tests {
         let consumer = KafkaConsumer::new([topic.as_str()], group, recorder(seen))
             .brokers(&brokers)
             .on_failure(OnFailure::Exit);
+        let consumer = static_member(consumer);
         let server = TestServer::start(service(consumer)).await.unwrap();
         inject_fatal(&assigned_client(1).await);
         let ended = tokio::time::timeout(Duration::from_secs(30), server.join())
@@ -1506,6 +1577,7 @@ mod tests {
         let consumer = KafkaConsumer::new([topic.as_str()], group, recorder(Arc::clone(&seen)))
             .brokers(&brokers)
             .on_failure(OnFailure::Drop);
+        let consumer = static_member(consumer);
         let server = TestServer::start(service(consumer)).await.unwrap();
         produce(&brokers, &topic, "before").await;
         let first = assigned_client(1).await;
