@@ -38,6 +38,7 @@ use serde::Serialize;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+pub use super::kafka_log::LogContext;
 use crate::config::Config;
 use crate::error::Error;
 use crate::observe::metrics;
@@ -219,7 +220,7 @@ type FailureFn = Arc<dyn Fn(Failure) + Send + Sync>;
 /// ```
 #[derive(Clone)]
 pub struct KafkaProducer {
-    inner: FutureProducer,
+    inner: FutureProducer<LogContext>,
     brokers: Arc<str>,
     on_failure: Option<FailureFn>,
     flush_timeout: Duration,
@@ -287,10 +288,14 @@ impl KafkaProducerBuilder {
         for (k, v) in &self.settings {
             config.set(k, v);
         }
-        let inner: FutureProducer = config.create().map_err(|source| ProduceError::Create {
-            brokers: self.brokers.clone(),
-            source,
-        })?;
+        super::kafka_log::set_level(&mut config);
+        let context = LogContext::new(format!("kafka producer {}", self.brokers));
+        let inner = config
+            .create_with_context(context)
+            .map_err(|source| ProduceError::Create {
+                brokers: self.brokers.clone(),
+                source,
+            })?;
         Ok(KafkaProducer {
             inner,
             brokers: self.brokers.into(),
@@ -448,8 +453,8 @@ impl KafkaProducer {
 
     /// The underlying rdkafka producer, for what this wrapper does not
     /// offer (transactions, metadata). Sends through it are not
-    /// instrumented.
-    pub fn inner(&self) -> &FutureProducer {
+    /// instrumented; its librdkafka logs go to `tracing` ([`LogContext`]).
+    pub fn inner(&self) -> &FutureProducer<LogContext> {
         &self.inner
     }
 }

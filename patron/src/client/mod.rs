@@ -28,6 +28,8 @@ pub mod amqp;
 pub mod http;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "kafka")]
+pub(crate) mod kafka_log;
 #[cfg(feature = "sql")]
 pub mod sql;
 #[cfg(feature = "sqs")]

@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
 use prometheus::{IntGauge, IntGaugeVec, Opts};
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
     StreamConsumer,
@@ -68,6 +68,7 @@ use super::message::{Delivery, Headers, KafkaMetadata, Metadata};
 use super::metrics::{ConsumerMetrics, Tally};
 use super::policy::{OnFailure, Policy};
 use super::process::{Pipeline, Stopper, Verdict, drain, now_millis, truncate_reason};
+use crate::client::kafka::LogContext;
 use crate::component::{Component, ComponentContext, ComponentInfo, Readiness};
 use crate::error::Error;
 
@@ -250,6 +251,10 @@ struct Context {
 }
 
 impl ClientContext for Context {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        crate::client::kafka_log::forward(&self.name, level, facility, message);
+    }
+
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         // rdkafka reports a fatal error with its underlying code, so the
         // receive loop asks the client whether it is in a fatal state.
@@ -398,18 +403,20 @@ impl Component for KafkaConsumer {
             .clone()
             .or_else(|| ctx.config().kafka_brokers.clone())
             .unwrap_or_else(|| crate::client::kafka::DEFAULT_BROKERS.to_string());
-        let producer: Option<FutureProducer> = match &policy.dlq {
-            Some(_) => Some(
-                ClientConfig::new()
+        let producer = match &policy.dlq {
+            Some(_) => {
+                let mut config = ClientConfig::new();
+                config
                     .set("bootstrap.servers", &brokers)
-                    .set("broker.address.family", "v4")
-                    .create()
-                    .map_err(|e| {
-                        Error::msg(format!(
-                            "Kafka consumer {name}: cannot create the DLQ producer: {e}"
-                        ))
-                    })?,
-            ),
+                    .set("broker.address.family", "v4");
+                crate::client::kafka_log::set_level(&mut config);
+                let context = LogContext::new(format!("Kafka consumer {name} (DLQ producer)"));
+                Some(config.create_with_context(context).map_err(|e| {
+                    Error::msg(format!(
+                        "Kafka consumer {name}: cannot create the DLQ producer: {e}"
+                    ))
+                })?)
+            }
             None => None,
         };
         let destination = self.topics.join(",");
@@ -498,6 +505,7 @@ impl Session<'_> {
         for (k, v) in &c.settings {
             config.set(k, v);
         }
+        crate::client::kafka_log::set_level(&mut config);
         let consumer = config
             .create_with_context::<Context, StreamConsumer<Context>>(Context {
                 partitions: Arc::clone(&self.partitions),
@@ -814,7 +822,7 @@ impl Session<'_> {
 struct Shared {
     pipeline: Pipeline,
     partitions: Partitions,
-    producer: Option<FutureProducer>,
+    producer: Option<FutureProducer<LogContext>>,
     dlq: Option<String>,
     stop: Stopper,
     permits: Arc<Semaphore>,

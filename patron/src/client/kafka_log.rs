@@ -1,0 +1,169 @@
+//! librdkafka's own log lines and client errors in patron's logs.
+//!
+//! rdkafka hands them to the `log` crate, which a patron service does not
+//! listen to, so connection failures, protocol warnings and the output of
+//! librdkafka's `debug` setting were lost. Patron's Kafka clients (the
+//! consumers, their DLQ producers and [`KafkaProducer`](super::kafka::KafkaProducer))
+//! write them to `tracing` instead, target `librdkafka`, with the client's
+//! name and librdkafka's facility: `RUST_LOG=librdkafka=debug` shows them.
+
+use rdkafka::ClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::error::KafkaError;
+use tracing::level_filters::LevelFilter;
+
+/// The rdkafka client context of patron's Kafka producers: librdkafka's
+/// log lines and client errors go to `tracing` (target `librdkafka`),
+/// tagged with the producer's name.
+#[derive(Debug, Clone)]
+pub struct LogContext {
+    client: String,
+}
+
+impl LogContext {
+    /// A context whose log lines carry `client` (e.g. the bootstrap
+    /// brokers, or the consumer a DLQ producer belongs to).
+    pub(crate) fn new(client: impl Into<String>) -> LogContext {
+        LogContext {
+            client: client.into(),
+        }
+    }
+}
+
+impl ClientContext for LogContext {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        forward(&self.client, level, facility, message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "librdkafka", client = %self.client, error = %error, reason, "Kafka client error");
+    }
+}
+
+/// Writes one librdkafka log line to `tracing` at the matching level.
+pub(crate) fn forward(client: &str, level: RDKafkaLogLevel, facility: &str, message: &str) {
+    use RDKafkaLogLevel::*;
+    match level {
+        Emerg | Alert | Critical | Error => {
+            tracing::error!(target: "librdkafka", client, facility, "{message}")
+        }
+        Warning => tracing::warn!(target: "librdkafka", client, facility, "{message}"),
+        Notice | Info => tracing::info!(target: "librdkafka", client, facility, "{message}"),
+        Debug => tracing::debug!(target: "librdkafka", client, facility, "{message}"),
+    }
+}
+
+/// Has librdkafka produce the lines `tracing` would record at most: its
+/// level follows the most verbose level enabled when the client is
+/// created (rdkafka's own choice reads the `log` crate's, which is off).
+pub(crate) fn set_level(config: &mut ClientConfig) {
+    config.set_log_level(level_for(LevelFilter::current()));
+}
+
+fn level_for(max: LevelFilter) -> RDKafkaLogLevel {
+    if max >= LevelFilter::DEBUG {
+        RDKafkaLogLevel::Debug
+    } else if max >= LevelFilter::INFO {
+        RDKafkaLogLevel::Info
+    } else if max >= LevelFilter::WARN {
+        RDKafkaLogLevel::Warning
+    } else {
+        RDKafkaLogLevel::Error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use rdkafka::producer::FutureProducer;
+
+    use super::*;
+
+    /// A `tracing` writer into a shared buffer.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn librdkafka_lines_reach_tracing_with_the_client_name() {
+        // rdkafka delivers log lines on the thread that polls the client
+        // (the producer's own), so the subscriber must be the global one;
+        // nothing else in this test binary installs one.
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
+        let mut config = ClientConfig::new();
+        // No broker is needed: with `debug` set, librdkafka logs a
+        // start-up line as it creates the client.
+        config
+            .set("bootstrap.servers", "127.0.0.1:1")
+            .set("debug", "generic");
+        set_level(&mut config);
+        let producer: FutureProducer<LogContext> = config
+            .create_with_context(LogContext::new("unit-producer"))
+            .unwrap();
+        let started = |text: &str| {
+            text.lines()
+                .find(|l| l.contains("librdkafka v") && l.contains("initialized"))
+                .map(str::to_string)
+        };
+        let mut line = None;
+        for _ in 0..100 {
+            let text = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+            line = started(&text);
+            if line.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        drop(producer);
+        let line = line.expect("librdkafka's start-up line within 5 s");
+        assert!(line.contains("DEBUG librdkafka"), "{line}");
+        assert!(line.contains("client=\"unit-producer\""), "{line}");
+        assert!(line.contains("facility=\"INIT\""), "{line}");
+    }
+
+    #[test]
+    fn librdkafka_logs_as_verbosely_as_tracing_records() {
+        assert!(matches!(
+            level_for(LevelFilter::TRACE),
+            RDKafkaLogLevel::Debug
+        ));
+        assert!(matches!(
+            level_for(LevelFilter::DEBUG),
+            RDKafkaLogLevel::Debug
+        ));
+        assert!(matches!(
+            level_for(LevelFilter::INFO),
+            RDKafkaLogLevel::Info
+        ));
+        assert!(matches!(
+            level_for(LevelFilter::WARN),
+            RDKafkaLogLevel::Warning
+        ));
+        assert!(matches!(
+            level_for(LevelFilter::ERROR),
+            RDKafkaLogLevel::Error
+        ));
+        assert!(matches!(
+            level_for(LevelFilter::OFF),
+            RDKafkaLogLevel::Error
+        ));
+    }
+}
