@@ -10,7 +10,6 @@
 use rdkafka::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::error::KafkaError;
-use tracing::level_filters::LevelFilter;
 
 /// The rdkafka client context of patron's Kafka producers: librdkafka's
 /// log lines and client errors go to `tracing` (target `librdkafka`),
@@ -53,23 +52,15 @@ pub(crate) fn forward(client: &str, level: RDKafkaLogLevel, facility: &str, mess
     }
 }
 
-/// Has librdkafka produce the lines `tracing` would record at most: its
-/// level follows the most verbose level enabled when the client is
-/// created (rdkafka's own choice reads the `log` crate's, which is off).
+/// Has librdkafka hand over every line it produces and lets `tracing`'s
+/// filter, which `POST /debug/log/{level}` can change at run time, decide
+/// what is written (rdkafka's own choice reads the `log` crate's level,
+/// which is off in a patron service, and would hold back all but errors).
+/// This costs nothing per record: librdkafka's debug lines only exist for
+/// the contexts named in its `debug` setting, and its other lines are
+/// rare (connections, group changes, failures).
 pub(crate) fn set_level(config: &mut ClientConfig) {
-    config.set_log_level(level_for(LevelFilter::current()));
-}
-
-fn level_for(max: LevelFilter) -> RDKafkaLogLevel {
-    if max >= LevelFilter::DEBUG {
-        RDKafkaLogLevel::Debug
-    } else if max >= LevelFilter::INFO {
-        RDKafkaLogLevel::Info
-    } else if max >= LevelFilter::WARN {
-        RDKafkaLogLevel::Warning
-    } else {
-        RDKafkaLogLevel::Error
-    }
+    config.set_log_level(RDKafkaLogLevel::Debug);
 }
 
 #[cfg(test)]
@@ -137,33 +128,5 @@ mod tests {
         assert!(line.contains("DEBUG librdkafka"), "{line}");
         assert!(line.contains("client=\"unit-producer\""), "{line}");
         assert!(line.contains("facility=\"INIT\""), "{line}");
-    }
-
-    #[test]
-    fn librdkafka_logs_as_verbosely_as_tracing_records() {
-        assert!(matches!(
-            level_for(LevelFilter::TRACE),
-            RDKafkaLogLevel::Debug
-        ));
-        assert!(matches!(
-            level_for(LevelFilter::DEBUG),
-            RDKafkaLogLevel::Debug
-        ));
-        assert!(matches!(
-            level_for(LevelFilter::INFO),
-            RDKafkaLogLevel::Info
-        ));
-        assert!(matches!(
-            level_for(LevelFilter::WARN),
-            RDKafkaLogLevel::Warning
-        ));
-        assert!(matches!(
-            level_for(LevelFilter::ERROR),
-            RDKafkaLogLevel::Error
-        ));
-        assert!(matches!(
-            level_for(LevelFilter::OFF),
-            RDKafkaLogLevel::Error
-        ));
     }
 }
