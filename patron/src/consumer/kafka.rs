@@ -628,14 +628,29 @@ impl Session<'_> {
             close_fatal(consumer, name);
             return Ok(Some(fatal));
         }
+        // The final commit, leaving the group and the close (which serves
+        // the revocation) each wait on the broker inside librdkafka: off the
+        // runtime, so that its workers keep serving meanwhile (`/health`,
+        // other components) and the service's shutdown deadline can still
+        // give up on a close that does not end.
         let list = offsets(&self.partitions);
-        if list.count() > 0
-            && let Err(e) = consumer.commit(&list, CommitMode::Sync)
-        {
-            tracing::warn!(consumer = %name, error = %e, "the final commit failed; the last messages will be redelivered");
-        }
-        consumer.unsubscribe();
+        let owner = name.to_string();
+        let closed = tokio::task::spawn_blocking(move || {
+            if list.count() > 0
+                && let Err(e) = consumer.commit(&list, CommitMode::Sync)
+            {
+                tracing::warn!(consumer = %owner, error = %e, "the final commit failed; the last messages will be redelivered");
+            }
+            consumer.unsubscribe();
+            drop(consumer);
+        })
+        .await;
         self.assigned.set(0);
+        closed.map_err(|e| {
+            Error::msg(format!(
+                "Kafka consumer {name}: closing the client failed: {e}"
+            ))
+        })?;
         Ok(None)
     }
 
