@@ -30,7 +30,6 @@ use std::time::{Duration, Instant};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use prometheus::HistogramVec;
-use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
@@ -279,16 +278,13 @@ impl KafkaProducerBuilder {
     /// network I/O, and sends made before the brokers answer wait in the
     /// queue.
     pub fn build(self) -> Result<KafkaProducer, ProduceError> {
-        let mut config = ClientConfig::new();
+        let mut config = super::kafka_log::client_config(&self.brokers);
         config
-            .set("bootstrap.servers", &self.brokers)
             .set("enable.idempotence", "true")
-            .set("message.timeout.ms", "30000")
-            .set("broker.address.family", "v4");
+            .set("message.timeout.ms", "30000");
         for (k, v) in &self.settings {
             config.set(k, v);
         }
-        super::kafka_log::set_level(&mut config);
         let context = LogContext::new(format!("kafka producer {}", self.brokers));
         let inner = config
             .create_with_context(context)

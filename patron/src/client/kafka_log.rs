@@ -52,15 +52,23 @@ pub(crate) fn forward(client: &str, level: RDKafkaLogLevel, facility: &str, mess
     }
 }
 
-/// Has librdkafka hand over every line it produces and lets `tracing`'s
-/// filter, which `POST /debug/log/{level}` can change at run time, decide
-/// what is written (rdkafka's own choice reads the `log` crate's level,
-/// which is off in a patron service, and would hold back all but errors).
-/// This costs nothing per record: librdkafka's debug lines only exist for
-/// the contexts named in its `debug` setting, and its other lines are
-/// rare (connections, group changes, failures).
-pub(crate) fn set_level(config: &mut ClientConfig) {
-    config.set_log_level(RDKafkaLogLevel::Debug);
+/// The configuration every patron Kafka client starts from: the bootstrap
+/// `brokers`, IPv4 addresses, and librdkafka handing over every log line
+/// it produces, so that `tracing`'s filter — which `POST
+/// /debug/log/{level}` can change at run time — alone decides what is
+/// written through [`LogContext`] or the consumer's context (rdkafka's own
+/// choice reads the `log` crate's level, off in a patron service, and
+/// would hold back all but errors). That costs nothing per record:
+/// librdkafka's debug lines only exist for the contexts named in its
+/// `debug` setting, and its other lines are rare (connections, group
+/// changes, failures).
+pub(crate) fn client_config(brokers: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("broker.address.family", "v4")
+        .set_log_level(RDKafkaLogLevel::Debug);
+    config
 }
 
 #[cfg(test)]
@@ -99,14 +107,10 @@ mod tests {
             .with_writer(move || writer.clone())
             .finish();
         tracing::subscriber::set_global_default(subscriber).expect("no other global subscriber");
-        let mut config = ClientConfig::new();
         // No broker is needed: with `debug` set, librdkafka logs a
         // start-up line as it creates the client.
-        config
-            .set("bootstrap.servers", "127.0.0.1:1")
-            .set("debug", "generic");
-        set_level(&mut config);
-        let producer: FutureProducer<LogContext> = config
+        let producer: FutureProducer<LogContext> = client_config("127.0.0.1:1")
+            .set("debug", "generic")
             .create_with_context(LogContext::new("unit-producer"))
             .unwrap();
         let started = |text: &str| {

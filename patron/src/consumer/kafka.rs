@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{FutureExt, StreamExt};
 use prometheus::{IntGauge, IntGaugeVec, Opts};
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
     StreamConsumer,
@@ -69,6 +69,7 @@ use super::metrics::{ConsumerMetrics, Tally};
 use super::policy::{OnFailure, Policy};
 use super::process::{Pipeline, Stopper, Verdict, drain, now_millis, truncate_reason};
 use crate::client::kafka::LogContext;
+use crate::client::kafka_log::client_config;
 use crate::component::{Component, ComponentContext, ComponentInfo, Readiness};
 use crate::error::Error;
 
@@ -405,17 +406,16 @@ impl Component for KafkaConsumer {
             .unwrap_or_else(|| crate::client::kafka::DEFAULT_BROKERS.to_string());
         let producer = match &policy.dlq {
             Some(_) => {
-                let mut config = ClientConfig::new();
-                config
-                    .set("bootstrap.servers", &brokers)
-                    .set("broker.address.family", "v4");
-                crate::client::kafka_log::set_level(&mut config);
                 let context = LogContext::new(format!("Kafka consumer {name} (DLQ producer)"));
-                Some(config.create_with_context(context).map_err(|e| {
-                    Error::msg(format!(
-                        "Kafka consumer {name}: cannot create the DLQ producer: {e}"
-                    ))
-                })?)
+                Some(
+                    client_config(&brokers)
+                        .create_with_context(context)
+                        .map_err(|e| {
+                            Error::msg(format!(
+                                "Kafka consumer {name}: cannot create the DLQ producer: {e}"
+                            ))
+                        })?,
+                )
             }
             None => None,
         };
@@ -495,17 +495,14 @@ impl Session<'_> {
         readiness.not_ready(format!("Kafka consumer {name}: joining group {}", c.group));
         let fatal = CancellationToken::new();
         let errors = Arc::new(Notify::new());
-        let mut config = ClientConfig::new();
+        let mut config = client_config(&self.brokers);
         config
-            .set("bootstrap.servers", &self.brokers)
             .set("group.id", &c.group)
             .set("enable.auto.commit", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("broker.address.family", "v4");
+            .set("auto.offset.reset", "earliest");
         for (k, v) in &c.settings {
             config.set(k, v);
         }
-        crate::client::kafka_log::set_level(&mut config);
         let consumer = config
             .create_with_context::<Context, StreamConsumer<Context>>(Context {
                 partitions: Arc::clone(&self.partitions),
@@ -1316,6 +1313,7 @@ mod tests {
 
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
 
     use super::*;
     use crate::consumer::{Message, handler_fn};
