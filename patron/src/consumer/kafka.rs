@@ -1304,7 +1304,7 @@ mod tests {
     //! Kafka tests are in `tests/tests/kafka.rs`.
     //!
     //! A consumer only has fatal errors as a static group member
-    //! (`group.instance.id`, see [`static_member`]) or with the KIP-848
+    //! (`group.instance.id`, see `static_member`) or with the KIP-848
     //! protocol: librdkafka checks for them only then when it destroys a
     //! client, so a fatal error injected into any other consumer makes its
     //! destruction wait forever on a spinning main thread.
@@ -1429,13 +1429,6 @@ mod tests {
         }
     }
 
-    /// `consumer` as a static group member, the kind of consumer that can
-    /// have a fatal error (e.g. when another member fences its instance id).
-    fn static_member(consumer: KafkaConsumer) -> KafkaConsumer {
-        let instance = format!("patron-unit-{}", uuid::Uuid::new_v4().simple());
-        consumer.set("group.instance.id", instance)
-    }
-
     fn service(consumer: KafkaConsumer) -> Service {
         let consumer = consumer
             .set("session.timeout.ms", "6000")
@@ -1493,12 +1486,7 @@ mod tests {
         let server = TestServer::start(service(consumer)).await.unwrap();
         let client = assigned_client(1).await;
         produce_with_headers(&brokers, &topic, 20).await;
-        for _ in 0..300 {
-            if seen.lock().unwrap().len() >= 20 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        until_seen(&seen, 20).await;
         let copied = client
             .upgrade()
             .map(|c| c.context().copied.load(Ordering::Relaxed))
@@ -1540,25 +1528,42 @@ mod tests {
         })
     }
 
-    #[tokio::test(flavor = "multi_thread")]
-    async fn a_static_group_member_shuts_down_cleanly() {
-        let Some(brokers) = brokers() else { return };
-        let topic = topic(&brokers).await;
+    /// What a test's handler saw, in order.
+    type Seen = Arc<Mutex<Vec<String>>>;
+
+    /// A service consuming a new topic with [`recorder`] as a static group
+    /// member (`group.instance.id`), the kind of consumer that can have a
+    /// fatal error (e.g. when another member fences its instance id).
+    async fn static_member(brokers: &str, on_failure: OnFailure) -> (String, Seen, TestServer) {
+        let topic = topic(brokers).await;
         let group = format!("patron-unit-{}", uuid::Uuid::new_v4().simple());
-        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+        let instance = format!("patron-unit-{}", uuid::Uuid::new_v4().simple());
+        let seen: Seen = Arc::default();
         let consumer = KafkaConsumer::new([topic.as_str()], group, recorder(Arc::clone(&seen)))
-            .brokers(&brokers);
-        let server = TestServer::start(service(static_member(consumer)))
-            .await
-            .unwrap();
-        assigned_client(1).await;
-        produce(&brokers, &topic, "one").await;
+            .brokers(brokers)
+            .on_failure(on_failure)
+            .set("group.instance.id", instance);
+        let server = TestServer::start(service(consumer)).await.unwrap();
+        (topic, seen, server)
+    }
+
+    /// Waits (up to 30 s) until the handler saw `n` records.
+    async fn until_seen(seen: &Seen, n: usize) {
         for _ in 0..300 {
-            if !seen.lock().unwrap().is_empty() {
-                break;
+            if seen.lock().unwrap().len() >= n {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_static_group_member_shuts_down_cleanly() {
+        let Some(brokers) = brokers() else { return };
+        let (topic, seen, server) = static_member(&brokers, OnFailure::Exit).await;
+        assigned_client(1).await;
+        produce(&brokers, &topic, "one").await;
+        until_seen(&seen, 1).await;
         // The group of a static member terminates as soon as the client
         // unassigns its partitions at close; nothing may wait on it then.
         let stopped = tokio::time::timeout(Duration::from_secs(30), server.shutdown())
@@ -1571,14 +1576,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_fatal_client_error_stops_the_service_under_exit() {
         let Some(brokers) = brokers() else { return };
-        let topic = topic(&brokers).await;
-        let group = format!("patron-unit-{}", uuid::Uuid::new_v4().simple());
-        let seen = Arc::default();
-        let consumer = KafkaConsumer::new([topic.as_str()], group, recorder(seen))
-            .brokers(&brokers)
-            .on_failure(OnFailure::Exit);
-        let consumer = static_member(consumer);
-        let server = TestServer::start(service(consumer)).await.unwrap();
+        let (_, _, server) = static_member(&brokers, OnFailure::Exit).await;
         inject_fatal(&assigned_client(1).await);
         let ended = tokio::time::timeout(Duration::from_secs(30), server.join())
             .await
@@ -1592,34 +1590,17 @@ mod tests {
     #[tokio::test(flavor = "multi_thread")]
     async fn a_fatal_client_error_recreates_the_client_under_skip() {
         let Some(brokers) = brokers() else { return };
-        let topic = topic(&brokers).await;
-        let group = format!("patron-unit-{}", uuid::Uuid::new_v4().simple());
-        let seen: Arc<Mutex<Vec<String>>> = Arc::default();
-        let consumer = KafkaConsumer::new([topic.as_str()], group, recorder(Arc::clone(&seen)))
-            .brokers(&brokers)
-            .on_failure(OnFailure::Drop);
-        let consumer = static_member(consumer);
-        let server = TestServer::start(service(consumer)).await.unwrap();
+        let (topic, seen, server) = static_member(&brokers, OnFailure::Drop).await;
         produce(&brokers, &topic, "before").await;
         let first = assigned_client(1).await;
-        for _ in 0..300 {
-            if seen.lock().unwrap().len() == 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        until_seen(&seen, 1).await;
         // Let the periodic commit record "before".
         tokio::time::sleep(COMMIT_INTERVAL * 2).await;
         inject_fatal(&first);
         // A second client joins the group and continues after "before".
         assigned_client(2).await;
         produce(&brokers, &topic, "after").await;
-        for _ in 0..300 {
-            if seen.lock().unwrap().len() >= 2 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        until_seen(&seen, 2).await;
         server.shutdown().await.expect("clean shutdown");
         assert_eq!(*seen.lock().unwrap(), ["before", "after"]);
     }
