@@ -40,7 +40,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use prometheus::{IntGauge, IntGaugeVec, Opts};
@@ -765,9 +765,8 @@ impl Session<'_> {
             // Handlers that finish at once complete the whole run in its
             // first poll: no timer is polled per record.
             let records = async {
-                let mut clock = None;
                 for message in run {
-                    if !worker.handle(handler, message, &mut clock, tally).await {
+                    if !worker.handle(handler, message, tally).await {
                         break;
                     }
                 }
@@ -992,13 +991,9 @@ impl Worker {
             let Ok(_permit) = Arc::clone(&self.shared.permits).acquire_owned().await else {
                 return;
             };
-            let mut clock = None;
             tally.begin_run();
             for message in &run.records {
-                if !self
-                    .handle(&*handler, message, &mut clock, &mut tally)
-                    .await
-                {
+                if !self.handle(&*handler, message, &mut tally).await {
                     return;
                 }
             }
@@ -1007,30 +1002,23 @@ impl Worker {
     }
 
     /// Handles one record and records the progress; false when the worker
-    /// must stop. `clock` is when the previous record of the run ended,
-    /// if it was settled at once: this record's processing time starts
-    /// there (one clock read per record back to back); it is left with
-    /// this record's end on the same terms.
+    /// must stop. Its time and outcome go to `tally`, whose run the
+    /// caller began.
     async fn handle(
         &self,
         handler: &dyn MessageHandler,
         message: &Record,
-        clock: &mut Option<Instant>,
         tally: &mut Tally,
     ) -> bool {
-        let started = clock.take().unwrap_or_else(Instant::now);
         if !self.proceed() {
             return false;
         }
         let delivery = convert(message, &self.topic);
-        let (verdict, ended) = self
+        let verdict = self
             .shared
             .pipeline
-            .process_since(handler, &delivery, &self.shared.stop, started, tally)
+            .process_counted(handler, &delivery, &self.shared.stop, tally)
             .await;
-        if matches!(verdict, Verdict::Ack | Verdict::Drop) {
-            *clock = Some(ended);
-        }
         self.settle(message, verdict).await
     }
 

@@ -89,33 +89,38 @@ impl Pipeline {
     }
 
     /// [`Self::process`] for a worker handling runs of messages one after
-    /// the other (Kafka): the duration is measured from `started` (e.g.
-    /// when the previous message of the run ended: one clock read per
-    /// message back to back) and the end is returned as well; an
-    /// acknowledged message is counted in `tally`, whose run the caller
-    /// began and which moves the in-flight gauge. The tally is flushed
-    /// before any wait, so what it holds is never older than the current
-    /// burst of messages.
+    /// the other (Kafka), counted in `tally`, whose run the caller began
+    /// and which moves the in-flight gauge. A message acknowledged as soon
+    /// as its handler was called joins the tally's group of such messages
+    /// (no clock read of its own); one whose handler has to wait or fails
+    /// is timed by itself. The tally is flushed before any wait, so what
+    /// it holds is never older than the current burst of messages.
     #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
-    pub(crate) async fn process_since(
+    pub(crate) async fn process_counted(
         &self,
         handler: &dyn MessageHandler,
         delivery: &Delivery,
         stop: &CancellationToken,
-        started: Instant,
         tally: &mut Tally,
-    ) -> (Verdict, Instant) {
+    ) -> Verdict {
+        let mut waited = None;
         let verdict = self
-            .verdict(handler, delivery, stop, || tally.flush())
+            .verdict(handler, delivery, stop, || waited = Some(tally.interrupt()))
             .await;
-        let ended = Instant::now();
-        let seconds = ended.saturating_duration_since(started).as_secs_f64();
-        if verdict == Verdict::Ack {
-            tally.ack(seconds);
-        } else {
-            self.observe(&verdict, seconds);
+        match waited {
+            // Only an acknowledgement comes without a wait (`verdict`).
+            None => tally.ack_at_once(),
+            Some(started) => {
+                let ended = Instant::now();
+                let seconds = ended.saturating_duration_since(started).as_secs_f64();
+                let acked = verdict == Verdict::Ack;
+                tally.timed(ended, seconds, acked);
+                if !acked {
+                    self.observe(&verdict, seconds);
+                }
+            }
         }
-        (verdict, ended)
+        verdict
     }
 
     /// The verdict on `delivery`.
