@@ -173,7 +173,9 @@ impl Tally {
     /// The run ended: its last group observed, nothing in flight,
     /// everything counted flushed.
     pub(crate) fn end_run(&mut self) {
-        self.close_group();
+        if self.grouped > 0 {
+            self.close_group();
+        }
         self.since = None;
         self.one_by_one = false;
         if self.running {
@@ -259,11 +261,17 @@ mod tests {
         ConsumerMetrics::new(&Metrics::new(), "orders", "kafka", "orders").expect("metrics")
     }
 
-    #[test]
-    fn a_tally_reaches_the_shared_metrics_when_its_run_ends() {
+    /// New shared metrics and a tally over them with a run begun.
+    fn running() -> (ConsumerMetrics, Tally) {
         let shared = shared();
         let mut tally = Tally::new(&shared);
         tally.begin_run();
+        (shared, tally)
+    }
+
+    #[test]
+    fn a_tally_reaches_the_shared_metrics_when_its_run_ends() {
+        let (shared, mut tally) = running();
         tally.begin_run();
         assert_eq!(shared.in_flight.get(), 1, "one run, one message in flight");
         let now = Instant::now();
@@ -288,9 +296,7 @@ mod tests {
 
     #[test]
     fn a_dropped_tally_flushes_and_leaves_nothing_in_flight() {
-        let shared = shared();
-        let mut tally = Tally::new(&shared);
-        tally.begin_run();
+        let (shared, mut tally) = running();
         tally.ack_at_once();
         drop(tally);
         assert_eq!(shared.in_flight.get(), 0);
@@ -307,10 +313,8 @@ mod tests {
 
     #[test]
     fn messages_done_at_once_share_one_timing_spread_over_the_group() {
-        let shared = shared();
-        let mut tally = Tally::new(&shared);
         let began = Instant::now();
-        tally.begin_run();
+        let (shared, mut tally) = running();
         for _ in 0..5 {
             tally.ack_at_once();
         }
@@ -328,9 +332,7 @@ mod tests {
 
     #[test]
     fn a_full_group_is_observed_without_waiting_for_the_run_to_end() {
-        let shared = shared();
-        let mut tally = Tally::new(&shared);
-        tally.begin_run();
+        let (shared, mut tally) = running();
         for _ in 0..GROUP - 1 {
             tally.ack_at_once();
         }
@@ -345,9 +347,7 @@ mod tests {
 
     #[test]
     fn after_a_slow_group_the_run_times_each_message_by_itself() {
-        let shared = shared();
-        let mut tally = Tally::new(&shared);
-        tally.begin_run();
+        let (shared, mut tally) = running();
         std::thread::sleep(SLOW_GROUP * 2);
         tally.ack_at_once();
         let interrupted = tally.interrupt();
@@ -368,9 +368,7 @@ mod tests {
 
     #[test]
     fn an_interrupted_message_starts_where_the_previous_one_ended() {
-        let shared = shared();
-        let mut tally = Tally::new(&shared);
-        tally.begin_run();
+        let (shared, mut tally) = running();
         let ended = Instant::now();
         tally.timed(ended, 0.001, true);
         assert_eq!(tally.interrupt(), ended, "no group open: no clock read");
