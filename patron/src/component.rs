@@ -165,33 +165,70 @@ impl ComponentContext {
 /// A component's readiness. It starts ready; a component that loses its
 /// broker calls [`Readiness::not_ready`] and `/ready` answers 503 until it
 /// calls [`Readiness::ready`].
+///
+/// Beside that connection state a component can hold named problems
+/// ([`Readiness::set_problem`]), such as a dead-letter destination that
+/// refuses messages: each keeps `/ready` at 503 until it is cleared, whatever
+/// the connection does meanwhile.
 #[derive(Clone, Debug)]
 pub struct Readiness {
     name: Arc<str>,
-    state: Arc<Mutex<Option<String>>>,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    connection: Option<String>,
+    problems: std::collections::BTreeMap<String, String>,
 }
 
 impl Readiness {
     pub(crate) fn new(name: &str) -> Self {
         Readiness {
             name: name.into(),
-            state: Arc::new(Mutex::new(None)),
+            state: Arc::new(Mutex::new(State::default())),
         }
     }
 
-    /// Marks the component ready.
+    /// Marks the component ready (its named problems stay until cleared).
     pub fn ready(&self) {
-        *self.lock() = None;
+        self.lock().connection = None;
     }
 
     /// Marks the component not ready, with the reason `/ready` shows.
     pub fn not_ready(&self, reason: impl Into<String>) {
-        *self.lock() = Some(reason.into());
+        self.lock().connection = Some(reason.into());
     }
 
-    /// `None` when ready, else the reason.
+    /// Records a problem under `key` (replacing an earlier one under the
+    /// same key): `/ready` answers 503 with `reason` until
+    /// [`clear_problem`](Self::clear_problem) is called with the same key.
+    pub fn set_problem(&self, key: impl Into<String>, reason: impl Into<String>) {
+        self.lock().problems.insert(key.into(), reason.into());
+    }
+
+    /// Clears the problem recorded under `key`, if any.
+    pub fn clear_problem(&self, key: &str) {
+        let mut state = self.lock();
+        if !state.problems.is_empty() {
+            state.problems.remove(key);
+        }
+    }
+
+    /// `None` when ready, else the reasons, joined by `; `.
     pub fn problem(&self) -> Option<String> {
-        self.lock().clone()
+        let state = self.lock();
+        let reasons: Vec<&str> = state
+            .connection
+            .iter()
+            .map(String::as_str)
+            .chain(state.problems.values().map(String::as_str))
+            .collect();
+        if reasons.is_empty() {
+            None
+        } else {
+            Some(reasons.join("; "))
+        }
     }
 
     /// The component name this readiness belongs to.
@@ -199,9 +236,30 @@ impl Readiness {
         &self.name
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A poisoned lock only means a panic happened while holding it; the
-        // `Option<String>` inside is still valid.
+        // state inside is still valid.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Readiness;
+
+    #[test]
+    fn named_problems_outlive_the_connection_state() {
+        let r = Readiness::new("c");
+        assert_eq!(r.problem(), None);
+        r.not_ready("broker down");
+        r.set_problem("dlq", "DLQ \"x\" refuses messages");
+        assert_eq!(
+            r.problem().as_deref(),
+            Some("broker down; DLQ \"x\" refuses messages")
+        );
+        r.ready();
+        assert_eq!(r.problem().as_deref(), Some("DLQ \"x\" refuses messages"));
+        r.clear_problem("dlq");
+        assert_eq!(r.problem(), None);
     }
 }

@@ -114,8 +114,13 @@ pub struct Config {
     /// `PATRON_LOG_FORMAT` (json).
     pub log_format: LogFormat,
     /// `PATRON_DEBUG_ENDPOINTS`: serve `/debug/pprof/profile` and
-    /// `POST /debug/log/{level}` (false).
+    /// `POST /debug/log/{level}` (false). On without an authenticator
+    /// (`Service::with_debug_auth`) the service refuses to start, unless
+    /// [`debug_unauthenticated`](Self::debug_unauthenticated) says so.
     pub debug_endpoints: bool,
+    /// `PATRON_DEBUG_ENDPOINTS=unauthenticated`: the debug endpoints are on
+    /// and open to anyone who reaches the port, on purpose (false).
+    pub debug_unauthenticated: bool,
     /// `PATRON_HTTP_STATUS_ERROR_LOGGING`: statuses logged at ERROR with
     /// their body, in Go Patron's syntax such as `404;[500,600)` (none).
     pub http_status_error_logging: StatusRules,
@@ -220,6 +225,7 @@ impl Default for Config {
             log_level: LogLevel::Info,
             log_format: LogFormat::Json,
             debug_endpoints: false,
+            debug_unauthenticated: false,
             http_status_error_logging: StatusRules::default(),
             http_app_headers: false,
             http_compression: true,
@@ -310,7 +316,22 @@ impl Config {
                 )
             })?;
         }
-        c.debug_endpoints = flag(&get, "PATRON_DEBUG_ENDPOINTS", c.debug_endpoints)?;
+        match get("PATRON_DEBUG_ENDPOINTS") {
+            Some(v) if v.trim().eq_ignore_ascii_case("unauthenticated") => {
+                c.debug_endpoints = true;
+                c.debug_unauthenticated = true;
+            }
+            Some(v) => {
+                c.debug_endpoints = bool_value(&v).ok_or_else(|| {
+                    invalid(
+                        "PATRON_DEBUG_ENDPOINTS",
+                        &v,
+                        "true, false or unauthenticated",
+                    )
+                })?;
+            }
+            None => {}
+        }
         c.http_app_headers = flag(&get, "PATRON_HTTP_APP_HEADERS", c.http_app_headers)?;
         c.http_compression = flag(&get, "PATRON_HTTP_COMPRESSION", c.http_compression)?;
         if let Some(v) = get("PATRON_HTTP_STATUS_ERROR_LOGGING") {
@@ -397,10 +418,15 @@ fn flag(
     let Some(v) = get(var) else {
         return Ok(default);
     };
+    bool_value(&v).ok_or_else(|| invalid(var, &v, "true or false"))
+}
+
+/// `true`/`1`/`yes`/`on` or `false`/`0`/`no`/`off`, in any case.
+fn bool_value(v: &str) -> Option<bool> {
     match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Ok(true),
-        "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(invalid(var, &v, "true or false")),
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
     }
 }
 
@@ -516,12 +542,19 @@ mod tests {
                 .unwrap()
                 .debug_endpoints
         );
+        let open = with(&[("PATRON_DEBUG_ENDPOINTS", "Unauthenticated")]).unwrap();
+        assert!(open.debug_endpoints && open.debug_unauthenticated);
+        assert!(
+            !with(&[("PATRON_DEBUG_ENDPOINTS", "true")])
+                .unwrap()
+                .debug_unauthenticated
+        );
         let err = with(&[("PATRON_DEBUG_ENDPOINTS", "maybe")])
             .unwrap_err()
             .to_string();
         assert_eq!(
             err,
-            "invalid value for PATRON_DEBUG_ENDPOINTS: \"maybe\"; expected true or false"
+            "invalid value for PATRON_DEBUG_ENDPOINTS: \"maybe\"; expected true, false or unauthenticated"
         );
     }
 

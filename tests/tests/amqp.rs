@@ -690,3 +690,203 @@ async fn attribute_consumers_register_and_take_dependencies() {
     broker.delete("patron-test-macro").await;
     broker.close().await;
 }
+
+/// Issue 17 item 1: with the DLQ missing (`declare = false`, a mistyped or
+/// deleted queue) the broker returns the `mandatory` copy; the original
+/// must stay unacknowledged, `/ready` must name the consumer and the DLQ,
+/// and the copy must land once the DLQ exists.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_with_nowhere_to_go_keeps_the_original_and_fails_readiness() {
+    let Some(url) = amqp::url() else { return };
+    let broker = Broker::connect(&url).await;
+    let queue = amqp::unique("dlq-missing");
+    let dlq = format!("{queue}.dlq");
+    broker.fresh_queue(&queue).await;
+    broker.delete(&dlq).await;
+    broker.publish(&queue, b"{not json", &[]).await;
+    let consumer = AmqpConsumer::new(
+        &queue,
+        handler_fn(|_msg: Message<Json<Order>>| async { Ok::<(), patron::Error>(()) }),
+    )
+    .dlq(&dlq);
+    let server = start(&url, consumer).await;
+    let http = reqwest::Client::new();
+    let ready = || async {
+        let r = http
+            .get(server.url("/ready"))
+            .send()
+            .await
+            .expect("GET /ready");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    };
+    assert!(
+        eventually(WAIT, || async {
+            let (status, body) = ready().await;
+            status == 503 && body.contains(&format!("component:{queue}")) && body.contains(&dlq)
+        })
+        .await,
+        "/ready names the consumer and the DLQ: {:?}",
+        ready().await
+    );
+    // The original is neither acked nor dropped: it is held unacknowledged.
+    assert_eq!(broker.depth(&dlq).await, 0, "no DLQ yet");
+    let dead = metric(
+        &server,
+        "consumer_messages_total",
+        &[("consumer", queue.as_str()), ("outcome", "dlq")],
+    )
+    .await;
+    assert_eq!(dead, 0.0, "a returned dead letter does not count");
+    // Create the DLQ: the held message lands there and readiness recovers.
+    broker.fresh_queue(&dlq).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            broker.depth(&dlq).await == 1
+        })
+        .await,
+        "the dead letter lands once the DLQ exists"
+    );
+    assert!(
+        eventually(WAIT, || async { ready().await.0 == 200 }).await,
+        "/ready recovers: {:?}",
+        ready().await
+    );
+    server.shutdown().await.expect("clean shutdown");
+    assert_eq!(broker.depth(&queue).await, 0, "acked once dead-lettered");
+    let (body, _) = broker.get(&dlq).await.expect("the dead letter");
+    assert_eq!(body, b"{not json");
+    broker.delete(&queue).await;
+    broker.delete(&dlq).await;
+    broker.close().await;
+}
+
+/// Issue 17 item 1, at shutdown: a dead letter that cannot land sends the
+/// original back to its queue; nothing is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_held_dead_letter_goes_back_to_its_queue_at_shutdown() {
+    let Some(url) = amqp::url() else { return };
+    let broker = Broker::connect(&url).await;
+    let queue = amqp::unique("dlq-held");
+    let dlq = format!("{queue}.nowhere");
+    broker.fresh_queue(&queue).await;
+    broker.delete(&dlq).await;
+    broker.publish(&queue, b"{not json", &[]).await;
+    let consumer = AmqpConsumer::new(
+        &queue,
+        handler_fn(|_msg: Message<Json<Order>>| async { Ok::<(), patron::Error>(()) }),
+    )
+    .dlq(&dlq);
+    let server = start(&url, consumer).await;
+    let http = reqwest::Client::new();
+    assert!(
+        eventually(WAIT, || async {
+            let r = http
+                .get(server.url("/ready"))
+                .send()
+                .await
+                .expect("GET /ready");
+            r.status() == 503
+        })
+        .await
+    );
+    server.shutdown().await.expect("clean shutdown");
+    assert!(
+        eventually(WAIT, || async { broker.depth(&queue).await == 1 }).await,
+        "the original is back in its queue"
+    );
+    broker.delete(&queue).await;
+    broker.close().await;
+}
+
+/// Issue 17 item 2: the dead letter is the original — every property and
+/// typed header — plus the `x-patron-*` headers, so it can be re-driven.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_is_a_faithful_copy_of_the_original() {
+    use lapin::BasicProperties;
+    use lapin::options::{BasicGetOptions, BasicPublishOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+    let Some(url) = amqp::url() else { return };
+    let broker = Broker::connect(&url).await;
+    let queue = amqp::unique("dlq-copy");
+    let dlq = format!("{queue}.dlq");
+    broker.fresh_queue(&queue).await;
+    broker.fresh_queue(&dlq).await;
+    let mut nested = FieldTable::default();
+    nested.insert("region".into(), AMQPValue::LongString("eu".into()));
+    let mut headers = FieldTable::default();
+    headers.insert("count".into(), AMQPValue::LongInt(42));
+    headers.insert("flag".into(), AMQPValue::Boolean(true));
+    headers.insert("nested".into(), AMQPValue::FieldTable(nested.clone()));
+    headers.insert(
+        "list".into(),
+        AMQPValue::FieldArray(vec![AMQPValue::LongString("a".into())].into()),
+    );
+    let props = BasicProperties::default()
+        .with_content_type("application/json".into())
+        .with_content_encoding("identity".into())
+        .with_headers(headers)
+        .with_delivery_mode(2)
+        .with_priority(3)
+        .with_correlation_id("corr-9".into())
+        .with_reply_to("replies".into())
+        .with_message_id("msg-9".into())
+        .with_timestamp(1_700_000_000)
+        .with_type("order.created".into())
+        .with_app_id("shop".into());
+    broker
+        .channel
+        .basic_publish(
+            "".into(),
+            queue.as_str().into(),
+            BasicPublishOptions::default(),
+            br#"{"id":9}"#,
+            props.clone(),
+        )
+        .await
+        .expect("publish")
+        .await
+        .expect("confirm");
+    let consumer = AmqpConsumer::new(
+        &queue,
+        handler_fn(|_msg: Message<Json<Order>>| async {
+            Err::<(), _>(patron::Error::msg("always fails"))
+        }),
+    )
+    .retries(0)
+    .dlq(&dlq);
+    let server = start(&url, consumer).await;
+    assert!(eventually(WAIT, || async { broker.depth(&dlq).await == 1 }).await);
+    server.shutdown().await.expect("clean shutdown");
+    let got = broker
+        .channel
+        .basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: true })
+        .await
+        .expect("basic.get")
+        .expect("a dead letter");
+    let p = &got.delivery.properties;
+    assert_eq!(got.delivery.data, br#"{"id":9}"#);
+    assert_eq!(p.content_type(), props.content_type());
+    assert_eq!(p.content_encoding(), props.content_encoding());
+    assert_eq!(p.priority(), props.priority());
+    assert_eq!(p.correlation_id(), props.correlation_id());
+    assert_eq!(p.reply_to(), props.reply_to());
+    assert_eq!(p.message_id(), props.message_id());
+    assert_eq!(p.timestamp(), props.timestamp());
+    assert_eq!(p.kind(), props.kind());
+    assert_eq!(p.app_id(), props.app_id());
+    let h = p.headers().clone().expect("headers");
+    let h = h.inner();
+    assert_eq!(h.get("count"), Some(&AMQPValue::LongInt(42)));
+    assert_eq!(h.get("flag"), Some(&AMQPValue::Boolean(true)));
+    assert_eq!(h.get("nested"), Some(&AMQPValue::FieldTable(nested)));
+    assert!(matches!(h.get("list"), Some(AMQPValue::FieldArray(a)) if a.as_slice().len() == 1));
+    assert!(h.contains_key("x-patron-error"), "{h:?}");
+    assert_eq!(h.get("x-patron-attempts"), Some(&AMQPValue::LongLongInt(1)));
+    assert!(
+        !h.contains_key("X-Correlation-Id"),
+        "the correlation id stays a property, not a new header"
+    );
+    broker.delete(&queue).await;
+    broker.delete(&dlq).await;
+    broker.close().await;
+}

@@ -42,7 +42,7 @@ async fn debug_endpoints_are_off_by_default() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cpu_profile_is_valid_pprof_protobuf() {
-    let server = TestServer::start(Service::new("debug-on").with_debug_endpoints())
+    let server = TestServer::start(Service::new("debug-on").with_unauthenticated_debug_endpoints())
         .await
         .unwrap();
     let client = reqwest::Client::new();
@@ -128,7 +128,7 @@ async fn debug_endpoints_use_the_configured_authenticator() {
 
 #[tokio::test]
 async fn log_level_changes_at_run_time() {
-    let mut proc = Proc::spawn(CUSTOM, &[("PATRON_DEBUG_ENDPOINTS", "true")]);
+    let mut proc = Proc::spawn(CUSTOM, &[("PATRON_DEBUG_ENDPOINTS", "unauthenticated")]);
     proc.wait_alive().await;
     let client = reqwest::Client::new();
     let debug_lines = |p: &Proc| {
@@ -207,4 +207,79 @@ async fn log_level_changes_at_run_time() {
     );
     proc.signal(libc::SIGTERM);
     assert_eq!(proc.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+/// Issue 17 item 6: debug endpoints switched on with no authenticator are
+/// a start-up error naming both fixes, in code and by environment.
+#[tokio::test]
+async fn debug_endpoints_without_an_authenticator_refuse_to_start() {
+    let err = TestServer::start(Service::new("debug-open").with_debug_endpoints())
+        .await
+        .expect_err("the service must not start")
+        .to_string();
+    assert!(
+        err.contains("debug endpoints")
+            && err.contains("with_debug_auth")
+            && err.contains("PATRON_DEBUG_ENDPOINTS=unauthenticated"),
+        "{err}"
+    );
+    let mut proc = Proc::spawn(CUSTOM, &[("PATRON_DEBUG_ENDPOINTS", "true")]);
+    assert_eq!(
+        proc.wait_exit(Duration::from_secs(20)),
+        Some(1),
+        "exits with an error"
+    );
+    let out = format!("{:?} {:?}", proc.stdout(), proc.stderr());
+    assert!(out.contains("with_debug_auth"), "{out}");
+}
+
+/// Issue 17 item 6: opened on purpose, the start-up says so at WARN.
+#[tokio::test]
+async fn unauthenticated_debug_endpoints_warn_at_start() {
+    let mut proc = Proc::spawn(CUSTOM, &[("PATRON_DEBUG_ENDPOINTS", "unauthenticated")]);
+    proc.wait_alive().await;
+    let warned = proc.json_logs().iter().any(|l| {
+        l["level"] == "WARN"
+            && l["fields"]["message"]
+                .as_str()
+                .or(l["message"].as_str())
+                .is_some_and(|m| m.contains("without authentication"))
+    });
+    assert!(warned, "{:?}", proc.json_logs());
+    proc.signal(libc::SIGTERM);
+    assert_eq!(proc.wait_exit(Duration::from_secs(10)), Some(0));
+}
+
+/// Issue 17 item 6: a profile whose client went away stops at once, so the
+/// next one can start instead of meeting a busy profiler for 300 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_profile_stops_at_once() {
+    let server =
+        TestServer::start(Service::new("debug-abandon").with_unauthenticated_debug_endpoints())
+            .await
+            .unwrap();
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .get(server.url("/debug/pprof/profile?seconds=300"))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the 300 s profile cannot answer in 0.5 s");
+    let client = reqwest::Client::new();
+    let next = eventually(Duration::from_secs(10), || {
+        let client = client.clone();
+        let url = server.url("/debug/pprof/profile?seconds=1");
+        async move {
+            client
+                .get(url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        }
+    })
+    .await;
+    assert!(next, "a new profile starts once the abandoned one stopped");
+    server.shutdown().await.unwrap();
 }

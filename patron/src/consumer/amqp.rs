@@ -7,9 +7,15 @@
 //!   not-ready on `/ready` and reconnects with backoff (0.5 s doubling to
 //!   10 s); messages it had not acknowledged are redelivered by the broker.
 //! - `prefetch` is the channel QoS; `concurrency` handlers run in parallel.
-//! - Dead-lettered messages are published to the DLQ queue through the
-//!   default exchange on a confirm-mode channel; the original is
-//!   acknowledged only after the broker confirmed the copy.
+//! - Dead-lettered messages are copies of the original — body, every
+//!   property and typed header — plus `x-patron-*` headers, published
+//!   `mandatory` to the DLQ queue through the default exchange on a
+//!   confirm-mode channel. The original is acknowledged only once the broker
+//!   confirmed the copy into an existing queue. A copy the broker returns
+//!   (no such queue) or refuses keeps the original unacknowledged: an ERROR
+//!   line says why, `/ready` names the consumer and the DLQ, and the copy is
+//!   retried (1 s doubling to 30 s) until it lands or the service stops,
+//!   when the original goes back to its queue.
 //! - Shutdown cancels the subscription (`basic.cancel`), lets in-flight
 //!   handlers finish and acknowledge (bounded by the shutdown timeout), then
 //!   closes the channel: prefetched messages no handler started go back to
@@ -20,6 +26,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use lapin::Confirmation;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
     BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueBindOptions,
@@ -38,13 +45,19 @@ use super::message::{AmqpMetadata, Delivery, Headers, Metadata};
 use super::metrics::ConsumerMetrics;
 use super::policy::{OnFailure, Policy};
 use super::process::{Pipeline, Stopper, Verdict, drain, now_millis, truncate_reason};
-use crate::component::{Component, ComponentContext, ComponentInfo};
+use crate::component::{Component, ComponentContext, ComponentInfo, Readiness};
 use crate::config::BrokerUrl;
 use crate::error::Error;
 
 const RECONNECT_MIN: Duration = Duration::from_millis(500);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The first wait before dead-lettering a message again after the DLQ
+/// refused it; it doubles up to [`DLQ_RETRY_MAX`].
+const DLQ_RETRY_MIN: Duration = Duration::from_secs(1);
+const DLQ_RETRY_MAX: Duration = Duration::from_secs(30);
+/// The readiness problem key of a DLQ that refuses messages.
+const DLQ_PROBLEM: &str = "dead-letter";
 
 /// A RabbitMQ consumer component.
 ///
@@ -348,17 +361,9 @@ impl Session<'_> {
                     c.queue
                 )))?;
         }
+        let conn = Arc::new(conn);
         let publisher = match &dlq {
-            Some(_) => {
-                let ch = conn
-                    .create_channel()
-                    .await
-                    .map_err(during("cannot open the DLQ channel"))?;
-                ch.confirm_select(ConfirmSelectOptions::default())
-                    .await
-                    .map_err(during("cannot enable publisher confirms"))?;
-                Some(ch)
-            }
+            Some(_) => Some(confirm_channel(&conn).await?),
             None => None,
         };
         let tag = format!("{}-{}", c.common.name, uuid::Uuid::new_v4().simple());
@@ -377,8 +382,11 @@ impl Session<'_> {
 
         let shared = Arc::new(Outlet {
             running: Arc::clone(self.running),
-            publisher,
+            conn: Arc::clone(&conn),
+            publisher: std::sync::Mutex::new(publisher),
             dlq,
+            declare: c.declare,
+            readiness: self.ctx.readiness().clone(),
         });
         let result: Result<(), SessionError> = async {
             loop {
@@ -400,13 +408,13 @@ impl Session<'_> {
                         let handler = Arc::clone(handler);
                         let shared = Arc::clone(&shared);
                         self.tracker.spawn(async move {
-                            let (model, acker) = convert(&shared.running.queue, first);
+                            let (model, acker, props) = convert(&shared.running.queue, first);
                             let verdict = shared
                                 .running
                                 .pipeline
                                 .process(&*handler, &model, &shared.running.stop)
                                 .await;
-                            shared.settle(&model, &acker, verdict).await;
+                            shared.settle(&model, &acker, &props, verdict).await;
                             drop(permit);
                         });
                     }
@@ -428,19 +436,22 @@ impl Session<'_> {
                         let handler = Arc::clone(handler);
                         let shared = Arc::clone(&shared);
                         self.tracker.spawn(async move {
-                            let (models, ackers): (Vec<Delivery>, Vec<lapin::Acker>) = raw
-                                .into_iter()
-                                .map(|d| convert(&shared.running.queue, d))
-                                .unzip();
+                            let mut models = Vec::with_capacity(raw.len());
+                            let mut ackers = Vec::with_capacity(raw.len());
+                            for d in raw {
+                                let (model, acker, props) = convert(&shared.running.queue, d);
+                                models.push(model);
+                                ackers.push((acker, props));
+                            }
                             let verdicts = shared
                                 .running
                                 .pipeline
                                 .process_batch(&*handler, &models, &shared.running.stop)
                                 .await;
-                            for ((model, acker), verdict) in
+                            for ((model, (acker, props)), verdict) in
                                 models.iter().zip(&ackers).zip(verdicts)
                             {
-                                shared.settle(model, acker, verdict).await;
+                                shared.settle(model, acker, props, verdict).await;
                             }
                             drop(permit);
                         });
@@ -486,6 +497,18 @@ fn next_delivery(
     }
 }
 
+/// A new channel on `conn` in publisher-confirm mode, for dead letters.
+async fn confirm_channel(conn: &Connection) -> Result<Channel, SessionError> {
+    let ch = conn
+        .create_channel()
+        .await
+        .map_err(during("cannot open the DLQ channel"))?;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .map_err(during("cannot enable publisher confirms"))?;
+    Ok(ch)
+}
+
 async fn declare_queue(channel: &Channel, queue: &str) -> Result<(), SessionError> {
     channel
         .queue_declare(
@@ -504,35 +527,35 @@ async fn declare_queue(channel: &Channel, queue: &str) -> Result<(), SessionErro
 /// What a handler task needs to carry out its verdict.
 struct Outlet {
     running: Arc<Running>,
-    publisher: Option<Channel>,
+    conn: Arc<Connection>,
+    /// The confirm-mode channel dead letters go through; replaced when the
+    /// broker closed it.
+    publisher: std::sync::Mutex<Option<Channel>>,
     dlq: Option<String>,
+    declare: bool,
+    readiness: Readiness,
 }
 
 impl Outlet {
-    async fn settle(&self, delivery: &Delivery, acker: &lapin::Acker, verdict: Verdict) {
+    async fn settle(
+        &self,
+        delivery: &Delivery,
+        acker: &lapin::Acker,
+        props: &BasicProperties,
+        verdict: Verdict,
+    ) {
         let consumer = &self.running.pipeline.consumer;
         let result = match verdict {
             Verdict::Ack | Verdict::Drop => acker.ack(BasicAckOptions::default()).await,
-            Verdict::Requeue | Verdict::Release => {
-                acker
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        multiple: false,
-                    })
-                    .await
-            }
+            Verdict::Requeue | Verdict::Release => acker.nack(requeue()).await,
             Verdict::DeadLetter { reason, attempts } => {
-                match self.dead_letter(delivery, &reason, attempts).await {
-                    Ok(()) => acker.ack(BasicAckOptions::default()).await,
-                    Err(e) => {
-                        tracing::error!(consumer = %consumer, error = %e, "cannot dead-letter the message; returning it to the queue");
-                        acker
-                            .nack(BasicNackOptions {
-                                requeue: true,
-                                multiple: false,
-                            })
-                            .await
-                    }
+                if self
+                    .dead_letter_until_accepted(delivery, props, &reason, attempts)
+                    .await
+                {
+                    acker.ack(BasicAckOptions::default()).await
+                } else {
+                    acker.nack(requeue()).await
                 }
             }
             Verdict::Exit(reason) => {
@@ -545,48 +568,116 @@ impl Outlet {
         }
     }
 
-    async fn dead_letter(&self, d: &Delivery, reason: &str, attempts: u32) -> Result<(), String> {
-        let (Some(channel), Some(dlq)) = (&self.publisher, &self.dlq) else {
-            return Err("no DLQ channel".into());
-        };
-        let mut headers = FieldTable::default();
-        for (k, v) in d.headers().iter() {
-            headers.insert(
-                k.into(),
-                AMQPValue::LongString(LongString::from(v.to_vec())),
-            );
+    /// Publishes the dead letter until the broker accepts it into the DLQ
+    /// (`true`) or the service stops (`false`: the original goes back to
+    /// its queue). Meanwhile the consumer is not ready, naming the DLQ.
+    async fn dead_letter_until_accepted(
+        &self,
+        delivery: &Delivery,
+        props: &BasicProperties,
+        reason: &str,
+        attempts: u32,
+    ) -> bool {
+        let consumer = &self.running.pipeline.consumer;
+        let dlq = self.dlq.as_deref().unwrap_or_default();
+        let mut wait = DLQ_RETRY_MIN;
+        let mut failed = false;
+        loop {
+            match self.dead_letter(delivery, props, reason, attempts).await {
+                Ok(()) => {
+                    if failed {
+                        tracing::info!(consumer = %consumer, dlq = %dlq, "the DLQ accepted the dead letter");
+                    }
+                    self.readiness.clear_problem(DLQ_PROBLEM);
+                    self.running.pipeline.dead_lettered();
+                    return true;
+                }
+                Err(e) => {
+                    failed = true;
+                    tracing::error!(
+                        consumer = %consumer,
+                        dlq = %dlq,
+                        error = %e,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "cannot dead-letter the message; it stays unacknowledged and is dead-lettered again after a wait"
+                    );
+                    self.readiness.set_problem(
+                        DLQ_PROBLEM,
+                        format!("AMQP consumer {consumer} cannot dead-letter messages to DLQ {dlq:?}: {e}"),
+                    );
+                    tokio::select! {
+                        _ = self.running.stop.cancelled() => return false,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    wait = (wait * 2).min(DLQ_RETRY_MAX);
+                }
+            }
         }
+    }
+
+    /// The DLQ channel, reopened when the broker closed it (declaring the
+    /// DLQ first under `declare`).
+    async fn channel(&self) -> Result<Channel, String> {
+        let current = self
+            .publisher
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(ch) = current
+            && ch.status().connected()
+        {
+            return Ok(ch);
+        }
+        let ch = confirm_channel(&self.conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        if self.declare
+            && let Some(dlq) = &self.dlq
+        {
+            declare_queue(&ch, dlq).await.map_err(|e| e.to_string())?;
+        }
+        *self.publisher.lock().unwrap_or_else(|p| p.into_inner()) = Some(ch.clone());
+        Ok(ch)
+    }
+
+    async fn dead_letter(
+        &self,
+        d: &Delivery,
+        original: &BasicProperties,
+        reason: &str,
+        attempts: u32,
+    ) -> Result<(), String> {
+        let Some(dlq) = &self.dlq else {
+            return Err("no DLQ is configured".into());
+        };
+        let channel = self.channel().await?;
         let (exchange, routing_key) = match d.metadata() {
             Metadata::Amqp(m) => (m.exchange.clone(), m.routing_key.clone()),
             _ => (String::new(), String::new()),
         };
         let text = |s: &str| AMQPValue::LongString(LongString::from(s.as_bytes().to_vec()));
         let reason = truncate_reason(reason);
-        headers.insert(dlq_headers::ERROR.into(), text(&reason));
-        headers.insert(
-            dlq_headers::ATTEMPTS.into(),
-            AMQPValue::LongLongInt(i64::from(attempts)),
-        );
-        headers.insert(dlq_headers::QUEUE.into(), text(&self.running.queue));
-        headers.insert(dlq_headers::EXCHANGE.into(), text(&exchange));
-        headers.insert(dlq_headers::ROUTING_KEY.into(), text(&routing_key));
-        headers.insert(
-            dlq_headers::CONSUMER.into(),
-            text(&self.running.pipeline.consumer),
-        );
-        let now = now_millis();
-        headers.insert(dlq_headers::FAILED_AT.into(), AMQPValue::LongLongInt(now));
-        let mut props = BasicProperties::default()
-            .with_headers(headers)
-            .with_delivery_mode(2);
-        if let Some(ct) = d.content_type() {
-            props = props.with_content_type(ct.into());
-        }
+        let extra = [
+            (dlq_headers::ERROR, text(&reason)),
+            (
+                dlq_headers::ATTEMPTS,
+                AMQPValue::LongLongInt(i64::from(attempts)),
+            ),
+            (dlq_headers::QUEUE, text(&self.running.queue)),
+            (dlq_headers::EXCHANGE, text(&exchange)),
+            (dlq_headers::ROUTING_KEY, text(&routing_key)),
+            (dlq_headers::CONSUMER, text(&self.running.pipeline.consumer)),
+            (dlq_headers::FAILED_AT, AMQPValue::LongLongInt(now_millis())),
+        ];
+        let props = dead_letter_properties(original, extra);
         let confirm = channel
             .basic_publish(
                 ShortString::from(""),
                 dlq.as_str().into(),
-                BasicPublishOptions::default(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    immediate: false,
+                },
                 d.body(),
                 props,
             )
@@ -594,15 +685,91 @@ impl Outlet {
             .map_err(|e| format!("publishing to DLQ {dlq:?} failed: {e}"))?
             .await
             .map_err(|e| format!("DLQ {dlq:?} did not confirm the message: {e}"))?;
-        if confirm.is_nack() {
-            return Err(format!("the broker refused the message for DLQ {dlq:?}"));
+        match confirm {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => Err(format!(
+                "the broker returned the message: {} {} (does queue {dlq:?} exist?)",
+                returned.reply_code, returned.reply_text
+            )),
+            Confirmation::Nack(None) => {
+                Err(format!("the broker refused the message for DLQ {dlq:?}"))
+            }
+            Confirmation::NotRequested => Err("the DLQ channel is not in confirm mode".into()),
         }
-        Ok(())
     }
 }
 
-/// A lapin delivery as patron's [`Delivery`], plus its acker.
-fn convert(queue: &str, d: lapin::message::Delivery) -> (Delivery, lapin::Acker) {
+fn requeue() -> BasicNackOptions {
+    BasicNackOptions {
+        requeue: true,
+        multiple: false,
+    }
+}
+
+/// The dead letter's properties: the original's, every one with its type,
+/// and its headers plus `extra` — except `user_id` and `expiration`, which
+/// move to `x-patron-original-*` headers: RabbitMQ refuses a `user_id` not
+/// the publisher's own, and a dead letter must not expire. Persistent.
+fn dead_letter_properties<'a>(
+    original: &BasicProperties,
+    extra: impl IntoIterator<Item = (&'a str, AMQPValue)>,
+) -> BasicProperties {
+    let mut headers = original.headers().clone().unwrap_or_default();
+    if let Some(user) = original.user_id() {
+        headers.insert(
+            dlq_headers::ORIGINAL_USER_ID.into(),
+            AMQPValue::LongString(user.as_str().into()),
+        );
+    }
+    if let Some(expiration) = original.expiration() {
+        headers.insert(
+            dlq_headers::ORIGINAL_EXPIRATION.into(),
+            AMQPValue::LongString(expiration.as_str().into()),
+        );
+    }
+    for (k, v) in extra {
+        headers.insert(k.into(), v);
+    }
+    let mut props = BasicProperties::default()
+        .with_headers(headers)
+        .with_delivery_mode(2);
+    let o = original;
+    if let Some(v) = o.content_type() {
+        props = props.with_content_type(v.clone());
+    }
+    if let Some(v) = o.content_encoding() {
+        props = props.with_content_encoding(v.clone());
+    }
+    if let Some(v) = o.priority() {
+        props = props.with_priority(*v);
+    }
+    if let Some(v) = o.correlation_id() {
+        props = props.with_correlation_id(v.clone());
+    }
+    if let Some(v) = o.reply_to() {
+        props = props.with_reply_to(v.clone());
+    }
+    if let Some(v) = o.message_id() {
+        props = props.with_message_id(v.clone());
+    }
+    if let Some(v) = o.timestamp() {
+        props = props.with_timestamp(*v);
+    }
+    if let Some(v) = o.kind() {
+        props = props.with_type(v.clone());
+    }
+    if let Some(v) = o.app_id() {
+        props = props.with_app_id(v.clone());
+    }
+    if let Some(v) = o.cluster_id() {
+        props = props.with_cluster_id(v.clone());
+    }
+    props
+}
+
+/// A lapin delivery as patron's [`Delivery`], plus its acker and its
+/// original properties (for a faithful dead letter).
+fn convert(queue: &str, d: lapin::message::Delivery) -> (Delivery, lapin::Acker, BasicProperties) {
     let mut headers = Headers::new();
     if let Some(table) = d.properties.headers() {
         for (k, v) in table.inner() {
@@ -631,7 +798,7 @@ fn convert(queue: &str, d: lapin::message::Delivery) -> (Delivery, lapin::Acker)
         headers,
         Metadata::Amqp(metadata),
     );
-    (delivery, d.acker)
+    (delivery, d.acker, d.properties)
 }
 
 /// A header value as bytes: strings as they are, numbers and booleans as
@@ -666,6 +833,70 @@ mod tests {
             "orders",
             handler_fn(|_m: crate::consumer::Message<String>| async {}),
         )
+    }
+
+    #[test]
+    fn a_dead_letter_keeps_every_property_and_typed_header() {
+        let mut nested = FieldTable::default();
+        nested.insert("k".into(), AMQPValue::LongInt(5));
+        let mut headers = FieldTable::default();
+        headers.insert("count".into(), AMQPValue::LongLongInt(42));
+        headers.insert("flag".into(), AMQPValue::Boolean(true));
+        headers.insert("table".into(), AMQPValue::FieldTable(nested.clone()));
+        headers.insert(
+            "list".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::ShortString("a".into())].into()),
+        );
+        let original = BasicProperties::default()
+            .with_content_type("application/json".into())
+            .with_content_encoding("gzip".into())
+            .with_headers(headers)
+            .with_delivery_mode(1)
+            .with_priority(7)
+            .with_correlation_id("corr".into())
+            .with_reply_to("replies".into())
+            .with_expiration("60000".into())
+            .with_message_id("m-1".into())
+            .with_timestamp(1_700_000_000)
+            .with_type("order.created".into())
+            .with_user_id("alice".into())
+            .with_app_id("shop".into())
+            .with_cluster_id("c1".into());
+        let copy = dead_letter_properties(
+            &original,
+            [(dlq_headers::ATTEMPTS, AMQPValue::LongLongInt(3))],
+        );
+        assert_eq!(copy.content_type(), original.content_type());
+        assert_eq!(copy.content_encoding(), original.content_encoding());
+        assert_eq!(copy.priority(), &Some(7));
+        assert_eq!(copy.correlation_id(), original.correlation_id());
+        assert_eq!(copy.reply_to(), original.reply_to());
+        assert_eq!(copy.message_id(), original.message_id());
+        assert_eq!(copy.timestamp(), &Some(1_700_000_000));
+        assert_eq!(copy.kind(), original.kind());
+        assert_eq!(copy.app_id(), original.app_id());
+        assert_eq!(copy.cluster_id(), original.cluster_id());
+        assert_eq!(copy.delivery_mode(), &Some(2), "a dead letter persists");
+        assert_eq!(copy.user_id(), &None, "RabbitMQ refuses a foreign user_id");
+        assert_eq!(copy.expiration(), &None, "a dead letter does not expire");
+        let h = copy.headers().clone().unwrap();
+        let h = h.inner();
+        assert_eq!(h.get("count"), Some(&AMQPValue::LongLongInt(42)));
+        assert_eq!(h.get("flag"), Some(&AMQPValue::Boolean(true)));
+        assert_eq!(h.get("table"), Some(&AMQPValue::FieldTable(nested)));
+        assert!(matches!(h.get("list"), Some(AMQPValue::FieldArray(a)) if a.as_slice().len() == 1));
+        assert_eq!(
+            h.get(dlq_headers::ORIGINAL_USER_ID),
+            Some(&AMQPValue::LongString("alice".into()))
+        );
+        assert_eq!(
+            h.get(dlq_headers::ORIGINAL_EXPIRATION),
+            Some(&AMQPValue::LongString("60000".into()))
+        );
+        assert_eq!(
+            h.get(dlq_headers::ATTEMPTS),
+            Some(&AMQPValue::LongLongInt(3))
+        );
     }
 
     #[test]

@@ -1105,7 +1105,10 @@ impl Worker {
             Verdict::Ack | Verdict::Drop => true,
             Verdict::DeadLetter { reason, attempts } => {
                 match dead_letter(shared, message, &reason, attempts).await {
-                    Ok(()) => true,
+                    Ok(()) => {
+                        shared.pipeline.dead_lettered();
+                        true
+                    }
                     Err(e) => {
                         tracing::error!(consumer = %shared.pipeline.consumer, error = %e, "cannot dead-letter the message; stopping so that it is not skipped");
                         shared.stop.exit(e);

@@ -102,4 +102,10 @@ pub mod dlq_headers {
     pub const CONSUMER: &str = "x-patron-consumer";
     /// When it was dead-lettered, in milliseconds since the Unix epoch.
     pub const FAILED_AT: &str = "x-patron-failed-at";
+    /// AMQP: the original `user_id` property, which RabbitMQ would refuse
+    /// on a copy published by another user.
+    pub const ORIGINAL_USER_ID: &str = "x-patron-original-user-id";
+    /// AMQP: the original `expiration` property; a dead letter does not
+    /// expire (as with RabbitMQ's own dead-lettering).
+    pub const ORIGINAL_EXPIRATION: &str = "x-patron-original-expiration";
 }

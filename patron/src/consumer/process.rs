@@ -415,11 +415,19 @@ impl Pipeline {
         let counter = match verdict {
             Verdict::Ack => &self.metrics.ack,
             Verdict::Requeue | Verdict::Release => &self.metrics.requeue,
-            Verdict::DeadLetter { .. } => &self.metrics.dlq,
+            // Counted by the broker code once the broker accepted the copy
+            // ([`Self::dead_lettered`]): a copy that never landed is no
+            // dead letter.
+            Verdict::DeadLetter { .. } => return,
             Verdict::Drop => &self.metrics.drop,
             Verdict::Exit(_) => &self.metrics.exit,
         };
         counter.inc_by(n);
+    }
+
+    /// Counts one message whose dead-letter copy the broker accepted.
+    pub(crate) fn dead_lettered(&self) {
+        self.metrics.dlq.inc();
     }
 
     fn span(&self, delivery: &Delivery) -> tracing::Span {

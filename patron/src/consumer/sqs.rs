@@ -386,7 +386,10 @@ impl Shared {
             Verdict::Requeue | Verdict::Release => self.release(&receipt).await,
             Verdict::DeadLetter { reason, attempts } => {
                 match self.dead_letter(delivery, &reason, attempts).await {
-                    Ok(()) => self.delete(id, receipt).await,
+                    Ok(()) => {
+                        self.pipeline.dead_lettered();
+                        self.delete(id, receipt).await;
+                    }
                     Err(e) => {
                         tracing::error!(consumer = %consumer, error = %e, "cannot dead-letter the message; making it visible again");
                         self.release(&receipt).await;

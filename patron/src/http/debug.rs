@@ -8,8 +8,11 @@
 //!   level is a 400 problem.
 //!
 //! They sit behind the authenticator given to
-//! [`Service::with_debug_auth`](crate::Service::with_debug_auth) when there
-//! is one, and get panic recovery only, like the other management routes.
+//! [`Service::with_debug_auth`](crate::Service::with_debug_auth); without
+//! one the service refuses to start, unless they are opened on purpose
+//! (`PATRON_DEBUG_ENDPOINTS=unauthenticated`, logged at WARN). They get
+//! panic recovery only, like the other management routes. A profile whose
+//! client disconnected stops at once.
 
 use std::time::Duration;
 
@@ -59,7 +62,14 @@ async fn profile(Query(params): Query<ProfileParams>) -> Response {
         },
     };
     tracing::info!(seconds, "CPU profile started");
-    let result = tokio::task::spawn_blocking(move || record(Duration::from_secs(seconds))).await;
+    // The profiling thread waits on this channel: when the client goes
+    // away, the server drops this handler's future, the sender with it, and
+    // the profile stops at once instead of holding the process's single
+    // profiler for up to 300 s.
+    let (abandoned, watch) = std::sync::mpsc::channel::<()>();
+    let result =
+        tokio::task::spawn_blocking(move || record(Duration::from_secs(seconds), &watch)).await;
+    drop(abandoned);
     match result {
         Ok(Ok(bytes)) => {
             let mut response = (StatusCode::OK, bytes).into_response();
@@ -79,8 +89,10 @@ async fn profile(Query(params): Query<ProfileParams>) -> Response {
     }
 }
 
-/// Samples the whole process for `duration` and encodes the profile.
-fn record(duration: Duration) -> Result<Vec<u8>, Error> {
+/// Samples the whole process for `duration`, or until `abandoned`'s sender
+/// is dropped (the client left: nothing is encoded), and encodes the
+/// profile.
+fn record(duration: Duration, abandoned: &std::sync::mpsc::Receiver<()>) -> Result<Vec<u8>, Error> {
     let guard = pprof::ProfilerGuardBuilder::default()
         .frequency(FREQUENCY)
         .blocklist(&["libc", "libgcc", "pthread", "vdso"])
@@ -91,7 +103,13 @@ fn record(duration: Duration) -> Result<Vec<u8>, Error> {
                 format!("cannot start the CPU profiler (is another profile running?): {e}"),
             )
         })?;
-    std::thread::sleep(duration);
+    if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) = abandoned.recv_timeout(duration) {
+        tracing::info!("CPU profile abandoned: the client disconnected");
+        return Err(Error::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the client disconnected before the profile was done",
+        ));
+    }
     let report = guard
         .report()
         .build()

@@ -12,6 +12,22 @@
 //!
 //! The watchdog ticks at a fraction of the shortest timeout, so the hot path
 //! only bumps counters; no clock is read and no timer is armed per request.
+//!
+//! HTTP/2 connections are told apart by their preface: their reads never
+//! start the request-head timer (a PING or SETTINGS frame is no request),
+//! and they idle by requests, not by frames, so a pinging client lives
+//! until the idle timeout and is then closed with GOAWAY. Bytes that are
+//! only CR/LF between HTTP/1 requests do not start the timer either.
+//!
+//! Draining, from the shutdown signal on (before `PATRON_SHUTDOWN_DELAY`):
+//! every HTTP/1 response carries `Connection: close`, HTTP/2 connections
+//! get GOAWAY, and an HTTP/1 connection with no request in flight is closed
+//! once it has been quiet for [`QUIET`] (closing it the instant it went idle
+//! would race the client's next request). When the listener closes, a
+//! socket filter first stops the kernel from completing new handshakes,
+//! handshakes under way get [`HANDSHAKE_GRACE`] to finish, and every
+//! connection already in the accept queue is accepted and served: none is
+//! reset with a request on it.
 
 use std::io;
 use std::net::SocketAddr;
@@ -32,6 +48,16 @@ use tokio_util::task::TaskTracker;
 
 use super::router::App;
 
+/// How long an HTTP/1 connection must be quiet while draining before it is
+/// closed.
+const QUIET: Duration = Duration::from_millis(250);
+/// The watchdog's tick while draining.
+const DRAIN_TICK: Duration = Duration::from_millis(100);
+/// How long handshakes under way get to complete once new ones are refused.
+const HANDSHAKE_GRACE: Duration = Duration::from_millis(100);
+/// The HTTP/2 connection preface's first bytes.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+
 /// The three connection timeouts.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Timeouts {
@@ -47,32 +73,44 @@ impl Timeouts {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` fires, then stops
-/// accepting and waits up to `drain` for open connections to finish.
+/// Serves `router` on `listener`: from `draining` on, connections drain
+/// (see the module doc); when `shutdown` fires the listener closes without
+/// resetting a queued connection, and open connections get up to `drain` to
+/// finish.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Arc<App>,
     timeouts: Timeouts,
+    draining: CancellationToken,
     shutdown: CancellationToken,
     drain: Duration,
 ) -> Result<(), String> {
     let builder = Arc::new(Builder::new(TokioExecutor::new()));
     let tracker = TaskTracker::new();
+    let open = |stream: TcpStream, peer: SocketAddr| {
+        let _ = stream.set_nodelay(true);
+        tracker.spawn(connection(
+            stream,
+            peer,
+            Arc::clone(&builder),
+            Arc::clone(&app),
+            timeouts,
+            draining.clone(),
+        ));
+    };
+    let mut accepting_until = None;
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    tracker.spawn(connection(
-                        stream,
-                        peer,
-                        Arc::clone(&builder),
-                        Arc::clone(&app),
-                        timeouts,
-                        shutdown.clone(),
-                    ));
+            _ = shutdown.cancelled(), if accepting_until.is_none() => {
+                // Refuse new handshakes, then accept the ones under way.
+                if let Err(e) = refuse_new_connections(&listener) {
+                    tracing::warn!(error = %e, "cannot stop new connections before closing the listener; queued ones may be reset");
                 }
+                accepting_until = Some(tokio::time::Instant::now() + HANDSHAKE_GRACE);
+            }
+            _ = tokio::time::sleep_until(accepting_until.unwrap_or_else(tokio::time::Instant::now)), if accepting_until.is_some() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => open(stream, peer),
                 Err(err) if is_per_connection(&err) => {}
                 Err(err) => {
                     // Out of file descriptors and the like: back off, as
@@ -83,7 +121,30 @@ pub(crate) async fn serve(
             },
         }
     }
-    drop(listener);
+    // tokio's accept answers from its readiness event, which can lag the
+    // kernel's queue: empty the queue with plain non-blocking accepts.
+    match listener.into_std() {
+        Ok(std_listener) => loop {
+            match std_listener.accept() {
+                Ok((stream, peer)) => match stream
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(stream))
+                {
+                    Ok(stream) => open(stream, peer),
+                    Err(e) => {
+                        tracing::debug!(%peer, error = %e, "cannot adopt a queued connection")
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if is_per_connection(&e) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "emptying the accept queue failed");
+                    break;
+                }
+            }
+        },
+        Err(e) => tracing::warn!(error = %e, "cannot empty the accept queue"),
+    }
     tracker.close();
     let open = tracker.len();
     if open > 0 {
@@ -97,6 +158,75 @@ pub(crate) async fn serve(
             humantime::format_duration(drain)
         )),
     }
+}
+
+/// Attaches a socket filter to the listener that drops incoming SYNs (and
+/// nothing else), so the kernel completes no new handshake while the
+/// handshakes under way finish and the accept queue is emptied: a client
+/// then sees a refused or timed-out connect, never a reset after it sent
+/// its request.
+#[cfg(target_os = "linux")]
+fn refuse_new_connections(listener: &TcpListener) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // Classic BPF over the TCP header: load the flags byte, keep SYN and
+    // ACK, drop the packet when only SYN is set, else keep it whole.
+    let code = [
+        libc::sock_filter {
+            code: 0x30,
+            jt: 0,
+            jf: 0,
+            k: 13,
+        }, // ldb [13]
+        libc::sock_filter {
+            code: 0x54,
+            jt: 0,
+            jf: 0,
+            k: 0x12,
+        }, // and #0x12
+        libc::sock_filter {
+            code: 0x15,
+            jt: 0,
+            jf: 1,
+            k: 0x02,
+        }, // jeq #0x02
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        }, // ret #0 (drop)
+        libc::sock_filter {
+            code: 0x06,
+            jt: 0,
+            jf: 0,
+            k: u32::MAX,
+        }, // ret #-1 (keep)
+    ];
+    let program = libc::sock_fprog {
+        len: code.len() as u16,
+        filter: code.as_ptr().cast_mut(),
+    };
+    // SAFETY: `program` points to `code`, both alive for the call; the
+    // kernel copies the filter.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&raw const program).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn refuse_new_connections(_listener: &TcpListener) -> io::Result<()> {
+    Ok(())
 }
 
 fn is_per_connection(err: &io::Error) -> bool {
@@ -115,9 +245,30 @@ struct ConnState {
     in_flight: AtomicU32,
     reading: AtomicBool,
     write_blocked: AtomicBool,
+    /// Bytes read so far, up to the HTTP/2 preface's length.
+    first_bytes: AtomicU32,
+    /// The connection speaks HTTP/2 (it began with the preface).
+    h2: AtomicBool,
 }
 
 impl ConnState {
+    /// Notes the connection's first bytes: those of the HTTP/2 preface mark
+    /// it as HTTP/2 (and end the request-head timer a new connection starts
+    /// with).
+    fn saw(&self, got: &[u8]) {
+        let seen = self.first_bytes.load(Ordering::Relaxed) as usize;
+        if seen >= H2_PREFACE.len() {
+            return;
+        }
+        let take = got.len().min(H2_PREFACE.len() - seen);
+        self.first_bytes
+            .store((seen + take) as u32, Ordering::Relaxed);
+        if seen == 0 && got.len() >= 3 && H2_PREFACE.starts_with(&got[..take]) {
+            self.h2.store(true, Ordering::Relaxed);
+            self.reading.store(false, Ordering::Relaxed);
+        }
+    }
+
     fn bump(&self) {
         // Single writer (the connection's task): no read-modify-write needed.
         self.activity.store(
@@ -150,7 +301,7 @@ async fn connection(
     builder: Arc<Builder<TokioExecutor>>,
     app: Arc<App>,
     timeouts: Timeouts,
-    shutdown: CancellationToken,
+    draining: CancellationToken,
 ) {
     let state = Arc::new(ConnState::default());
     state.reading.store(true, Ordering::Relaxed);
@@ -159,11 +310,24 @@ async fn connection(
         state: Arc::clone(&state),
     });
     let svc_state = Arc::clone(&state);
+    let svc_draining = draining.clone();
     let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let guard = InFlight::enter(&svc_state);
+        let http1 = req.version() < http::Version::HTTP_2;
         let call = app.call(req.map(Body::new));
+        let draining = svc_draining.clone();
         async move {
-            let response = call.await;
+            let mut response = call.await;
+            if http1
+                && draining.is_cancelled()
+                && let Ok(response) = &mut response
+            {
+                // hyper closes the connection after this response.
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
             drop(guard);
             response
         }
@@ -174,6 +338,7 @@ async fn connection(
     let mut tick = tokio::time::interval(timeouts.tick());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut closing = false;
+    let mut drain_started = false;
     loop {
         tokio::select! {
             biased;
@@ -183,12 +348,23 @@ async fn connection(
                 }
                 return;
             }
-            _ = shutdown.cancelled(), if !closing => {
-                closing = true;
-                conn.as_mut().graceful_shutdown();
+            _ = draining.cancelled(), if !drain_started => {
+                drain_started = true;
+                if state.h2.load(Ordering::Relaxed) && !closing {
+                    // GOAWAY: streams under way finish, new ones go elsewhere.
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                tick = tokio::time::interval(DRAIN_TICK);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             }
             _ = tick.tick() => match watch.check(&state, Instant::now(), &timeouts) {
-                Verdict::Fine => {}
+                Verdict::Fine => {
+                    if drain_started && !closing && watch.quiet_for(&state, Instant::now()) >= QUIET {
+                        closing = true;
+                        conn.as_mut().graceful_shutdown();
+                    }
+                }
                 Verdict::Idle => {
                     if !closing {
                         tracing::debug!(%peer, "closing idle HTTP connection");
@@ -233,6 +409,17 @@ impl Watch {
             reading_since: Some(now),
             blocked_since: None,
         }
+    }
+
+    /// How long the connection has had no request in flight and no traffic
+    /// (requests only, for HTTP/2), as of the last check.
+    fn quiet_for(&self, state: &ConnState, now: Instant) -> Duration {
+        if state.in_flight.load(Ordering::Relaxed) > 0
+            || state.activity.load(Ordering::Relaxed) != self.seen
+        {
+            return Duration::ZERO;
+        }
+        now.duration_since(self.last_activity)
     }
 
     fn check(&mut self, state: &ConnState, now: Instant, t: &Timeouts) -> Verdict {
@@ -285,8 +472,17 @@ impl AsyncRead for WatchedIo {
         if let Poll::Ready(Ok(())) = result
             && buf.filled().len() > before
         {
+            let got = &buf.filled()[before..];
+            self.state.saw(got);
+            if self.state.h2.load(Ordering::Relaxed) {
+                // Frames are no requests: HTTP/2 idles by its requests,
+                // which the service counts.
+                return result;
+            }
             self.state.bump();
-            if self.state.in_flight.load(Ordering::Relaxed) == 0 {
+            if self.state.in_flight.load(Ordering::Relaxed) == 0
+                && got.iter().any(|b| !matches!(b, b'\r' | b'\n'))
+            {
                 self.state.reading.store(true, Ordering::Relaxed);
             }
         }
@@ -334,7 +530,9 @@ impl WatchedIo {
             Poll::Pending => self.state.write_blocked.store(true, Ordering::Relaxed),
             Poll::Ready(_) => {
                 self.state.write_blocked.store(false, Ordering::Relaxed);
-                self.state.bump();
+                if !self.state.h2.load(Ordering::Relaxed) {
+                    self.state.bump();
+                }
             }
         }
     }

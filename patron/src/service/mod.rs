@@ -267,10 +267,23 @@ impl Service {
 
     /// Turns on the debug endpoints (`GET /debug/pprof/profile`,
     /// `POST /debug/log/{level}`), as `PATRON_DEBUG_ENDPOINTS=true` does.
-    /// They are never on by default; put them behind
-    /// [`with_debug_auth`](Self::with_debug_auth) wherever the port is reachable.
+    /// They are never on by default, and the service refuses to start with
+    /// them on unless they have an authenticator
+    /// ([`with_debug_auth`](Self::with_debug_auth)) or are opened on purpose
+    /// ([`with_unauthenticated_debug_endpoints`](Self::with_unauthenticated_debug_endpoints)):
+    /// anyone reaching the port could otherwise profile the process or turn
+    /// on trace logging.
     pub fn with_debug_endpoints(mut self) -> Self {
         self.config.debug_endpoints = true;
+        self
+    }
+
+    /// Turns on the debug endpoints with no authentication, as
+    /// `PATRON_DEBUG_ENDPOINTS=unauthenticated` does: for a port only
+    /// trusted hosts reach (a sidecar, a local run). Logged at WARN on start.
+    pub fn with_unauthenticated_debug_endpoints(mut self) -> Self {
+        self.config.debug_endpoints = true;
+        self.config.debug_unauthenticated = true;
         self
     }
 

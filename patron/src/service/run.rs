@@ -92,6 +92,21 @@ impl Service {
             &deps,
             self.components.len() + consumers.len(),
         )?;
+        if self.config.debug_endpoints && self.debug_auth.is_none() {
+            if !self.config.debug_unauthenticated {
+                return Err(validate::StartupError {
+                    problems: vec![format!(
+                        "the debug endpoints (PATRON_DEBUG_ENDPOINTS or with_debug_endpoints) are on without an authenticator, so anyone reaching port {} could profile the process or change its log level: give them one with Service::with_debug_auth(…), or open them on purpose with PATRON_DEBUG_ENDPOINTS=unauthenticated (or Service::with_unauthenticated_debug_endpoints())",
+                        self.config.http_port
+                    )],
+                }
+                .into());
+            }
+            tracing::warn!(
+                port = self.config.http_port,
+                "the debug endpoints are on without authentication: anyone reaching the port can profile the process or change its log level"
+            );
+        }
         metrics.register_runtime()?;
         let http_metrics = HttpMetrics::register(&metrics)?;
         let deps = Arc::new(deps);
@@ -206,10 +221,19 @@ impl BoundService {
         };
         tracing::info!(address = %self.addr, "HTTP server listening");
         let http_shutdown = shutdown.clone();
+        let draining = CancellationToken::new();
+        let http_draining = draining.clone();
         tasks.spawn(async move {
-            let result = server::serve(self.listener, self.app, timeouts, http_shutdown, drain)
-                .await
-                .map_err(Error::msg);
+            let result = server::serve(
+                self.listener,
+                self.app,
+                timeouts,
+                http_draining,
+                http_shutdown,
+                drain,
+            )
+            .await
+            .map_err(Error::msg);
             ("http".to_string(), result)
         });
         for (info, readiness, component) in self.components {
@@ -234,6 +258,7 @@ impl BoundService {
             }
         };
         self.shared.shutting_down.store(true, Ordering::Release);
+        draining.cancel();
         tracing::info!("shutting down: readiness is now 503");
         if by_signal && !self.config.shutdown_delay.is_zero() {
             tokio::time::sleep(self.config.shutdown_delay).await;
