@@ -681,3 +681,92 @@ fn tokio_stream_from(
 ) -> impl futures_util::Stream<Item = Result<&'static str, std::io::Error>> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+/// A service whose read timeout (1 s) is much shorter than its idle
+/// timeout (3 s), to tell the two apart.
+async fn start_with_short_read_timeout() -> TestServer {
+    let mut svc = service();
+    svc.config_mut().http_read_timeout = Duration::from_secs(1);
+    svc.config_mut().http_idle_timeout = Duration::from_secs(3);
+    TestServer::start(svc).await.expect("service starts")
+}
+
+/// Issue 17 item 5: an idle HTTP/2 connection whose client pings lives past
+/// the read timeout, until the idle timeout, and is then closed with GOAWAY
+/// (the connection ends cleanly, not with a reset).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pinging_http2_connection_lives_until_the_idle_timeout() {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let server = start_with_short_read_timeout().await;
+    let tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Duration::from_millis(200))
+        .keep_alive_timeout(Duration::from_secs(5))
+        .keep_alive_while_idle(true)
+        .handshake::<_, String>(TokioIo::new(tcp))
+        .await
+        .expect("h2 handshake");
+    let started = std::time::Instant::now();
+    let conn = tokio::spawn(conn);
+    let get = |send: &mut hyper::client::conn::http2::SendRequest<String>| {
+        let req = http::Request::get(format!("http://{}/items/1", server.addr()))
+            .body(String::new())
+            .unwrap();
+        send.send_request(req)
+    };
+    let first = get(&mut send).await.expect("first request");
+    assert_eq!(first.status(), 200);
+    let _ = first.into_body().collect().await;
+    // Past the read timeout, with PINGs flowing, the connection still serves.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let second = get(&mut send)
+        .await
+        .expect("the pinging connection survived the read timeout");
+    assert_eq!(second.status(), 200);
+    let _ = second.into_body().collect().await;
+    // Idle (PINGs are no requests): closed after the idle timeout, cleanly.
+    let ended = tokio::time::timeout(Duration::from_secs(8), conn)
+        .await
+        .expect("closed at the idle timeout")
+        .unwrap();
+    assert!(ended.is_ok(), "closed with GOAWAY, not cut: {ended:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "idle timeout counted from the last request: {:?}",
+        started.elapsed()
+    );
+    server.shutdown().await.unwrap();
+}
+
+/// Issue 17 item 5: a stray CRLF between HTTP/1 requests (allowed by RFC
+/// 9112 §2.2) does not start the request-head read timer.
+#[tokio::test]
+async fn a_stray_crlf_on_a_keep_alive_connection_is_no_request_head() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = start_with_short_read_timeout().await;
+    let mut tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let request = b"GET /alive HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut buf = vec![0u8; 4096];
+    tcp.write_all(request).await.unwrap();
+    let n = tcp.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    tcp.write_all(b"\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    tcp.write_all(request).await.unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(2), tcp.read(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "the connection was cut after the CRLF: {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    server.shutdown().await.unwrap();
+}
