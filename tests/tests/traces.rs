@@ -183,3 +183,56 @@ async fn bad_sampler_is_a_start_up_error() {
         "{stderr}"
     );
 }
+
+/// Issue 17 item 7: for a sampled request the DEBUG `request served` line
+/// and the status-error ERROR line carry the trace and span ids of the
+/// request's span, the ids operators join logs to traces with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_and_status_error_lines_carry_trace_ids() {
+    let (endpoint, _received) = receiver().await;
+    let mut proc = Proc::spawn(
+        CUSTOM,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("PATRON_LOG_LEVEL", "debug"),
+            ("PATRON_HTTP_STATUS_ERROR_LOGGING", "400"),
+        ],
+    );
+    proc.wait_alive().await;
+    traced_request(&proc, "served-1").await;
+    let bad = reqwest::Client::new()
+        .get(proc.url("/report?delay_ms=soon"))
+        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+        .header("x-correlation-id", "failed-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    let _ = bad.text().await;
+    let line = |message: &'static str, correlation: &'static str| {
+        let logs = proc.json_logs();
+        logs.into_iter()
+            .find(|l| l["message"] == message && l["correlation_id"] == correlation)
+    };
+    let found = eventually(Duration::from_secs(5), || {
+        let both = line("request served", "served-1").is_some()
+            && line("request failed", "failed-1").is_some();
+        async move { both }
+    })
+    .await;
+    assert!(found, "{:?}", proc.stdout());
+    for (message, correlation) in [
+        ("request served", "served-1"),
+        ("request failed", "failed-1"),
+    ] {
+        let l = line(message, correlation).unwrap();
+        assert_eq!(l["trace_id"], TRACE_ID, "{message}: {l}");
+        let span_id = l["span_id"].as_str().unwrap_or_default();
+        assert!(
+            span_id.len() == 16 && span_id != PARENT_ID,
+            "{message} carries the request span's own id: {l}"
+        );
+    }
+    proc.signal(libc::SIGTERM);
+    assert_eq!(proc.wait_exit(Duration::from_secs(10)), Some(0));
+}

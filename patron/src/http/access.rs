@@ -83,6 +83,9 @@ pub(crate) struct Access {
     pub status: StatusCode,
     pub started: Instant,
     pub correlation_id: HeaderValue,
+    /// The request span, entered for the line so that it carries the
+    /// trace and span ids operators join to traces.
+    pub span: tracing::Span,
 }
 
 impl Access {
@@ -109,15 +112,21 @@ pub(crate) fn log(
     })
 }
 
-/// The DEBUG access line of a request whose status is not error-logged.
+/// The DEBUG access line of a request whose status is not error-logged,
+/// written inside the request span (so it carries the trace and span ids).
 /// Free when DEBUG is off: the fields are only evaluated for an enabled line.
 pub(crate) fn log_served(
+    span: &tracing::Span,
     method: &'static str,
     route: &'static str,
     status: StatusCode,
     started: Instant,
     correlation_id: &HeaderValue,
 ) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    let _entered = (!span.is_disabled()).then(|| span.enter());
     tracing::debug!(
         http.request.method = method,
         http.route = route,
@@ -151,6 +160,7 @@ pin_project! {
                     .into(),
                     None => String::from_utf8_lossy(this.captured),
                 };
+                let _entered = (!access.span.is_disabled()).then(|| access.span.enter());
                 tracing::error!(
                     http.request.method = access.method,
                     http.route = access.route,

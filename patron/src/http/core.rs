@@ -80,6 +80,7 @@ fn finish(
     started: Instant,
     id: HeaderValue,
     mut response: Response,
+    span: &tracing::Span,
 ) -> Response {
     let status = response.status();
     let method = route_method(route, method);
@@ -99,6 +100,7 @@ fn finish(
             status,
             started,
             correlation_id: id,
+            span: span.clone(),
         };
         let (parts, body) = response.into_parts();
         let encoding = parts.headers.get(http::header::CONTENT_ENCODING).cloned();
@@ -107,7 +109,7 @@ fn finish(
             access::log(&route.shared.status_rules, access, encoding, body),
         );
     }
-    access::log_served(method, route.route, status, started, &id);
+    access::log_served(span, method, route.route, status, started, &id);
     headers.insert(X_CORRELATION_ID, id);
     response
 }
@@ -304,7 +306,7 @@ where
             ),
         )
         .into_response();
-        let response = finish(route, method, started, id, response);
+        let response = finish(route, method, started, id, response, &tracing::Span::none());
         return CoreFuture::Rejected {
             response: Some(response),
         };
@@ -322,7 +324,7 @@ where
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
-        let response = finish(route, method, started, id, response);
+        let response = finish(route, method, started, id, response, &tracing::Span::none());
         return CoreFuture::Rejected {
             response: Some(response),
         };
@@ -390,6 +392,9 @@ where
             } => {
                 let outcome = ready!(inner.as_mut().poll(cx));
                 let id = id.take().unwrap_or_else(|| HeaderValue::from_static(""));
+                let span = inner.span();
+                // The panic and timeout lines belong to the request's trace.
+                let entered = (!span.is_disabled()).then(|| span.enter());
                 let response = match outcome {
                     Ok(Ok(Ok(response))) => response,
                     Ok(Ok(Err(never))) => match never {},
@@ -419,7 +424,7 @@ where
                         .into_response()
                     }
                 };
-                let span = inner.span();
+                drop(entered);
                 if !span.is_disabled() {
                     span.record(
                         "http.response.status_code",
@@ -429,7 +434,7 @@ where
                         span.record("otel.status_code", "ERROR");
                     }
                 }
-                let response = finish(route, method, *started, id, response);
+                let response = finish(route, method, *started, id, response, span);
                 Poll::Ready(Ok(response))
             }
         }
