@@ -53,6 +53,7 @@ pub mod client;
 pub mod component;
 pub mod config;
 pub mod consumer;
+mod context;
 mod deps;
 mod error;
 pub mod http;

@@ -140,6 +140,11 @@ async fn slow() -> &'static str {
     "too late"
 }
 
+#[patron::route(POST "/upload", timeout = "300ms")]
+async fn upload(body: String) -> String {
+    body
+}
+
 #[patron::route(POST "/small", body_limit = "16B")]
 async fn small(body: String) -> String {
     body
@@ -768,5 +773,131 @@ async fn a_stray_crlf_on_a_keep_alive_connection_is_no_request_head() {
         "the connection was cut after the CRLF: {:?}",
         String::from_utf8_lossy(&buf[..n])
     );
+    server.shutdown().await.unwrap();
+}
+
+/// Sends `raw` on a new connection and returns what came back until the
+/// server closed it or 3 s passed.
+async fn raw_exchange(server: &TestServer, raw: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    tcp.write_all(raw).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out.windows(4).any(|w| w == b"\r\n\r\n") && out.ends_with(b"}") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Issue 17 item 8: an HTTP/1.1 request without a Host header, or with
+/// several, is a 400 problem (RFC 9112 §3.2); HTTP/1.0 needs none.
+#[tokio::test]
+async fn http11_needs_exactly_one_host_header() {
+    let (server, _) = start().await;
+    for raw in [
+        &b"GET /hello HTTP/1.1\r\n\r\n"[..],
+        &b"GET /alive HTTP/1.1\r\n\r\n"[..],
+        &b"GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n"[..],
+    ] {
+        let answer = raw_exchange(&server, raw).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(answer.contains("application/problem+json"), "{answer}");
+        assert!(answer.contains("Host header"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("x-correlation-id: "),
+            "{answer}"
+        );
+    }
+    let old = raw_exchange(&server, b"GET /hello HTTP/1.0\r\n\r\n").await;
+    assert!(old.starts_with("HTTP/1.0 200"), "{old}");
+    server.shutdown().await.unwrap();
+}
+
+/// Issue 17 item 8: a body still arriving when the handler timeout fires is
+/// the client's 408, not the service's 503.
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_is_408() {
+    let (server, client) = start().await;
+    let answer = raw_exchange(
+        &server,
+        b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly part",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("did not arrive within"), "{answer}");
+    // A slow handler is still the service's 503.
+    let slow = client.get(server.url("/slow")).send().await.unwrap();
+    assert_eq!(slow.status(), 503);
+    server.shutdown().await.unwrap();
+}
+
+/// Issue 17 item 8: the management and debug routes' 405 is a problem body
+/// with `Allow` and a correlation id, as on user routes.
+#[tokio::test]
+async fn management_and_debug_405_are_problems() {
+    let server = TestServer::start(service().with_unauthenticated_debug_endpoints())
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    for (method, path, allow) in [
+        (reqwest::Method::POST, "/alive", "GET,HEAD"),
+        (reqwest::Method::DELETE, "/metrics", "GET,HEAD"),
+        (reqwest::Method::GET, "/debug/log/debug", "POST"),
+    ] {
+        let resp = client
+            .request(method.clone(), server.url(path))
+            .header("x-correlation-id", "m-405")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.headers()["x-correlation-id"],
+            "m-405",
+            "{method} {path}"
+        );
+        let allowed = resp.headers()["allow"].to_str().unwrap().replace(' ', "");
+        assert_eq!(allowed, allow, "{method} {path}");
+        let body = problem(resp, 405).await;
+        assert!(
+            body["detail"].as_str().unwrap().contains("allowed"),
+            "{method} {path}: {body}"
+        );
+    }
+    server.shutdown().await.unwrap();
+}
+
+/// Issue 17 item 8: invalid UTF-8 anywhere in a JSON body is a 400, also
+/// in a field the handler's type ignores.
+#[tokio::test]
+async fn invalid_utf8_anywhere_in_a_json_body_is_400() {
+    let (server, client) = start().await;
+    let mut body = br#"{"name":"a","count":1,"ignored":""#.to_vec();
+    body.extend_from_slice(b"\xff\xfe\"}");
+    let resp = client
+        .post(server.url("/echo"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let problem_body = problem(resp, 400).await;
+    assert!(
+        problem_body["detail"].as_str().unwrap().contains("UTF-8"),
+        "{problem_body}"
+    );
+    let fine = client
+        .post(server.url("/echo"))
+        .json(&json!({"name": "Zoë ✓", "count": 2, "ignored": "ok"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fine.status(), 200);
     server.shutdown().await.unwrap();
 }

@@ -236,3 +236,53 @@ async fn access_and_status_error_lines_carry_trace_ids() {
     proc.signal(libc::SIGTERM);
     assert_eq!(proc.wait_exit(Duration::from_secs(10)), Some(0));
 }
+
+/// Issue 17 item 8: a `traceparent` whose ids have the wrong length is no
+/// parent: the request starts a new trace (OpenTelemetry's own parser would
+/// pad a short trace id with zeros and continue it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_traceparent_with_a_short_trace_id_is_no_parent() {
+    let (endpoint, received) = receiver().await;
+    let mut proc = Proc::spawn(
+        CUSTOM,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_TRACES_SAMPLER", "parentbased_always_on"),
+        ],
+    );
+    proc.wait_alive().await;
+    let short = &TRACE_ID[..31];
+    let resp = reqwest::Client::new()
+        .get(proc.url("/outbound"))
+        .header("traceparent", format!("00-{short}-{PARENT_ID}-01"))
+        .header("x-correlation-id", "short-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let shown = resp.text().await.unwrap();
+    assert!(
+        !shown.contains(short),
+        "the bad traceparent is not passed on: {shown}"
+    );
+    let arrived = eventually(Duration::from_secs(10), || {
+        let n = spans(&received).len();
+        async move { n > 0 }
+    })
+    .await;
+    assert!(
+        arrived,
+        "a root span is exported; stderr {:?}",
+        proc.stderr()
+    );
+    for (span, _) in spans(&received) {
+        assert!(span.parent_span_id.is_empty(), "no parent: {span:?}");
+        assert!(
+            !hex(&span.trace_id).contains(short),
+            "a new trace: {span:?}"
+        );
+    }
+    proc.signal(libc::SIGTERM);
+    assert_eq!(proc.wait_exit(Duration::from_secs(10)), Some(0));
+}

@@ -278,6 +278,7 @@ pin_project! {
             method: &'static str,
             started: Instant,
             active: Active,
+            body: Option<Arc<super::body::BodyWatch>>,
         },
     }
 }
@@ -358,6 +359,8 @@ where
         traceparent: req.headers().get(TRACEPARENT).cloned(),
         baggage: req.headers().get(BAGGAGE).cloned(),
     }));
+    let mut req = req;
+    let body = super::body::watch(&mut req);
     let handled = AssertUnwindSafe(call(req)).catch_unwind();
     let inner = REQUEST.scope(context, tokio::time::timeout(route.timeout, handled));
     let active = Active::enter(route.metrics.as_ref());
@@ -368,6 +371,7 @@ where
         method,
         started,
         active,
+        body,
     }
 }
 
@@ -389,6 +393,7 @@ where
                 method,
                 started,
                 active: _,
+                body,
             } => {
                 let outcome = ready!(inner.as_mut().poll(cx));
                 let id = id.take().unwrap_or_else(|| HeaderValue::from_static(""));
@@ -407,6 +412,22 @@ where
                         );
                         Error::internal(
                             "the request handler panicked; the service is still running",
+                        )
+                        .into_response()
+                    }
+                    Err(_) if body.as_ref().is_some_and(|b| b.waiting()) => {
+                        tracing::info!(
+                            timeout = ?route.timeout,
+                            route = route.span_name,
+                            correlation_id = id.to_str().unwrap_or_default(),
+                            "request body did not arrive in time"
+                        );
+                        Error::new(
+                            StatusCode::REQUEST_TIMEOUT,
+                            format!(
+                                "the request body did not arrive within {}",
+                                humantime::format_duration(route.timeout)
+                            ),
                         )
                         .into_response()
                     }

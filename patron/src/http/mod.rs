@@ -3,6 +3,7 @@
 
 mod access;
 mod auth;
+mod body;
 pub(crate) mod builtin;
 pub(crate) mod core;
 pub(crate) mod correlation;

@@ -195,19 +195,21 @@ pub(crate) fn build(parts: AppParts<'_>) -> Result<App, String> {
             None => debug,
         });
     }
-    let management = management.layer(CatchPanicLayer::custom(
-        |panic: Box<dyn std::any::Any + Send>| {
-            tracing::error!(
-                panic = panic_message(panic.as_ref()),
-                "management route panicked"
-            );
-            problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the management route panicked",
-                Default::default(),
-            )
-        },
-    ));
+    let management = management
+        .layer(axum::middleware::from_fn(management_problems))
+        .layer(CatchPanicLayer::custom(
+            |panic: Box<dyn std::any::Any + Send>| {
+                tracing::error!(
+                    panic = panic_message(panic.as_ref()),
+                    "management route panicked"
+                );
+                problem(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the management route panicked",
+                    Default::default(),
+                )
+            },
+        ));
     for (path, methods) in settings {
         index
             .insert(path, PathSettings::User(methods))
@@ -343,6 +345,32 @@ fn allow_header(methods: &[&str]) -> HeaderValue {
     all.sort_unstable();
     all.dedup();
     HeaderValue::from_str(&all.join(", ")).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// Gives the management and debug routes' 405 what user routes' has: a
+/// problem body, the `Allow` header and the correlation id.
+async fn management_problems(req: Request, next: axum::middleware::Next) -> Response {
+    let id = req.headers().get(super::X_CORRELATION_ID).cloned();
+    // Every management route is a GET but `POST /debug/log/{level}`.
+    let allow = if req.uri().path().starts_with("/debug/log/") {
+        HeaderValue::from_static("POST")
+    } else {
+        HeaderValue::from_static("GET, HEAD")
+    };
+    let response = next.run(req).await;
+    if response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        return response;
+    }
+    let mut response = method_not_allowed(allow);
+    let mut headers = http::HeaderMap::new();
+    if let Some(id) = id {
+        headers.insert(super::X_CORRELATION_ID, id);
+    }
+    response.headers_mut().insert(
+        super::X_CORRELATION_ID,
+        super::correlation::from_headers(&headers),
+    );
+    response
 }
 
 fn method_not_allowed(allow: HeaderValue) -> Response {

@@ -32,6 +32,7 @@ use opentelemetry_sdk::trace::{
 };
 
 use crate::config::ConfigError;
+use crate::context::traceparent;
 use crate::error::Error;
 
 /// Whether an OpenTelemetry layer is installed (so request spans get remote
@@ -70,29 +71,12 @@ impl Head {
 
     fn sample_parent(&self, traceparent: Option<&[u8]>) -> bool {
         if self.parent_based
-            && let Some(sampled) = traceparent.and_then(parent_sampled)
+            && let Some(parent) = traceparent.and_then(traceparent::parse)
         {
-            return sampled;
+            return parent.sampled;
         }
         self.ratio >= 1.0 || (self.ratio > 0.0 && fastrand::f64() < self.ratio)
     }
-}
-
-/// The sampled flag of a W3C `traceparent` (`00-<trace>-<span>-<flags>`),
-/// or `None` when it is malformed.
-fn parent_sampled(value: &[u8]) -> Option<bool> {
-    let text = std::str::from_utf8(value).ok()?.trim();
-    let mut parts = text.split('-');
-    let (version, trace, span, flags) =
-        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if !(hex(version, 2) && version != "ff" && hex(trace, 32) && hex(span, 16) && hex(flags, 2)) {
-        return None;
-    }
-    if trace.bytes().all(|b| b == b'0') || span.bytes().all(|b| b == b'0') {
-        return None;
-    }
-    Some(u8::from_str_radix(flags, 16).ok()? & 1 == 1)
 }
 
 static HEAD: OnceLock<Head> = OnceLock::new();
@@ -306,7 +290,9 @@ pub fn inject(headers: &mut http::HeaderMap) {
             return;
         }
     }
-    if let Some(tp) = traceparent {
+    // An invalid traceparent is not passed on: the callee would take it as
+    // its parent where patron did not.
+    if let Some(tp) = traceparent.filter(|tp| traceparent::is_valid(tp.as_bytes())) {
         headers.insert(http::HeaderName::from_static("traceparent"), tp);
     }
     if let Some(bg) = baggage {
@@ -342,12 +328,19 @@ static PROPAGATOR: LazyLock<TextMapCompositePropagator> = LazyLock::new(|| {
     ])
 });
 
+/// What the propagator may read: any header but a `traceparent` that
+/// patron's parser rejects (OpenTelemetry's would take a short trace id,
+/// padded with zeros, as a parent).
+fn valid_or_other(key: &str, value: &str) -> bool {
+    !key.eq_ignore_ascii_case("traceparent") || traceparent::is_valid(value.as_bytes())
+}
+
 /// Reads W3C `traceparent` and `baggage` from message headers.
 pub(crate) fn extract_message(headers: &crate::consumer::Headers) -> Context {
     struct Headers<'a>(&'a crate::consumer::Headers);
     impl Extractor for Headers<'_> {
         fn get(&self, key: &str) -> Option<&str> {
-            self.0.get(key)
+            self.0.get(key).filter(|v| valid_or_other(key, v))
         }
         fn keys(&self) -> Vec<&str> {
             self.0.iter().map(|(k, _)| k).collect()
@@ -361,7 +354,10 @@ pub(crate) fn extract(headers: &http::HeaderMap) -> Context {
     struct Headers<'a>(&'a http::HeaderMap);
     impl Extractor for Headers<'_> {
         fn get(&self, key: &str) -> Option<&str> {
-            self.0.get(key).and_then(|v| v.to_str().ok())
+            self.0
+                .get(key)
+                .and_then(|v| v.to_str().ok())
+                .filter(|v| valid_or_other(key, v))
         }
         fn keys(&self) -> Vec<&str> {
             self.0.keys().map(|k| k.as_str()).collect()

@@ -1,0 +1,210 @@
+//! The request body as the core middleware watches it: whether the handler
+//! is waiting for bytes the client has not sent (so a handler timeout then
+//! is the client's 408, not the service's 503), and — for JSON bodies —
+//! that every byte is valid UTF-8 (serde_json checks only the strings it
+//! keeps; RFC 8259 §8.1 requires the whole text to be UTF-8).
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::header;
+use http_body::{Frame, SizeHint};
+use pin_project_lite::pin_project;
+
+/// Shared between a watched body and the request's core future.
+#[derive(Debug, Default)]
+pub(crate) struct BodyWatch {
+    waiting: AtomicBool,
+}
+
+impl BodyWatch {
+    /// Whether the body's last read was still waiting for the client.
+    pub(crate) fn waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
+    }
+}
+
+/// Wraps `req`'s body when it has one: returns the watch to ask at a
+/// timeout. JSON bodies (by `Content-Type`) are also checked for UTF-8.
+pub(crate) fn watch(req: &mut axum::extract::Request) -> Option<Arc<BodyWatch>> {
+    if http_body::Body::is_end_stream(req.body()) {
+        return None;
+    }
+    let json = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_json);
+    let watch = Arc::new(BodyWatch::default());
+    let body = std::mem::take(req.body_mut());
+    *req.body_mut() = Body::new(WatchedBody {
+        inner: body,
+        watch: Arc::clone(&watch),
+        utf8: json.then(Utf8::default),
+    });
+    Some(watch)
+}
+
+/// `application/json` or any `+json` type.
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Incremental UTF-8 validation over frames: at most three bytes of a
+/// sequence split between frames are carried to the next one.
+#[derive(Debug, Default)]
+struct Utf8 {
+    carry: Vec<u8>,
+    offset: usize,
+}
+
+/// A JSON body that is not UTF-8.
+#[derive(Debug)]
+struct NotUtf8 {
+    at: usize,
+}
+
+impl fmt::Display for NotUtf8 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the JSON body is not valid UTF-8 (at byte {}); JSON text must be UTF-8 (RFC 8259 section 8.1)",
+            self.at
+        )
+    }
+}
+
+impl std::error::Error for NotUtf8 {}
+
+impl Utf8 {
+    fn feed(&mut self, data: &[u8]) -> Result<(), NotUtf8> {
+        let mut joined;
+        let bytes: &[u8] = if self.carry.is_empty() {
+            data
+        } else {
+            joined = std::mem::take(&mut self.carry);
+            joined.extend_from_slice(data);
+            &joined
+        };
+        match std::str::from_utf8(bytes) {
+            Ok(_) => {
+                self.offset += bytes.len();
+                Ok(())
+            }
+            Err(e) => match e.error_len() {
+                Some(_) => Err(NotUtf8 {
+                    at: self.offset + e.valid_up_to(),
+                }),
+                None => {
+                    let valid = e.valid_up_to();
+                    self.offset += valid;
+                    self.carry = bytes[valid..].to_vec();
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    fn finish(&self) -> Result<(), NotUtf8> {
+        if self.carry.is_empty() {
+            Ok(())
+        } else {
+            Err(NotUtf8 { at: self.offset })
+        }
+    }
+}
+
+pin_project! {
+    struct WatchedBody {
+        #[pin]
+        inner: Body,
+        watch: Arc<BodyWatch>,
+        utf8: Option<Utf8>,
+    }
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = self.project();
+        let frame = this.inner.poll_frame(cx);
+        this.watch
+            .waiting
+            .store(frame.is_pending(), Ordering::Relaxed);
+        if let Some(utf8) = this.utf8 {
+            match &frame {
+                Poll::Ready(Some(Ok(f))) => {
+                    if let Some(data) = f.data_ref()
+                        && let Err(e) = utf8.feed(data)
+                    {
+                        return Poll::Ready(Some(Err(axum::Error::new(e))));
+                    }
+                }
+                Poll::Ready(None) => {
+                    if let Err(e) = utf8.finish() {
+                        return Poll::Ready(Some(Err(axum::Error::new(e))));
+                    }
+                }
+                _ => {}
+            }
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("Application/JSON; charset=utf-8"));
+        assert!(is_json("application/problem+json"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json("application/jsonl"));
+    }
+
+    #[test]
+    fn utf8_split_across_frames_is_fine_and_invalid_bytes_are_found() {
+        let text = "{\"name\":\"Zoë ✓\"}".as_bytes();
+        for cut in 0..text.len() {
+            let mut u = Utf8::default();
+            u.feed(&text[..cut]).unwrap();
+            u.feed(&text[cut..]).unwrap();
+            u.finish().unwrap();
+        }
+        let mut u = Utf8::default();
+        u.feed(b"{\"a\":\"x\",\"ignored\":\"").unwrap();
+        let err = u.feed(b"\xff\"}").unwrap_err();
+        assert_eq!(err.at, 20);
+        let mut u = Utf8::default();
+        u.feed(b"\"\xe2\x9c").unwrap();
+        assert_eq!(u.finish().unwrap_err().at, 1, "truncated at the end");
+    }
+}
