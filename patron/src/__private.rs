@@ -199,6 +199,8 @@ pub struct CommonSpec {
     pub concurrency: Option<usize>,
     /// `retries`.
     pub retries: Option<u32>,
+    /// `max_deliveries`.
+    pub max_deliveries: Option<u32>,
     /// `backoff`.
     pub backoff: Option<Duration>,
     /// `on_failure`.

@@ -265,7 +265,10 @@ async fn requeue_redelivers_until_the_handler_succeeds() {
                 let Metadata::Amqp(meta) = msg.metadata() else {
                     panic!()
                 };
-                p.seen.lock().unwrap().push(meta.redelivered.to_string());
+                p.seen
+                    .lock()
+                    .unwrap()
+                    .push(format!("{} {}", meta.redelivered, msg.deliveries()));
                 p.leave();
                 if p.calls() < 3 {
                     Err(patron::Error::msg("not yet"))
@@ -289,8 +292,8 @@ async fn requeue_redelivers_until_the_handler_succeeds() {
     server.shutdown().await.expect("clean shutdown");
     assert_eq!(
         probe.seen(),
-        ["false", "true", "true"],
-        "the broker redelivered it"
+        ["false 1", "false 2", "false 3"],
+        "put back as a counted copy, delivered again"
     );
     assert_eq!(broker.depth(&queue).await, 0);
     broker.delete(&queue).await;
@@ -885,6 +888,145 @@ async fn a_dead_letter_is_a_faithful_copy_of_the_original() {
     assert!(
         !h.contains_key("X-Correlation-Id"),
         "the correlation id stays a property, not a new header"
+    );
+    broker.delete(&queue).await;
+    broker.delete(&dlq).await;
+    broker.close().await;
+}
+
+/// A consumer of `queue` whose handler always fails, counting its calls and
+/// the delivery numbers it saw.
+fn always_failing(queue: &str, probe: &Arc<Probe>) -> AmqpConsumer {
+    let p = probe.clone();
+    AmqpConsumer::new(
+        queue,
+        handler_fn(move |msg: Message<String>| {
+            let p = p.clone();
+            async move {
+                p.enter();
+                p.seen.lock().unwrap().push(msg.deliveries().to_string());
+                p.leave();
+                Err::<(), _>(patron::Error::msg("always fails"))
+            }
+        }),
+    )
+    .retries(0)
+}
+
+/// Issue 17 item 3: under `requeue` an always-failing message is delivered
+/// at most `max_deliveries` times, counted across redeliveries, then goes
+/// to the DLQ — or, with none named, is dropped.
+#[tokio::test(flavor = "multi_thread")]
+async fn requeue_stops_at_max_deliveries() {
+    let Some(url) = amqp::url() else { return };
+    let broker = Broker::connect(&url).await;
+    for with_dlq in [true, false] {
+        let queue = amqp::unique("max-deliveries");
+        let dlq = format!("{queue}.dlq");
+        broker.fresh_queue(&queue).await;
+        broker.fresh_queue(&dlq).await;
+        broker.publish(&queue, b"poison pill", &[]).await;
+        let probe = Arc::new(Probe::default());
+        let mut consumer = always_failing(&queue, &probe)
+            .on_failure(OnFailure::Requeue)
+            .max_deliveries(3);
+        if with_dlq {
+            consumer = consumer.dlq(&dlq);
+        }
+        let server = start(&url, consumer).await;
+        let outcome = if with_dlq { "dlq" } else { "drop" };
+        let labels = [("consumer", queue.as_str()), ("outcome", outcome)];
+        assert!(
+            eventually(WAIT, || async {
+                metric(&server, "consumer_messages_total", &labels).await == 1.0
+            })
+            .await,
+            "{outcome} after the last delivery"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        server.shutdown().await.expect("clean shutdown");
+        assert_eq!(probe.seen(), ["1", "2", "3"], "delivered 3 times, counted");
+        assert_eq!(broker.depth(&queue).await, 0);
+        if with_dlq {
+            let (body, headers) = broker.get(&dlq).await.expect("a dead letter");
+            assert_eq!(body, b"poison pill");
+            assert!(
+                headers["x-patron-error"].contains("max_deliveries = 3"),
+                "{headers:?}"
+            );
+        } else {
+            assert_eq!(broker.depth(&dlq).await, 0);
+        }
+        broker.delete(&queue).await;
+        broker.delete(&dlq).await;
+    }
+    broker.close().await;
+}
+
+/// Issue 17 item 3: `exit` puts the message back counted, so a classic
+/// queue's message that stops the service is, on the next run, on its
+/// last allowed delivery: it is dropped instead of stopping the service
+/// again.
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_is_counted_across_service_runs() {
+    let Some(url) = amqp::url() else { return };
+    let broker = Broker::connect(&url).await;
+    let queue = amqp::unique("exit-counted");
+    broker.fresh_queue(&queue).await;
+    broker.publish(&queue, b"fatal", &[]).await;
+    let probe = Arc::new(Probe::default());
+    let run = || {
+        always_failing(&queue, &probe)
+            .on_failure(OnFailure::Exit)
+            .max_deliveries(2)
+    };
+    let first = start(&url, run()).await;
+    let stopped = tokio::time::timeout(WAIT, first.join())
+        .await
+        .expect("the first run stops on its own");
+    assert!(stopped.is_err(), "exit stops the service");
+    assert!(eventually(WAIT, || async { broker.depth(&queue).await == 1 }).await);
+    let second = start(&url, run()).await;
+    let labels = [("consumer", queue.as_str()), ("outcome", "drop")];
+    assert!(
+        eventually(WAIT, || async {
+            metric(&second, "consumer_messages_total", &labels).await == 1.0
+        })
+        .await,
+        "dropped on its last allowed delivery"
+    );
+    second
+        .shutdown()
+        .await
+        .expect("the second run goes on and stops cleanly");
+    assert_eq!(probe.seen(), ["1", "2"]);
+    assert_eq!(broker.depth(&queue).await, 0);
+    broker.delete(&queue).await;
+    broker.close().await;
+}
+
+/// Issue 17 item 3: a message that arrives past the limit (here a quorum
+/// queue's `x-delivery-count` of 20) never reaches the handler.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_past_max_deliveries_never_reaches_the_handler() {
+    let Some(url) = amqp::url() else { return };
+    let broker = Broker::connect(&url).await;
+    let queue = amqp::unique("past-limit");
+    let dlq = format!("{queue}.dlq");
+    broker.fresh_queue(&queue).await;
+    broker.fresh_queue(&dlq).await;
+    broker
+        .publish(&queue, b"old", &[("x-delivery-count", "20")])
+        .await;
+    let probe = Arc::new(Probe::default());
+    let server = start(&url, always_failing(&queue, &probe).dlq(&dlq)).await;
+    assert!(eventually(WAIT, || async { broker.depth(&dlq).await == 1 }).await);
+    server.shutdown().await.expect("clean shutdown");
+    assert_eq!(probe.calls(), 0, "the handler never saw it");
+    let (_, headers) = broker.get(&dlq).await.expect("a dead letter");
+    assert!(
+        headers["x-patron-error"].contains("delivered 21 times"),
+        "{headers:?}"
     );
     broker.delete(&queue).await;
     broker.delete(&dlq).await;

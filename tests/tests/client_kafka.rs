@@ -207,3 +207,52 @@ async fn records_left_at_shutdown_fail_the_shutdown_naming_the_producer() {
     );
     assert!(err.contains("1 records not delivered"), "{err}");
 }
+
+/// Issue 17 item 9: a producer whose brokers cannot be reached shows on
+/// `/ready`, and a send fails within the default delivery timeout (5 s),
+/// not librdkafka's minutes; with the broker there, `/ready` is 200.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_producer_fails_readiness_and_sends_fail_within_the_delivery_timeout() {
+    let producer = KafkaProducer::builder(unreachable()).build().unwrap();
+    let server = TestServer::start(
+        Service::new("kafka-producer-ready-test")
+            .with_consumers(std::iter::empty())
+            .with_client(producer.clone())
+            .provide(Topic(String::new())),
+    )
+    .await
+    .unwrap();
+    let ready = reqwest::get(server.url("/ready")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body = ready.text().await.unwrap();
+    assert!(
+        body.contains("kafka producer") && body.contains("metadata"),
+        "{body}"
+    );
+    let started = std::time::Instant::now();
+    let err = producer
+        .send(&Record::new("nowhere", "late"))
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(matches!(err, ProduceError::Failed { .. }), "{err}");
+    assert!(
+        took >= Duration::from_secs(4) && took < Duration::from_secs(10),
+        "failed after {took:?}, the 5 s delivery timeout"
+    );
+    let _ = server.shutdown().await;
+
+    let Some(brokers) = brokers() else { return };
+    let producer = KafkaProducer::builder(&brokers).build().unwrap();
+    let server = TestServer::start(
+        Service::new("kafka-producer-ready-test")
+            .with_consumers(std::iter::empty())
+            .with_client(producer)
+            .provide(Topic(String::new())),
+    )
+    .await
+    .unwrap();
+    let ready = reqwest::get(server.url("/ready")).await.unwrap();
+    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
+    server.shutdown().await.unwrap();
+}

@@ -201,3 +201,36 @@ async fn limits_are_checked_before_sending_and_an_unknown_queue_is_named() {
     );
     assert_eq!(sends(&missing, "error"), 1.0);
 }
+
+/// Issue 17 item 9: an SQS sender that cannot reach SQS shows on `/ready`
+/// naming itself; one that can is ready.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_sender_fails_readiness() {
+    let down = format!("http://127.0.0.1:{}", patron_tests::free_port());
+    let server = TestServer::start(
+        Service::new("sqs-sender-ready-test")
+            .with_consumers(std::iter::empty())
+            .with_client(SqsSender::new(sqs::client(&down)))
+            .provide(Queue(String::new())),
+    )
+    .await
+    .unwrap();
+    let ready = reqwest::get(server.url("/ready")).await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body = ready.text().await.unwrap();
+    assert!(body.contains("sqs sender"), "{body}");
+    server.shutdown().await.unwrap();
+
+    let Some(endpoint) = endpoint() else { return };
+    let server = TestServer::start(
+        Service::new("sqs-sender-ready-test")
+            .with_consumers(std::iter::empty())
+            .with_client(SqsSender::new(sqs::client(&endpoint)))
+            .provide(Queue(String::new())),
+    )
+    .await
+    .unwrap();
+    let ready = reqwest::get(server.url("/ready")).await.unwrap();
+    assert_eq!(ready.status(), 200, "{}", ready.text().await.unwrap());
+    server.shutdown().await.unwrap();
+}

@@ -184,7 +184,7 @@ async fn commits_after_success_and_a_restart_resumes_after_them() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn exit_leaves_the_offset_uncommitted_and_a_restart_redelivers() {
+async fn exit_without_a_delivery_limit_leaves_the_offset_uncommitted_and_a_restart_redelivers() {
     let Some(brokers) = brokers() else { return };
     let (topic, group) = numbered_topic(&brokers, "exit", 4).await;
     let seen: Seen = Arc::default();
@@ -192,7 +192,8 @@ async fn exit_leaves_the_offset_uncommitted_and_a_restart_redelivers() {
         KafkaConsumer::new([topic.as_str()], &group, recorder(seen.clone(), Some("m2")))
             .brokers(&brokers)
             .retries(0)
-            .on_failure(OnFailure::Exit),
+            .on_failure(OnFailure::Exit)
+            .max_deliveries(0),
     )
     .await;
     let result = tokio::time::timeout(WAIT, failing.join())
@@ -913,4 +914,66 @@ async fn two_instances_split_partitions(strategy: Option<&str>) {
         before_rebalance - 200
     );
     a.server.shutdown().await.expect("clean shutdown");
+}
+
+/// Issue 17 item 3: Kafka cannot give a record back, so under the default
+/// `exit` with a delivery limit the record is delivered again in-process,
+/// counted, and after `max_deliveries` it is dropped (no DLQ named) and
+/// committed instead of crash-looping the service.
+#[tokio::test(flavor = "multi_thread")]
+async fn exit_delivers_a_failing_record_again_up_to_max_deliveries_then_drops_it() {
+    let Some(brokers) = brokers() else { return };
+    let (topic, group) = (unique("exit-limit"), unique("group"));
+    create_topic(&brokers, &topic, 1).await;
+    let p = producer(&brokers);
+    for body in ["a", "bad", "c"] {
+        produce(&p, &topic, 0, body).await;
+    }
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let s = seen.clone();
+    let server = start(
+        KafkaConsumer::new(
+            [topic.as_str()],
+            &group,
+            handler_fn(move |msg: Message<String>| {
+                let s = s.clone();
+                async move {
+                    s.lock()
+                        .unwrap()
+                        .push(format!("{} {}", msg.payload(), msg.deliveries()));
+                    if msg.payload() == "bad" {
+                        return Err(patron::Error::msg("cannot handle bad"));
+                    }
+                    Ok(())
+                }
+            }),
+        )
+        .brokers(&brokers)
+        .retries(0)
+        .backoff(Duration::from_millis(5))
+        .max_deliveries(3),
+    )
+    .await;
+    assert!(eventually(WAIT, || async { seen.lock().unwrap().len() == 5 }).await);
+    let labels = [("consumer", topic.as_str()), ("outcome", "drop")];
+    let samples =
+        patron_tests::prom::scrape(&reqwest::Client::new(), &server.url("/metrics")).await;
+    assert_eq!(
+        patron_tests::prom::value(&samples, "consumer_messages_total", &labels),
+        Some(1.0),
+        "dropped once"
+    );
+    server
+        .shutdown()
+        .await
+        .expect("the service did not stop on its own");
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        ["a 1", "bad 1", "bad 2", "bad 3", "c 1"]
+    );
+    assert_eq!(
+        restart_after_new_record(&brokers, &topic, &group, "d").await,
+        ["d"],
+        "committed past the dropped record"
+    );
 }

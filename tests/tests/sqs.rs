@@ -376,3 +376,53 @@ async fn attribute_consumers_use_the_provided_client() {
     server.shutdown().await.expect("clean shutdown");
     sqs::delete(&client, &url).await;
 }
+
+/// Issue 17 item 3: under `requeue` an always-failing SQS message is
+/// delivered at most `max_deliveries` times (SQS's `ApproximateReceiveCount`
+/// counts them), then dropped when no DLQ is named.
+#[tokio::test(flavor = "multi_thread")]
+async fn requeue_stops_at_max_deliveries() {
+    let Some(endpoint) = sqs::endpoint() else {
+        return;
+    };
+    let client = sqs::client(&endpoint);
+    let queue = unique("max-deliveries");
+    let url = sqs::create(&client, &queue).await;
+    sqs::send(&client, &url, "poison", &[]).await;
+    let seen: Seen = Arc::default();
+    let s = seen.clone();
+    let consumer = SqsConsumer::new(
+        &queue,
+        handler_fn(move |msg: Message<String>| {
+            let s = s.clone();
+            async move {
+                let deliveries = msg.deliveries();
+                s.lock().unwrap().push((msg.into_payload(), deliveries));
+                Err::<(), _>(patron::Error::msg("always fails"))
+            }
+        }),
+    )
+    .client(client.clone())
+    .wait(Duration::from_secs(1))
+    .visibility(Duration::from_secs(120))
+    .retries(0)
+    .on_failure(OnFailure::Requeue)
+    .max_deliveries(3);
+    let server = start(consumer).await;
+    assert!(eventually(WAIT, || async { sqs::depth(&client, &url).await == (0, 0) }).await);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let samples = prom::scrape(&reqwest::Client::new(), &server.url("/metrics")).await;
+    let labels = [("consumer", queue.as_str()), ("outcome", "drop")];
+    assert_eq!(
+        prom::value(&samples, "consumer_messages_total", &labels),
+        Some(1.0)
+    );
+    server.shutdown().await.expect("clean shutdown");
+    let expected: Vec<(String, u32)> = (1..=3).map(|n| ("poison".to_string(), n)).collect();
+    assert_eq!(
+        *seen.lock().unwrap(),
+        expected,
+        "delivered 3 times, counted"
+    );
+    sqs::delete(&client, &url).await;
+}

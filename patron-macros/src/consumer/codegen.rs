@@ -120,6 +120,7 @@ pub fn generate(attr: &ConsumerAttr, handler: &Handler, func: &ItemFn) -> TokenS
         quote!(#n)
     }));
     let retries = opt(attr.retries.map(|n| quote!(#n)));
+    let max_deliveries = opt(attr.max_deliveries.map(|n| quote!(#n)));
     let backoff = opt(attr
         .backoff_nanos
         .map(|n| quote!(::core::time::Duration::from_nanos(#n))));
@@ -179,6 +180,7 @@ pub fn generate(attr: &ConsumerAttr, handler: &Handler, func: &ItemFn) -> TokenS
             name: #handler_name,
             concurrency: #concurrency,
             retries: #retries,
+            max_deliveries: #max_deliveries,
             backoff: #backoff,
             on_failure: #on_failure,
             dlq: #dlq,

@@ -20,6 +20,7 @@ const KEYS: &[&str] = &[
     "prefetch",
     "concurrency",
     "retries",
+    "max_deliveries",
     "backoff",
     "on_failure",
     "dlq",
@@ -61,6 +62,8 @@ pub struct ConsumerAttr {
     pub prefetch: Option<u16>,
     pub concurrency: Option<u32>,
     pub retries: Option<u32>,
+    /// `max_deliveries` (0 = no limit).
+    pub max_deliveries: Option<u32>,
     pub backoff_nanos: Option<u64>,
     pub on_failure: Option<String>,
     pub dlq: Option<LitStr>,
@@ -152,6 +155,7 @@ impl Parse for ConsumerAttr {
             prefetch: None,
             concurrency: None,
             retries: None,
+            max_deliveries: None,
             backoff_nanos: None,
             on_failure: None,
             dlq: None,
@@ -199,6 +203,10 @@ impl Parse for ConsumerAttr {
                     attr.concurrency = Some(parse_int(input, "concurrency", 1, 10_000)?.0 as u32)
                 }
                 "retries" => attr.retries = Some(parse_int(input, "retries", 0, 1_000)?.0 as u32),
+                "max_deliveries" => {
+                    attr.max_deliveries =
+                        Some(parse_int(input, "max_deliveries", 0, 1_000_000)?.0 as u32)
+                }
                 "batch" => {
                     let (n, span) = parse_int(input, "batch", 1, 65_535)?;
                     attr.batch = Some((n as u32, span));

@@ -16,8 +16,13 @@
 //!   outcome `delivered`, `failed` (the broker or the local timeout said
 //!   no) or `rejected` (it could not even be queued).
 //! - Safe defaults: `enable.idempotence=true` (so `acks=all` and retries
-//!   never duplicate or reorder), `message.timeout.ms=30000`; any
-//!   librdkafka setting can be changed with [`KafkaProducerBuilder::set`].
+//!   never duplicate or reorder), a 5 s delivery timeout
+//!   ([`DELIVERY_TIMEOUT`], `message.timeout.ms`;
+//!   [`KafkaProducerBuilder::delivery_timeout`]); any librdkafka setting can
+//!   be changed with [`KafkaProducerBuilder::set`].
+//! - Given to the service with [`with_client`](crate::Service::with_client),
+//!   it joins `/ready`: 503 naming it while no broker answers a metadata
+//!   request within 2 s.
 //! - Given to the service with [`with_client`](crate::Service::with_client),
 //!   the producer is flushed at shutdown, after the consumers stopped:
 //!   records still queued are delivered (or reported to the failure
@@ -51,6 +56,15 @@ pub const QUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long the flush at shutdown waits for queued records by default.
 pub const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a record may take to be delivered, retries included, before
+/// it fails (`message.timeout.ms`; librdkafka's own default is 300 s): a
+/// route producing to an unreachable broker fails within this, not after
+/// minutes.
+pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long the readiness check waits for the brokers' metadata.
+const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One record to send: topic, optional key, payload and headers. Built by
 /// value and kept by the caller for [`KafkaProducer::send`], so a failed
@@ -240,6 +254,7 @@ pub struct KafkaProducerBuilder {
     settings: Vec<(String, String)>,
     on_failure: Option<FailureFn>,
     flush_timeout: Duration,
+    delivery_timeout: Duration,
 }
 
 impl fmt::Debug for KafkaProducerBuilder {
@@ -267,6 +282,13 @@ impl KafkaProducerBuilder {
         self
     }
 
+    /// How long a record may take to be delivered before it fails
+    /// ([`DELIVERY_TIMEOUT`]; librdkafka's `message.timeout.ms`).
+    pub fn delivery_timeout(mut self, timeout: Duration) -> Self {
+        self.delivery_timeout = timeout;
+        self
+    }
+
     /// How long the flush at shutdown waits for queued records
     /// ([`FLUSH_TIMEOUT`]).
     pub fn flush_timeout(mut self, timeout: Duration) -> Self {
@@ -279,9 +301,10 @@ impl KafkaProducerBuilder {
     /// queue.
     pub fn build(self) -> Result<KafkaProducer, ProduceError> {
         let mut config = super::kafka_log::client_config(&self.brokers);
-        config
-            .set("enable.idempotence", "true")
-            .set("message.timeout.ms", "30000");
+        config.set("enable.idempotence", "true").set(
+            "message.timeout.ms",
+            self.delivery_timeout.as_millis().max(1).to_string(),
+        );
         for (k, v) in &self.settings {
             config.set(k, v);
         }
@@ -310,6 +333,7 @@ impl KafkaProducer {
             settings: Vec::new(),
             on_failure: None,
             flush_timeout: FLUSH_TIMEOUT,
+            delivery_timeout: DELIVERY_TIMEOUT,
         }
     }
 
@@ -455,11 +479,39 @@ impl KafkaProducer {
     }
 }
 
-/// Managed by the service: flushed at shutdown (after the consumers
-/// stopped), failing the shutdown if records are left undelivered.
+/// Managed by the service: on `/ready` (a metadata request answered within
+/// 2 s), and flushed at shutdown (after the consumers stopped), failing the
+/// shutdown if records are left undelivered.
 impl crate::client::Client for KafkaProducer {
     fn name(&self) -> String {
         "kafka producer".to_string()
+    }
+
+    fn has_readiness(&self) -> bool {
+        true
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<(), Error>> {
+        let producer = self.inner.clone();
+        let brokers = Arc::clone(&self.brokers);
+        async move {
+            let answered = tokio::task::spawn_blocking(move || {
+                producer
+                    .client()
+                    .fetch_metadata(None, READY_TIMEOUT)
+                    .map(|_| ())
+            })
+            .await;
+            match answered {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(Error::msg(format!(
+                    "Kafka brokers {brokers} did not answer a metadata request within {}: {e}",
+                    humantime::format_duration(READY_TIMEOUT)
+                ))),
+                Err(e) => Err(Error::msg(format!("the Kafka readiness check failed: {e}"))),
+            }
+        }
+        .boxed()
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), Error>> {

@@ -53,7 +53,7 @@ pub(crate) fn forward(client: &str, level: RDKafkaLogLevel, facility: &str, mess
 }
 
 /// The configuration every patron Kafka client starts from: the bootstrap
-/// `brokers`, IPv4 addresses, and librdkafka handing over every log line
+/// `brokers`, IPv4 addresses, reconnects at most 1 s apart, and librdkafka handing over every log line
 /// it produces, so that `tracing`'s filter — which `POST
 /// /debug/log/{level}` can change at run time — alone decides what is
 /// written through [`LogContext`] or the consumer's context (rdkafka's own
@@ -67,6 +67,9 @@ pub(crate) fn client_config(brokers: &str) -> ClientConfig {
     config
         .set("bootstrap.servers", brokers)
         .set("broker.address.family", "v4")
+        // librdkafka waits up to 10 s between reconnects by default: a
+        // broker back after a restart would be noticed that late.
+        .set("reconnect.backoff.max.ms", "1000")
         .set_log_level(RDKafkaLogLevel::Debug);
     config
 }

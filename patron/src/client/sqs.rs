@@ -361,9 +361,31 @@ impl SqsSender {
 
 /// Managed by the service with `with_client`: nothing to flush, since
 /// every send is awaited; no readiness check.
+/// On `/ready`: 503 naming it while SQS does not answer a `ListQueues`
+/// call within 2 s (the credentials and endpoint work, the service is up).
 impl crate::client::Client for SqsSender {
     fn name(&self) -> String {
         "sqs sender".to_string()
+    }
+
+    fn has_readiness(&self) -> bool {
+        true
+    }
+
+    fn ready(&self) -> futures_util::future::BoxFuture<'_, Result<(), crate::error::Error>> {
+        Box::pin(async move {
+            let call = self.client.list_queues().max_results(1).send();
+            match tokio::time::timeout(Duration::from_secs(2), call).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(crate::error::Error::msg(format!(
+                    "SQS does not answer: {}",
+                    aws_sdk_sqs::error::DisplayErrorContext(&e)
+                ))),
+                Err(_) => Err(crate::error::Error::msg(
+                    "SQS did not answer a ListQueues call within 2s",
+                )),
+            }
+        })
     }
 }
 

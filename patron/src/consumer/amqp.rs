@@ -5,7 +5,8 @@
 //! - One connection per consumer, from `PATRON_AMQP_URL` unless
 //!   [`AmqpConsumer::url`] sets one. When it drops, the consumer reports
 //!   not-ready on `/ready` and reconnects with backoff (0.5 s doubling to
-//!   10 s); messages it had not acknowledged are redelivered by the broker.
+//!   10 s, at most 1.5 s while the broker was up in the last 5 minutes);
+//!   messages it had not acknowledged are redelivered by the broker.
 //! - `prefetch` is the channel QoS; `concurrency` handlers run in parallel.
 //! - Dead-lettered messages are copies of the original — body, every
 //!   property and typed header — plus `x-patron-*` headers, published
@@ -37,6 +38,7 @@ use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use super::backoff::Backoff;
 use super::batch::Handler;
 use super::common::{Common, common_builders};
 use super::dlq_headers;
@@ -256,11 +258,11 @@ impl Component for AmqpConsumer {
             tracker: TaskTracker::new(),
             permits: Arc::new(Semaphore::new(self.common.concurrency)),
         };
-        let mut delay = RECONNECT_MIN;
+        let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
         ctx.readiness()
             .not_ready(format!("AMQP consumer {}: connecting", self.common.name));
         loop {
-            match session.run(&mut delay).await {
+            match session.run(&mut backoff).await {
                 Ok(()) => break,
                 Err(e) => {
                     if running.stop.is_cancelled() {
@@ -268,6 +270,7 @@ impl Component for AmqpConsumer {
                     }
                     let reason = format!("AMQP consumer {} ({}): {e}", self.common.name, url);
                     ctx.readiness().not_ready(reason.clone());
+                    let delay = backoff.next();
                     tracing::warn!(
                         consumer = %self.common.name,
                         error = %reason,
@@ -278,7 +281,6 @@ impl Component for AmqpConsumer {
                         _ = running.stop.cancelled() => break,
                         _ = tokio::time::sleep(delay) => {}
                     }
-                    delay = (delay * 2).min(RECONNECT_MAX);
                 }
             }
         }
@@ -317,7 +319,7 @@ fn during<E: std::error::Error + Send + Sync + 'static>(
 }
 
 impl Session<'_> {
-    async fn run(&self, delay: &mut Duration) -> Result<(), SessionError> {
+    async fn run(&self, backoff: &mut Backoff) -> Result<(), SessionError> {
         let c = self.consumer;
         let stop = &self.running.stop;
         let props = ConnectionProperties::default()
@@ -377,7 +379,7 @@ impl Session<'_> {
             .await
             .map_err(during(format!("cannot consume from queue {:?}", c.queue)))?;
         self.ctx.readiness().ready();
-        *delay = RECONNECT_MIN;
+        backoff.up();
         tracing::info!(consumer = %c.common.name, queue = %c.queue, prefetch = self.settings.prefetch, concurrency = c.common.concurrency, "consuming");
 
         let shared = Arc::new(Outlet {
@@ -547,7 +549,7 @@ impl Outlet {
         let consumer = &self.running.pipeline.consumer;
         let result = match verdict {
             Verdict::Ack | Verdict::Drop => acker.ack(BasicAckOptions::default()).await,
-            Verdict::Requeue | Verdict::Release => acker.nack(requeue()).await,
+            Verdict::Requeue | Verdict::Release => self.give_back(delivery, acker, props).await,
             Verdict::DeadLetter { reason, attempts } => {
                 if self
                     .dead_letter_until_accepted(delivery, props, &reason, attempts)
@@ -559,12 +561,54 @@ impl Outlet {
                 }
             }
             Verdict::Exit(reason) => {
+                // Counted, it comes back as its next delivery when the
+                // service runs again; uncounted, the closing channel
+                // returns it.
+                let result = if self.counts_deliveries() {
+                    self.give_back(delivery, acker, props).await
+                } else {
+                    Ok(true)
+                };
                 self.running.stop.exit(reason);
-                return;
+                result
             }
         };
         if let Err(e) = result {
             tracing::warn!(consumer = %consumer, error = %e, "cannot settle the message with the broker; it will be redelivered");
+        }
+    }
+
+    /// Whether deliveries are counted (`max_deliveries` above 0).
+    fn counts_deliveries(&self) -> bool {
+        self.running.pipeline.policy.max_deliveries > 0
+    }
+
+    /// Gives the message back to its queue. Counting deliveries, a copy
+    /// with `x-patron-deliveries` goes to the end of the queue and the
+    /// original is acked once the broker confirmed the copy (a classic
+    /// queue counts nothing itself); otherwise, or when the copy fails,
+    /// `basic.nack` with requeue.
+    async fn give_back(
+        &self,
+        delivery: &Delivery,
+        acker: &lapin::Acker,
+        props: &BasicProperties,
+    ) -> Result<bool, lapin::Error> {
+        if !self.counts_deliveries() {
+            return acker.nack(requeue()).await;
+        }
+        let count = AMQPValue::LongLongInt(i64::from(delivery.deliveries()));
+        let copy = copy_properties(props, [(DELIVERIES, count)], CopyFor::Redelivery);
+        let published = match self.channel().await {
+            Ok(channel) => publish_copy(&channel, &self.running.queue, delivery.body(), copy).await,
+            Err(e) => Err(e),
+        };
+        match published {
+            Ok(()) => acker.ack(BasicAckOptions::default()).await,
+            Err(e) => {
+                tracing::warn!(consumer = %self.running.pipeline.consumer, error = %e, "cannot put a counted copy back on the queue; returning the original uncounted");
+                acker.nack(requeue()).await
+            }
         }
     }
 
@@ -669,34 +713,78 @@ impl Outlet {
             (dlq_headers::CONSUMER, text(&self.running.pipeline.consumer)),
             (dlq_headers::FAILED_AT, AMQPValue::LongLongInt(now_millis())),
         ];
-        let props = dead_letter_properties(original, extra);
-        let confirm = channel
-            .basic_publish(
-                ShortString::from(""),
-                dlq.as_str().into(),
-                BasicPublishOptions {
-                    mandatory: true,
-                    immediate: false,
-                },
-                d.body(),
-                props,
-            )
-            .await
-            .map_err(|e| format!("publishing to DLQ {dlq:?} failed: {e}"))?
-            .await
-            .map_err(|e| format!("DLQ {dlq:?} did not confirm the message: {e}"))?;
-        match confirm {
-            Confirmation::Ack(None) => Ok(()),
-            Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => Err(format!(
-                "the broker returned the message: {} {} (does queue {dlq:?} exist?)",
-                returned.reply_code, returned.reply_text
-            )),
-            Confirmation::Nack(None) => {
-                Err(format!("the broker refused the message for DLQ {dlq:?}"))
-            }
-            Confirmation::NotRequested => Err("the DLQ channel is not in confirm mode".into()),
-        }
+        let props = copy_properties(original, extra, CopyFor::DeadLetter);
+        publish_copy(&channel, dlq, d.body(), props).await
     }
+}
+
+/// Publishes `body` to `queue` through the default exchange, `mandatory`,
+/// and waits for the broker's confirm: `Ok` only once the broker accepted
+/// it into an existing queue.
+async fn publish_copy(
+    channel: &Channel,
+    queue: &str,
+    body: &[u8],
+    props: BasicProperties,
+) -> Result<(), String> {
+    let confirm = channel
+        .basic_publish(
+            ShortString::from(""),
+            queue.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                immediate: false,
+            },
+            body,
+            props,
+        )
+        .await
+        .map_err(|e| format!("publishing to queue {queue:?} failed: {e}"))?
+        .await
+        .map_err(|e| format!("queue {queue:?} did not confirm the message: {e}"))?;
+    match confirm {
+        Confirmation::Ack(None) => Ok(()),
+        Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => Err(format!(
+            "the broker returned the message: {} {} (does queue {queue:?} exist?)",
+            returned.reply_code, returned.reply_text
+        )),
+        Confirmation::Nack(None) => Err(format!(
+            "the broker refused the message for queue {queue:?}"
+        )),
+        Confirmation::NotRequested => Err("the channel is not in confirm mode".into()),
+    }
+}
+
+/// The header counting a message's deliveries on the copies patron puts
+/// back on its queue (what this delivery's number was).
+const DELIVERIES: &str = "x-patron-deliveries";
+
+/// Which delivery this is, from what earlier deliveries left: patron's
+/// `x-patron-deliveries` on a copy it put back, a quorum queue's
+/// `x-delivery-count` of returns; 1 when neither is there.
+fn deliveries(headers: Option<&FieldTable>) -> u32 {
+    let Some(table) = headers else { return 1 };
+    let number = |name: &str| -> u32 {
+        match table.inner().get(name) {
+            Some(v) => value_bytes(v)
+                .and_then(|b| String::from_utf8(b).ok())
+                .and_then(|s| s.trim().parse::<i64>().ok())
+                .map_or(0, |n| u32::try_from(n.max(0)).unwrap_or(u32::MAX)),
+            None => 0,
+        }
+    };
+    number(DELIVERIES)
+        .max(number("x-delivery-count"))
+        .saturating_add(1)
+}
+
+/// What a copy of a message is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum CopyFor {
+    /// The DLQ: persistent, and it does not expire.
+    DeadLetter,
+    /// Its own queue again, counted: as the original was.
+    Redelivery,
 }
 
 fn requeue() -> BasicNackOptions {
@@ -706,13 +794,15 @@ fn requeue() -> BasicNackOptions {
     }
 }
 
-/// The dead letter's properties: the original's, every one with its type,
-/// and its headers plus `extra` — except `user_id` and `expiration`, which
-/// move to `x-patron-original-*` headers: RabbitMQ refuses a `user_id` not
-/// the publisher's own, and a dead letter must not expire. Persistent.
-fn dead_letter_properties<'a>(
+/// A copy's properties: the original's, every one with its type, and its
+/// headers plus `extra` — except `user_id`, which moves to an
+/// `x-patron-original-user-id` header (RabbitMQ refuses a `user_id` not the
+/// publisher's own). A dead letter also moves `expiration` to a header (it
+/// must not expire) and is persistent; a redelivery keeps both as they were.
+fn copy_properties<'a>(
     original: &BasicProperties,
     extra: impl IntoIterator<Item = (&'a str, AMQPValue)>,
+    purpose: CopyFor,
 ) -> BasicProperties {
     let mut headers = original.headers().clone().unwrap_or_default();
     if let Some(user) = original.user_id() {
@@ -721,7 +811,9 @@ fn dead_letter_properties<'a>(
             AMQPValue::LongString(user.as_str().into()),
         );
     }
-    if let Some(expiration) = original.expiration() {
+    if let Some(expiration) = original.expiration()
+        && purpose == CopyFor::DeadLetter
+    {
         headers.insert(
             dlq_headers::ORIGINAL_EXPIRATION.into(),
             AMQPValue::LongString(expiration.as_str().into()),
@@ -730,10 +822,18 @@ fn dead_letter_properties<'a>(
     for (k, v) in extra {
         headers.insert(k.into(), v);
     }
-    let mut props = BasicProperties::default()
-        .with_headers(headers)
-        .with_delivery_mode(2);
+    let mut props = BasicProperties::default().with_headers(headers);
     let o = original;
+    match (purpose, o.delivery_mode()) {
+        (CopyFor::DeadLetter, _) => props = props.with_delivery_mode(2),
+        (CopyFor::Redelivery, Some(mode)) => props = props.with_delivery_mode(*mode),
+        (CopyFor::Redelivery, None) => {}
+    }
+    if purpose == CopyFor::Redelivery
+        && let Some(v) = o.expiration()
+    {
+        props = props.with_expiration(v.clone());
+    }
     if let Some(v) = o.content_type() {
         props = props.with_content_type(v.clone());
     }
@@ -783,6 +883,7 @@ fn convert(queue: &str, d: lapin::message::Delivery) -> (Delivery, lapin::Acker,
     {
         headers.insert("X-Correlation-Id", id.as_str().to_string());
     }
+    let count = deliveries(d.properties.headers().as_ref());
     let mut metadata = AmqpMetadata::new(queue, d.exchange.as_str(), d.routing_key.as_str());
     metadata.delivery_tag = d.delivery_tag;
     metadata.redelivered = d.redelivered;
@@ -797,7 +898,8 @@ fn convert(queue: &str, d: lapin::message::Delivery) -> (Delivery, lapin::Acker,
         content_type.as_deref(),
         headers,
         Metadata::Amqp(metadata),
-    );
+    )
+    .with_deliveries(count);
     (delivery, d.acker, d.properties)
 }
 
@@ -862,9 +964,10 @@ mod tests {
             .with_user_id("alice".into())
             .with_app_id("shop".into())
             .with_cluster_id("c1".into());
-        let copy = dead_letter_properties(
+        let copy = copy_properties(
             &original,
             [(dlq_headers::ATTEMPTS, AMQPValue::LongLongInt(3))],
+            CopyFor::DeadLetter,
         );
         assert_eq!(copy.content_type(), original.content_type());
         assert_eq!(copy.content_encoding(), original.content_encoding());

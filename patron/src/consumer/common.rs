@@ -12,6 +12,7 @@ pub(crate) struct Common {
     pub name: String,
     pub concurrency: usize,
     pub retries: u32,
+    pub max_deliveries: u32,
     pub backoff: Duration,
     /// `None` until set: each broker has its own default.
     pub on_failure: Option<OnFailure>,
@@ -25,6 +26,7 @@ impl Common {
             name: name.into(),
             concurrency: 1,
             retries: defaults.retries,
+            max_deliveries: defaults.max_deliveries,
             backoff: defaults.backoff,
             on_failure: None,
             dlq: None,
@@ -56,6 +58,7 @@ impl Common {
         };
         Ok(Policy {
             retries: self.retries,
+            max_deliveries: self.max_deliveries,
             backoff: self.backoff,
             on_failure,
             dlq,
@@ -70,6 +73,9 @@ impl Common {
         }
         if let Some(n) = spec.retries {
             self.retries = n;
+        }
+        if let Some(n) = spec.max_deliveries {
+            self.max_deliveries = n;
         }
         if let Some(d) = spec.backoff {
             self.backoff = d;
@@ -104,6 +110,17 @@ macro_rules! common_builders {
         /// In-process retries after a failed call (3).
         pub fn retries(mut self, retries: u32) -> Self {
             self.common.retries = retries;
+            self
+        }
+
+        /// How many times one message may be delivered, counted across
+        /// redeliveries by the broker (10; 0 for no limit). A message that
+        /// would be given back (`requeue`, `exit`) on its last allowed
+        /// delivery, or that arrives past it, goes to the DLQ when one is
+        /// named and is dropped with an ERROR line otherwise, so that an
+        /// always-failing message cannot loop for ever.
+        pub fn max_deliveries(mut self, max_deliveries: u32) -> Self {
+            self.common.max_deliveries = max_deliveries;
             self
         }
 

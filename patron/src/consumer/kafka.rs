@@ -78,6 +78,12 @@ const LAG_INTERVAL: Duration = Duration::from_secs(5);
 /// First wait before recreating a client after a fatal error; doubled up
 /// to [`RECREATE_MAX`].
 const RECREATE_MIN: Duration = Duration::from_secs(1);
+/// How often a consumer whose brokers are all down asks for metadata.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+/// How long one such metadata request may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+/// The readiness problem key of "all brokers are down".
+const BROKERS_DOWN: &str = "brokers-down";
 const RECREATE_MAX: Duration = Duration::from_secs(30);
 
 /// A partition, as (topic, partition).
@@ -241,6 +247,8 @@ struct Context {
     assigned: IntGauge,
     /// Notified on each client error.
     errors: Arc<Notify>,
+    /// librdkafka said all brokers are down; cleared by a metadata probe.
+    brokers_down: Arc<AtomicBool>,
     /// How many partitions the client owns, as the rebalances said.
     owned: AtomicUsize,
     /// The session's record queue, which assigned partitions are forwarded
@@ -265,10 +273,14 @@ impl ClientContext for Context {
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::AllBrokersDown)
         ) {
-            self.readiness.not_ready(format!(
-                "Kafka consumer {}: all brokers are down",
-                self.name
-            ));
+            // Until a metadata request answers again (the receive loop
+            // probes every 0.5 s): a group that survived the outage
+            // assigns nothing anew, so no rebalance would clear it.
+            self.readiness.set_problem(
+                BROKERS_DOWN,
+                format!("Kafka consumer {}: all brokers are down", self.name),
+            );
+            self.brokers_down.store(true, Ordering::Release);
         }
     }
 }
@@ -495,6 +507,8 @@ impl Session<'_> {
         readiness.not_ready(format!("Kafka consumer {name}: joining group {}", c.group));
         let fatal = CancellationToken::new();
         let errors = Arc::new(Notify::new());
+        let brokers_down = Arc::new(AtomicBool::new(false));
+        let probing = Arc::new(AtomicBool::new(false));
         let mut config = client_config(&self.brokers);
         config
             .set("group.id", &c.group)
@@ -510,6 +524,7 @@ impl Session<'_> {
                 name: name.to_string(),
                 assigned: self.assigned.clone(),
                 errors: Arc::clone(&errors),
+                brokers_down: Arc::clone(&brokers_down),
                 owned: AtomicUsize::new(0),
                 records: OnceLock::new(),
                 #[cfg(test)]
@@ -567,6 +582,9 @@ impl Session<'_> {
                 }
                 _ = ticks.commit.tick() => self.commit(&consumer),
                 _ = ticks.lag.tick() => self.refresh_lag(&consumer),
+                _ = ticks.probe.tick(), if brokers_down.load(Ordering::Acquire) => {
+                    probe_brokers(&consumer, &brokers_down, &probing, readiness);
+                }
                 // Rebalances, errors and the records of partitions that
                 // could not be forwarded to the record queue.
                 received = stream.next() => {
@@ -843,6 +861,8 @@ struct Shared {
 struct Ticks {
     commit: Interval,
     lag: Interval,
+    /// While all brokers are down: how often to ask whether one is back.
+    probe: Interval,
 }
 
 impl Ticks {
@@ -852,8 +872,41 @@ impl Ticks {
         // A tick missed while a run was handled fires once, not in a burst.
         commit.set_missed_tick_behavior(MissedTickBehavior::Delay);
         lag.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        Ticks { commit, lag }
+        let mut probe = tokio::time::interval(PROBE_INTERVAL);
+        probe.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Ticks { commit, lag, probe }
     }
+}
+
+/// Asks the brokers for metadata on the blocking pool (at most one probe at
+/// a time); an answer clears the "all brokers are down" readiness problem.
+fn probe_brokers(
+    consumer: &Arc<StreamConsumer<Context>>,
+    brokers_down: &Arc<AtomicBool>,
+    probing: &Arc<AtomicBool>,
+    readiness: &Readiness,
+) {
+    if probing.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (consumer, down, probing, readiness) = (
+        Arc::clone(consumer),
+        Arc::clone(brokers_down),
+        Arc::clone(probing),
+        readiness.clone(),
+    );
+    tokio::task::spawn_blocking(move || {
+        if consumer
+            .client()
+            .fetch_metadata(None, PROBE_TIMEOUT)
+            .is_ok()
+            && down.swap(false, Ordering::AcqRel)
+        {
+            readiness.clear_problem(BROKERS_DOWN);
+            tracing::info!(consumer = %consumer.context().name, "Kafka brokers answer again");
+        }
+        probing.store(false, Ordering::Release);
+    });
 }
 
 /// Records on their way to a task worker, with the client they came from,
@@ -1013,13 +1066,38 @@ impl Worker {
         if !self.proceed() {
             return false;
         }
-        let delivery = convert(message, &self.topic);
-        let verdict = self
-            .shared
-            .pipeline
-            .process_counted(handler, &delivery, &self.shared.stop, tally)
-            .await;
-        self.settle(message, verdict).await
+        let mut delivery = convert(message, &self.topic);
+        loop {
+            let verdict = self
+                .shared
+                .pipeline
+                .process_counted(handler, &delivery, &self.shared.stop, tally)
+                .await;
+            // Kafka cannot give a record back: under a delivery limit,
+            // `exit` delivers it again here, counted, until the limit turns
+            // the verdict into the DLQ or a drop (`Policy::give_back`).
+            let policy = &self.shared.pipeline.policy;
+            if !(matches!(verdict, Verdict::Exit(_)) && policy.max_deliveries > 0) {
+                return self.settle(message, verdict).await;
+            }
+            let deliveries = delivery.deliveries() + 1;
+            let wait = policy.delay(deliveries - 1);
+            tracing::warn!(
+                consumer = %self.shared.pipeline.consumer,
+                deliveries,
+                max_deliveries = policy.max_deliveries,
+                retry_in_ms = wait.as_millis() as u64,
+                "delivering the failed record again in-process"
+            );
+            tokio::select! {
+                _ = self.shared.stop.cancelled() => return false,
+                _ = tokio::time::sleep(wait) => {}
+            }
+            if !self.proceed() {
+                return false;
+            }
+            delivery = delivery.with_deliveries(deliveries);
+        }
     }
 
     async fn batches(

@@ -164,6 +164,9 @@ pub(crate) struct Envelope {
     /// most messages have their id read by nobody.
     correlation_id: OnceLock<HeaderValue>,
     metadata: Metadata,
+    /// Which delivery of the message this is, counted across redeliveries
+    /// as far as the broker tells (1 for the first).
+    deliveries: u32,
 }
 
 impl Envelope {
@@ -173,6 +176,7 @@ impl Envelope {
             headers,
             correlation_id: OnceLock::new(),
             metadata,
+            deliveries: 1,
         })
     }
 
@@ -219,6 +223,21 @@ impl Delivery {
             body: body.into(),
             envelope: Envelope::new(content_type, headers, metadata),
         }
+    }
+
+    /// The same delivery, as delivery number `deliveries` of its message
+    /// (what the broker counted across redeliveries).
+    pub fn with_deliveries(mut self, deliveries: u32) -> Self {
+        Arc::make_mut(&mut self.envelope).deliveries = deliveries.max(1);
+        self
+    }
+
+    /// Which delivery of its message this is: 1 the first time, more when
+    /// the broker redelivered it (AMQP: patron's `x-patron-deliveries` or a
+    /// quorum queue's `x-delivery-count`; SQS: `ApproximateReceiveCount`;
+    /// Kafka: in-process redeliveries of the record).
+    pub fn deliveries(&self) -> u32 {
+        self.envelope.deliveries
     }
 
     /// The raw body.
@@ -333,6 +352,13 @@ impl<T> Message<T> {
     /// 1 for the first call, 2 for the first in-process retry, …
     pub fn attempt(&self) -> u32 {
         self.attempt
+    }
+
+    /// Which delivery of this message this is, counted across redeliveries
+    /// by the broker (1 the first time); `attempt` counts the in-process
+    /// retries within one delivery.
+    pub fn deliveries(&self) -> u32 {
+        self.envelope.deliveries
     }
 }
 

@@ -41,6 +41,8 @@
 //! [`handler_fn`].
 
 // Without a broker feature, the parts only brokers use are unused.
+#[cfg(any(feature = "amqp", feature = "sqs"))]
+mod backoff;
 // AMQP and Kafka consumers take batches.
 #[cfg_attr(not(any(feature = "amqp", feature = "kafka")), allow(dead_code))]
 mod batch;

@@ -12,9 +12,13 @@ use std::time::Duration;
 /// | `on_failure` | handler error, after retries | payload that does not decode |
 /// |---|---|---|
 /// | `dlq` | published to the DLQ with error headers, then acked | same, with no retries |
-/// | `requeue` | returned to the queue (`basic.nack`, requeue) | to the DLQ if one is named, else dropped |
+/// | `requeue` | given back to the broker for redelivery, counted | to the DLQ if one is named, else dropped |
 /// | `drop` | acked and logged at ERROR | same, with no retries |
-/// | `exit` | left unacked; the service stops with an error | same, with no retries |
+/// | `exit` | given back (Kafka: delivered again in-process); the service stops with an error | same, with no retries |
+///
+/// A give-back (`requeue`, `exit`) on the message's last allowed delivery
+/// ([`Policy::max_deliveries`]), or a message arriving past it, goes to the
+/// DLQ when one is named and is dropped with an ERROR line otherwise.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OnFailure {
     /// Publish to the dead-letter destination, then acknowledge.
@@ -65,6 +69,9 @@ impl FromStr for OnFailure {
 pub struct Policy {
     /// In-process retries after the first failed call (3).
     pub retries: u32,
+    /// How many times one message may be delivered, counted across
+    /// redeliveries (10; 0 for no limit): see [`Policy::give_back`].
+    pub max_deliveries: u32,
     /// The first retry's base delay; it doubles each retry, with jitter,
     /// up to 30 s (100ms).
     pub backoff: Duration,
@@ -84,6 +91,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             retries: 3,
+            max_deliveries: 10,
             backoff: Duration::from_millis(100),
             on_failure: OnFailure::Requeue,
             dlq: None,
@@ -102,6 +110,35 @@ impl Policy {
         let full = self.backoff.saturating_mul(factor).min(MAX_BACKOFF);
         let half = full / 2;
         half + half.mul_f64(fastrand::f64())
+    }
+
+    /// Whether delivery number `deliveries` (1-based) is past the limit:
+    /// such a message is not handled at all ([`Policy::past_limit`]).
+    pub fn over_limit(&self, deliveries: u32) -> bool {
+        self.max_deliveries > 0 && deliveries > self.max_deliveries
+    }
+
+    /// What becomes of a message past its delivery limit: the DLQ when
+    /// one is named, else it is dropped.
+    pub fn past_limit(&self) -> OnFailure {
+        if self.dlq.is_some() {
+            OnFailure::Dlq
+        } else {
+            OnFailure::Drop
+        }
+    }
+
+    /// The strategy for a message that failed on delivery number
+    /// `deliveries`: `strategy`, unless it gives the message back
+    /// (`requeue`, `exit`) on its last allowed delivery — then
+    /// [`Policy::past_limit`].
+    pub fn give_back(&self, strategy: OnFailure, deliveries: u32) -> OnFailure {
+        let gives_back = matches!(strategy, OnFailure::Requeue | OnFailure::Exit);
+        if gives_back && self.max_deliveries > 0 && deliveries >= self.max_deliveries {
+            self.past_limit()
+        } else {
+            strategy
+        }
     }
 
     /// What happens to a poison message (payload that does not decode):
@@ -133,6 +170,22 @@ mod tests {
             assert!(d3 >= Duration::from_millis(200) && d3 <= Duration::from_millis(400));
             assert!(p.delay(40) <= MAX_BACKOFF);
         }
+    }
+
+    #[test]
+    fn the_last_allowed_delivery_gives_nothing_back() {
+        let mut p = Policy::default();
+        assert_eq!(p.max_deliveries, 10);
+        assert_eq!(p.give_back(OnFailure::Requeue, 9), OnFailure::Requeue);
+        assert_eq!(p.give_back(OnFailure::Requeue, 10), OnFailure::Drop);
+        assert_eq!(p.give_back(OnFailure::Exit, 10), OnFailure::Drop);
+        assert_eq!(p.give_back(OnFailure::Dlq, 10), OnFailure::Dlq);
+        assert!(!p.over_limit(10) && p.over_limit(11));
+        p.dlq = Some("d".into());
+        assert_eq!(p.give_back(OnFailure::Exit, 12), OnFailure::Dlq);
+        p.max_deliveries = 0;
+        assert_eq!(p.give_back(OnFailure::Exit, 1_000), OnFailure::Exit);
+        assert!(!p.over_limit(1_000));
     }
 
     #[test]

@@ -138,6 +138,10 @@ impl Pipeline {
         stop: &CancellationToken,
         before_wait: impl FnOnce(),
     ) -> Verdict {
+        if self.policy.over_limit(delivery.deliveries()) {
+            before_wait();
+            return self.past_limit(delivery);
+        }
         let span = self.span(delivery);
         let first = std::future::poll_fn(|task| {
             Poll::Ready(in_message_context(delivery.envelope(), || {
@@ -220,12 +224,12 @@ impl Pipeline {
             let error = match outcome {
                 Ok(()) => return Verdict::Ack,
                 Err(Failure::Poison(e)) => {
-                    return self.fail(self.policy.on_poison(), &e, attempt, true);
+                    return self.fail(self.policy.on_poison(), &e, attempt, true, delivery);
                 }
                 Err(Failure::Failed(e)) => e,
             };
             if attempt > self.policy.retries {
-                return self.fail(self.policy.on_failure, &error, attempt, false);
+                return self.fail(self.policy.on_failure, &error, attempt, false, delivery);
             }
             let wait = self.policy.delay(attempt);
             self.metrics.retry.inc();
@@ -309,8 +313,14 @@ impl Pipeline {
             let (marks, result) = match called {
                 Ok((cx, call)) => {
                     for (j, e) in &cx.poison {
-                        verdicts[pending[*j]] =
-                            Some(self.fail(self.policy.on_poison(), &e.to_string(), attempt, true));
+                        let index = pending[*j];
+                        verdicts[index] = Some(self.fail(
+                            self.policy.on_poison(),
+                            &e.to_string(),
+                            attempt,
+                            true,
+                            &deliveries[index],
+                        ));
                     }
                     let result = match AssertUnwindSafe(call).catch_unwind().await {
                         Ok(r) => r.map_err(|e| e.to_string()),
@@ -332,8 +342,13 @@ impl Pipeline {
                 match mark {
                     Mark::Ack => verdicts[index] = Some(Verdict::Ack),
                     Mark::Nack(reason) => {
-                        verdicts[index] =
-                            Some(self.fail(self.policy.on_failure, &reason, attempt, false));
+                        verdicts[index] = Some(self.fail(
+                            self.policy.on_failure,
+                            &reason,
+                            attempt,
+                            false,
+                            &deliveries[index],
+                        ));
                     }
                     Mark::Pending => rest.push(index),
                 }
@@ -346,8 +361,13 @@ impl Pipeline {
                 }
                 Err(error) if attempt > self.policy.retries => {
                     for i in rest.drain(..) {
-                        verdicts[i] =
-                            Some(self.fail(self.policy.on_failure, &error, attempt, false));
+                        verdicts[i] = Some(self.fail(
+                            self.policy.on_failure,
+                            &error,
+                            attempt,
+                            false,
+                            &deliveries[i],
+                        ));
                     }
                 }
                 Err(error) => {
@@ -381,13 +401,62 @@ impl Pipeline {
             .collect()
     }
 
-    /// Applies `strategy` to a message that failed `attempts` times.
-    fn fail(&self, strategy: OnFailure, reason: &str, attempts: u32, poison: bool) -> Verdict {
+    /// A message delivered more often than `max_deliveries` allows: not
+    /// handled; to the DLQ when one is named, else dropped.
+    fn past_limit(&self, delivery: &Delivery) -> Verdict {
+        let deliveries = delivery.deliveries();
+        let max = self.policy.max_deliveries;
+        let reason = format!(
+            "delivered {deliveries} times, more than max_deliveries = {max}; not handled again"
+        );
+        match self.policy.past_limit() {
+            OnFailure::Dlq => {
+                tracing::error!(consumer = %self.consumer, deliveries, max_deliveries = max, "message delivered more often than max_deliveries; sending it to the dead-letter queue");
+                Verdict::DeadLetter {
+                    reason,
+                    attempts: 0,
+                }
+            }
+            _ => {
+                tracing::error!(consumer = %self.consumer, deliveries, max_deliveries = max, "message delivered more often than max_deliveries and no DLQ is named; dropping it");
+                Verdict::Drop
+            }
+        }
+    }
+
+    /// Applies `strategy` to a message that failed `attempts` times on
+    /// `delivery` — [`Policy::give_back`]: not a give-back on its last
+    /// allowed delivery.
+    fn fail(
+        &self,
+        strategy: OnFailure,
+        reason: &str,
+        attempts: u32,
+        poison: bool,
+        delivery: &Delivery,
+    ) -> Verdict {
         let what = if poison {
             "message payload cannot be decoded"
         } else {
             "message handler failed"
         };
+        let deliveries = delivery.deliveries();
+        let capped = self.policy.give_back(strategy, deliveries);
+        if capped != strategy {
+            let max = self.policy.max_deliveries;
+            let reason =
+                format!("{reason} (on delivery {deliveries}, the last of max_deliveries = {max})");
+            return match capped {
+                OnFailure::Dlq => {
+                    tracing::error!(consumer = %self.consumer, error = %reason, attempts, deliveries, "{what} on its last allowed delivery; sending it to the dead-letter queue instead of {strategy}");
+                    Verdict::DeadLetter { reason, attempts }
+                }
+                _ => {
+                    tracing::error!(consumer = %self.consumer, error = %reason, attempts, deliveries, "{what} on its last allowed delivery and no DLQ is named; dropping it instead of {strategy}");
+                    Verdict::Drop
+                }
+            };
+        }
         match strategy {
             OnFailure::Dlq => {
                 tracing::error!(consumer = %self.consumer, error = %reason, attempts, "{what}; sending it to the dead-letter queue");

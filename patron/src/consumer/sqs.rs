@@ -32,6 +32,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::backoff::Backoff;
 use super::common::{Common, common_builders};
 use super::dlq_headers;
 use super::handler::MessageHandler;
@@ -197,7 +198,7 @@ impl Component for SqsConsumer {
             self.common.name
         ));
         // Resolve the queue URLs now, retrying while SQS is unreachable.
-        let mut delay = RETRY_MIN;
+        let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
         let (queue_url, dlq_url) = loop {
             let resolved = async {
                 let url = queue_url(&client, &self.queue).await?;
@@ -220,9 +221,8 @@ impl Component for SqsConsumer {
             }
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(delay) => {}
+                _ = tokio::time::sleep(backoff.next()) => {}
             }
-            delay = (delay * 2).min(RETRY_MAX);
         };
         let metrics =
             ConsumerMetrics::new(ctx.metrics(), &self.common.name, "aws_sqs", &self.queue)?;
@@ -257,7 +257,11 @@ impl Component for SqsConsumer {
 
         let tracker = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(self.common.concurrency));
-        let mut delay = RETRY_MIN;
+        backoff.up();
+        // After a failed receive, poll without waiting until one succeeds:
+        // a long poll would keep `/ready` at 503 for up to `wait` after SQS
+        // is back.
+        let mut failing = false;
         loop {
             // Receive only when a handler slot is free; then take up to
             // `max_messages`, which wait their turn for a slot in order, as
@@ -271,7 +275,11 @@ impl Component for SqsConsumer {
                 .receive_message()
                 .queue_url(&queue_url)
                 .max_number_of_messages(self.max_messages)
-                .wait_time_seconds(self.wait.as_secs() as i32)
+                .wait_time_seconds(if failing {
+                    0
+                } else {
+                    self.wait.as_secs() as i32
+                })
                 .visibility_timeout(self.visibility.as_secs() as i32)
                 .message_attribute_names("All")
                 .message_system_attribute_names(MessageSystemAttributeName::All)
@@ -283,8 +291,12 @@ impl Component for SqsConsumer {
             };
             let messages = match received {
                 Ok(out) => {
-                    readiness.ready();
-                    delay = RETRY_MIN;
+                    if failing {
+                        tracing::info!(consumer = %self.common.name, "SQS answers again");
+                        readiness.ready();
+                        failing = false;
+                    }
+                    backoff.up();
                     out.messages.unwrap_or_default()
                 }
                 Err(e) => {
@@ -295,12 +307,13 @@ impl Component for SqsConsumer {
                         aws_sdk_sqs::error::DisplayErrorContext(&e)
                     );
                     readiness.not_ready(reason.clone());
+                    failing = true;
+                    let delay = backoff.next();
                     tracing::warn!(consumer = %self.common.name, error = %reason, retry_in_ms = delay.as_millis() as u64, "SQS receive failed; retrying");
                     tokio::select! {
                         _ = stop.cancelled() => break,
                         _ = tokio::time::sleep(delay) => {}
                     }
-                    delay = (delay * 2).min(RETRY_MAX);
                     continue;
                 }
             };
@@ -568,19 +581,21 @@ fn convert(queue: &str, m: aws_sdk_sqs::types::Message) -> (Delivery, Option<Str
     }
     let system = m.attributes.as_ref();
     let get = |name: MessageSystemAttributeName| system.and_then(|a| a.get(&name));
+    let receive_count = get(MessageSystemAttributeName::ApproximateReceiveCount)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     let metadata = SqsMetadata {
         queue: queue.to_string(),
         message_id: m.message_id.clone().unwrap_or_default(),
-        receive_count: get(MessageSystemAttributeName::ApproximateReceiveCount)
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(1),
+        receive_count,
         sent_timestamp: get(MessageSystemAttributeName::SentTimestamp).and_then(|v| v.parse().ok()),
     };
     let delivery = Delivery::with_header_content_type(
         m.body.unwrap_or_default(),
         headers,
         Metadata::Sqs(metadata),
-    );
+    )
+    .with_deliveries(receive_count);
     (delivery, m.receipt_handle)
 }
 

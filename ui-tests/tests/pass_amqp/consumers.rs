@@ -15,6 +15,7 @@ struct Ledger;
     prefetch = 40,
     concurrency = 4,
     retries = 5,
+    max_deliveries = 20,
     backoff = "250ms",
     on_failure = dlq,
     dlq = "orders.failed",
