@@ -1,8 +1,11 @@
-//! Kafka helpers for tests: reading back what a topic holds.
+//! Kafka helpers for tests: creating topics and reading back what a topic
+//! holds.
 
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
 
@@ -40,4 +43,38 @@ pub fn stored(brokers: &str, topic: &str) -> Vec<String> {
         }
     }
     payloads
+}
+
+/// The high watermark of partition 0 of `topic`: 0 when nothing was ever
+/// stored there. (tansu counts a produced batch as one record, so this
+/// says "empty or not", not how many.)
+pub fn high_watermark(brokers: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("broker.address.family", "v4")
+        .create()
+        .unwrap();
+    let (_, high) = consumer
+        .fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .unwrap();
+    high
+}
+
+/// Creates `topic` with `partitions` partitions.
+pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("broker.address.family", "v4")
+        .create()
+        .expect("admin client");
+    let result = admin
+        .create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &AdminOptions::new(),
+        )
+        .await
+        .expect("create topics");
+    for r in result {
+        r.expect("topic created");
+    }
 }

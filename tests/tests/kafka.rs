@@ -30,21 +30,7 @@ fn unique(prefix: &str) -> String {
 }
 
 async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("broker.address.family", "v4")
-        .create()
-        .expect("admin client");
-    let result = admin
-        .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-            &AdminOptions::new(),
-        )
-        .await
-        .expect("create topics");
-    for r in result {
-        r.expect("topic created");
-    }
+    patron_tests::kafka::create_topic(brokers, topic, partitions).await;
 }
 
 fn producer(brokers: &str) -> FutureProducer {
@@ -975,5 +961,176 @@ async fn exit_delivers_a_failing_record_again_up_to_max_deliveries_then_drops_it
         restart_after_new_record(&brokers, &topic, &group, "d").await,
         ["d"],
         "committed past the dropped record"
+    );
+}
+
+/// Issue 17 item 1: a dead letter the producer refuses (here: the copy,
+/// with its headers, is over the DLQ producer's 1 MB limit) holds the
+/// partition uncommitted and `/ready` names the consumer, instead of
+/// stopping the service; after a restart the record is delivered again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_dead_letter_holds_the_partition_and_fails_readiness() {
+    let Some(brokers) = brokers() else { return };
+    let (topic, group) = (unique("dlq-refused"), unique("group"));
+    let dlq = format!("{topic}.dlq");
+    create_topic(&brokers, &topic, 1).await;
+    create_topic(&brokers, &dlq, 1).await;
+    let big: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("broker.address.family", "v4")
+        .set("message.max.bytes", "2000000")
+        .create()
+        .expect("producer");
+    let huge = "x".repeat(999_900);
+    big.send(
+        FutureRecord::<str, str>::to(&topic)
+            .partition(0)
+            .payload(&huge),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("produce the big record");
+    produce(&producer(&brokers), &topic, 0, "after").await;
+    let seen: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let s = seen.clone();
+    let server = start(
+        KafkaConsumer::new(
+            [topic.as_str()],
+            &group,
+            handler_fn(move |msg: Message<String>| {
+                let s = s.clone();
+                async move {
+                    s.lock().unwrap().push(msg.payload().len());
+                    if msg.payload().len() > 1000 {
+                        return Err(patron::Error::msg("too big to handle"));
+                    }
+                    Ok(())
+                }
+            }),
+        )
+        .brokers(&brokers)
+        .retries(0)
+        .dlq(&dlq),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let ready = || async {
+        let r = http.get(server.url("/ready")).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    };
+    assert!(
+        eventually(WAIT, || async {
+            let (status, body) = ready().await;
+            status == 503
+                && body.contains(&format!("component:{topic}"))
+                && body.contains("dead-letter")
+        })
+        .await,
+        "{:?}",
+        ready().await
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        seen.lock().unwrap().clone(),
+        [999_900],
+        "the partition holds: the next record waits"
+    );
+    server
+        .shutdown()
+        .await
+        .expect("the service did not stop on its own");
+    let again: Seen = Arc::default();
+    let second = start(
+        KafkaConsumer::new([topic.as_str()], &group, recorder(again.clone(), None))
+            .brokers(&brokers),
+    )
+    .await;
+    assert!(eventually(WAIT, || async { again.lock().unwrap().len() == 2 }).await);
+    second.shutdown().await.expect("clean shutdown");
+    assert_eq!(
+        again.lock().unwrap()[0].1,
+        0,
+        "the held record was not committed"
+    );
+}
+
+/// Issue 17 item 2: a Kafka dead letter keeps the original key, every
+/// header (a null-valued one too) and, in a header, the original timestamp.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_keeps_key_headers_and_timestamp() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    let Some(brokers) = brokers() else { return };
+    let (topic, group) = (unique("dlq-copy"), unique("group"));
+    let dlq = format!("{topic}.dlq");
+    create_topic(&brokers, &topic, 1).await;
+    create_topic(&brokers, &dlq, 1).await;
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "tenant",
+            value: Some("acme"),
+        })
+        .insert(Header::<&str> {
+            key: "empty",
+            value: None,
+        });
+    producer(&brokers)
+        .send(
+            FutureRecord::<str, str>::to(&topic)
+                .partition(0)
+                .key("order-7")
+                .payload("bad")
+                .timestamp(1_700_000_000_000)
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("produce");
+    let seen: Seen = Arc::default();
+    let server = start(
+        KafkaConsumer::new(
+            [topic.as_str()],
+            &group,
+            recorder(seen.clone(), Some("bad")),
+        )
+        .brokers(&brokers)
+        .retries(0)
+        .dlq(&dlq),
+    )
+    .await;
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("broker.address.family", "v4")
+        .set("group.id", unique("reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("reader");
+    reader.subscribe(&[dlq.as_str()]).expect("subscribe");
+    let mut found = None;
+    let deadline = std::time::Instant::now() + WAIT;
+    while found.is_none() && std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
+            let mut headers = Vec::new();
+            if let Some(hs) = m.headers() {
+                for h in hs.iter() {
+                    headers.push((h.key.to_string(), h.value.map(<[u8]>::to_vec)));
+                }
+            }
+            found = Some((m.key().map(<[u8]>::to_vec), headers));
+        }
+    }
+    server.shutdown().await.expect("clean shutdown");
+    let (key, headers) = found.expect("a dead letter");
+    assert_eq!(key.as_deref(), Some(&b"order-7"[..]));
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(get("tenant"), Some(Some(b"acme".to_vec())));
+    assert_eq!(get("empty"), Some(None), "a null header stays null");
+    assert_eq!(
+        get("x-patron-original-timestamp"),
+        Some(Some(b"1700000000000".to_vec()))
     );
 }

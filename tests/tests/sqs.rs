@@ -426,3 +426,158 @@ async fn requeue_stops_at_max_deliveries() {
     );
     sqs::delete(&client, &url).await;
 }
+
+/// Issue 17 item 1: a DLQ that SQS refuses (deleted after the consumer
+/// resolved it) keeps the message in the queue, `/ready` names the
+/// consumer, and once the DLQ is back the dead letter lands and readiness
+/// recovers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_dead_letter_stays_in_the_queue_and_fails_readiness() {
+    let Some(endpoint) = sqs::endpoint() else {
+        return;
+    };
+    let client = sqs::client(&endpoint);
+    let queue = unique("dlq-refused");
+    let dlq = format!("{queue}-dlq");
+    let url = sqs::create(&client, &queue).await;
+    let dlq_url = sqs::create(&client, &dlq).await;
+    let consumer = SqsConsumer::new(
+        &queue,
+        handler_fn(|_msg: Message<Json<serde_json::Value>>| async { Ok::<(), patron::Error>(()) }),
+    )
+    .client(client.clone())
+    .wait(Duration::from_secs(1))
+    .visibility(Duration::from_secs(2))
+    .dlq(&dlq);
+    let server = start(consumer).await;
+    let http = reqwest::Client::new();
+    let ready = || async {
+        let r = http.get(server.url("/ready")).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
+    };
+    assert!(eventually(WAIT, || async { ready().await.0 == 200 }).await);
+    sqs::delete(&client, &dlq_url).await;
+    sqs::send(&client, &url, "not json", &[]).await;
+    assert!(
+        eventually(WAIT, || async {
+            let (status, body) = ready().await;
+            status == 503
+                && body.contains(&format!("component:{queue}"))
+                && body.contains("dead-letter")
+        })
+        .await,
+        "{:?}",
+        ready().await
+    );
+    let (visible, in_flight) = sqs::depth(&client, &url).await;
+    assert_eq!(visible + in_flight, 1, "the message stays in the queue");
+    let dlq_url = sqs::create(&client, &dlq).await;
+    let dead: Arc<Mutex<Option<DeadLetter>>> = Arc::default();
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            if dead.lock().unwrap().is_none() {
+                let got = sqs::take(&client, &dlq_url).await;
+                *dead.lock().unwrap() = got;
+            }
+            dead.lock().unwrap().is_some()
+        })
+        .await,
+        "the dead letter lands once the DLQ is back"
+    );
+    assert!(eventually(WAIT, || async { ready().await.0 == 200 }).await);
+    server.shutdown().await.expect("clean shutdown");
+    assert_eq!(dead.lock().unwrap().clone().unwrap().0, "not json");
+    assert!(eventually(WAIT, || async { sqs::depth(&client, &url).await == (0, 0) }).await);
+    sqs::delete(&client, &url).await;
+    sqs::delete(&client, &dlq_url).await;
+}
+
+/// Issue 17 item 2: the SQS dead letter keeps the original attributes with
+/// their data types, and adds as many `x-patron-*` as the limit of 10
+/// leaves room for.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_letter_keeps_typed_attributes_within_the_limit() {
+    use aws_sdk_sqs::types::MessageAttributeValue;
+    let Some(endpoint) = sqs::endpoint() else {
+        return;
+    };
+    let client = sqs::client(&endpoint);
+    let queue = unique("dlq-typed");
+    let dlq = format!("{queue}-dlq");
+    let url = sqs::create(&client, &queue).await;
+    let dlq_url = sqs::create(&client, &dlq).await;
+    let mut send = client.send_message().queue_url(&url).message_body("x");
+    send = send.message_attributes(
+        "amount",
+        MessageAttributeValue::builder()
+            .data_type("Number")
+            .string_value("42.5")
+            .build()
+            .unwrap(),
+    );
+    send = send.message_attributes(
+        "blob",
+        MessageAttributeValue::builder()
+            .data_type("Binary")
+            .binary_value(aws_sdk_sqs::primitives::Blob::new(vec![0u8, 159, 146, 150]))
+            .build()
+            .unwrap(),
+    );
+    for i in 0..6 {
+        send = send.message_attributes(
+            format!("a{i}"),
+            MessageAttributeValue::builder()
+                .data_type("String")
+                .string_value(format!("v{i}"))
+                .build()
+                .unwrap(),
+        );
+    }
+    send.send().await.unwrap();
+    let consumer = SqsConsumer::new(
+        &queue,
+        handler_fn(|_msg: Message<String>| async {
+            Err::<(), _>(patron::Error::msg("always fails"))
+        }),
+    )
+    .client(client.clone())
+    .wait(Duration::from_secs(1))
+    .retries(0)
+    .dlq(&dlq);
+    let server = start(consumer).await;
+    let mut got = None;
+    let deadline = Instant::now() + WAIT;
+    while got.is_none() && Instant::now() < deadline {
+        let out = client
+            .receive_message()
+            .queue_url(&dlq_url)
+            .message_attribute_names("All")
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        got = out.messages.and_then(|m| m.into_iter().next());
+    }
+    server.shutdown().await.expect("clean shutdown");
+    let attrs = got
+        .expect("a dead letter")
+        .message_attributes
+        .unwrap_or_default();
+    assert_eq!(attrs.len(), 10, "{attrs:?}");
+    assert_eq!(attrs["amount"].data_type(), "Number");
+    assert_eq!(attrs["amount"].string_value(), Some("42.5"));
+    assert_eq!(attrs["blob"].data_type(), "Binary");
+    assert_eq!(
+        attrs["blob"].binary_value().map(|b| b.as_ref().to_vec()),
+        Some(vec![0u8, 159, 146, 150])
+    );
+    for i in 0..6 {
+        assert_eq!(
+            attrs[&format!("a{i}")].string_value(),
+            Some(format!("v{i}").as_str())
+        );
+    }
+    assert!(attrs.contains_key("x-patron-error") && attrs.contains_key("x-patron-attempts"));
+    sqs::delete(&client, &url).await;
+    sqs::delete(&client, &dlq_url).await;
+}

@@ -78,6 +78,12 @@ const LAG_INTERVAL: Duration = Duration::from_secs(5);
 /// First wait before recreating a client after a fatal error; doubled up
 /// to [`RECREATE_MAX`].
 const RECREATE_MIN: Duration = Duration::from_secs(1);
+/// The first wait before dead-lettering a record again after the DLQ
+/// refused it; it doubles up to [`DLQ_RETRY_MAX`].
+const DLQ_RETRY_MIN: Duration = Duration::from_secs(1);
+const DLQ_RETRY_MAX: Duration = Duration::from_secs(30);
+/// The readiness problem key of a DLQ that refuses records.
+const DLQ_PROBLEM: &str = "dead-letter";
 /// How often a consumer whose brokers are all down asks for metadata.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// How long one such metadata request may take.
@@ -446,6 +452,7 @@ impl Component for KafkaConsumer {
                 deps: Arc::clone(ctx.deps()),
             },
             partitions: Arc::clone(&partitions),
+            readiness: ctx.readiness().clone(),
             producer,
             dlq: policy.dlq.clone(),
             stop: Stopper::new(stop.clone()),
@@ -855,6 +862,7 @@ struct Shared {
     dlq: Option<String>,
     stop: Stopper,
     permits: Arc<Semaphore>,
+    readiness: Readiness,
 }
 
 /// The receive loop's periodic work.
@@ -1182,17 +1190,8 @@ impl Worker {
         let done = match verdict {
             Verdict::Ack | Verdict::Drop => true,
             Verdict::DeadLetter { reason, attempts } => {
-                match dead_letter(shared, message, &reason, attempts).await {
-                    Ok(()) => {
-                        shared.pipeline.dead_lettered();
-                        true
-                    }
-                    Err(e) => {
-                        tracing::error!(consumer = %shared.pipeline.consumer, error = %e, "cannot dead-letter the message; stopping so that it is not skipped");
-                        shared.stop.exit(e);
-                        false
-                    }
-                }
+                self.dead_letter_until_accepted(message, &reason, attempts)
+                    .await
             }
             Verdict::Exit(reason) => {
                 shared.stop.exit(reason);
@@ -1203,6 +1202,50 @@ impl Worker {
             Verdict::Requeue | Verdict::Release => false,
         };
         done && self.record(message)
+    }
+
+    /// Produces the dead letter until the broker accepts it (`true`), or
+    /// the service stops or the partition is revoked (`false`: the record
+    /// stays uncommitted and is delivered again). Meanwhile the partition
+    /// holds (its order is kept) and the consumer is not ready.
+    async fn dead_letter_until_accepted(
+        &self,
+        message: &Record,
+        reason: &str,
+        attempts: u32,
+    ) -> bool {
+        let shared = &self.shared;
+        let consumer = &shared.pipeline.consumer;
+        let mut wait = DLQ_RETRY_MIN;
+        loop {
+            match dead_letter(shared, message, reason, attempts).await {
+                Ok(()) => {
+                    shared.readiness.clear_problem(DLQ_PROBLEM);
+                    shared.pipeline.dead_lettered();
+                    return true;
+                }
+                Err(e) => {
+                    tracing::error!(
+                        consumer = %consumer,
+                        error = %e,
+                        retry_in_ms = wait.as_millis() as u64,
+                        "cannot dead-letter the record; its partition holds, uncommitted, and it is dead-lettered again after a wait"
+                    );
+                    shared.readiness.set_problem(
+                        DLQ_PROBLEM,
+                        format!("Kafka consumer {consumer} cannot dead-letter records: {e}"),
+                    );
+                    tokio::select! {
+                        _ = shared.stop.cancelled() => return false,
+                        _ = tokio::time::sleep(wait) => {}
+                    }
+                    if !self.proceed() {
+                        return false;
+                    }
+                    wait = (wait * 2).min(DLQ_RETRY_MAX);
+                }
+            }
+        }
     }
 
     /// Records `message` as done unless the partition was revoked; false
@@ -1260,6 +1303,9 @@ async fn dead_letter(
     let partition = m.partition().to_string();
     let offset = m.offset().to_string();
     let failed_at = now_millis().to_string();
+    // The copy gets its own timestamp, so the DLQ's retention counts from
+    // the failure; the original's is kept here.
+    let timestamp = m.timestamp().map(|t| t.to_string()).unwrap_or_default();
     for (key, value) in [
         (dlq_headers::ERROR, reason.as_str()),
         (dlq_headers::ATTEMPTS, attempts.as_str()),
@@ -1268,6 +1314,7 @@ async fn dead_letter(
         ("x-patron-original-offset", offset.as_str()),
         (dlq_headers::CONSUMER, &shared.pipeline.consumer),
         (dlq_headers::FAILED_AT, failed_at.as_str()),
+        ("x-patron-original-timestamp", timestamp.as_str()),
     ] {
         headers = headers.insert(Header {
             key,

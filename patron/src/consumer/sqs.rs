@@ -40,7 +40,7 @@ use super::message::{Delivery, Headers, Metadata, SqsMetadata};
 use super::metrics::ConsumerMetrics;
 use super::policy::{OnFailure, Policy};
 use super::process::{Pipeline, Stopper, Verdict, drain, now_millis, truncate_reason};
-use crate::component::{Component, ComponentContext, ComponentInfo};
+use crate::component::{Component, ComponentContext, ComponentInfo, Readiness};
 use crate::error::Error;
 
 const RETRY_MIN: Duration = Duration::from_millis(500);
@@ -48,6 +48,8 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 const GAUGE_INTERVAL: Duration = Duration::from_secs(15);
 /// SQS allows at most 10 message attributes.
 const MAX_ATTRIBUTES: usize = 10;
+/// The readiness problem key of a DLQ that refuses messages.
+const DLQ_PROBLEM: &str = "dead-letter";
 
 /// An SQS consumer component.
 ///
@@ -174,6 +176,15 @@ struct Shared {
     stop: Stopper,
     deletes: mpsc::Sender<(String, String)>,
     queue: String,
+    readiness: Readiness,
+}
+
+/// What a dead letter copies from the original besides its body.
+struct Original {
+    /// The message attributes, with their data types.
+    attributes: HashMap<String, MessageAttributeValue>,
+    /// `MessageGroupId` (FIFO queues).
+    group_id: Option<String>,
 }
 
 impl Component for SqsConsumer {
@@ -243,6 +254,7 @@ impl Component for SqsConsumer {
             stop: Stopper::new(stop.clone()),
             deletes,
             queue: self.queue.clone(),
+            readiness: readiness.clone(),
         });
         let deleter = tokio::spawn(run_deleter(
             client.clone(),
@@ -339,12 +351,12 @@ impl Component for SqsConsumer {
                 let shared = Arc::clone(&shared);
                 let handler = Arc::clone(&self.handler);
                 tracker.spawn(async move {
-                    let (delivery, receipt) = convert(&shared.queue, message);
+                    let (delivery, receipt, original) = convert(&shared.queue, message);
                     let verdict = shared
                         .pipeline
                         .process(&*handler, &delivery, &shared.stop)
                         .await;
-                    shared.settle(&delivery, receipt, verdict).await;
+                    shared.settle(&delivery, receipt, &original, verdict).await;
                     drop(permit);
                 });
             }
@@ -384,7 +396,13 @@ async fn queue_url(client: &Client, name: &str) -> Result<String, String> {
 }
 
 impl Shared {
-    async fn settle(&self, delivery: &Delivery, receipt: Option<String>, verdict: Verdict) {
+    async fn settle(
+        &self,
+        delivery: &Delivery,
+        receipt: Option<String>,
+        original: &Original,
+        verdict: Verdict,
+    ) {
         let consumer = &self.pipeline.consumer;
         let Some(receipt) = receipt else {
             tracing::error!(consumer = %consumer, "SQS message without a receipt handle; it cannot be acknowledged");
@@ -398,14 +416,24 @@ impl Shared {
             Verdict::Ack | Verdict::Drop => self.delete(id, receipt).await,
             Verdict::Requeue | Verdict::Release => self.release(&receipt).await,
             Verdict::DeadLetter { reason, attempts } => {
-                match self.dead_letter(delivery, &reason, attempts).await {
+                match self
+                    .dead_letter(delivery, original, &reason, attempts)
+                    .await
+                {
                     Ok(()) => {
+                        self.readiness.clear_problem(DLQ_PROBLEM);
                         self.pipeline.dead_lettered();
                         self.delete(id, receipt).await;
                     }
                     Err(e) => {
-                        tracing::error!(consumer = %consumer, error = %e, "cannot dead-letter the message; making it visible again");
-                        self.release(&receipt).await;
+                        // Left in flight: SQS shows it again after its
+                        // visibility timeout, a natural wait before the next
+                        // try; the consumer is not ready meanwhile.
+                        tracing::error!(consumer = %consumer, error = %e, "cannot dead-letter the message; it stays in the queue and is dead-lettered again after its visibility timeout");
+                        self.readiness.set_problem(
+                            DLQ_PROBLEM,
+                            format!("SQS consumer {consumer} cannot dead-letter messages: {e}"),
+                        );
                     }
                 }
             }
@@ -433,54 +461,56 @@ impl Shared {
         }
     }
 
-    async fn dead_letter(&self, d: &Delivery, reason: &str, attempts: u32) -> Result<(), String> {
+    async fn dead_letter(
+        &self,
+        d: &Delivery,
+        original: &Original,
+        reason: &str,
+        attempts: u32,
+    ) -> Result<(), String> {
         let Some(dlq_url) = &self.dlq_url else {
             return Err("no DLQ is configured".into());
         };
-        let text = |v: &str| {
-            MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(v)
-                .build()
-                .map_err(|e| e.to_string())
+        let (message_id, receive_count) = match d.metadata() {
+            Metadata::Sqs(m) => (m.message_id.clone(), m.receive_count),
+            _ => (String::new(), 0),
         };
-        let mut attributes: HashMap<String, MessageAttributeValue> = HashMap::new();
-        attributes.insert(dlq_headers::ERROR.into(), text(&truncate_reason(reason))?);
-        attributes.insert(dlq_headers::ATTEMPTS.into(), text(&attempts.to_string())?);
-        attributes.insert(dlq_headers::QUEUE.into(), text(&self.queue)?);
-        attributes.insert(dlq_headers::CONSUMER.into(), text(&self.pipeline.consumer)?);
-        attributes.insert(
-            dlq_headers::FAILED_AT.into(),
-            text(&now_millis().to_string())?,
-        );
-        let mut skipped = 0;
-        for (k, v) in d.headers().iter() {
-            if attributes.len() >= MAX_ATTRIBUTES {
-                skipped += 1;
-                continue;
-            }
-            if let Ok(value) = std::str::from_utf8(v) {
-                attributes.insert(k.to_string(), text(value)?);
-            }
-        }
-        if skipped > 0 {
-            tracing::warn!(consumer = %self.pipeline.consumer, skipped, "SQS allows 10 message attributes: some original attributes were not copied to the DLQ");
+        let patron = [
+            (dlq_headers::ERROR, truncate_reason(reason)),
+            (dlq_headers::ATTEMPTS, attempts.to_string()),
+            (dlq_headers::QUEUE, self.queue.clone()),
+            (dlq_headers::CONSUMER, self.pipeline.consumer.to_string()),
+            (dlq_headers::FAILED_AT, now_millis().to_string()),
+            ("x-patron-original-message-id", message_id.clone()),
+            ("x-patron-deliveries", receive_count.to_string()),
+        ];
+        let (attributes, left_out) = dead_letter_attributes(&original.attributes, patron)?;
+        if !left_out.is_empty() {
+            tracing::warn!(consumer = %self.pipeline.consumer, left_out = ?left_out, "SQS allows 10 message attributes: these patron attributes were not added to the dead letter (the original's come first)");
         }
         let body = String::from_utf8_lossy(d.body()).into_owned();
-        self.client
+        let mut send = self
+            .client
             .send_message()
             .queue_url(dlq_url)
             .message_body(body)
-            .set_message_attributes(Some(attributes))
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| {
-                format!(
-                    "sending to the DLQ failed: {}",
-                    aws_sdk_sqs::error::DisplayErrorContext(&e)
-                )
-            })
+            .set_message_attributes(Some(attributes));
+        if dlq_url.ends_with(".fifo") {
+            // A FIFO DLQ needs a group; the original's keeps its order.
+            let group = original
+                .group_id
+                .clone()
+                .unwrap_or_else(|| self.pipeline.consumer.to_string());
+            send = send
+                .message_group_id(group)
+                .message_deduplication_id(message_id);
+        }
+        send.send().await.map(|_| ()).map_err(|e| {
+            format!(
+                "sending to the DLQ failed: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(&e)
+            )
+        })
     }
 }
 
@@ -567,8 +597,33 @@ async fn delete_batch(
     batch.clear();
 }
 
-/// An SQS message as patron's [`Delivery`], plus its receipt handle.
-fn convert(queue: &str, m: aws_sdk_sqs::types::Message) -> (Delivery, Option<String>) {
+/// The dead letter's attributes: the original's first, with their data
+/// types, then as many of `patron`'s as SQS's limit of 10 leaves room for;
+/// the names of those left out come second.
+fn dead_letter_attributes<const N: usize>(
+    original: &HashMap<String, MessageAttributeValue>,
+    patron: [(&'static str, String); N],
+) -> Result<(HashMap<String, MessageAttributeValue>, Vec<&'static str>), String> {
+    let mut attributes = original.clone();
+    let mut left_out = Vec::new();
+    for (name, value) in patron {
+        if attributes.len() >= MAX_ATTRIBUTES {
+            left_out.push(name);
+            continue;
+        }
+        let value = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(value)
+            .build()
+            .map_err(|e| format!("cannot build attribute {name}: {e}"))?;
+        attributes.insert(name.to_string(), value);
+    }
+    Ok((attributes, left_out))
+}
+
+/// An SQS message as patron's [`Delivery`], plus its receipt handle and
+/// what a dead letter copies.
+fn convert(queue: &str, m: aws_sdk_sqs::types::Message) -> (Delivery, Option<String>, Original) {
     let mut headers = Headers::new();
     if let Some(attrs) = &m.message_attributes {
         for (k, v) in attrs {
@@ -596,7 +651,11 @@ fn convert(queue: &str, m: aws_sdk_sqs::types::Message) -> (Delivery, Option<Str
         Metadata::Sqs(metadata),
     )
     .with_deliveries(receive_count);
-    (delivery, m.receipt_handle)
+    let original = Original {
+        group_id: get(MessageSystemAttributeName::MessageGroupId).cloned(),
+        attributes: m.message_attributes.unwrap_or_default(),
+    };
+    (delivery, m.receipt_handle, original)
 }
 
 /// The queue's approximate message counts, as gauges.
