@@ -398,3 +398,317 @@ async fn sqs_kill_9_mid_stream_loses_nothing() {
 async fn sqs_sigterm_mid_stream_loses_and_duplicates_nothing() {
     sqs_scenario(Stop::Term).await;
 }
+
+/// A broker process of the test's own (tansu or moto) on a port of its own,
+/// so it can be stopped and started without touching the shared ones.
+struct OwnBroker {
+    command: Vec<String>,
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnBroker {
+    /// `bin` with `args`, where `{port}` stands for the port.
+    fn new(bin: &str, args: &[&str]) -> OwnBroker {
+        let port = patron_tests::free_port();
+        let mut command = vec![bin.to_string()];
+        command.extend(args.iter().map(|a| a.replace("{port}", &port.to_string())));
+        let mut broker = OwnBroker {
+            command,
+            port,
+            child: None,
+        };
+        broker.start();
+        broker
+    }
+
+    fn answers(&self) -> bool {
+        std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+    }
+
+    /// Starts it and waits until its port answers.
+    fn start(&mut self) {
+        let child = std::process::Command::new(&self.command[0])
+            .args(&self.command[1..])
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {:?}: {e}", self.command));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.answers() {
+            assert!(
+                Instant::now() < deadline,
+                "{:?} did not come up",
+                self.command
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops it (SIGKILL: a crash, or a restart that drops connections).
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// How long after `since` `/ready` of `proc` answered 200 again, waiting at
+/// most `PHASE`.
+async fn ready_again(proc: &Proc, since: Instant) -> Duration {
+    let http = reqwest::Client::new();
+    let url = proc.url("/ready");
+    assert!(
+        eventually(PHASE, || async {
+            matches!(http.get(&url).send().await, Ok(r) if r.status() == 200)
+        })
+        .await,
+        "/ready is 200 again; stderr {:?}",
+        proc.stderr()
+    );
+    since.elapsed()
+}
+
+/// Waits until `/ready` of `proc` answers 503 naming `component`.
+async fn unready_naming(proc: &Proc, component: &str) {
+    let http = reqwest::Client::new();
+    let url = proc.url("/ready");
+    let named = eventually(Duration::from_secs(30), || async {
+        match http.get(&url).send().await {
+            Ok(r) if r.status() == 503 => r.text().await.unwrap_or_default().contains(component),
+            _ => false,
+        }
+    })
+    .await;
+    assert!(named, "/ready turned 503 naming {component}");
+}
+
+/// The promise behind each broker restart: `/ready` 503 while the broker is
+/// away, 200 within 2 s of its return, consumption resumes without a
+/// service restart, nothing lost.
+const RECOVERY: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_broker_restart_turns_readiness_and_loses_nothing() {
+    let Some(mut env) = Env::get() else { return };
+    let Some(tansu) = service("PATRON_TEST_TANSU_BIN", "the tansu binary") else {
+        return;
+    };
+    let mut broker = OwnBroker::new(
+        &tansu,
+        &[
+            "broker",
+            "--listener-url",
+            "tcp://127.0.0.1:{port}",
+            "--advertised-listener-url",
+            "tcp://127.0.0.1:{port}",
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+    );
+    let brokers = format!("127.0.0.1:{}", broker.port);
+    env.kafka = Some(brokers.clone());
+    let topic = unique("kafka_restart");
+    let produce = |range: std::ops::Range<i64>| {
+        let brokers = brokers.clone();
+        let topic = topic.clone();
+        async move {
+            let producer: FutureProducer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("broker.address.family", "v4")
+                .create()
+                .expect("producer");
+            let bodies: Vec<String> = range.map(|id| id.to_string()).collect();
+            let sends = bodies.iter().map(|body| {
+                producer.send(
+                    FutureRecord::<str, str>::to(&topic).payload(body),
+                    Duration::from_secs(30),
+                )
+            });
+            for sent in futures_util::future::join_all(sends).await {
+                sent.expect("produce");
+            }
+        }
+    };
+    kafka::create_topic(&brokers, &topic, 1).await;
+    produce(0..N / 2).await;
+    let ledger = Ledger::new(&env.database).await;
+    let proc = env.spawn("kafka", &topic, &ledger.table);
+    proc.wait_alive().await;
+    assert!(ledger.until_distinct(N / 2).await, "the first half handled");
+    broker.stop();
+    unready_naming(&proc, "component:ledger-kafka").await;
+    broker.start();
+    let back = Instant::now();
+    // tansu keeps topics in memory: the restarted broker gets the topic
+    // back at once, as a real broker keeps it. (Created later, the
+    // rejoined consumer would see it only at its next metadata refresh.)
+    kafka::create_topic(&brokers, &topic, 1).await;
+    let took = ready_again(&proc, back).await;
+    produce(N / 2..N).await;
+    assert!(
+        ledger.until_distinct(N).await,
+        "{:?}",
+        ledger.counts().await
+    );
+    let (entries, distinct) = ledger.counts().await;
+    println!(
+        "Kafka broker restart: published {N}, handled {entries}, distinct {distinct}, lost {}, /ready 200 again {took:?} after the broker answered",
+        N - distinct
+    );
+    assert_eq!(distinct, N, "nothing lost");
+    assert!(
+        took <= RECOVERY,
+        "ready again within {RECOVERY:?}: {took:?}"
+    );
+    drop(proc);
+    ledger.drop_table().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sqs_server_restart_turns_readiness_and_loses_nothing() {
+    let Some(mut env) = Env::get() else { return };
+    let Some(moto) = service("PATRON_TEST_MOTO_BIN", "the moto server") else {
+        return;
+    };
+    let mut server = OwnBroker::new(&moto, &["-H", "127.0.0.1", "-p", "{port}"]);
+    let endpoint = format!("http://127.0.0.1:{}", server.port);
+    env.sqs = Some(endpoint.clone());
+    let client = sqs::client(&endpoint);
+    let queue = unique("sqs_restart");
+    let dlq = format!("{queue}-dlq");
+    let publish = |range: std::ops::Range<i64>| {
+        let (client, queue, dlq) = (client.clone(), queue.clone(), dlq.clone());
+        async move {
+            // moto keeps nothing: (re)create the queues first.
+            let url = sqs::create(&client, &queue).await;
+            sqs::create(&client, &dlq).await;
+            for id in range {
+                sqs::send(&client, &url, &id.to_string(), &[]).await;
+            }
+        }
+    };
+    publish(0..N / 4).await;
+    let ledger = Ledger::new(&env.database).await;
+    let proc = env.spawn("sqs", &queue, &ledger.table);
+    proc.wait_alive().await;
+    assert!(ledger.until_distinct(N / 4).await, "the first part handled");
+    server.stop();
+    unready_naming(&proc, "component:ledger-sqs").await;
+    server.start();
+    let back = Instant::now();
+    // moto keeps nothing: the queues come back first, then the messages.
+    sqs::create(&client, &queue).await;
+    sqs::create(&client, &dlq).await;
+    let took = ready_again(&proc, back).await;
+    publish(N / 4..N / 2).await;
+    assert!(
+        ledger.until_distinct(N / 2).await,
+        "{:?}",
+        ledger.counts().await
+    );
+    let (entries, distinct) = ledger.counts().await;
+    println!(
+        "SQS server restart: published {}, handled {entries}, distinct {distinct}, lost {}, /ready 200 again {took:?} after the server answered",
+        N / 2,
+        N / 2 - distinct
+    );
+    assert_eq!(distinct, N / 2, "nothing lost");
+    assert!(
+        took <= RECOVERY,
+        "ready again within {RECOVERY:?}: {took:?}"
+    );
+    drop(proc);
+    ledger.drop_table().await;
+}
+
+/// Starts RabbitMQ's application again when dropped, whatever happened.
+struct AppRestart;
+
+impl Drop for AppRestart {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .arg("start_app")
+            .status();
+    }
+}
+
+/// Runs alone (`.config/nextest.toml`): it stops the shared RabbitMQ.
+#[tokio::test(flavor = "multi_thread")]
+async fn rabbitmq_restart_turns_readiness_and_loses_nothing() {
+    let Some(mut env) = Env::get() else { return };
+    let Some(url) = amqp::url() else { return };
+    env.amqp = Some(url.clone());
+    let broker = amqp::Broker::connect(&url).await;
+    let queue = unique("amqp_restart");
+    broker.fresh_queue(&queue).await;
+    broker.fresh_queue(&format!("{queue}.dlq")).await;
+    for id in 0..N / 2 {
+        broker.publish(&queue, id.to_string().as_bytes(), &[]).await;
+    }
+    broker.close().await;
+    let ledger = Ledger::new(&env.database).await;
+    let proc = env.spawn("amqp", &queue, &ledger.table);
+    proc.wait_alive().await;
+    assert!(ledger.until_distinct(N / 4).await, "consuming");
+    let guard = AppRestart;
+    let stopped = std::process::Command::new("rabbitmqctl")
+        .arg("stop_app")
+        .status()
+        .expect("rabbitmqctl stop_app");
+    assert!(stopped.success());
+    unready_naming(&proc, "component:ledger-amqp").await;
+    let started = std::process::Command::new("rabbitmqctl")
+        .arg("start_app")
+        .status()
+        .expect("rabbitmqctl start_app");
+    assert!(started.success());
+    drop(guard);
+    let back = Instant::now();
+    let took = ready_again(&proc, back).await;
+    let broker = amqp::Broker::connect(&url).await;
+    for id in N / 2..N {
+        broker.publish(&queue, id.to_string().as_bytes(), &[]).await;
+    }
+    assert!(
+        ledger.until_distinct(N).await,
+        "{:?}",
+        ledger.counts().await
+    );
+    let (entries, distinct) = ledger.counts().await;
+    let duplicates = entries - distinct;
+    println!(
+        "RabbitMQ stop_app/start_app: published {N}, handled {entries}, distinct {distinct}, duplicates {duplicates}, lost {}, /ready 200 again {took:?} after start_app returned",
+        N - distinct
+    );
+    assert_eq!(distinct, N, "nothing lost");
+    assert!(
+        duplicates <= 40,
+        "duplicates within the prefetch: {duplicates}"
+    );
+    assert!(
+        took <= RECOVERY,
+        "ready again within {RECOVERY:?}: {took:?}"
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            broker.depth(&queue).await == 0
+        })
+        .await
+    );
+    drop(proc);
+    broker.delete(&queue).await;
+    broker.delete(&format!("{queue}.dlq")).await;
+    broker.close().await;
+    ledger.drop_table().await;
+}
