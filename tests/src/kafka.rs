@@ -9,11 +9,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
 
-/// The payloads stored in `topic`, read from the beginning until none
-/// arrives for 2 s. (tansu's watermarks count a batch as one record, so
-/// the records are read, not counted from offsets.)
-pub fn stored(brokers: &str, topic: &str) -> Vec<String> {
-    let consumer: BaseConsumer = ClientConfig::new()
+/// A consumer of a group of its own, reading from the beginning.
+fn reader(brokers: &str) -> BaseConsumer {
+    ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("broker.address.family", "v4")
         .set(
@@ -22,7 +20,14 @@ pub fn stored(brokers: &str, topic: &str) -> Vec<String> {
         )
         .set("auto.offset.reset", "earliest")
         .create()
-        .unwrap();
+        .expect("a reader")
+}
+
+/// The payloads stored in `topic`, read from the beginning until none
+/// arrives for 2 s. (tansu's watermarks count a batch as one record, so
+/// the records are read, not counted from offsets.)
+pub fn stored(brokers: &str, topic: &str) -> Vec<String> {
+    let consumer = reader(brokers);
     let metadata = consumer
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap();
@@ -43,6 +48,60 @@ pub fn stored(brokers: &str, topic: &str) -> Vec<String> {
         }
     }
     payloads
+}
+
+/// A record as read back: key, payload and headers (name, value or null),
+/// in order.
+#[derive(Debug, Clone)]
+pub struct ReadBack {
+    /// The key.
+    pub key: Option<Vec<u8>>,
+    /// The payload, as text.
+    pub payload: String,
+    /// The headers, in order.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl ReadBack {
+    /// The first header named `name`: `Some(None)` for a null value.
+    pub fn header(&self, name: &str) -> Option<Option<Vec<u8>>> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    /// Header `name` as text ("" when null or missing).
+    pub fn text(&self, name: &str) -> String {
+        String::from_utf8_lossy(&self.header(name).flatten().unwrap_or_default()).into_owned()
+    }
+}
+
+/// The first record of `topic` (from the beginning), waiting at most
+/// `timeout`; `None` when none came.
+pub fn first_record(brokers: &str, topic: &str, timeout: Duration) -> Option<ReadBack> {
+    use rdkafka::message::Headers as _;
+    let reader = reader(brokers);
+    reader.subscribe(&[topic]).expect("subscribe");
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
+            let headers = m
+                .headers()
+                .map(|hs| {
+                    hs.iter()
+                        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            return Some(ReadBack {
+                key: m.key().map(<[u8]>::to_vec),
+                payload: String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
+                headers,
+            });
+        }
+    }
+    None
 }
 
 /// The high watermark of partition 0 of `topic`: 0 when nothing was ever

@@ -16,7 +16,6 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers as _, Message as _};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const WAIT: Duration = Duration::from_secs(40);
@@ -284,42 +283,16 @@ async fn dead_letters_with_error_headers_then_commits() {
         "the failed record did not block the partition"
     );
 
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("broker.address.family", "v4")
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("reader");
-    reader.subscribe(&[dlq.as_str()]).expect("subscribe");
-    let mut found = None;
-    let deadline = std::time::Instant::now() + WAIT;
-    while found.is_none() && std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
-            let mut headers = std::collections::BTreeMap::new();
-            if let Some(hs) = m.headers() {
-                for h in hs.iter() {
-                    headers.insert(
-                        h.key.to_string(),
-                        String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
-                    );
-                }
-            }
-            found = Some((
-                String::from_utf8_lossy(m.payload().unwrap_or_default()).into_owned(),
-                headers,
-            ));
-        }
-    }
-    let (body, headers) = found.expect("a record in the DLQ topic");
-    assert_eq!(body, "bad");
-    assert_eq!(headers["x-patron-attempts"], "2");
+    let dead =
+        patron_tests::kafka::first_record(&brokers, &dlq, WAIT).expect("a record in the DLQ topic");
+    assert_eq!(dead.payload, "bad");
+    assert_eq!(dead.text("x-patron-attempts"), "2");
     assert!(
-        headers["x-patron-error"].contains("cannot handle bad"),
-        "{headers:?}"
+        dead.text("x-patron-error").contains("cannot handle bad"),
+        "{dead:?}"
     );
-    assert_eq!(headers["x-patron-original-topic"], topic);
-    assert_eq!(headers["x-patron-original-offset"], "1");
+    assert_eq!(dead.text("x-patron-original-topic"), topic);
+    assert_eq!(dead.text("x-patron-original-offset"), "1");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1097,36 +1070,11 @@ async fn a_dead_letter_keeps_key_headers_and_timestamp() {
         .dlq(&dlq),
     )
     .await;
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
-        .set("broker.address.family", "v4")
-        .set("group.id", unique("reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("reader");
-    reader.subscribe(&[dlq.as_str()]).expect("subscribe");
-    let mut found = None;
-    let deadline = std::time::Instant::now() + WAIT;
-    while found.is_none() && std::time::Instant::now() < deadline {
-        if let Some(Ok(m)) = reader.poll(Duration::from_millis(200)) {
-            let mut headers = Vec::new();
-            if let Some(hs) = m.headers() {
-                for h in hs.iter() {
-                    headers.push((h.key.to_string(), h.value.map(<[u8]>::to_vec)));
-                }
-            }
-            found = Some((m.key().map(<[u8]>::to_vec), headers));
-        }
-    }
+    let dead = patron_tests::kafka::first_record(&brokers, &dlq, WAIT);
     server.shutdown().await.expect("clean shutdown");
-    let (key, headers) = found.expect("a dead letter");
-    assert_eq!(key.as_deref(), Some(&b"order-7"[..]));
-    let get = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    };
+    let dead = dead.expect("a dead letter");
+    assert_eq!(dead.key.as_deref(), Some(&b"order-7"[..]));
+    let get = |name: &str| dead.header(name);
     assert_eq!(get("tenant"), Some(Some(b"acme".to_vec())));
     assert_eq!(get("empty"), Some(None), "a null header stays null");
     assert_eq!(

@@ -41,6 +41,7 @@ use tokio_util::task::TaskTracker;
 use super::backoff::Backoff;
 use super::batch::Handler;
 use super::common::{Common, common_builders};
+use super::dead_letter;
 use super::dlq_headers;
 use super::handler::{BatchHandler, MessageHandler};
 use super::message::{AmqpMetadata, Delivery, Headers, Metadata};
@@ -54,12 +55,6 @@ use crate::error::Error;
 const RECONNECT_MIN: Duration = Duration::from_millis(500);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The first wait before dead-lettering a message again after the DLQ
-/// refused it; it doubles up to [`DLQ_RETRY_MAX`].
-const DLQ_RETRY_MIN: Duration = Duration::from_secs(1);
-const DLQ_RETRY_MAX: Duration = Duration::from_secs(30);
-/// The readiness problem key of a DLQ that refuses messages.
-const DLQ_PROBLEM: &str = "dead-letter";
 
 /// A RabbitMQ consumer component.
 ///
@@ -622,41 +617,14 @@ impl Outlet {
         reason: &str,
         attempts: u32,
     ) -> bool {
-        let consumer = &self.running.pipeline.consumer;
-        let dlq = self.dlq.as_deref().unwrap_or_default();
-        let mut wait = DLQ_RETRY_MIN;
-        let mut failed = false;
-        loop {
-            match self.dead_letter(delivery, props, reason, attempts).await {
-                Ok(()) => {
-                    if failed {
-                        tracing::info!(consumer = %consumer, dlq = %dlq, "the DLQ accepted the dead letter");
-                    }
-                    self.readiness.clear_problem(DLQ_PROBLEM);
-                    self.running.pipeline.dead_lettered();
-                    return true;
-                }
-                Err(e) => {
-                    failed = true;
-                    tracing::error!(
-                        consumer = %consumer,
-                        dlq = %dlq,
-                        error = %e,
-                        retry_in_ms = wait.as_millis() as u64,
-                        "cannot dead-letter the message; it stays unacknowledged and is dead-lettered again after a wait"
-                    );
-                    self.readiness.set_problem(
-                        DLQ_PROBLEM,
-                        format!("AMQP consumer {consumer} cannot dead-letter messages to DLQ {dlq:?}: {e}"),
-                    );
-                    tokio::select! {
-                        _ = self.running.stop.cancelled() => return false,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                    wait = (wait * 2).min(DLQ_RETRY_MAX);
-                }
-            }
-        }
+        dead_letter::until_accepted(
+            &self.running.pipeline,
+            &self.readiness,
+            &self.running.stop,
+            || self.dead_letter(delivery, props, reason, attempts),
+            || true,
+        )
+        .await
     }
 
     /// The DLQ channel, reopened when the broker closed it (declaring the

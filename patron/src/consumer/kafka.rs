@@ -61,6 +61,7 @@ use tokio_util::task::TaskTracker;
 
 use super::batch::Handler;
 use super::common::{Common, common_builders};
+use super::dead_letter;
 use super::dlq_headers;
 use super::handler::{BatchHandler, MessageHandler};
 use super::kafka_queue::{self, Record, RecordQueue};
@@ -78,12 +79,6 @@ const LAG_INTERVAL: Duration = Duration::from_secs(5);
 /// First wait before recreating a client after a fatal error; doubled up
 /// to [`RECREATE_MAX`].
 const RECREATE_MIN: Duration = Duration::from_secs(1);
-/// The first wait before dead-lettering a record again after the DLQ
-/// refused it; it doubles up to [`DLQ_RETRY_MAX`].
-const DLQ_RETRY_MIN: Duration = Duration::from_secs(1);
-const DLQ_RETRY_MAX: Duration = Duration::from_secs(30);
-/// The readiness problem key of a DLQ that refuses records.
-const DLQ_PROBLEM: &str = "dead-letter";
 /// How often a consumer whose brokers are all down asks for metadata.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 /// How long one such metadata request may take.
@@ -1215,37 +1210,14 @@ impl Worker {
         attempts: u32,
     ) -> bool {
         let shared = &self.shared;
-        let consumer = &shared.pipeline.consumer;
-        let mut wait = DLQ_RETRY_MIN;
-        loop {
-            match dead_letter(shared, message, reason, attempts).await {
-                Ok(()) => {
-                    shared.readiness.clear_problem(DLQ_PROBLEM);
-                    shared.pipeline.dead_lettered();
-                    return true;
-                }
-                Err(e) => {
-                    tracing::error!(
-                        consumer = %consumer,
-                        error = %e,
-                        retry_in_ms = wait.as_millis() as u64,
-                        "cannot dead-letter the record; its partition holds, uncommitted, and it is dead-lettered again after a wait"
-                    );
-                    shared.readiness.set_problem(
-                        DLQ_PROBLEM,
-                        format!("Kafka consumer {consumer} cannot dead-letter records: {e}"),
-                    );
-                    tokio::select! {
-                        _ = shared.stop.cancelled() => return false,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                    if !self.proceed() {
-                        return false;
-                    }
-                    wait = (wait * 2).min(DLQ_RETRY_MAX);
-                }
-            }
-        }
+        dead_letter::until_accepted(
+            &shared.pipeline,
+            &shared.readiness,
+            &shared.stop,
+            || dead_letter(shared, message, reason, attempts),
+            || self.proceed(),
+        )
+        .await
     }
 
     /// Records `message` as done unless the partition was revoked; false

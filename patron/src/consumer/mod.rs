@@ -43,6 +43,8 @@
 // Without a broker feature, the parts only brokers use are unused.
 #[cfg(any(feature = "amqp", feature = "sqs"))]
 mod backoff;
+#[cfg(any(feature = "amqp", feature = "sqs", feature = "kafka"))]
+mod dead_letter;
 // AMQP and Kafka consumers take batches.
 #[cfg_attr(not(any(feature = "amqp", feature = "kafka")), allow(dead_code))]
 mod batch;

@@ -34,6 +34,7 @@ use tokio_util::task::TaskTracker;
 
 use super::backoff::Backoff;
 use super::common::{Common, common_builders};
+use super::dead_letter;
 use super::dlq_headers;
 use super::handler::MessageHandler;
 use super::message::{Delivery, Headers, Metadata, SqsMetadata};
@@ -48,8 +49,6 @@ const RETRY_MAX: Duration = Duration::from_secs(10);
 const GAUGE_INTERVAL: Duration = Duration::from_secs(15);
 /// SQS allows at most 10 message attributes.
 const MAX_ATTRIBUTES: usize = 10;
-/// The readiness problem key of a DLQ that refuses messages.
-const DLQ_PROBLEM: &str = "dead-letter";
 
 /// An SQS consumer component.
 ///
@@ -421,20 +420,17 @@ impl Shared {
                     .await
                 {
                     Ok(()) => {
-                        self.readiness.clear_problem(DLQ_PROBLEM);
-                        self.pipeline.dead_lettered();
+                        dead_letter::accepted(&self.pipeline, &self.readiness);
                         self.delete(id, receipt).await;
                     }
-                    Err(e) => {
-                        // Left in flight: SQS shows it again after its
-                        // visibility timeout, a natural wait before the next
-                        // try; the consumer is not ready meanwhile.
-                        tracing::error!(consumer = %consumer, error = %e, "cannot dead-letter the message; it stays in the queue and is dead-lettered again after its visibility timeout");
-                        self.readiness.set_problem(
-                            DLQ_PROBLEM,
-                            format!("SQS consumer {consumer} cannot dead-letter messages: {e}"),
-                        );
-                    }
+                    // Left in flight: SQS shows it again after its
+                    // visibility timeout, a natural wait before the next try.
+                    Err(e) => dead_letter::refused(
+                        &self.pipeline,
+                        &self.readiness,
+                        &e,
+                        "after the visibility timeout",
+                    ),
                 }
             }
             Verdict::Exit(reason) => self.stop.exit(reason),
