@@ -922,6 +922,12 @@ async fn exit_delivers_a_failing_record_again_up_to_max_deliveries_then_drops_it
         Some(1.0),
         "dropped once"
     );
+    let again = [("consumer", topic.as_str()), ("outcome", "requeue")];
+    assert_eq!(
+        patron_tests::prom::value(&samples, "consumer_messages_total", &again),
+        Some(2.0),
+        "delivered again twice, not counted as exits"
+    );
     server
         .shutdown()
         .await

@@ -240,6 +240,7 @@ impl Component for AmqpConsumer {
                 policy: settings.policy.clone(),
                 metrics,
                 deps: Arc::clone(ctx.deps()),
+                redelivers_in_process: false,
             },
             stop: Stopper::new(ctx.shutdown().child_token()),
             queue: self.queue.clone(),

@@ -445,6 +445,7 @@ impl Component for KafkaConsumer {
                 policy: policy.clone(),
                 metrics,
                 deps: Arc::clone(ctx.deps()),
+                redelivers_in_process: true,
             },
             partitions: Arc::clone(&partitions),
             readiness: ctx.readiness().clone(),
@@ -1077,10 +1078,11 @@ impl Worker {
                 .process_counted(handler, &delivery, &self.shared.stop, tally)
                 .await;
             // Kafka cannot give a record back: under a delivery limit,
-            // `exit` delivers it again here, counted, until the limit turns
-            // the verdict into the DLQ or a drop (`Policy::give_back`).
+            // `exit` is a requeue (`redelivers_in_process`) carried out here,
+            // counted, until the limit turns the verdict into the DLQ or a
+            // drop (`Policy::give_back`).
             let policy = &self.shared.pipeline.policy;
-            if !(matches!(verdict, Verdict::Exit(_)) && policy.max_deliveries > 0) {
+            if verdict != Verdict::Requeue {
                 return self.settle(message, verdict).await;
             }
             let deliveries = delivery.deliveries() + 1;

@@ -68,6 +68,10 @@ pub(crate) struct Pipeline {
     pub policy: Policy,
     pub metrics: ConsumerMetrics,
     pub deps: Arc<Deps>,
+    /// The broker cannot take a message back (Kafka): under a delivery
+    /// limit, `exit` becomes [`Verdict::Requeue`], which the broker code
+    /// carries out by delivering the message again itself, counted.
+    pub redelivers_in_process: bool,
 }
 
 impl Pipeline {
@@ -224,12 +228,19 @@ impl Pipeline {
             let error = match outcome {
                 Ok(()) => return Verdict::Ack,
                 Err(Failure::Poison(e)) => {
-                    return self.fail(self.policy.on_poison(), &e, attempt, true, delivery);
+                    return self.fail(self.policy.on_poison(), &e, attempt, true, delivery, true);
                 }
                 Err(Failure::Failed(e)) => e,
             };
             if attempt > self.policy.retries {
-                return self.fail(self.policy.on_failure, &error, attempt, false, delivery);
+                return self.fail(
+                    self.policy.on_failure,
+                    &error,
+                    attempt,
+                    false,
+                    delivery,
+                    true,
+                );
             }
             let wait = self.policy.delay(attempt);
             self.metrics.retry.inc();
@@ -320,6 +331,7 @@ impl Pipeline {
                             attempt,
                             true,
                             &deliveries[index],
+                            false,
                         ));
                     }
                     let result = match AssertUnwindSafe(call).catch_unwind().await {
@@ -348,6 +360,7 @@ impl Pipeline {
                             attempt,
                             false,
                             &deliveries[index],
+                            false,
                         ));
                     }
                     Mark::Pending => rest.push(index),
@@ -367,6 +380,7 @@ impl Pipeline {
                             attempt,
                             false,
                             &deliveries[i],
+                            false,
                         ));
                     }
                 }
@@ -426,7 +440,8 @@ impl Pipeline {
 
     /// Applies `strategy` to a message that failed `attempts` times on
     /// `delivery` — [`Policy::give_back`]: not a give-back on its last
-    /// allowed delivery.
+    /// allowed delivery. `single`: a single-message handler's, which a
+    /// broker that redelivers in process may deliver again.
     fn fail(
         &self,
         strategy: OnFailure,
@@ -434,6 +449,7 @@ impl Pipeline {
         attempts: u32,
         poison: bool,
         delivery: &Delivery,
+        single: bool,
     ) -> Verdict {
         let what = if poison {
             "message payload cannot be decoded"
@@ -472,6 +488,12 @@ impl Pipeline {
             OnFailure::Drop => {
                 tracing::error!(consumer = %self.consumer, error = %reason, attempts, "{what}; dropping it");
                 Verdict::Drop
+            }
+            OnFailure::Exit
+                if single && self.redelivers_in_process && self.policy.max_deliveries > 0 =>
+            {
+                tracing::warn!(consumer = %self.consumer, error = %reason, attempts, deliveries, max_deliveries = self.policy.max_deliveries, "{what}; delivering it again");
+                Verdict::Requeue
             }
             OnFailure::Exit => {
                 tracing::error!(consumer = %self.consumer, error = %reason, attempts, "{what}; stopping the service");

@@ -246,6 +246,7 @@ impl Component for SqsConsumer {
                 policy,
                 metrics,
                 deps: Arc::clone(ctx.deps()),
+                redelivers_in_process: false,
             },
             client: client.clone(),
             queue_url: queue_url.clone(),
