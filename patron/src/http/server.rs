@@ -273,6 +273,11 @@ struct ConnState {
     first_bytes: AtomicU32,
     /// The connection speaks HTTP/2 (it began with the preface).
     h2: AtomicBool,
+    /// The service is draining: HTTP/1 responses say `Connection: close`.
+    /// (A flag here, set by the connection's task, costs the service
+    /// nothing per request; a request finishing as the signal arrives may
+    /// miss it, and its connection then closes after its next response.)
+    draining: AtomicBool,
 }
 
 impl ConnState {
@@ -334,7 +339,6 @@ async fn connection(
         state: Arc::clone(&state),
     });
     let svc_state = Arc::clone(&state);
-    let svc_draining = draining.clone();
     let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let guard = InFlight::enter(&svc_state);
         let http1 = req.version() < http::Version::HTTP_2;
@@ -342,11 +346,10 @@ async fn connection(
             None => Either::Left(app.call(req.map(Body::new))),
             Some(response) => Either::Right(std::future::ready(Ok(response))),
         };
-        let draining = svc_draining.clone();
         async move {
             let mut response = call.await;
             if http1
-                && draining.is_cancelled()
+                && guard.0.draining.load(Ordering::Relaxed)
                 && let Ok(response) = &mut response
             {
                 // hyper closes the connection after this response.
@@ -377,6 +380,7 @@ async fn connection(
             }
             _ = draining.cancelled(), if !drain_started => {
                 drain_started = true;
+                state.draining.store(true, Ordering::Relaxed);
                 if state.h2.load(Ordering::Relaxed) && !closing {
                     // GOAWAY: streams under way finish, new ones go elsewhere.
                     closing = true;
