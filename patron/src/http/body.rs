@@ -52,14 +52,15 @@ pub(crate) fn watch(req: &mut axum::extract::Request) -> Option<Arc<BodyWatch>> 
 
 /// `application/json` or any `+json` type.
 fn is_json(content_type: &str) -> bool {
-    let essence = content_type
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let (kind, sub) = essence.split_once('/').unwrap_or_default();
+    kind.eq_ignore_ascii_case("application")
+        && (sub.eq_ignore_ascii_case("json")
+            || sub
+                .len()
+                .checked_sub(5)
+                .and_then(|i| sub.get(i..))
+                .is_some_and(|end| end.eq_ignore_ascii_case("+json")))
 }
 
 /// Incremental UTF-8 validation over frames: at most three bytes of a
