@@ -11,7 +11,7 @@ mod args;
 mod consumer;
 mod entry;
 mod route;
-mod units;
+use patron_units as units;
 
 use proc_macro::TokenStream;
 

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use crate::http::StatusRules;
 
-#[path = "../../patron-macros/src/units.rs"]
-#[allow(dead_code)]
-mod units;
+use patron_units as units;
 
 /// A configuration value that is missing or not allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

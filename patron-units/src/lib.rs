@@ -1,5 +1,10 @@
-//! Parsing of the duration (`"2s"`) and size (`"1MiB"`) literals that route
-//! arguments take, done at compile time so a typo is a compile error.
+//! The grammar of patron's duration (`"2s"`), size (`"1MiB"`) and rate
+//! (`"100/s"`) literals, and its "did you mean" hints: one piece of code
+//! that the macros use at compile time (so a typo in an attribute is a
+//! compile error) and the runtime uses for `PATRON_*` variables (so both
+//! accept exactly the same spellings).
+
+#![warn(missing_docs)]
 
 /// Parses a humantime-style duration such as `"2s"`, `"150ms"` or `"1m30s"`
 /// into nanoseconds. Returns a message that says what is allowed on failure.
