@@ -6,9 +6,10 @@
 
 use std::time::Duration;
 
-use crate::http::StatusRules;
-
 use patron_units as units;
+
+mod status_rules;
+pub use status_rules::StatusRules;
 
 /// A configuration value that is missing or not allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
