@@ -12,6 +12,9 @@ use std::time::Duration;
 #[cfg(any(feature = "amqp", feature = "kafka"))]
 use tokio_util::sync::CancellationToken;
 
+#[cfg(any(feature = "amqp", feature = "kafka"))]
+use super::backoff::Backoff;
+
 use super::process::Pipeline;
 use crate::component::Readiness;
 
@@ -55,7 +58,7 @@ pub(crate) async fn until_accepted<Fut>(
 where
     Fut: Future<Output = Result<(), String>>,
 {
-    let mut wait = RETRY_MIN;
+    let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
     loop {
         match publish().await {
             Ok(()) => {
@@ -63,6 +66,7 @@ where
                 return true;
             }
             Err(e) => {
+                let wait = backoff.next();
                 refused(
                     pipeline,
                     readiness,
@@ -76,7 +80,6 @@ where
                 if !still_wanted() {
                     return false;
                 }
-                wait = (wait * 2).min(RETRY_MAX);
             }
         }
     }

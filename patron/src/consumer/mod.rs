@@ -41,7 +41,9 @@
 //! [`handler_fn`].
 
 // Without a broker feature, the parts only brokers use are unused.
-#[cfg(any(feature = "amqp", feature = "sqs"))]
+#[cfg(any(feature = "amqp", feature = "sqs", feature = "kafka"))]
+// Kafka uses only the plain doubling (dead letters), not the "recently up" cap.
+#[cfg_attr(not(any(feature = "amqp", feature = "sqs")), allow(dead_code))]
 mod backoff;
 #[cfg(any(feature = "amqp", feature = "sqs", feature = "kafka"))]
 mod dead_letter;
