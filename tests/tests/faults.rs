@@ -403,18 +403,24 @@ async fn sqs_sigterm_mid_stream_loses_and_duplicates_nothing() {
 /// so it can be stopped and started without touching the shared ones.
 struct OwnBroker {
     command: Vec<String>,
+    envs: Vec<(String, String)>,
     port: u16,
     child: Option<std::process::Child>,
 }
 
 impl OwnBroker {
-    /// `bin` with `args`, where `{port}` stands for the port.
-    fn new(bin: &str, args: &[&str]) -> OwnBroker {
+    /// `bin` with `args`, where `{port}` stands for the port, and the
+    /// environment variables `envs`.
+    fn new(bin: &str, args: &[&str], envs: &[(&str, &str)]) -> OwnBroker {
         let port = patron_tests::free_port();
         let mut command = vec![bin.to_string()];
         command.extend(args.iter().map(|a| a.replace("{port}", &port.to_string())));
         let mut broker = OwnBroker {
             command,
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             port,
             child: None,
         };
@@ -431,6 +437,7 @@ impl OwnBroker {
         let child = std::process::Command::new(&self.command[0])
             .args(&self.command[1..])
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -504,6 +511,19 @@ async fn kafka_broker_restart_turns_readiness_and_loses_nothing() {
     let Some(tansu) = service("PATRON_TEST_TANSU_BIN", "the tansu binary") else {
         return;
     };
+    // tansu keeps its topics, records and consumer groups in S3 (moto's,
+    // beside its SQS): they survive the restart, as on a real broker.
+    let Some(s3) = service("PATRON_TEST_SQS_ENDPOINT", "moto (S3 for tansu)") else {
+        return;
+    };
+    let bucket = unique("tansu").replace('_', "-");
+    let created = reqwest::Client::new()
+        .put(format!("{s3}/{bucket}"))
+        .send()
+        .await
+        .expect("create the tansu bucket");
+    assert!(created.status().is_success(), "bucket: {created:?}");
+    let storage = format!("s3://{bucket}/");
     let mut broker = OwnBroker::new(
         &tansu,
         &[
@@ -513,7 +533,14 @@ async fn kafka_broker_restart_turns_readiness_and_loses_nothing() {
             "--advertised-listener-url",
             "tcp://127.0.0.1:{port}",
             "--storage-engine",
-            "memory://tansu/",
+            &storage,
+        ],
+        &[
+            ("AWS_ENDPOINT", &s3),
+            ("AWS_ALLOW_HTTP", "true"),
+            ("AWS_ACCESS_KEY_ID", "test"),
+            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_DEFAULT_REGION", "us-east-1"),
         ],
     );
     let brokers = format!("127.0.0.1:{}", broker.port);
@@ -550,10 +577,6 @@ async fn kafka_broker_restart_turns_readiness_and_loses_nothing() {
     unready_naming(&proc, "component:ledger-kafka").await;
     broker.start();
     let back = Instant::now();
-    // tansu keeps topics in memory: the restarted broker gets the topic
-    // back at once, as a real broker keeps it. (Created later, the
-    // rejoined consumer would see it only at its next metadata refresh.)
-    kafka::create_topic(&brokers, &topic, 1).await;
     let took = ready_again(&proc, back).await;
     produce(N / 2..N).await;
     assert!(
@@ -581,7 +604,7 @@ async fn sqs_server_restart_turns_readiness_and_loses_nothing() {
     let Some(moto) = service("PATRON_TEST_MOTO_BIN", "the moto server") else {
         return;
     };
-    let mut server = OwnBroker::new(&moto, &["-H", "127.0.0.1", "-p", "{port}"]);
+    let mut server = OwnBroker::new(&moto, &["-H", "127.0.0.1", "-p", "{port}"], &[]);
     let endpoint = format!("http://127.0.0.1:{}", server.port);
     env.sqs = Some(endpoint.clone());
     let client = sqs::client(&endpoint);
