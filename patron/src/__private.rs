@@ -12,19 +12,20 @@ pub use axum::routing::MethodFilter;
 pub use inventory;
 
 pub use crate::deps::AppState;
+pub use crate::deps::DepSpec;
 pub use crate::error::{Error, Result};
 pub use crate::http::RouteCtx;
+pub use crate::http::registry::{AuthSpec, RateSpec, RouteDef};
 pub use crate::http::rejection;
-pub use crate::registry::{AuthSpec, DepSpec, RateSpec, RouteDef};
 pub use crate::service::Service;
 
 pub use crate::component::BoxedComponent;
+pub use crate::consumer::registry::ConsumerDef;
 pub use crate::consumer::{
     BatchCx, BatchHandler, ConsumerOutput, Delivery, FromBatch, FromDelivery, FromDeps,
     HandlerError, MessageHandler, OnFailure,
 };
 pub use crate::deps::Deps;
-pub use crate::registry::ConsumerDef;
 pub use futures_util::future::BoxFuture;
 pub use std::sync::Arc;
 
@@ -191,23 +192,7 @@ fn fail(name: &str, what: &str, err: &Error) -> ExitCode {
     ExitCode::FAILURE
 }
 
-/// What every `#[patron::consumer]` says, whatever the broker.
-pub struct CommonSpec {
-    /// The handler's name.
-    pub name: &'static str,
-    /// `concurrency`.
-    pub concurrency: Option<usize>,
-    /// `retries`.
-    pub retries: Option<u32>,
-    /// `max_deliveries`.
-    pub max_deliveries: Option<u32>,
-    /// `backoff`.
-    pub backoff: Option<Duration>,
-    /// `on_failure`.
-    pub on_failure: Option<OnFailure>,
-    /// `dlq`.
-    pub dlq: Option<&'static str>,
-}
+pub use crate::consumer::common::CommonSpec;
 
 /// What `#[patron::consumer(amqp = …)]` says besides [`CommonSpec`].
 #[cfg(feature = "amqp")]

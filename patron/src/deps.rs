@@ -127,3 +127,13 @@ impl<T: Send + Sync + 'static> FromRequestParts<AppState> for Dep<T> {
         })
     }
 }
+
+/// A `Dep<T>` a handler takes.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct DepSpec {
+    /// `T` as written in the signature.
+    pub type_name: &'static str,
+    /// Its `TypeId`.
+    pub type_id: fn() -> TypeId,
+}

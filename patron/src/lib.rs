@@ -58,7 +58,7 @@ mod deps;
 mod error;
 pub mod http;
 pub mod observe;
-mod registry;
+mod panic;
 pub mod reliability;
 mod service;
 pub mod test;
@@ -66,11 +66,11 @@ pub mod test;
 #[doc(hidden)]
 pub mod __private;
 
+#[doc(hidden)]
+pub use consumer::registry::{ConsumerDef, consumers as registered_consumers};
 pub use deps::{Dep, Deps};
 pub use error::{Error, PROBLEM_JSON, Result};
-pub use registry::RouteDef;
-#[doc(hidden)]
-pub use registry::{ConsumerDef, consumers as registered_consumers};
+pub use http::registry::RouteDef;
 pub use service::{BoundService, Service, ServiceError, StartupError};
 
 /// Registers an `async fn` as an HTTP route.

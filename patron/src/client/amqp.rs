@@ -423,11 +423,11 @@ fn headers(message: &Publishing) -> (FieldTable, Option<String>) {
     let correlation_id = message
         .headers
         .iter()
-        .find(|(n, _)| n.eq_ignore_ascii_case(crate::http::X_CORRELATION_ID.as_str()))
+        .find(|(n, _)| n.eq_ignore_ascii_case(crate::context::X_CORRELATION_ID.as_str()))
         .map(|(_, v)| v.clone())
         .or_else(|| {
             propagated
-                .get(crate::http::X_CORRELATION_ID)
+                .get(crate::context::X_CORRELATION_ID)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         });

@@ -42,6 +42,16 @@ pub const ATTRIBUTE_LIMIT: usize = 10;
 /// The longest delay SQS accepts.
 pub const MAX_DELAY: Duration = Duration::from_secs(900);
 
+/// A client from the AWS environment (credentials, region), pointed at
+/// `endpoint` when one is configured.
+pub(crate) async fn default_client(endpoint: Option<&str>) -> Client {
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+    if let Some(url) = endpoint {
+        loader = loader.endpoint_url(url);
+    }
+    Client::new(&loader.load().await)
+}
+
 /// One message to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SqsMessage {
@@ -209,7 +219,7 @@ impl SqsSender {
     /// A client from the AWS environment (region, credentials), pointed at
     /// `PATRON_SQS_ENDPOINT` when it is set — as the SQS consumer's.
     pub async fn from_config(config: &Config) -> Self {
-        SqsSender::new(crate::consumer::sqs::default_client(config.sqs_endpoint.as_deref()).await)
+        SqsSender::new(default_client(config.sqs_endpoint.as_deref()).await)
     }
 
     /// The SDK client, for calls this wrapper does not offer.

@@ -66,7 +66,7 @@ impl Common {
     }
 
     /// Applies what a consumer attribute wrote; unset values stay as they are.
-    pub(crate) fn apply(&mut self, spec: &crate::__private::CommonSpec) {
+    pub(crate) fn apply(&mut self, spec: &CommonSpec) {
         self.name = spec.name.to_string();
         if let Some(n) = spec.concurrency {
             self.concurrency = n;
@@ -87,6 +87,26 @@ impl Common {
             self.dlq = Some(dlq.to_string());
         }
     }
+}
+
+/// What every `#[patron::consumer]` says, whatever the broker: the
+/// generated code fills it in (through `__private`), and
+/// [`Common::apply`] lays it over the defaults.
+pub struct CommonSpec {
+    /// The handler's name.
+    pub name: &'static str,
+    /// `concurrency`.
+    pub concurrency: Option<usize>,
+    /// `retries`.
+    pub retries: Option<u32>,
+    /// `max_deliveries`.
+    pub max_deliveries: Option<u32>,
+    /// `backoff`.
+    pub backoff: Option<Duration>,
+    /// `on_failure`.
+    pub on_failure: Option<OnFailure>,
+    /// `dlq`.
+    pub dlq: Option<&'static str>,
 }
 
 /// The builder methods every consumer type has, over its `common` field.

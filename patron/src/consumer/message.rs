@@ -11,7 +11,7 @@ use bytes::Bytes;
 use http::HeaderValue;
 use serde::de::DeserializeOwned;
 
-use crate::http::correlation;
+use crate::context::correlation;
 
 /// Message headers (AMQP headers, Kafka record headers, SQS message
 /// attributes), by name. Values are kept as bytes; numbers and booleans
@@ -63,6 +63,17 @@ impl Headers {
     /// Whether there are no headers.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+/// Lets the tracer read a message's `traceparent` and `baggage`.
+impl opentelemetry::propagation::Extractor for Headers {
+    fn get(&self, key: &str) -> Option<&str> {
+        Headers::get(self, key)
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.iter().map(|(k, _)| k).collect()
     }
 }
 
@@ -192,6 +203,16 @@ impl Envelope {
         self.headers
             .get_bytes(name)
             .and_then(|v| HeaderValue::from_bytes(v).ok())
+    }
+}
+
+impl crate::context::MessageScope for Envelope {
+    fn correlation_id(&self) -> &HeaderValue {
+        Envelope::correlation_id(self)
+    }
+
+    fn header_value(&self, name: &str) -> Option<HeaderValue> {
+        Envelope::header_value(self, name)
     }
 }
 

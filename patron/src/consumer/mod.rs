@@ -68,6 +68,7 @@ mod policy;
     allow(dead_code)
 )]
 pub(crate) mod process;
+pub(crate) mod registry;
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
@@ -83,7 +84,6 @@ pub use handler::{
     BatchHandler, ConsumerOutput, FnBatchHandler, FnHandler, FromDelivery, FromDeps, HandlerError,
     MessageHandler, batch_handler_fn, handler_fn,
 };
-pub(crate) use message::Envelope;
 #[cfg(feature = "protobuf")]
 pub use message::Protobuf;
 pub use message::{

@@ -1,119 +1,17 @@
-//! Correlation ids: read from `X-Correlation-Id`, generated (UUIDv4) when
-//! absent or unusable, echoed in the response, recorded on the request span,
-//! and kept in the request's task-local context so every log line of the
-//! request carries it.
+//! The correlation id as a handler argument; the id itself, its parsing and
+//! generation live in [`crate::context`], below HTTP and the consumers.
 
 use axum::extract::FromRequestParts;
 use http::request::Parts;
-use http::{HeaderMap, HeaderName, HeaderValue};
 
-/// The correlation header.
-pub const X_CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
-
-/// Longest client-supplied correlation id that is kept.
-const MAX_LEN: usize = 128;
-
-/// The request's correlation id, as an extractor.
-///
-/// ```
-/// use patron::http::CorrelationId;
-///
-/// #[patron::route(GET "/whoami")]
-/// async fn whoami(id: CorrelationId) -> String {
-///     id.as_str().to_string()
-/// }
-/// # fn main() {}
-/// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CorrelationId(HeaderValue);
-
-impl CorrelationId {
-    /// The id as text.
-    pub fn as_str(&self) -> &str {
-        text(&self.0)
-    }
-
-    /// The id as a header value, for passing it on.
-    pub fn header_value(&self) -> &HeaderValue {
-        &self.0
-    }
-}
-
-impl CorrelationId {
-    /// The correlation id of the request being handled on this task, if any.
-    /// Available in handlers, middleware and anything they await.
-    pub fn current() -> Option<CorrelationId> {
-        super::core::with_current(|ctx| CorrelationId(ctx.correlation_id().clone()))
-    }
-}
+use crate::context::CorrelationId;
+use crate::context::correlation::from_headers;
 
 impl<S: Send + Sync> FromRequestParts<S> for CorrelationId {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self::current().unwrap_or_else(|| CorrelationId(from_headers(&parts.headers))))
-    }
-}
-
-/// The usable correlation id of `headers`, or a fresh one.
-pub(crate) fn from_headers(headers: &HeaderMap) -> HeaderValue {
-    match headers.get(X_CORRELATION_ID) {
-        Some(v) if usable(v) => v.clone(),
-        _ => generate(),
-    }
-}
-
-/// The usable correlation id in `value` (a message header's bytes), or a
-/// fresh one.
-pub(crate) fn from_bytes(value: Option<&[u8]>) -> HeaderValue {
-    match value {
-        Some(b) if usable_bytes(b) => HeaderValue::from_bytes(b).unwrap_or_else(|_| generate()),
-        _ => generate(),
-    }
-}
-
-/// The id as text: only visible ASCII is ever kept (see `usable_bytes`).
-pub(crate) fn text(id: &HeaderValue) -> &str {
-    id.to_str().unwrap_or_default()
-}
-
-fn usable(v: &HeaderValue) -> bool {
-    usable_bytes(v.as_bytes())
-}
-
-fn usable_bytes(b: &[u8]) -> bool {
-    !b.is_empty() && b.len() <= MAX_LEN && b.iter().all(|c| (0x21..=0x7e).contains(c))
-}
-
-fn generate() -> HeaderValue {
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    // Owned by a shared buffer: one allocation, and the clones the request
-    // context and log lines take only count references.
-    // A hyphenated UUID is always a valid header value.
-    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
-        .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keeps_a_good_id_and_replaces_a_bad_one() {
-        let mut h = HeaderMap::new();
-        h.insert(X_CORRELATION_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(from_headers(&h), "abc-123");
-
-        let mut h = HeaderMap::new();
-        h.insert(
-            X_CORRELATION_ID,
-            HeaderValue::from_str(&"x".repeat(200)).unwrap(),
-        );
-        assert_eq!(from_headers(&h).len(), 36);
-
-        let id = from_headers(&HeaderMap::new());
-        assert_eq!(id.to_str().unwrap().matches('-').count(), 4);
-        assert_ne!(id, from_headers(&HeaderMap::new()));
+        Ok(Self::current()
+            .unwrap_or_else(|| CorrelationId::from_value(from_headers(&parts.headers))))
     }
 }

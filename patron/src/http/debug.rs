@@ -31,6 +31,10 @@ use crate::observe::log;
 /// The paths these endpoints take.
 pub(crate) const PATHS: &[&str] = &["/debug/pprof/profile", "/debug/log/{level}"];
 
+/// Wraps the debug routes in the authenticator given to
+/// `Service::with_debug_auth`.
+pub(crate) type DebugAuth = std::sync::Arc<dyn Fn(Router) -> Router + Send + Sync>;
+
 const DEFAULT_SECONDS: u64 = 30;
 const MAX_SECONDS: u64 = 300;
 /// Samples a second; Go's profiler uses 100, a prime avoids lockstep with

@@ -6,17 +6,18 @@ mod auth;
 mod body;
 pub(crate) mod builtin;
 pub(crate) mod core;
-pub(crate) mod correlation;
+mod correlation;
 pub(crate) mod debug;
 mod extract;
+pub(crate) mod registry;
 pub(crate) mod router;
 pub(crate) mod server;
 
+pub use crate::context::{CorrelationId, X_CORRELATION_ID};
 pub use access::StatusRules;
 pub(crate) use auth::authenticate;
 pub use auth::{ApiKey, Authenticator};
 pub use core::{X_APP_NAME, X_APP_VERSION};
-pub use correlation::{CorrelationId, X_CORRELATION_ID};
 #[doc(hidden)]
 pub use extract::rejection;
 #[doc(hidden)]

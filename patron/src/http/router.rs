@@ -24,14 +24,15 @@ use tower_http::cors::CorsLayer;
 
 use super::auth::{Authenticator, authenticate};
 use super::builtin::{self, RESERVED, Shared};
-use super::core::{CoreFuture, HttpShared, RouteRuntime, guard, panic_message};
+use super::core::{CoreFuture, HttpShared, RouteRuntime, guard};
 use super::debug;
+use super::debug::DebugAuth;
+use super::registry::{RateSpec, RouteDef};
 use crate::config::Config;
 use crate::deps::{AppState, Deps};
 use crate::error::{Error, problem};
 use crate::observe::metrics::{HttpMetrics, Metrics};
-use crate::registry::{RateSpec, RouteDef};
-use crate::service::DebugAuth;
+use crate::panic::panic_message;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 
@@ -368,7 +369,7 @@ async fn management_problems(req: Request, next: axum::middleware::Next) -> Resp
     }
     response.headers_mut().insert(
         super::X_CORRELATION_ID,
-        super::correlation::from_headers(&headers),
+        crate::context::correlation::from_headers(&headers),
     );
     response
 }

@@ -248,7 +248,7 @@ fn host_problem<B>(req: &http::Request<B>) -> Option<http::Response<Body>> {
         crate::error::problem(http::StatusCode::BAD_REQUEST, detail, Default::default());
     response.headers_mut().insert(
         super::X_CORRELATION_ID,
-        super::correlation::from_headers(req.headers()),
+        crate::context::correlation::from_headers(req.headers()),
     );
     Some(response)
 }

@@ -28,8 +28,8 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Registry, reload};
 
 use crate::config::{Config, LogFormat, LogLevel};
+use crate::context::CorrelationId;
 use crate::error::Error;
-use crate::http::CorrelationId;
 use crate::observe::trace::{self, TraceExport};
 
 /// Logging could not be set up.

@@ -22,7 +22,7 @@ use opentelemetry::propagation::{
     Extractor, Injector, TextMapCompositePropagator, TextMapPropagator,
 };
 
-use crate::http::core::with_current;
+use crate::context::with_current;
 use opentelemetry::trace::{Link, SpanKind, TraceContextExt, TraceId, TracerProvider as _};
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_sdk::Resource;
@@ -282,7 +282,7 @@ pub fn inject(headers: &mut http::HeaderMap) {
     else {
         return;
     };
-    headers.insert(crate::http::X_CORRELATION_ID, correlation_id);
+    headers.insert(crate::context::X_CORRELATION_ID, correlation_id);
     if enabled() {
         let cx = tracing::Span::current().context();
         if cx.span().span_context().is_valid() {
@@ -335,18 +335,19 @@ fn valid_or_other(key: &str, value: &str) -> bool {
     !key.eq_ignore_ascii_case("traceparent") || traceparent::is_valid(value.as_bytes())
 }
 
-/// Reads W3C `traceparent` and `baggage` from message headers.
-pub(crate) fn extract_message(headers: &crate::consumer::Headers) -> Context {
-    struct Headers<'a>(&'a crate::consumer::Headers);
-    impl Extractor for Headers<'_> {
+/// Reads W3C `traceparent` and `baggage` from any carrier of headers (a
+/// consumed message's: the consumer implements [`Extractor`] for them).
+pub(crate) fn extract_from(carrier: &dyn Extractor) -> Context {
+    struct Checked<'a>(&'a dyn Extractor);
+    impl Extractor for Checked<'_> {
         fn get(&self, key: &str) -> Option<&str> {
             self.0.get(key).filter(|v| valid_or_other(key, v))
         }
         fn keys(&self) -> Vec<&str> {
-            self.0.iter().map(|(k, _)| k).collect()
+            self.0.keys()
         }
     }
-    PROPAGATOR.extract(&Headers(headers))
+    PROPAGATOR.extract(&Checked(carrier))
 }
 
 /// Reads W3C `traceparent` and `baggage` from request headers.

@@ -22,12 +22,14 @@ pub use validate::StartupError;
 use crate::client::Client;
 use crate::component::{Component, DynComponent};
 use crate::config::Config;
+use crate::consumer::registry::ConsumerDef;
 use crate::deps::{AppState, Deps};
 use crate::http::Authenticator;
 use crate::http::builtin::CheckFn;
+use crate::http::debug::DebugAuth;
+use crate::http::registry::RouteDef;
 use crate::http::router::GlobalLayer;
 use crate::observe::metrics::Metrics;
-use crate::registry::{ConsumerDef, RouteDef};
 
 pub(crate) type SighupFn =
     Arc<dyn Fn() -> futures_util::future::BoxFuture<'static, Result<(), String>> + Send + Sync>;
@@ -85,9 +87,6 @@ pub(crate) fn write_list(
     }
     Ok(())
 }
-
-/// Wraps the debug routes in the authenticator given to `with_debug_auth`.
-pub(crate) type DebugAuth = Arc<dyn Fn(axum::Router) -> axum::Router + Send + Sync>;
 
 impl fmt::Debug for Service {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

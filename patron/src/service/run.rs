@@ -21,13 +21,14 @@ use super::{Service, signals, validate, write_list};
 use crate::client::Client;
 use crate::component::{ComponentContext, ComponentInfo, DynComponent, Readiness};
 use crate::config::Config;
+use crate::consumer::registry::{self as consumer_registry, ConsumerDef};
 use crate::deps::Deps;
 use crate::error::Error;
 use crate::http::builtin::Shared;
+use crate::http::registry::{self as route_registry, RouteDef};
 use crate::http::router::{self, App, AppParts};
 use crate::http::server::{self, Timeouts};
 use crate::observe::metrics::{HttpMetrics, Metrics};
-use crate::registry::{self, ConsumerDef, RouteDef};
 
 /// Why a service stopped with a failure: every component error, joined.
 #[derive(Debug, thiserror::Error)]
@@ -76,11 +77,11 @@ impl Service {
     pub async fn bind(self) -> Result<BoundService, Error> {
         let routes: Vec<&'static RouteDef> = match &self.routes {
             Some(r) => r.clone(),
-            None => registry::routes(),
+            None => route_registry::routes(),
         };
         let consumers: Vec<&'static ConsumerDef> = match &self.consumers {
             Some(c) => c.clone(),
-            None => registry::consumers(),
+            None => consumer_registry::consumers(),
         };
         // Handlers may take `Dep<Metrics>`: provide it before validation.
         let metrics = self.metrics;
@@ -335,7 +336,7 @@ fn record(
         }
         Err(join) if join.is_panic() => {
             let panic = join.into_panic();
-            let message = crate::http::core::panic_message(panic.as_ref()).to_string();
+            let message = crate::panic::panic_message(panic.as_ref()).to_string();
             tracing::error!(panic = %message, "component panicked");
             errors.push(format!("a component panicked: {message}"));
         }

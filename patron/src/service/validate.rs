@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use super::write_list;
+use crate::consumer::registry::ConsumerDef;
 use crate::deps::Deps;
 use crate::http::builtin::RESERVED;
-use crate::registry::{ConsumerDef, RouteDef};
+use crate::http::registry::RouteDef;
 
 /// The service cannot start; each entry says what is wrong and how to fix it.
 #[derive(Debug, thiserror::Error)]

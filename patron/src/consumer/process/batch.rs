@@ -27,7 +27,7 @@ impl Pipeline {
             messaging.batch.message_count = n,
         );
         let cx = RequestContext::Known(Box::new(KnownContext {
-            correlation_id: crate::http::correlation::from_bytes(None),
+            correlation_id: crate::context::correlation::from_bytes(None),
             traceparent: None,
             baggage: None,
         }));

@@ -21,10 +21,11 @@ use super::handler::{BatchHandler, HandlerError, MessageHandler};
 use super::message::Delivery;
 use super::metrics::{ConsumerMetrics, Tally};
 use super::policy::{OnFailure, Policy};
+use crate::context::{KnownContext, REQUEST, RequestContext, in_message_context};
 use crate::deps::Deps;
 use crate::error::Error;
-use crate::http::core::{KnownContext, REQUEST, RequestContext, in_message_context, panic_message};
 use crate::observe::trace;
+use crate::panic::panic_message;
 
 /// What to do with a message once processing ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -393,7 +394,7 @@ impl Pipeline {
         if trace::enabled() && !span.is_disabled() {
             span.record("patron.sampled", true);
             // A malformed traceparent yields an empty context: a new root.
-            let _ = span.set_parent(trace::extract_message(delivery.headers()));
+            let _ = span.set_parent(trace::extract_from(delivery.headers()));
         }
         span
     }
@@ -416,7 +417,7 @@ fn panicked(panic: &(dyn std::any::Any + Send)) -> String {
 /// trace headers, so log lines and outgoing calls carry them. They are read
 /// from the message when first asked for.
 fn request_context(d: &Delivery) -> RequestContext {
-    RequestContext::Message(Arc::clone(d.envelope()))
+    RequestContext::Message(Arc::clone(d.envelope()) as _)
 }
 
 /// `reason`, cut to at most 4 KiB on a character boundary, for DLQ headers.

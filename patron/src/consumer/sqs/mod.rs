@@ -41,6 +41,7 @@ use super::message::{Delivery, Headers, Metadata, SqsMetadata};
 use super::metrics::ConsumerMetrics;
 use super::policy::{OnFailure, Policy};
 use super::process::{Pipeline, Stopper, Verdict, drain, now_millis, truncate_reason};
+use crate::client::sqs::default_client;
 use crate::component::{Component, ComponentContext, ComponentInfo, Readiness};
 use crate::error::Error;
 
@@ -155,16 +156,6 @@ impl SqsConsumer {
             .policy(OnFailure::Requeue, Some(format!("{}-dlq", self.queue)))
             .or_else(fail)
     }
-}
-
-/// A client from the AWS environment (credentials, region), pointed at
-/// `endpoint` when one is configured.
-pub(crate) async fn default_client(endpoint: Option<&str>) -> Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if let Some(url) = endpoint {
-        loader = loader.endpoint_url(url);
-    }
-    Client::new(&loader.load().await)
 }
 
 struct Shared {
