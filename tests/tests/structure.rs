@@ -1,0 +1,161 @@
+//! The shape of `patron/src`, checked so it keeps holding: its top-level
+//! modules form layers, each importing only its own layer and those below
+//! (so there is no import cycle, and HTTP sits above the consumers, the
+//! clients and observability instead of beneath them), and no source file
+//! grows past the size a reader can hold.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// patron's top-level modules, lowest layer first. A module may name
+/// (`crate::x`) modules of its own layer or a lower one.
+const LAYERS: &[&[&str]] = &[
+    &["context", "panic", "error", "config"],
+    &["deps"],
+    &["observe"],
+    &["component"],
+    &["reliability"],
+    &["client"],
+    &["consumer"],
+    &["http"],
+    &["service"],
+    &["test"],
+    &["__private", "lib"],
+];
+
+/// Longest source file, in lines.
+const MAX_LINES: usize = 750;
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../patron/src")
+}
+
+fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read patron/src") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The top-level module a file belongs to.
+fn module_of(file: &Path) -> String {
+    let rel = file.strip_prefix(src()).expect("under patron/src");
+    let first = rel
+        .components()
+        .next()
+        .expect("a component")
+        .as_os_str()
+        .to_string_lossy()
+        .into_owned();
+    first.trim_end_matches(".rs").to_string()
+}
+
+/// The code of a file without its comments and its test module.
+fn production_code(text: &str) -> String {
+    let text = match text.find("#[cfg(test)]\nmod tests") {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    text.lines()
+        .filter(|l| !l.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every top-level module a piece of code names as `crate::name` or in
+/// `crate::{name, other::…}`.
+fn named_modules(code: &str) -> Vec<String> {
+    let ident = |s: &str| -> String {
+        s.trim_start()
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect()
+    };
+    let mut names = Vec::new();
+    for (i, m) in code.match_indices("crate::") {
+        // `$crate::` in macros is the same crate; `patron_crate::` is not.
+        let before = code[..i].chars().next_back();
+        if before.is_some_and(|c| c.is_alphanumeric() || c == '_') {
+            continue;
+        }
+        let rest = &code[i + m.len()..];
+        let Some(group) = rest.strip_prefix('{') else {
+            names.push(ident(rest));
+            continue;
+        };
+        // The group's top-level entries: split at commas outside braces.
+        let (mut depth, mut start) = (0usize, 0usize);
+        for (j, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => {
+                    names.push(ident(&group[start..j]));
+                    break;
+                }
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    names.push(ident(&group[start..j]));
+                    start = j + 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    names
+}
+
+fn layer(module: &str) -> Option<usize> {
+    LAYERS.iter().position(|l| l.contains(&module))
+}
+
+#[test]
+fn modules_import_only_their_layer_and_below() {
+    let mut all = Vec::new();
+    files(&src(), &mut all);
+    assert!(all.len() > 50, "patron/src read: {} files", all.len());
+    let mut wrong: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for file in &all {
+        if file.file_name().is_some_and(|n| n == "tests.rs") {
+            continue;
+        }
+        let module = module_of(file);
+        let own = layer(&module)
+            .unwrap_or_else(|| panic!("{module} (from {file:?}) is in no layer of LAYERS"));
+        let code = production_code(&std::fs::read_to_string(file).expect("read a source file"));
+        for named in named_modules(&code) {
+            let Some(theirs) = layer(&named) else {
+                // Items of lib.rs itself (`crate::Service`, `crate::Dep`).
+                continue;
+            };
+            if theirs > own {
+                wrong
+                    .entry(format!("{}", file.display()))
+                    .or_default()
+                    .push(named);
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "these files name modules of a higher layer (see LAYERS): {wrong:#?}"
+    );
+}
+
+#[test]
+fn no_source_file_is_over_the_limit() {
+    let mut all = Vec::new();
+    files(&src(), &mut all);
+    let long: Vec<_> = all
+        .iter()
+        .map(|f| {
+            let n = std::fs::read_to_string(f).expect("read").lines().count();
+            (f.display().to_string(), n)
+        })
+        .filter(|(_, n)| *n > MAX_LINES)
+        .collect();
+    assert!(long.is_empty(), "files over {MAX_LINES} lines: {long:?}");
+}
