@@ -153,7 +153,7 @@ pub use patron_macros::route;
 /// or any [`consumer::Decode`]. Broker addresses come from
 /// `PATRON_AMQP_URL`, `PATRON_SQS_ENDPOINT` (or the AWS environment) and
 /// `PATRON_KAFKA_BROKERS`; the broker's cargo feature (`amqp`, `sqs`,
-/// `kafka`) must be on. See [`consumer`] for the outcome model.
+/// `kafka`) must be on. See [`consumer`](mod@consumer) for the outcome model.
 ///
 /// ```
 /// use patron::prelude::*;

@@ -32,7 +32,7 @@ use tracing::Instrument;
 use crate::error::Error;
 use crate::observe::metrics;
 use crate::reliability::retry::Next;
-use crate::reliability::{CircuitBreaker, Open, RateLimit, Retry};
+use crate::reliability::{CircuitBreaker, CircuitOpen, RateLimit, Retry};
 
 /// Default request timeout, as Go's `http.Client` in Patron.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -48,7 +48,7 @@ pub enum HttpError {
         /// The URL, without credentials.
         url: String,
         /// The breaker's refusal.
-        source: Open,
+        source: CircuitOpen,
     },
     /// No response: connecting, sending or reading failed, or it timed out.
     #[error("{method} {url}: {source}")]

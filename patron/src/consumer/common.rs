@@ -91,7 +91,7 @@ impl Common {
 
 /// What every `#[patron::consumer]` says, whatever the broker: the
 /// generated code fills it in (through `__private`), and
-/// [`Common::apply`] lays it over the defaults.
+/// `Common::apply` lays it over the defaults.
 pub struct CommonSpec {
     /// The handler's name.
     pub name: &'static str,

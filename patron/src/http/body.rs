@@ -1,4 +1,4 @@
-//! The request body as the core middleware watches it: whether the handler
+//! The request body as the request guard watches it: whether the handler
 //! is waiting for bytes the client has not sent (so a handler timeout then
 //! is the client's 408, not the service's 503), and — for JSON bodies —
 //! that every byte is valid UTF-8 (serde_json checks only the strings it

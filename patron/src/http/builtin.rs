@@ -29,14 +29,14 @@ const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) type CheckFn = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
 /// State the management routes read.
-pub(crate) struct Shared {
+pub(crate) struct Management {
     pub shutting_down: AtomicBool,
     pub checks: Vec<(String, CheckFn)>,
     pub readiness: std::sync::Mutex<Vec<Readiness>>,
     pub info: Bytes,
 }
 
-impl Shared {
+impl Management {
     pub fn readiness(&self) -> Vec<Readiness> {
         self.readiness
             .lock()
@@ -53,7 +53,7 @@ struct CheckResult {
     error: Option<String>,
 }
 
-pub(crate) fn routes(shared: Arc<Shared>, metrics: Metrics) -> Router {
+pub(crate) fn routes(shared: Arc<Management>, metrics: Metrics) -> Router {
     let ready_state = Arc::clone(&shared);
     let info_state = shared;
     Router::new()
@@ -87,7 +87,7 @@ pub(crate) fn routes(shared: Arc<Shared>, metrics: Metrics) -> Router {
         )
 }
 
-async fn ready(shared: Arc<Shared>) -> Response {
+async fn ready(shared: Arc<Management>) -> Response {
     if shared.shutting_down.load(Ordering::Acquire) {
         let mut extra = Map::new();
         extra.insert("checks".into(), json!([]));

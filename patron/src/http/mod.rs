@@ -5,10 +5,10 @@ mod access;
 mod auth;
 mod body;
 pub(crate) mod builtin;
-pub(crate) mod core;
 mod correlation;
 pub(crate) mod debug;
 mod extract;
+pub(crate) mod guard;
 pub(crate) mod registry;
 pub(crate) mod router;
 pub(crate) mod server;
@@ -17,9 +17,9 @@ pub use crate::context::{CorrelationId, X_CORRELATION_ID};
 pub use access::StatusRules;
 pub(crate) use auth::authenticate;
 pub use auth::{ApiKey, Authenticator};
-pub use core::{X_APP_NAME, X_APP_VERSION};
 #[doc(hidden)]
 pub use extract::rejection;
+pub use guard::{X_APP_NAME, X_APP_VERSION};
 #[doc(hidden)]
 pub use router::RouteCtx;
 /// tower-http's CORS layer, for [`Service::with_cors`](crate::Service::with_cors).

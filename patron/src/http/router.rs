@@ -2,7 +2,7 @@
 //! registry — each route's own layers (from the macro) under the service's
 //! global middleware, routes grouped by path with a problem-body 405, a
 //! problem-body 404, the management routes beside them — and the path index
-//! that finds a request's per-route settings for the core middleware.
+//! that finds a request's per-route settings for the request guard.
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
@@ -23,10 +23,10 @@ use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 use tower_http::cors::CorsLayer;
 
 use super::auth::{Authenticator, authenticate};
-use super::builtin::{self, RESERVED, Shared};
-use super::core::{CoreFuture, HttpShared, RouteRuntime, guard};
+use super::builtin::{self, Management, RESERVED};
 use super::debug;
 use super::debug::DebugAuth;
+use super::guard::{GuardFuture, ResponseSettings, RouteRuntime, guard};
 use super::registry::{RateSpec, RouteDef};
 use crate::config::Config;
 use crate::deps::{AppState, Deps};
@@ -80,7 +80,7 @@ pub(crate) struct AppParts<'a> {
     pub deps: Arc<Deps>,
     pub globals: &'a [GlobalLayer],
     pub config: &'a Config,
-    pub shared: Arc<Shared>,
+    pub shared: Arc<Management>,
     pub metrics: &'a Metrics,
     pub http_metrics: &'a HttpMetrics,
     pub debug_auth: Option<&'a DebugAuth>,
@@ -114,7 +114,7 @@ pub(crate) fn build(parts: AppParts<'_>) -> Result<App, String> {
     } else {
         None
     };
-    let http_shared: &'static HttpShared = Box::leak(Box::new(HttpShared {
+    let http_shared: &'static ResponseSettings = Box::leak(Box::new(ResponseSettings {
         status_rules: config.http_status_error_logging.clone(),
         app_headers,
     }));
@@ -273,11 +273,11 @@ pub(crate) struct App {
 }
 
 /// The future of one request through [`App::call`].
-pub(crate) type AppFuture = Either<Oneshot<Router, Request>, CoreFuture<Oneshot<Router, Request>>>;
+pub(crate) type AppFuture = Either<Oneshot<Router, Request>, GuardFuture<Oneshot<Router, Request>>>;
 
 impl App {
     /// Handles one request: management routes go straight to the router,
-    /// everything else through the core middleware with its route's settings
+    /// everything else through the request guard with its route's settings
     /// (or the service defaults when no route matches).
     pub(crate) fn call(&self, req: Request) -> AppFuture {
         let route = match self.index.at(req.uri().path()) {

@@ -390,24 +390,24 @@ async fn connection(
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             }
             _ = tick.tick() => match watch.check(&state, Instant::now(), &timeouts) {
-                Verdict::Fine => {
+                Liveness::Fine => {
                     if drain_started && !closing && watch.quiet_for(&state, Instant::now()) >= QUIET {
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
                 }
-                Verdict::Idle => {
+                Liveness::Idle => {
                     if !closing {
                         tracing::debug!(%peer, "closing idle HTTP connection");
                         closing = true;
                         conn.as_mut().graceful_shutdown();
                     }
                 }
-                Verdict::ReadTimeout => {
+                Liveness::ReadTimeout => {
                     tracing::debug!(%peer, "HTTP read timeout: request head not received in time");
                     return;
                 }
-                Verdict::WriteStalled => {
+                Liveness::WriteStalled => {
                     tracing::debug!(%peer, "HTTP write timeout: client stopped reading");
                     return;
                 }
@@ -416,8 +416,9 @@ async fn connection(
     }
 }
 
+/// What the watchdog concludes about a connection on one tick.
 #[derive(Debug, PartialEq, Eq)]
-enum Verdict {
+enum Liveness {
     Fine,
     Idle,
     ReadTimeout,
@@ -453,7 +454,7 @@ impl Watch {
         now.duration_since(self.last_activity)
     }
 
-    fn check(&mut self, state: &ConnState, now: Instant, t: &Timeouts) -> Verdict {
+    fn check(&mut self, state: &ConnState, now: Instant, t: &Timeouts) -> Liveness {
         let activity = state.activity.load(Ordering::Relaxed);
         if activity != self.seen {
             self.seen = activity;
@@ -463,7 +464,7 @@ impl Watch {
         if state.reading.load(Ordering::Relaxed) && !in_flight {
             let since = *self.reading_since.get_or_insert(now);
             if now.duration_since(since) >= t.read {
-                return Verdict::ReadTimeout;
+                return Liveness::ReadTimeout;
             }
         } else {
             self.reading_since = None;
@@ -471,7 +472,7 @@ impl Watch {
         if state.write_blocked.load(Ordering::Relaxed) {
             let since = *self.blocked_since.get_or_insert(now);
             if now.duration_since(since) >= t.write {
-                return Verdict::WriteStalled;
+                return Liveness::WriteStalled;
             }
         } else {
             self.blocked_since = None;
@@ -480,9 +481,9 @@ impl Watch {
             && self.reading_since.is_none()
             && now.duration_since(self.last_activity) >= t.idle
         {
-            return Verdict::Idle;
+            return Liveness::Idle;
         }
-        Verdict::Fine
+        Liveness::Fine
     }
 }
 
@@ -589,11 +590,11 @@ mod tests {
         let mut w = Watch::new(start);
         assert_eq!(
             w.check(&state, start + Duration::from_secs(2), &t()),
-            Verdict::Fine
+            Liveness::Fine
         );
         assert_eq!(
             w.check(&state, start + Duration::from_secs(3), &t()),
-            Verdict::ReadTimeout
+            Liveness::ReadTimeout
         );
     }
 
@@ -606,15 +607,15 @@ mod tests {
         state.in_flight.store(1, Ordering::Relaxed);
         assert_eq!(
             w.check(&state, start + Duration::from_secs(11), &t()),
-            Verdict::Fine
+            Liveness::Fine
         );
         state.in_flight.store(0, Ordering::Relaxed);
         state.bump();
         let now = start + Duration::from_secs(12);
-        assert_eq!(w.check(&state, now, &t()), Verdict::Fine);
+        assert_eq!(w.check(&state, now, &t()), Liveness::Fine);
         assert_eq!(
             w.check(&state, now + Duration::from_secs(10), &t()),
-            Verdict::Idle
+            Liveness::Idle
         );
     }
 
@@ -627,11 +628,11 @@ mod tests {
         state.write_blocked.store(true, Ordering::Relaxed);
         assert_eq!(
             w.check(&state, start + Duration::from_secs(1), &t()),
-            Verdict::Fine
+            Liveness::Fine
         );
         assert_eq!(
             w.check(&state, start + Duration::from_secs(6), &t()),
-            Verdict::WriteStalled
+            Liveness::WriteStalled
         );
     }
 }

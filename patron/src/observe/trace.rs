@@ -57,14 +57,14 @@ pub(crate) fn exporter_configured(lookup: &impl Fn(&str) -> Option<String>) -> b
 /// How a request is sampled, decided before its span exists so that
 /// unsampled requests cost no span at all.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Head {
+pub struct HeadSampling {
     /// Follow a valid incoming `traceparent`'s sampled flag.
     pub parent_based: bool,
     /// The fraction of root requests sampled (0 or 1 for always off or on).
     pub ratio: f64,
 }
 
-impl Head {
+impl HeadSampling {
     fn sample(&self, headers: &http::HeaderMap) -> bool {
         self.sample_parent(headers.get("traceparent").map(|v| v.as_bytes()))
     }
@@ -79,7 +79,7 @@ impl Head {
     }
 }
 
-static HEAD: OnceLock<Head> = OnceLock::new();
+static HEAD: OnceLock<HeadSampling> = OnceLock::new();
 
 /// Whether the request with these headers is sampled (when traces are on).
 pub(crate) fn sample_request(headers: &http::HeaderMap) -> bool {
@@ -94,7 +94,9 @@ pub(crate) fn sample_parent(traceparent: Option<&[u8]>) -> bool {
 
 /// The sampling the environment asks for (`OTEL_TRACES_SAMPLER` and
 /// `OTEL_TRACES_SAMPLER_ARG`); parent-based ratio 0.1 by default.
-pub fn sampling_from(lookup: &impl Fn(&str) -> Option<String>) -> Result<Head, ConfigError> {
+pub fn sampling_from(
+    lookup: &impl Fn(&str) -> Option<String>,
+) -> Result<HeadSampling, ConfigError> {
     let name = lookup("OTEL_TRACES_SAMPLER")
         .map(|s| s.trim().to_ascii_lowercase())
         .filter(|s| !s.is_empty());
@@ -112,7 +114,7 @@ pub fn sampling_from(lookup: &impl Fn(&str) -> Option<String>) -> Result<Head, C
             },
         }
     };
-    let head = |parent_based, ratio| Head {
+    let head = |parent_based, ratio| HeadSampling {
         parent_based,
         ratio,
     };
@@ -141,7 +143,7 @@ struct PatronSampler {
 }
 
 impl PatronSampler {
-    fn new(head: Head) -> Self {
+    fn new(head: HeadSampling) -> Self {
         let root = match head.ratio {
             r if r >= 1.0 => Sampler::AlwaysOn,
             r if r <= 0.0 => Sampler::AlwaysOff,
@@ -203,7 +205,11 @@ impl TraceExport {
     /// Builds the OTLP/HTTP exporter and the provider. Runs on its own
     /// thread: the HTTP client it creates must not be built on a runtime
     /// thread.
-    pub(crate) fn start(service: &str, version: &str, head: Head) -> Result<(Self, Tracer), Error> {
+    pub(crate) fn start(
+        service: &str,
+        version: &str,
+        head: HeadSampling,
+    ) -> Result<(Self, Tracer), Error> {
         let sampler = PatronSampler::new(head);
         let name = std::env::var("OTEL_SERVICE_NAME")
             .ok()
@@ -384,7 +390,7 @@ mod tests {
     fn default_sampling_is_parent_based_tenth() {
         assert_eq!(
             sampling_from(&with(&[])).unwrap(),
-            Head {
+            HeadSampling {
                 parent_based: true,
                 ratio: 0.1
             }
@@ -395,7 +401,7 @@ mod tests {
     fn sampler_env_is_validated() {
         assert_eq!(
             sampling_from(&with(&[("OTEL_TRACES_SAMPLER", "always_off")])).unwrap(),
-            Head {
+            HeadSampling {
                 parent_based: false,
                 ratio: 0.0
             }
@@ -421,7 +427,7 @@ mod tests {
 
     #[test]
     fn head_follows_a_valid_parent() {
-        let head = Head {
+        let head = HeadSampling {
             parent_based: true,
             ratio: 0.0,
         };
@@ -441,7 +447,7 @@ mod tests {
                 .unwrap(),
         );
         assert!(
-            !Head {
+            !HeadSampling {
                 parent_based: true,
                 ratio: 1.0
             }
@@ -449,14 +455,14 @@ mod tests {
         );
         h.insert("traceparent", "garbage".parse().unwrap());
         assert!(
-            Head {
+            HeadSampling {
                 parent_based: true,
                 ratio: 1.0
             }
             .sample(&h)
         );
         assert!(
-            !Head {
+            !HeadSampling {
                 parent_based: false,
                 ratio: 0.0
             }

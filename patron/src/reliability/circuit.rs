@@ -5,15 +5,15 @@
 //!   `failure_threshold` consecutive failures, or — with
 //!   [`failure_ratio`](CircuitBreaker::failure_ratio) — when at least
 //!   `min_requests` calls in the rolling window failed at `ratio` or more.
-//! - **Open**: calls fail at once with [`Open`], without running, until
+//! - **Open**: calls fail at once with [`CircuitOpen`], without running, until
 //!   `open_timeout` passed.
 //! - **Half-open**: at most `half_open_probes` calls run at once; the rest
-//!   fail with [`Open`]. `success_threshold` successes close the circuit, a
+//!   fail with [`CircuitOpen`]. `success_threshold` successes close the circuit, a
 //!   failure opens it again.
 //!
 //! The caller decides what a failure is: [`CircuitBreaker::call`] counts
 //! `Err`, [`CircuitBreaker::call_classified`] takes a predicate, and a
-//! [`Permit`] from [`CircuitBreaker::try_acquire`] is reported by hand. An
+//! [`CircuitPermit`] from [`CircuitBreaker::try_acquire`] is reported by hand. An
 //! outcome is counted only in the state (generation) its permit was issued
 //! in, so a slow call admitted while closed cannot close a circuit that
 //! opened meanwhile, and half-open admits exactly `half_open_probes` probes
@@ -37,7 +37,7 @@ use crate::observe::metrics;
 
 /// The state of a circuit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub enum CircuitState {
     /// Calls pass.
     Closed,
     /// Calls fail fast.
@@ -46,25 +46,25 @@ pub enum State {
     HalfOpen,
 }
 
-impl State {
+impl CircuitState {
     fn as_str(self) -> &'static str {
         match self {
-            State::Closed => "closed",
-            State::Open => "open",
-            State::HalfOpen => "half_open",
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
         }
     }
 
     fn gauge(self) -> i64 {
         match self {
-            State::Closed => 0,
-            State::HalfOpen => 1,
-            State::Open => 2,
+            CircuitState::Closed => 0,
+            CircuitState::HalfOpen => 1,
+            CircuitState::Open => 2,
         }
     }
 }
 
-impl fmt::Display for State {
+impl fmt::Display for CircuitState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -74,11 +74,11 @@ impl fmt::Display for State {
 /// probe slot taken.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("circuit breaker {name:?} is {state}; not calling (retry in {retry_in:?})")]
-pub struct Open {
+pub struct CircuitOpen {
     /// The breaker's name.
     pub name: Arc<str>,
     /// Open or half-open.
-    pub state: State,
+    pub state: CircuitState,
     /// Until the open timeout ends (zero when half-open).
     pub retry_in: Duration,
 }
@@ -88,7 +88,7 @@ pub struct Open {
 pub enum CircuitError<E> {
     /// The breaker refused the call; it did not run.
     #[error(transparent)]
-    Open(#[from] Open),
+    Open(#[from] CircuitOpen),
     /// The call ran and returned this error.
     #[error(transparent)]
     Inner(E),
@@ -129,7 +129,7 @@ const WINDOW_BUCKETS: u32 = 10;
 /// under it, which is what keeps half-open admission exact.
 #[derive(Debug)]
 struct Machine {
-    state: State,
+    state: CircuitState,
     /// Bumped on every transition; outcomes of older permits are ignored.
     generation: u64,
     consecutive_failures: u32,
@@ -206,14 +206,14 @@ impl CircuitBreaker {
             }
         };
         if let Some(g) = &state_gauge {
-            g.set(State::Closed.gauge());
+            g.set(CircuitState::Closed.gauge());
         }
         CircuitBreaker {
             inner: Arc::new(Inner {
                 name,
                 settings,
                 machine: Mutex::new(Machine {
-                    state: State::Closed,
+                    state: CircuitState::Closed,
                     generation: 0,
                     consecutive_failures: 0,
                     window: VecDeque::new(),
@@ -274,30 +274,30 @@ impl CircuitBreaker {
 
     /// The current state (an open circuit whose timeout passed shows as
     /// half-open).
-    pub fn state(&self) -> State {
+    pub fn state(&self) -> CircuitState {
         let mut m = self.lock();
         self.advance(&mut m, Instant::now());
         m.state
     }
 
-    /// Admits one call, or refuses it with [`Open`]. Report the outcome on
-    /// the [`Permit`]; a permit dropped unreported counts as neither (a
+    /// Admits one call, or refuses it with [`CircuitOpen`]. Report the outcome on
+    /// the [`CircuitPermit`]; a permit dropped unreported counts as neither (a
     /// cancelled call) and frees its probe slot.
-    pub fn try_acquire(&self) -> Result<Permit, Open> {
+    pub fn try_acquire(&self) -> Result<CircuitPermit, CircuitOpen> {
         let now = Instant::now();
         let mut m = self.lock();
         self.advance(&mut m, now);
         match m.state {
-            State::Closed => Ok(self.permit(m.generation, false)),
-            State::HalfOpen if m.probes_in_flight < self.inner.settings.half_open_probes => {
+            CircuitState::Closed => Ok(self.permit(m.generation, false)),
+            CircuitState::HalfOpen if m.probes_in_flight < self.inner.settings.half_open_probes => {
                 m.probes_in_flight += 1;
                 Ok(self.permit(m.generation, true))
             }
-            state => Err(Open {
+            state => Err(CircuitOpen {
                 name: Arc::clone(&self.inner.name),
                 state,
                 retry_in: match state {
-                    State::Open => (m.opened_at + self.inner.settings.open_timeout)
+                    CircuitState::Open => (m.opened_at + self.inner.settings.open_timeout)
                         .saturating_duration_since(now),
                     _ => Duration::ZERO,
                 },
@@ -327,8 +327,8 @@ impl CircuitBreaker {
         result.map_err(CircuitError::Inner)
     }
 
-    fn permit(&self, generation: u64, probe: bool) -> Permit {
-        Permit {
+    fn permit(&self, generation: u64, probe: bool) -> CircuitPermit {
+        CircuitPermit {
             breaker: self.clone(),
             generation,
             probe,
@@ -342,12 +342,12 @@ impl CircuitBreaker {
 
     /// Open → half-open once the timeout passed.
     fn advance(&self, m: &mut Machine, now: Instant) {
-        if m.state == State::Open && now >= m.opened_at + self.inner.settings.open_timeout {
-            self.transition(m, State::HalfOpen, now);
+        if m.state == CircuitState::Open && now >= m.opened_at + self.inner.settings.open_timeout {
+            self.transition(m, CircuitState::HalfOpen, now);
         }
     }
 
-    fn transition(&self, m: &mut Machine, to: State, now: Instant) {
+    fn transition(&self, m: &mut Machine, to: CircuitState, now: Instant) {
         let from = m.state;
         m.state = to;
         m.generation += 1;
@@ -355,12 +355,12 @@ impl CircuitBreaker {
         m.window.clear();
         m.probes_in_flight = 0;
         m.probe_successes = 0;
-        if to == State::Open {
+        if to == CircuitState::Open {
             m.opened_at = now;
         }
         let name = &*self.inner.name;
         match to {
-            State::Open => {
+            CircuitState::Open => {
                 tracing::warn!(breaker = name, %from, to = %to, open_for = ?self.inner.settings.open_timeout, "circuit breaker opened")
             }
             _ => tracing::info!(breaker = name, %from, to = %to, "circuit breaker state changed"),
@@ -385,7 +385,7 @@ impl CircuitBreaker {
         }
         let Some(success) = outcome else { return };
         match m.state {
-            State::Closed => {
+            CircuitState::Closed => {
                 if success {
                     m.consecutive_failures = 0;
                 } else {
@@ -408,17 +408,17 @@ impl CircuitBreaker {
                     }
                 };
                 if trip {
-                    self.transition(&mut m, State::Open, now);
+                    self.transition(&mut m, CircuitState::Open, now);
                 }
             }
-            State::HalfOpen if success => {
+            CircuitState::HalfOpen if success => {
                 m.probe_successes += 1;
                 if m.probe_successes >= self.inner.settings.success_threshold {
-                    self.transition(&mut m, State::Closed, now);
+                    self.transition(&mut m, CircuitState::Closed, now);
                 }
             }
-            State::HalfOpen => self.transition(&mut m, State::Open, now),
-            State::Open => {}
+            CircuitState::HalfOpen => self.transition(&mut m, CircuitState::Open, now),
+            CircuitState::Open => {}
         }
     }
 }
@@ -453,17 +453,17 @@ fn record_in_window(
         .fold((0, 0), |(o, f), (_, ok, failed)| (o + ok, f + failed))
 }
 
-/// One admitted call. Report it with [`success`](Permit::success) or
-/// [`failure`](Permit::failure); dropping it unreported counts as neither.
+/// One admitted call. Report it with [`success`](CircuitPermit::success) or
+/// [`failure`](CircuitPermit::failure); dropping it unreported counts as neither.
 #[must_use = "report the call's outcome with success() or failure()"]
-pub struct Permit {
+pub struct CircuitPermit {
     breaker: CircuitBreaker,
     generation: u64,
     probe: bool,
     reported: bool,
 }
 
-impl Permit {
+impl CircuitPermit {
     /// The call succeeded.
     pub fn success(self) {
         self.record(true);
@@ -481,7 +481,7 @@ impl Permit {
     }
 }
 
-impl Drop for Permit {
+impl Drop for CircuitPermit {
     fn drop(&mut self) {
         if !self.reported {
             self.breaker.report(self.generation, self.probe, None);
@@ -489,9 +489,9 @@ impl Drop for Permit {
     }
 }
 
-impl fmt::Debug for Permit {
+impl fmt::Debug for CircuitPermit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Permit")
+        f.debug_struct("CircuitPermit")
             .field("breaker", &self.breaker.inner.name)
             .field("probe", &self.probe)
             .finish()

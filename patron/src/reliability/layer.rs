@@ -1,8 +1,8 @@
 //! The reliability primitives as tower [`Layer`]s, so they compose with any
 //! tower service (`ServiceBuilder::new().layer(breaker).layer(limit)…`).
 //! Errors come out boxed ([`BoxError`]), as with tower's own middleware:
-//! [`Open`](super::Open), [`RateLimited`](super::RateLimited),
-//! [`Full`](super::Full) or the inner service's error.
+//! [`CircuitOpen`](super::CircuitOpen), [`RateLimited`](super::RateLimited),
+//! [`BulkheadFull`](super::BulkheadFull) or the inner service's error.
 //!
 //! - [`CircuitBreaker`]: an `Err` from the inner service is a failure (use
 //!   [`CircuitBreaker::call_classified`] for other rules).

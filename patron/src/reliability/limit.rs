@@ -98,7 +98,7 @@ impl RateLimit {
 /// `max_wait`, when one is set).
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("bulkhead {name:?} is full ({limit} calls in flight)")]
-pub struct Full {
+pub struct BulkheadFull {
     /// The bulkhead's name.
     pub name: Arc<str>,
     /// Its concurrency limit.
@@ -142,7 +142,7 @@ impl Bulkhead {
         }
     }
 
-    /// Waits at most this long for a slot, then fails with [`Full`];
+    /// Waits at most this long for a slot, then fails with [`BulkheadFull`];
     /// `Duration::ZERO` fails fast.
     pub fn max_wait(mut self, wait: Duration) -> Self {
         self.max_wait = Some(wait);
@@ -155,8 +155,8 @@ impl Bulkhead {
     }
 
     /// Takes a slot, held until the returned permit is dropped.
-    pub async fn acquire(&self) -> Result<OwnedSemaphorePermit, Full> {
-        let full = || Full {
+    pub async fn acquire(&self) -> Result<OwnedSemaphorePermit, BulkheadFull> {
+        let full = || BulkheadFull {
             name: Arc::clone(&self.name),
             limit: self.limit,
         };
@@ -172,7 +172,7 @@ impl Bulkhead {
     }
 
     /// Runs `call` in a slot.
-    pub async fn call<T>(&self, call: impl Future<Output = T>) -> Result<T, Full> {
+    pub async fn call<T>(&self, call: impl Future<Output = T>) -> Result<T, BulkheadFull> {
         let _slot = self.acquire().await?;
         Ok(call.await)
     }

@@ -33,8 +33,8 @@ pub mod layer;
 mod limit;
 pub(crate) mod retry;
 
-pub use circuit::{CircuitBreaker, CircuitError, Open, Permit, State};
-pub use limit::{Bulkhead, Full, RateLimit, RateLimited};
+pub use circuit::{CircuitBreaker, CircuitError, CircuitOpen, CircuitPermit, CircuitState};
+pub use limit::{Bulkhead, BulkheadFull, RateLimit, RateLimited};
 pub use retry::Retry;
 
 #[cfg(test)]

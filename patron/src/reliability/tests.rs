@@ -26,9 +26,13 @@ async fn opens_after_consecutive_failures_and_fails_fast_without_calling() {
     fail(&breaker, 2).await;
     let _ = breaker.call(async { Ok::<_, &str>(()) }).await;
     fail(&breaker, 2).await;
-    assert_eq!(breaker.state(), State::Closed, "a success resets the count");
+    assert_eq!(
+        breaker.state(),
+        CircuitState::Closed,
+        "a success resets the count"
+    );
     fail(&breaker, 1).await;
-    assert_eq!(breaker.state(), State::Open);
+    assert_eq!(breaker.state(), CircuitState::Open);
 
     let ran = AtomicU32::new(0);
     let refused = breaker
@@ -45,7 +49,7 @@ async fn opens_after_consecutive_failures_and_fails_fast_without_calling() {
     let Err(CircuitError::Open(open)) = refused else {
         panic!("expected Open, got {refused:?}")
     };
-    assert_eq!(open.state, State::Open);
+    assert_eq!(open.state, CircuitState::Open);
     assert_eq!(open.retry_in, Duration::from_secs(10));
     assert!(open.to_string().contains("unit-consecutive"), "{open}");
 }
@@ -56,14 +60,14 @@ async fn opens_on_a_failure_ratio_with_a_minimum_of_requests() {
     fail(&breaker, 2).await;
     assert_eq!(
         breaker.state(),
-        State::Closed,
+        CircuitState::Closed,
         "2 requests are below the minimum"
     );
     let _ = breaker.call(async { Ok::<_, &str>(()) }).await;
     // 2 of 3 failed: 67 % ≥ 60 %, but the check runs on the failure.
-    assert_eq!(breaker.state(), State::Closed);
+    assert_eq!(breaker.state(), CircuitState::Closed);
     fail(&breaker, 1).await;
-    assert_eq!(breaker.state(), State::Open, "3 of 4 failed");
+    assert_eq!(breaker.state(), CircuitState::Open, "3 of 4 failed");
 
     let healthy =
         CircuitBreaker::new("unit-ratio-ok").failure_ratio(0.6, 3, Duration::from_secs(10));
@@ -71,7 +75,7 @@ async fn opens_on_a_failure_ratio_with_a_minimum_of_requests() {
         let _ = healthy.call(async { Ok::<_, &str>(()) }).await;
     }
     fail(&healthy, 2).await;
-    assert_eq!(healthy.state(), State::Closed, "2 of 5 failed");
+    assert_eq!(healthy.state(), CircuitState::Closed, "2 of 5 failed");
 
     // Old outcomes leave the window.
     let windowed =
@@ -81,7 +85,7 @@ async fn opens_on_a_failure_ratio_with_a_minimum_of_requests() {
     fail(&windowed, 1).await;
     assert_eq!(
         windowed.state(),
-        State::Closed,
+        CircuitState::Closed,
         "only 1 request in the window"
     );
 }
@@ -94,9 +98,9 @@ async fn half_open_probes_then_closes_or_reopens() {
         .half_open_probes(2)
         .success_threshold(2);
     fail(&breaker, 1).await;
-    assert_eq!(breaker.state(), State::Open);
+    assert_eq!(breaker.state(), CircuitState::Open);
     tokio::time::advance(Duration::from_secs(5)).await;
-    assert_eq!(breaker.state(), State::HalfOpen);
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
 
     let first = breaker.try_acquire().expect("probe 1");
     let second = breaker.try_acquire().expect("probe 2");
@@ -104,8 +108,8 @@ async fn half_open_probes_then_closes_or_reopens() {
     assert!(
         matches!(
             third,
-            Err(Open {
-                state: State::HalfOpen,
+            Err(CircuitOpen {
+                state: CircuitState::HalfOpen,
                 ..
             })
         ),
@@ -115,14 +119,18 @@ async fn half_open_probes_then_closes_or_reopens() {
     drop(first);
     let first = breaker.try_acquire().expect("the freed slot");
     first.success();
-    assert_eq!(breaker.state(), State::HalfOpen, "1 of 2 successes");
+    assert_eq!(breaker.state(), CircuitState::HalfOpen, "1 of 2 successes");
     second.success();
-    assert_eq!(breaker.state(), State::Closed);
+    assert_eq!(breaker.state(), CircuitState::Closed);
 
     fail(&breaker, 1).await;
     tokio::time::advance(Duration::from_secs(5)).await;
     breaker.try_acquire().expect("probe").failure();
-    assert_eq!(breaker.state(), State::Open, "a failed probe reopens");
+    assert_eq!(
+        breaker.state(),
+        CircuitState::Open,
+        "a failed probe reopens"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -133,10 +141,10 @@ async fn outcomes_of_permits_from_an_earlier_state_are_ignored() {
     let slow = breaker.try_acquire().expect("closed");
     fail(&breaker, 1).await;
     tokio::time::advance(Duration::from_secs(1)).await;
-    assert_eq!(breaker.state(), State::HalfOpen);
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
     // Admitted while closed: its success is no probe and closes nothing.
     slow.success();
-    assert_eq!(breaker.state(), State::HalfOpen);
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
 }
 
 /// Go Patron's #1575: in half-open, concurrent callers could all pass.
@@ -191,7 +199,7 @@ async fn half_open_admits_exactly_the_probe_limit_under_concurrency() {
     assert_eq!(admitted, 3);
     assert_eq!(ran.load(Ordering::SeqCst), 3);
     assert!(peak.load(Ordering::SeqCst) <= 3);
-    assert_eq!(breaker.state(), State::HalfOpen);
+    assert_eq!(breaker.state(), CircuitState::HalfOpen);
 }
 
 #[tokio::test(start_paused = true)]
@@ -335,9 +343,9 @@ async fn layers_compose_and_an_open_circuit_does_not_call_the_service() {
     let err = svc.clone().oneshot(true).await.unwrap_err();
     assert_eq!(err.to_string(), "boom");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
-    assert_eq!(breaker.state(), State::Open);
+    assert_eq!(breaker.state(), CircuitState::Open);
     let err = svc.clone().oneshot(false).await.unwrap_err();
-    assert!(err.downcast_ref::<Open>().is_some(), "{err}");
+    assert!(err.downcast_ref::<CircuitOpen>().is_some(), "{err}");
     assert_eq!(calls.load(Ordering::SeqCst), 3, "no call while open");
 }
 

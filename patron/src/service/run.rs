@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::consumer::registry::{self as consumer_registry, ConsumerDef};
 use crate::deps::Deps;
 use crate::error::Error;
-use crate::http::builtin::Shared;
+use crate::http::builtin::Management;
 use crate::http::registry::{self as route_registry, RouteDef};
 use crate::http::router::{self, App, AppParts};
 use crate::http::server::{self, Timeouts};
@@ -56,7 +56,7 @@ pub struct BoundService {
     listener: TcpListener,
     addr: SocketAddr,
     app: Arc<App>,
-    shared: Arc<Shared>,
+    shared: Arc<Management>,
     components: Vec<(ComponentInfo, Readiness, Box<dyn DynComponent>)>,
     clients: Vec<Arc<dyn Client>>,
     metrics: Metrics,
@@ -141,7 +141,7 @@ impl Service {
             })).collect::<Vec<_>>(),
             "components": all_info,
         });
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(Management {
             shutting_down: AtomicBool::new(false),
             checks: self.checks,
             readiness: std::sync::Mutex::new(

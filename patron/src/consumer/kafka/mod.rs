@@ -273,7 +273,7 @@ impl Component for KafkaConsumer {
         let metrics = ConsumerMetrics::new(ctx.metrics(), name, "kafka", &destination)?;
         let stop = ctx.shutdown().child_token();
         let partitions: Partitions = Arc::default();
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(SessionShared {
             pipeline: Pipeline {
                 consumer: name.into(),
                 system: "kafka",

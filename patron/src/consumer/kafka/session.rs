@@ -11,7 +11,7 @@ pub(super) struct Session<'a> {
     pub(super) consumer: &'a KafkaConsumer,
     pub(super) ctx: &'a ComponentContext,
     pub(super) brokers: String,
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<SessionShared>,
     pub(super) partitions: Partitions,
     pub(super) assigned: IntGauge,
     pub(super) lag: IntGaugeVec,
@@ -370,7 +370,8 @@ impl Session<'_> {
     }
 }
 
-pub(super) struct Shared {
+/// What the receive loop and every partition worker of a session share.
+pub(super) struct SessionShared {
     pub(super) pipeline: Pipeline,
     pub(super) partitions: Partitions,
     pub(super) producer: Option<FutureProducer<LogContext>>,
@@ -485,7 +486,7 @@ pub(super) enum Lane {
 
 impl Lane {
     pub(super) fn start(
-        shared: &Arc<Shared>,
+        shared: &Arc<SessionShared>,
         consumer: &KafkaConsumer,
         tracker: &TaskTracker,
         partition: Partition,

@@ -8,7 +8,7 @@ use super::*;
 /// Handles one partition's records in order. It stops after a failure
 /// that stops the service, at shutdown and when the partition is revoked.
 pub(super) struct Worker {
-    pub(super) shared: Arc<Shared>,
+    pub(super) shared: Arc<SessionShared>,
     /// The partition's next offset to commit and revocation flag.
     pub(super) state: Arc<PartitionState>,
     /// The partition's topic, shared by its records' metadata.
@@ -241,7 +241,7 @@ pub(super) fn last_per_key(records: &[Record]) -> Vec<usize> {
 }
 
 pub(super) async fn dead_letter(
-    shared: &Shared,
+    shared: &SessionShared,
     m: &Record,
     reason: &str,
     attempts: u32,

@@ -158,7 +158,9 @@ impl SqsConsumer {
     }
 }
 
-struct Shared {
+/// What the receive loop, the handler tasks and the delete batcher of one
+/// queue share.
+struct QueueShared {
     pipeline: Pipeline,
     client: Client,
     queue_url: String,
@@ -228,7 +230,7 @@ impl Component for SqsConsumer {
         let metrics =
             ConsumerMetrics::new(ctx.metrics(), &self.common.name, "aws_sqs", &self.queue)?;
         let (deletes, delete_rx) = mpsc::channel(1024);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(QueueShared {
             pipeline: Pipeline {
                 consumer: self.common.name.as_str().into(),
                 system: "aws_sqs",

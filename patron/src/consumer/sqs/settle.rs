@@ -5,7 +5,7 @@
 #[allow(unused_imports)]
 use super::*;
 
-impl Shared {
+impl QueueShared {
     pub(super) async fn settle(
         &self,
         delivery: &Delivery,

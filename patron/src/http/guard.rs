@@ -1,10 +1,10 @@
-//! The middleware every user request gets, run by the server around the
+//! The guard every user request gets (its middleware), run by the server around the
 //! router with a named future, so a request pays for no extra allocation or
 //! boxing. Outermost first: correlation id → request span → panic catcher →
 //! timeout → body limit. Per-route values are resolved at start-up and found
 //! by one path lookup.
 //!
-//! The correlation id lives in a task-local [`RequestContext`] for the whole
+//! The correlation id lives in a task-local [`RequestContext`](crate::context::RequestContext) for the whole
 //! request, so every log line carries it whether or not the request span is
 //! enabled. The span itself is a DEBUG span: at the default INFO level it
 //! costs nothing, and layers that want it (debug logging, trace export) get
@@ -40,7 +40,7 @@ use governor::DefaultDirectRateLimiter;
 use governor::clock::{Clock, DefaultClock};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-/// What the core middleware needs to know about one route.
+/// What the request guard needs to know about one route.
 pub(crate) struct RouteRuntime {
     pub method: &'static str,
     pub route: &'static str,
@@ -51,13 +51,13 @@ pub(crate) struct RouteRuntime {
     /// `None` for `trace = false` routes.
     pub metrics: Option<RouteMetrics>,
     /// Service-wide response settings.
-    pub shared: &'static HttpShared,
+    pub shared: &'static ResponseSettings,
     /// The route's token bucket, from `rate_limit = "…"`.
     pub rate_limit: Option<DefaultDirectRateLimiter>,
 }
 
 /// Response settings every route shares.
-pub(crate) struct HttpShared {
+pub(crate) struct ResponseSettings {
     /// Statuses logged at ERROR level with their body.
     pub status_rules: StatusRules,
     /// `X-App-Name` and `X-App-Version`, when turned on.
@@ -147,8 +147,8 @@ type Guarded<F> =
     Instrumented<TaskLocalFuture<RequestContext, Timeout<CatchUnwind<AssertUnwindSafe<F>>>>>;
 
 pin_project! {
-    #[project = CoreProj]
-    pub(crate) enum CoreFuture<F> {
+    #[project = GuardProj]
+    pub(crate) enum GuardFuture<F> {
         Rejected { response: Option<Response> },
         Running {
             #[pin]
@@ -169,7 +169,7 @@ pub(crate) fn guard<F>(
     route: &'static RouteRuntime,
     req: Request,
     call: impl FnOnce(Request) -> F,
-) -> CoreFuture<F>
+) -> GuardFuture<F>
 where
     F: Future<Output = Result<Response, Infallible>>,
 {
@@ -188,7 +188,7 @@ where
         )
         .into_response();
         let response = finish(route, method, started, id, response, &tracing::Span::none());
-        return CoreFuture::Rejected {
+        return GuardFuture::Rejected {
             response: Some(response),
         };
     }
@@ -206,7 +206,7 @@ where
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
         let response = finish(route, method, started, id, response, &tracing::Span::none());
-        return CoreFuture::Rejected {
+        return GuardFuture::Rejected {
             response: Some(response),
         };
     }
@@ -244,7 +244,7 @@ where
     let handled = AssertUnwindSafe(call(req)).catch_unwind();
     let inner = REQUEST.scope(context, tokio::time::timeout(route.timeout, handled));
     let active = Active::enter(route.metrics.as_ref());
-    CoreFuture::Running {
+    GuardFuture::Running {
         inner: inner.instrument(span),
         route,
         id: Some(id),
@@ -255,7 +255,7 @@ where
     }
 }
 
-impl<F> Future for CoreFuture<F>
+impl<F> Future for GuardFuture<F>
 where
     F: Future<Output = Result<Response, Infallible>>,
 {
@@ -263,10 +263,10 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            CoreProj::Rejected { response } => Poll::Ready(Ok(response
+            GuardProj::Rejected { response } => Poll::Ready(Ok(response
                 .take()
                 .unwrap_or_else(|| Error::msg("response polled twice").into_response()))),
-            CoreProj::Running {
+            GuardProj::Running {
                 mut inner,
                 route,
                 id,
