@@ -289,3 +289,39 @@ pub use http as __http;
 ))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+
+/// The guides' snippets, compiled as doc tests like the README's.
+#[cfg(all(
+    doctest,
+    feature = "amqp",
+    feature = "sqs",
+    feature = "kafka",
+    feature = "http-client",
+    feature = "sql"
+))]
+#[doc = include_str!("../../docs/consumers.md")]
+pub struct ConsumersGuideDoctests;
+
+/// See [`ConsumersGuideDoctests`].
+#[cfg(all(
+    doctest,
+    feature = "amqp",
+    feature = "sqs",
+    feature = "kafka",
+    feature = "http-client",
+    feature = "sql"
+))]
+#[doc = include_str!("../../docs/clients.md")]
+pub struct ClientsGuideDoctests;
+
+/// See [`ConsumersGuideDoctests`].
+#[cfg(all(
+    doctest,
+    feature = "amqp",
+    feature = "sqs",
+    feature = "kafka",
+    feature = "http-client",
+    feature = "sql"
+))]
+#[doc = include_str!("../../docs/reliability.md")]
+pub struct ReliabilityGuideDoctests;

@@ -159,3 +159,43 @@ fn no_source_file_is_over_the_limit() {
         .collect();
     assert!(long.is_empty(), "files over {MAX_LINES} lines: {long:?}");
 }
+
+/// The first fenced block of `lang` after `heading` in `text`.
+fn block_after<'a>(text: &'a str, heading: &str, lang: &str) -> &'a str {
+    let from = text
+        .find(heading)
+        .unwrap_or_else(|| panic!("{heading} in README"));
+    let fence = format!("```{lang}\n");
+    let start = text[from..]
+        .find(&fence)
+        .unwrap_or_else(|| panic!("a {lang} block after {heading}"))
+        + from
+        + fence.len();
+    let end = text[start..].find("```\n").expect("the block's end") + start;
+    &text[start..end]
+}
+
+#[test]
+fn getting_started_shows_the_first_service_crate_as_it_is() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
+    let crate_dir = root.join("examples/first-service");
+    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).expect("Cargo.toml");
+    let main = std::fs::read_to_string(crate_dir.join("src/main.rs")).expect("main.rs");
+    // The one line that differs: where patron is, from a new crate beside
+    // a checkout rather than from inside the repository.
+    let manifest = manifest.replace(
+        r#"patron = { path = "../../patron" }"#,
+        r#"patron = { path = "../patron/patron" }"#,
+    );
+    assert_eq!(
+        block_after(&readme, "## Getting started", "toml"),
+        manifest,
+        "README's Cargo.toml is examples/first-service/Cargo.toml"
+    );
+    assert_eq!(
+        block_after(&readme, "## Getting started", "rust,no_run"),
+        main,
+        "README's src/main.rs is examples/first-service/src/main.rs"
+    );
+}
