@@ -11,6 +11,7 @@ mod args;
 mod consumer;
 mod entry;
 mod route;
+mod sig;
 use patron_units as units;
 
 use proc_macro::TokenStream;

@@ -131,14 +131,30 @@ pub fn parse_rate(text: &str) -> Result<(u32, u64), String> {
 }
 
 /// The closest candidate to `word` by edit distance, if it is close enough to
-/// be a plausible typo.
+/// be a plausible typo; else one that `word` is a shortened or other form of
+/// (`retry` for `retries`: the same first four letters or more, all but the
+/// word's last one).
 pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
-    candidates
+    let typo = candidates
         .iter()
         .map(|c| (levenshtein(word, c), *c))
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))
         .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
+        .map(|(_, c)| c);
+    typo.or_else(|| {
+        let stem: String = word
+            .chars()
+            .take(word.chars().count().saturating_sub(1))
+            .collect();
+        (stem.chars().count() >= 4)
+            .then(|| {
+                candidates
+                    .iter()
+                    .find(|c| c.starts_with(stem.as_str()))
+                    .copied()
+            })
+            .flatten()
+    })
 }
 
 fn levenshtein(a: &str, b: &str) -> usize {
@@ -208,5 +224,7 @@ mod tests {
             Some("timeout")
         );
         assert_eq!(did_you_mean("zzzzzz", &["timeout", "trace"]), None);
+        assert_eq!(did_you_mean("retry", &["retries", "dlq"]), Some("retries"));
+        assert_eq!(did_you_mean("rety", &["retries"]), None, "too short a stem");
     }
 }

@@ -9,14 +9,122 @@ use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ItemFn;
 use syn::spanned::Spanned;
 
-use super::Handler;
-use super::parse::ConsumerAttr;
+use super::handler::Handler;
+use super::model::{Broker, ConsumerAttr, OnFailure};
+
+/// `::patron::__private`, the only path generated code names.
+fn private() -> TokenStream {
+    quote!(::patron::__private)
+}
 
 pub fn generate(attr: &ConsumerAttr, handler: &Handler, func: &ItemFn) -> TokenStream {
-    let p = quote!(::patron::__private);
-    let name = &handler.name;
-    let batch = attr.batch.is_some();
+    let p = private();
+    let send_check = send_check(handler);
+    let handler_impl = handler_impl(attr, handler, func);
+    let build = build_call(attr, handler);
+    let registration = registration(attr, handler);
+    let gate = match &attr.broker {
+        Broker::Kafka(_) => {
+            quote_spanned! {attr.broker_ident.span()=> ::patron::__patron_require_kafka! }
+        }
+        Broker::Sqs(_) => {
+            quote_spanned! {attr.broker_ident.span()=> ::patron::__patron_require_sqs! }
+        }
+        Broker::Amqp(_) => {
+            quote_spanned! {attr.broker_ident.span()=> ::patron::__patron_require_amqp! }
+        }
+    };
+    quote! {
+        #func
 
+        #gate {
+            #[doc(hidden)]
+            #[allow(non_snake_case, clippy::all)]
+            const _: () = {
+                #send_check
+
+                struct __PatronConsumer;
+
+                #handler_impl
+
+                fn __patron_build() -> #p::BoxedComponent {
+                    #build
+                }
+
+                #registration
+            };
+        }
+    }
+}
+
+/// Asserts the handler's future is `Send`, reported on its name.
+fn send_check(handler: &Handler) -> TokenStream {
+    let name = &handler.name;
+    let panics = handler.args.iter().map(|_| quote!(::core::panic!()));
+    quote_spanned! {name.span()=>
+        #[allow(warnings, unreachable_code, clippy::all)]
+        fn __patron_check_send() {
+            fn __patron_assert_send<F: ::core::future::Future + ::core::marker::Send>(_: F) {}
+            __patron_assert_send(#name(#(#panics),*));
+        }
+    }
+}
+
+/// The `MessageHandler` (or `BatchHandler`) impl calling the user's function.
+fn handler_impl(attr: &ConsumerAttr, handler: &Handler, func: &ItemFn) -> TokenStream {
+    let p = private();
+    let batch = attr.batch.is_some();
+    let (extract, call_args) = extractors(handler, batch);
+    let output = match &func.sig.output {
+        syn::ReturnType::Type(_, ty) => quote_spanned! {ty.span()=>
+            #p::ConsumerOutput::into_result(__output)
+        },
+        syn::ReturnType::Default => quote!(#p::ConsumerOutput::into_result(__output)),
+    };
+    // Spanned on the handler's name, so a non-`Send` future is reported
+    // there (beside the check), not on the attribute.
+    let name = &handler.name;
+    let call = quote_spanned! {name.span()=>
+        ::std::boxed::Box::pin(async move {
+            let __output = #name(#(#call_args),*).await;
+            #output
+        })
+    };
+    if batch {
+        quote! {
+            impl #p::BatchHandler for __PatronConsumer {
+                fn call(
+                    &self,
+                    __deliveries: &[#p::Delivery],
+                    __attempt: u32,
+                    __deps: &#p::Arc<#p::Deps>,
+                ) -> (#p::BatchCx, #p::BoxFuture<'static, #p::Result<()>>) {
+                    #(#extract)*
+                    (__cx, #call)
+                }
+            }
+        }
+    } else {
+        quote! {
+            impl #p::MessageHandler for __PatronConsumer {
+                fn call(
+                    &self,
+                    __delivery: &#p::Delivery,
+                    __attempt: u32,
+                    __deps: &#p::Arc<#p::Deps>,
+                ) -> ::core::result::Result<#p::BoxFuture<'static, #p::Result<()>>, #p::HandlerError> {
+                    #(#extract)*
+                    ::core::result::Result::Ok(#call)
+                }
+            }
+        }
+    }
+}
+
+/// One statement per argument building it (spanned on its type), and the
+/// names the call passes.
+fn extractors(handler: &Handler, batch: bool) -> (Vec<TokenStream>, Vec<syn::Ident>) {
+    let p = private();
     let mut extract = Vec::new();
     let mut call_args = Vec::new();
     for (i, ty) in handler.args.iter().enumerate() {
@@ -48,134 +156,43 @@ pub fn generate(attr: &ConsumerAttr, handler: &Handler, func: &ItemFn) -> TokenS
         let m = extract.remove(handler.message);
         extract.insert(0, m);
     }
-    let output = match &func.sig.output {
-        syn::ReturnType::Type(_, ty) => quote_spanned! {ty.span()=>
-            #p::ConsumerOutput::into_result(__output)
-        },
-        syn::ReturnType::Default => quote!(#p::ConsumerOutput::into_result(__output)),
-    };
-    // Spanned on the handler's name, so a non-`Send` future is reported
-    // there (beside the check below), not on the attribute.
-    let call = quote_spanned! {name.span()=>
-        ::std::boxed::Box::pin(async move {
-            let __output = #name(#(#call_args),*).await;
-            #output
-        })
-    };
-    let handler_impl = if batch {
-        quote! {
-            impl #p::BatchHandler for __PatronConsumer {
-                fn call(
-                    &self,
-                    __deliveries: &[#p::Delivery],
-                    __attempt: u32,
-                    __deps: &#p::Arc<#p::Deps>,
-                ) -> (#p::BatchCx, #p::BoxFuture<'static, #p::Result<()>>) {
-                    #(#extract)*
-                    (__cx, #call)
-                }
-            }
-        }
-    } else {
-        quote! {
-            impl #p::MessageHandler for __PatronConsumer {
-                fn call(
-                    &self,
-                    __delivery: &#p::Delivery,
-                    __attempt: u32,
-                    __deps: &#p::Arc<#p::Deps>,
-                ) -> ::core::result::Result<#p::BoxFuture<'static, #p::Result<()>>, #p::HandlerError> {
-                    #(#extract)*
-                    ::core::result::Result::Ok(#call)
-                }
-            }
-        }
-    };
+    (extract, call_args)
+}
 
-    let panics = handler.args.iter().map(|_| quote!(::core::panic!()));
-    let send_check = quote_spanned! {name.span()=>
-        #[allow(warnings, unreachable_code, clippy::all)]
-        fn __patron_check_send() {
-            fn __patron_assert_send<F: ::core::future::Future + ::core::marker::Send>(_: F) {}
-            __patron_assert_send(#name(#(#panics),*));
-        }
-    };
-
-    let opt_str = |v: &Option<syn::LitStr>| match v {
-        Some(lit) => quote!(::core::option::Option::Some(#lit)),
-        None => quote!(::core::option::Option::None),
-    };
-    let opt = |v: Option<TokenStream>| match v {
+fn some_or_none(v: Option<TokenStream>) -> TokenStream {
+    match v {
         Some(t) => quote!(::core::option::Option::Some(#t)),
         None => quote!(::core::option::Option::None),
-    };
-    let queue = &attr.queue;
-    let exchange = opt_str(&attr.exchange);
-    let routing_key = opt_str(&attr.routing_key);
-    let dlq = opt_str(&attr.dlq);
-    let declare = attr.declare;
-    let prefetch = opt(attr.prefetch.map(|n| quote!(#n)));
-    let concurrency = opt(attr.concurrency.map(|n| {
+    }
+}
+
+fn nanos(n: u64) -> TokenStream {
+    quote!(::core::time::Duration::from_nanos(#n))
+}
+
+/// The `CommonSpec` every broker's builder takes.
+fn common_spec(attr: &ConsumerAttr, handler: &Handler) -> TokenStream {
+    let p = private();
+    let c = &attr.common;
+    let handler_name = handler.name.to_string();
+    let concurrency = some_or_none(c.concurrency.map(|n| {
         let n = n as usize;
         quote!(#n)
     }));
-    let retries = opt(attr.retries.map(|n| quote!(#n)));
-    let max_deliveries = opt(attr.max_deliveries.map(|n| quote!(#n)));
-    let backoff = opt(attr
-        .backoff_nanos
-        .map(|n| quote!(::core::time::Duration::from_nanos(#n))));
-    let on_failure = opt(attr.on_failure.as_deref().map(|s| {
-        let variant = match s {
-            "dlq" => quote!(Dlq),
-            "requeue" => quote!(Requeue),
-            "drop" => quote!(Drop),
-            _ => quote!(Exit),
+    let retries = some_or_none(c.retries.map(|n| quote!(#n)));
+    let max_deliveries = some_or_none(c.max_deliveries.map(|n| quote!(#n)));
+    let backoff = some_or_none(c.backoff_nanos.map(nanos));
+    let on_failure = some_or_none(c.on_failure.map(|(strategy, _)| {
+        let variant = match strategy {
+            OnFailure::Dlq => quote!(Dlq),
+            OnFailure::Requeue => quote!(Requeue),
+            OnFailure::Drop => quote!(Drop),
+            OnFailure::Exit => quote!(Exit),
         };
         quote!(#p::OnFailure::#variant)
     }));
-    let batch_spec = opt(attr.batch.map(|(size, _)| {
-        let size = size as usize;
-        let timeout = attr.batch_timeout_nanos.unwrap_or(1_000_000_000);
-        quote!((#size, ::core::time::Duration::from_nanos(#timeout)))
-    }));
-    let builder = if batch {
-        quote!(#p::amqp_batch_consumer)
-    } else {
-        quote!(#p::amqp_consumer)
-    };
-    let dedup_by_key = attr.dedup_by_key;
-    let handler_name = name.to_string();
-    let deps = handler.deps.iter().map(|ty| {
-        let type_name = ty.to_token_stream().to_string().replace(' ', "");
-        quote! {
-            #p::DepSpec { type_name: #type_name, type_id: ::core::any::TypeId::of::<#ty> }
-        }
-    });
-    let line = quote_spanned! {name.span()=> ::core::line!() };
-    let file = quote_spanned! {name.span()=> ::core::file!() };
-    let sqs = attr.broker == "sqs";
-    let kafka = attr.broker == "kafka";
-    let broker_str = if sqs {
-        "sqs"
-    } else if kafka {
-        "kafka"
-    } else {
-        "amqp"
-    };
-    let destination = attr
-        .topics
-        .iter()
-        .map(|t| t.value())
-        .collect::<Vec<_>>()
-        .join(",");
-    let gate = if kafka {
-        quote_spanned! {attr.broker.span()=> ::patron::__patron_require_kafka! }
-    } else if sqs {
-        quote_spanned! {attr.broker.span()=> ::patron::__patron_require_sqs! }
-    } else {
-        quote_spanned! {attr.broker.span()=> ::patron::__patron_require_amqp! }
-    };
-    let common = quote! {
+    let dlq = some_or_none(c.dlq.as_ref().map(ToTokens::to_token_stream));
+    quote! {
         #p::CommonSpec {
             name: #handler_name,
             concurrency: #concurrency,
@@ -185,48 +202,31 @@ pub fn generate(attr: &ConsumerAttr, handler: &Handler, func: &ItemFn) -> TokenS
             on_failure: #on_failure,
             dlq: #dlq,
         }
-    };
-    let (builder, spec) = if kafka {
-        let topics = &attr.topics;
-        let group = &attr.group;
-        let builder = if batch {
-            quote!(#p::kafka_batch_consumer)
-        } else {
-            quote!(#p::kafka_consumer)
-        };
-        (
-            builder,
-            quote! {
-                #p::KafkaSpec {
-                    topics: &[#(#topics),*],
-                    group: #group,
-                    batch: #batch_spec,
-                    dedup_by_key: #dedup_by_key,
-                }
-            },
-        )
-    } else if sqs {
-        let secs = |v: Option<u64>| opt(v.map(|n| quote!(::core::time::Duration::from_secs(#n))));
-        let (wait, visibility) = (secs(attr.wait_secs), secs(attr.visibility_secs));
-        let max_messages = opt(attr.max_messages.map(|n| {
-            let n = i32::from(n);
-            quote!(#n)
-        }));
-        (
-            quote!(#p::sqs_consumer),
-            quote! {
-                #p::SqsSpec {
-                    queue: #queue,
-                    wait: #wait,
-                    max_messages: #max_messages,
-                    visibility: #visibility,
-                }
-            },
-        )
-    } else {
-        (
-            builder,
-            quote! {
+    }
+}
+
+/// `builder(common, broker spec, handler)`: the broker's component.
+fn build_call(attr: &ConsumerAttr, handler: &Handler) -> TokenStream {
+    let p = private();
+    let common = common_spec(attr, handler);
+    let batch = attr.batch.is_some();
+    let batch_spec = some_or_none(attr.batch.map(|b| {
+        let size = b.size as usize;
+        let timeout = nanos(attr.batch_timeout.map_or(1_000_000_000, |(n, _)| n));
+        quote!((#size, #timeout))
+    }));
+    let opt_str = |v: &Option<syn::LitStr>| some_or_none(v.as_ref().map(ToTokens::to_token_stream));
+    let (builder, spec) = match &attr.broker {
+        Broker::Amqp(a) => {
+            let (queue, declare) = (&a.queue, a.declare);
+            let (exchange, routing_key) = (opt_str(&a.exchange), opt_str(&a.routing_key));
+            let prefetch = some_or_none(a.prefetch.map(|(n, _)| quote!(#n)));
+            let builder = if batch {
+                quote!(#p::amqp_batch_consumer)
+            } else {
+                quote!(#p::amqp_consumer)
+            };
+            let spec = quote! {
                 #p::AmqpSpec {
                     queue: #queue,
                     exchange: #exchange,
@@ -235,41 +235,78 @@ pub fn generate(attr: &ConsumerAttr, handler: &Handler, func: &ItemFn) -> TokenS
                     prefetch: #prefetch,
                     batch: #batch_spec,
                 }
-            },
-        )
-    };
-    let build_call = quote!(#builder(#common, #spec, __PatronConsumer));
-
-    quote! {
-        #func
-
-        #gate {
-            #[doc(hidden)]
-            #[allow(non_snake_case, clippy::all)]
-            const _: () = {
-                #send_check
-
-                struct __PatronConsumer;
-
-                #handler_impl
-
-                fn __patron_build() -> #p::BoxedComponent {
-                    #build_call
-                }
-
-                #p::inventory::submit! {
-                    #p::ConsumerDef {
-                        broker: #broker_str,
-                        destination: #destination,
-                        handler: #handler_name,
-                        module: ::core::module_path!(),
-                        file: #file,
-                        line: #line,
-                        deps: &[#(#deps),*],
-                        build: __patron_build,
-                    }
+            };
+            (builder, spec)
+        }
+        Broker::Sqs(s) => {
+            let queue = &s.queue;
+            let secs = |v: Option<u64>| {
+                some_or_none(v.map(|n| quote!(::core::time::Duration::from_secs(#n))))
+            };
+            let (wait, visibility) = (secs(s.wait_secs), secs(s.visibility_secs));
+            let max_messages = some_or_none(s.max_messages.map(|n| {
+                let n = i32::from(n);
+                quote!(#n)
+            }));
+            let spec = quote! {
+                #p::SqsSpec {
+                    queue: #queue,
+                    wait: #wait,
+                    max_messages: #max_messages,
+                    visibility: #visibility,
                 }
             };
+            (quote!(#p::sqs_consumer), spec)
+        }
+        Broker::Kafka(k) => {
+            let (topics, group) = (&k.topics, &k.group);
+            let dedup_by_key = k.dedup_by_key.is_some();
+            let builder = if batch {
+                quote!(#p::kafka_batch_consumer)
+            } else {
+                quote!(#p::kafka_consumer)
+            };
+            let spec = quote! {
+                #p::KafkaSpec {
+                    topics: &[#(#topics),*],
+                    group: #group,
+                    batch: #batch_spec,
+                    dedup_by_key: #dedup_by_key,
+                }
+            };
+            (builder, spec)
+        }
+    };
+    quote!(#builder(#common, #spec, __PatronConsumer))
+}
+
+/// The `inventory` submission of the consumer's `ConsumerDef`.
+fn registration(attr: &ConsumerAttr, handler: &Handler) -> TokenStream {
+    let p = private();
+    let name = &handler.name;
+    let handler_name = name.to_string();
+    let broker = attr.broker.name();
+    let destination = attr.broker.destination();
+    let deps = handler.deps.iter().map(|ty| {
+        let type_name = ty.to_token_stream().to_string().replace(' ', "");
+        quote! {
+            #p::DepSpec { type_name: #type_name, type_id: ::core::any::TypeId::of::<#ty> }
+        }
+    });
+    let line = quote_spanned! {name.span()=> ::core::line!() };
+    let file = quote_spanned! {name.span()=> ::core::file!() };
+    quote! {
+        #p::inventory::submit! {
+            #p::ConsumerDef {
+                broker: #broker,
+                destination: #destination,
+                handler: #handler_name,
+                module: ::core::module_path!(),
+                file: #file,
+                line: #line,
+                deps: &[#(#deps),*],
+                build: __patron_build,
+            }
         }
     }
 }

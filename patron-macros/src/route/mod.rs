@@ -1,36 +1,28 @@
 //! `#[patron::route(METHOD "/path", key = value, …)]`: parse the attribute,
 //! check the function, then emit the registration beside the untouched
-//! function.
+//! function. Attribute and signature mistakes are reported together.
 
 mod codegen;
 mod handler;
-
-pub use handler::dep_inner;
 mod parse;
 
 use proc_macro2::TokenStream;
-use quote::quote;
+
+use crate::sig;
+
+const USAGE: &str = "`#[patron::route]` goes on an `async fn`, e.g. `#[patron::route(GET \"/index\")] async fn index() -> &'static str { \"hello\" }`";
 
 pub fn expand(attr: TokenStream, item: TokenStream) -> TokenStream {
-    let func: syn::ItemFn = match syn::parse2(item.clone()) {
-        Ok(f) => f,
-        Err(_) => {
-            let err = syn::Error::new(
-                proc_macro2::Span::call_site(),
-                "`#[patron::route]` goes on an `async fn`, e.g. `#[patron::route(GET \"/index\")] async fn index() -> &'static str { \"hello\" }`",
-            )
-            .to_compile_error();
-            return quote! { #err #item };
+    sig::expand(item, USAGE, |func| {
+        let attr = syn::parse2::<parse::RouteAttr>(attr);
+        let handler = handler::Handler::analyse(func);
+        match (attr, handler) {
+            (Ok(attr), Ok(handler)) => Ok(codegen::generate(&attr, &handler, func)),
+            (Err(e), Ok(_)) | (Ok(_), Err(e)) => Err(e),
+            (Err(mut e), Err(sig_errors)) => {
+                e.combine(sig_errors);
+                Err(e)
+            }
         }
-    };
-    let result = syn::parse2::<parse::RouteAttr>(attr)
-        .and_then(|attr| handler::Handler::analyse(&func).map(|h| (attr, h)))
-        .map(|(attr, handler)| codegen::generate(&attr, &handler, &func));
-    match result {
-        Ok(tokens) => tokens,
-        Err(err) => {
-            let err = err.to_compile_error();
-            quote! { #err #func }
-        }
-    }
+    })
 }
