@@ -17,10 +17,7 @@ pub fn url() -> Option<String> {
     crate::service("PATRON_TEST_AMQP_URL", "RabbitMQ")
 }
 
-/// A queue name unique to this test run.
-pub fn unique(prefix: &str) -> String {
-    format!("patron-test-{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
+pub use crate::unique;
 
 /// A test's connection to the broker, with a confirm-mode channel.
 pub struct Broker {

@@ -1,5 +1,5 @@
-//! Kafka helpers for tests: creating topics and reading back what a topic
-//! holds.
+//! Kafka helpers for tests: the broker address, creating topics,
+//! producing to them, and reading back what a topic holds.
 
 use std::time::Duration;
 
@@ -8,6 +8,46 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message as _;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+/// The brokers, or `None` (test skipped) when `PATRON_TEST_KAFKA_BROKERS`
+/// is unset and services are not required.
+pub fn brokers() -> Option<String> {
+    crate::service("PATRON_TEST_KAFKA_BROKERS", "a Kafka-compatible broker")
+}
+
+/// A plain producer, as an independent client would use.
+pub fn producer(brokers: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("broker.address.family", "v4")
+        .create()
+        .expect("producer")
+}
+
+/// Produces `body` to `partition` of `topic`, waiting for the broker's ack.
+pub async fn produce(p: &FutureProducer, topic: &str, partition: i32, body: &str) {
+    p.send(
+        FutureRecord::<str, str>::to(topic)
+            .partition(partition)
+            .payload(body),
+        Duration::from_secs(10),
+    )
+    .await
+    .expect("produce");
+}
+
+/// A new one-partition topic holding records `m0` … `m{n-1}`, and a new
+/// group name: (topic, group).
+pub async fn numbered_topic(brokers: &str, what: &str, n: usize) -> (String, String) {
+    let (topic, group) = (crate::unique(what), crate::unique("group"));
+    create_topic(brokers, &topic, 1).await;
+    let p = producer(brokers);
+    for i in 0..n {
+        produce(&p, &topic, 0, &format!("m{i}")).await;
+    }
+    (topic, group)
+}
 
 /// A consumer of a group of its own, reading from the beginning.
 fn reader(brokers: &str) -> BaseConsumer {

@@ -32,6 +32,29 @@ pub fn service(var: &str, what: &str) -> Option<String> {
     }
 }
 
+/// A queue, topic or group name no other test run uses:
+/// `patron-test-{prefix}-{uuid}`.
+pub fn unique(prefix: &str) -> String {
+    format!("patron-test-{prefix}-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// A test service named `name` running `consumer` alone (none of the
+/// `#[patron::consumer]`s linked into the test binary), with `shutdown` as
+/// its shutdown timeout.
+pub async fn serve_consumer(
+    name: &str,
+    consumer: impl patron::component::Component,
+    shutdown: Duration,
+) -> patron::test::TestServer {
+    let mut service = patron::Service::new(name)
+        .with_consumers(std::iter::empty())
+        .with_component(consumer);
+    service.config_mut().shutdown_timeout = shutdown;
+    patron::test::TestServer::start(service)
+        .await
+        .expect("service starts")
+}
+
 /// The `#[patron::consumer]` registered for the handler named `handler`:
 /// exactly one, as a list for `Service::with_consumers`.
 pub fn registered(handler: &str) -> Vec<&'static patron::ConsumerDef> {

@@ -47,11 +47,7 @@ impl Probe {
 }
 
 async fn start(url: &str, consumer: AmqpConsumer) -> TestServer {
-    let mut service = Service::new("amqp-test")
-        .with_consumers(std::iter::empty())
-        .with_component(consumer.url(url));
-    service.config_mut().shutdown_timeout = Duration::from_secs(5);
-    TestServer::start(service).await.expect("service starts")
+    patron_tests::serve_consumer("amqp-test", consumer.url(url), Duration::from_secs(5)).await
 }
 
 async fn metric(server: &TestServer, name: &str, labels: &[(&str, &str)]) -> f64 {

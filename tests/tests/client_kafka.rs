@@ -12,19 +12,15 @@ use patron::consumer::kafka::KafkaConsumer;
 use patron::prelude::*;
 use patron::test::TestServer;
 use patron_tests::roundtrip::{Received, assert_carried, post};
-use patron_tests::{eventually, free_port, prom, service};
+use patron_tests::{eventually, free_port, prom};
 use rdkafka::producer::Producer;
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(40);
 
-fn brokers() -> Option<String> {
-    service("PATRON_TEST_KAFKA_BROKERS", "a Kafka-compatible broker")
-}
+use patron_tests::kafka::brokers;
 
-fn unique(prefix: &str) -> String {
-    format!("patron-test-{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
+use patron_tests::unique;
 
 /// The topic the `/emit` route produces to (known once the test started).
 struct Topic(String);

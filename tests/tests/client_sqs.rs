@@ -17,9 +17,7 @@ use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn unique(prefix: &str) -> String {
-    format!("patron-test-{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
+use patron_tests::unique;
 
 /// The queue the `/send` route sends to.
 struct Queue(String);

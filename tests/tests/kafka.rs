@@ -11,7 +11,7 @@ use patron::consumer::kafka::KafkaConsumer;
 use patron::consumer::{Message, Metadata, OnFailure, handler_fn};
 use patron::prelude::*;
 use patron::test::TestServer;
-use patron_tests::{eventually, service};
+use patron_tests::eventually;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -20,36 +20,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const WAIT: Duration = Duration::from_secs(40);
 
-fn brokers() -> Option<String> {
-    service("PATRON_TEST_KAFKA_BROKERS", "a Kafka-compatible broker")
-}
-
-fn unique(prefix: &str) -> String {
-    format!("patron-test-{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
-
-async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
-    patron_tests::kafka::create_topic(brokers, topic, partitions).await;
-}
-
-fn producer(brokers: &str) -> FutureProducer {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("broker.address.family", "v4")
-        .create()
-        .expect("producer")
-}
-
-async fn produce(p: &FutureProducer, topic: &str, partition: i32, body: &str) {
-    p.send(
-        FutureRecord::<str, str>::to(topic)
-            .partition(partition)
-            .payload(body),
-        Duration::from_secs(10),
-    )
-    .await
-    .expect("produce");
-}
+use patron_tests::kafka::{brokers, create_topic, numbered_topic, produce, producer};
+use patron_tests::unique;
 
 type Seen = Arc<Mutex<Vec<(i32, i64, String)>>>;
 
@@ -80,23 +52,7 @@ async fn start(consumer: KafkaConsumer) -> TestServer {
     let consumer = consumer
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1000");
-    let mut service = Service::new("kafka-test")
-        .with_consumers(std::iter::empty())
-        .with_component(consumer);
-    service.config_mut().shutdown_timeout = Duration::from_secs(10);
-    TestServer::start(service).await.expect("service starts")
-}
-
-/// A new one-partition topic holding records `m0` … `m{n-1}`, and a new
-/// group name: (topic, group).
-async fn numbered_topic(brokers: &str, what: &str, n: usize) -> (String, String) {
-    let (topic, group) = (unique(what), unique("group"));
-    create_topic(brokers, &topic, 1).await;
-    let p = producer(brokers);
-    for i in 0..n {
-        produce(&p, &topic, 0, &format!("m{i}")).await;
-    }
-    (topic, group)
+    patron_tests::serve_consumer("kafka-test", consumer, Duration::from_secs(10)).await
 }
 
 /// Produces `record` to partition 0, starts a consumer in `group`, and

@@ -15,16 +15,10 @@ use patron_tests::{eventually, prom, sqs};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-fn unique(prefix: &str) -> String {
-    format!("patron-test-{prefix}-{}", uuid::Uuid::new_v4().simple())
-}
+use patron_tests::unique;
 
 async fn start(consumer: SqsConsumer) -> TestServer {
-    let mut service = Service::new("sqs-test")
-        .with_consumers(std::iter::empty())
-        .with_component(consumer);
-    service.config_mut().shutdown_timeout = Duration::from_secs(5);
-    TestServer::start(service).await.expect("service starts")
+    patron_tests::serve_consumer("sqs-test", consumer, Duration::from_secs(5)).await
 }
 
 type Seen = Arc<Mutex<Vec<(String, u32)>>>;

@@ -47,6 +47,10 @@
 mod backoff;
 #[cfg(any(feature = "amqp", feature = "sqs", feature = "kafka"))]
 mod dead_letter;
+#[cfg(any(feature = "amqp", feature = "sqs", feature = "kafka"))]
+// Kafka never reports the broker up (its client reconnects on its own).
+#[cfg_attr(not(any(feature = "amqp", feature = "sqs")), allow(dead_code))]
+mod reconnect;
 // AMQP and Kafka consumers take batches.
 #[cfg_attr(not(any(feature = "amqp", feature = "kafka")), allow(dead_code))]
 mod batch;

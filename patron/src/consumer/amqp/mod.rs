@@ -36,9 +36,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::backoff::Backoff;
 use super::batch::Handler;
 use super::common::{Common, common_builders};
 use super::dead_letter;
@@ -48,6 +48,7 @@ use super::message::{AmqpMetadata, Delivery, Headers, Metadata};
 use super::metrics::ConsumerMetrics;
 use super::policy::{OnFailure, Policy};
 use super::process::{Pipeline, Stopper, Verdict, drain, now_millis, truncate_reason};
+use super::reconnect::{Reconnect, Severity};
 use crate::component::{Component, ComponentContext, ComponentInfo, Readiness};
 use crate::config::BrokerUrl;
 use crate::error::Error;
@@ -254,30 +255,20 @@ impl Component for AmqpConsumer {
             tracker: TaskTracker::new(),
             permits: Arc::new(Semaphore::new(self.common.concurrency)),
         };
-        let mut backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
+        let mut reconnect = Reconnect::new(
+            &self.common.name,
+            ctx.readiness().clone(),
+            CancellationToken::clone(&running.stop),
+            RECONNECT_MIN,
+            RECONNECT_MAX,
+        );
         ctx.readiness()
             .not_ready(format!("AMQP consumer {}: connecting", self.common.name));
-        loop {
-            match session.run(&mut backoff).await {
-                Ok(()) => break,
-                Err(e) => {
-                    if running.stop.is_cancelled() {
-                        break;
-                    }
-                    let reason = format!("AMQP consumer {} ({}): {e}", self.common.name, url);
-                    ctx.readiness().not_ready(reason.clone());
-                    let delay = backoff.next();
-                    tracing::warn!(
-                        consumer = %self.common.name,
-                        error = %reason,
-                        retry_in_ms = delay.as_millis() as u64,
-                        "AMQP connection lost; reconnecting"
-                    );
-                    tokio::select! {
-                        _ = running.stop.cancelled() => break,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
+        while let Err(e) = session.run(&mut reconnect).await {
+            let reason = format!("AMQP consumer {} ({}): {e}", self.common.name, url);
+            let lost = "AMQP connection lost; reconnecting";
+            if !reconnect.failed(Severity::Transient, reason, lost).await {
+                break;
             }
         }
         session.drain(ctx.config().shutdown_timeout).await;
@@ -315,7 +306,7 @@ fn during<E: std::error::Error + Send + Sync + 'static>(
 }
 
 impl Session<'_> {
-    async fn run(&self, backoff: &mut Backoff) -> Result<(), SessionError> {
+    async fn run(&self, reconnect: &mut Reconnect) -> Result<(), SessionError> {
         let c = self.consumer;
         let stop = &self.running.stop;
         let props = ConnectionProperties::default()
@@ -375,7 +366,7 @@ impl Session<'_> {
             .await
             .map_err(during(format!("cannot consume from queue {:?}", c.queue)))?;
         self.ctx.readiness().ready();
-        backoff.up();
+        reconnect.up();
         tracing::info!(consumer = %c.common.name, queue = %c.queue, prefetch = self.settings.prefetch, concurrency = c.common.concurrency, "consuming");
 
         let shared = Arc::new(Outlet {

@@ -69,6 +69,7 @@ use super::message::{Delivery, Headers, KafkaMetadata, Metadata};
 use super::metrics::{ConsumerMetrics, Tally};
 use super::policy::{OnFailure, Policy};
 use super::process::{Pipeline, Stopper, Verdict, drain, now_millis, truncate_reason};
+use super::reconnect::{Reconnect, Severity};
 use crate::client::kafka::LogContext;
 use crate::client::kafka_log::client_config;
 use crate::component::{Component, ComponentContext, ComponentInfo, Readiness};
@@ -300,7 +301,13 @@ impl Component for KafkaConsumer {
             assigned: assigned_gauge(ctx.metrics())?.with_label_values(&[name]),
             lag: lag_gauges(ctx.metrics())?,
         };
-        let mut delay = RECREATE_MIN;
+        let mut reconnect = Reconnect::new(
+            name,
+            ctx.readiness().clone(),
+            stop.clone(),
+            RECREATE_MIN,
+            RECREATE_MAX,
+        );
         while let Some(fatal) = session.run().await? {
             // librdkafka does not recover from a fatal error: the client is
             // recreated, or the service stops when the strategy is `exit`.
@@ -310,13 +317,10 @@ impl Component for KafkaConsumer {
                 shared.stop.exit(reason);
                 break;
             }
-            tracing::error!(consumer = %name, error = %fatal, retry_in = ?delay, "fatal Kafka client error; recreating the client");
-            ctx.readiness().not_ready(reason);
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(delay) => {}
+            let what = "fatal Kafka client error; recreating the client";
+            if !reconnect.failed(Severity::Fatal, reason, what).await {
+                break;
             }
-            delay = (delay * 2).min(RECREATE_MAX);
         }
         tracing::info!(consumer = %name, "Kafka consumer stopped");
         shared.stop.result(name)

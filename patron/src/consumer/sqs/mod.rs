@@ -32,7 +32,6 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::backoff::Backoff;
 use super::common::{Common, common_builders};
 use super::dead_letter;
 use super::dlq_headers;
@@ -41,6 +40,7 @@ use super::message::{Delivery, Headers, Metadata, SqsMetadata};
 use super::metrics::ConsumerMetrics;
 use super::policy::{OnFailure, Policy};
 use super::process::{Pipeline, Stopper, Verdict, drain, now_millis, truncate_reason};
+use super::reconnect::{Reconnect, Severity};
 use crate::client::sqs::default_client;
 use crate::component::{Component, ComponentContext, ComponentInfo, Readiness};
 use crate::error::Error;
@@ -201,7 +201,13 @@ impl Component for SqsConsumer {
             self.common.name
         ));
         // Resolve the queue URLs now, retrying while SQS is unreachable.
-        let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
+        let mut reconnect = Reconnect::new(
+            &self.common.name,
+            readiness.clone(),
+            stop.clone(),
+            RETRY_MIN,
+            RETRY_MAX,
+        );
         let (queue_url, dlq_url) = loop {
             let resolved = async {
                 let url = queue_url(&client, &self.queue).await?;
@@ -211,20 +217,16 @@ impl Component for SqsConsumer {
                 };
                 Ok::<_, String>((url, dlq))
             };
-            tokio::select! {
+            let reason = tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 r = resolved => match r {
                     Ok(urls) => break urls,
-                    Err(e) => {
-                        let reason = format!("SQS consumer {}: {e}", self.common.name);
-                        readiness.not_ready(reason.clone());
-                        tracing::warn!(consumer = %self.common.name, error = %reason, "cannot resolve the SQS queue; retrying");
-                    }
+                    Err(e) => format!("SQS consumer {}: {e}", self.common.name),
                 },
-            }
-            tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(backoff.next()) => {}
+            };
+            let what = "cannot resolve the SQS queue; retrying";
+            if !reconnect.failed(Severity::Transient, reason, what).await {
+                return Ok(());
             }
         };
         let metrics =
@@ -262,7 +264,7 @@ impl Component for SqsConsumer {
 
         let tracker = TaskTracker::new();
         let permits = Arc::new(Semaphore::new(self.common.concurrency));
-        backoff.up();
+        reconnect.up();
         // After a failed receive, poll without waiting until one succeeds:
         // a long poll would keep `/ready` at 503 for up to `wait` after SQS
         // is back.
@@ -301,7 +303,7 @@ impl Component for SqsConsumer {
                         readiness.ready();
                         failing = false;
                     }
-                    backoff.up();
+                    reconnect.up();
                     out.messages.unwrap_or_default()
                 }
                 Err(e) => {
@@ -311,13 +313,10 @@ impl Component for SqsConsumer {
                         self.queue,
                         aws_sdk_sqs::error::DisplayErrorContext(&e)
                     );
-                    readiness.not_ready(reason.clone());
                     failing = true;
-                    let delay = backoff.next();
-                    tracing::warn!(consumer = %self.common.name, error = %reason, retry_in_ms = delay.as_millis() as u64, "SQS receive failed; retrying");
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tokio::time::sleep(delay) => {}
+                    let what = "SQS receive failed; retrying";
+                    if !reconnect.failed(Severity::Transient, reason, what).await {
+                        break;
                     }
                     continue;
                 }
