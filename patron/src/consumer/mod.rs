@@ -78,8 +78,6 @@ pub(crate) mod registry;
 pub mod amqp;
 #[cfg(feature = "kafka")]
 pub mod kafka;
-#[cfg(feature = "kafka")]
-mod kafka_queue;
 #[cfg(feature = "sqs")]
 pub mod sqs;
 

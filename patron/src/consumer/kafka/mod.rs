@@ -64,9 +64,8 @@ use super::common::{Common, common_builders};
 use super::dead_letter;
 use super::dlq_headers;
 use super::handler::{BatchHandler, MessageHandler};
-use super::kafka_queue::{self, Record, RecordQueue};
 use super::message::{Delivery, Headers, KafkaMetadata, Metadata};
-use super::metrics::{ConsumerMetrics, Tally};
+use super::metrics::ConsumerMetrics;
 use super::policy::{OnFailure, Policy};
 use super::process::{Pipeline, Stopper, Verdict, drain, now_millis, truncate_reason};
 use super::reconnect::{Reconnect, Severity};
@@ -74,6 +73,7 @@ use crate::client::kafka::LogContext;
 use crate::client::kafka_log::client_config;
 use crate::component::{Component, ComponentContext, ComponentInfo, Readiness};
 use crate::error::Error;
+use queue::{Record, RecordQueue};
 
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 const LAG_INTERVAL: Duration = Duration::from_secs(5);
@@ -327,12 +327,20 @@ impl Component for KafkaConsumer {
     }
 }
 
-mod context;
+mod dlq;
+mod lag;
+mod progress;
+mod queue;
+mod rebalance;
 mod session;
+mod tally;
 #[cfg(test)]
 mod tests;
 mod worker;
 
-use context::*;
+use lag::*;
+use progress::*;
+use rebalance::*;
 use session::*;
+use tally::*;
 use worker::*;

@@ -333,28 +333,6 @@ impl Session<'_> {
         went_on
     }
 
-    /// Refreshes `kafka_consumer_lag` off the runtime: fetching the
-    /// watermarks blocks on the network.
-    pub(super) fn refresh_lag(&self, consumer: &Arc<StreamConsumer<Context>>) {
-        let (consumer, partitions, lag, name) = (
-            Arc::clone(consumer),
-            Arc::clone(&self.partitions),
-            self.lag.clone(),
-            self.consumer.common.name.clone(),
-        );
-        tokio::task::spawn_blocking(move || record_lag(&consumer, &partitions, &lag, &name));
-    }
-
-    /// Commits the recorded progress without waiting for the broker.
-    pub(super) fn commit(&self, consumer: &StreamConsumer<Context>) {
-        let list = offsets(&self.partitions);
-        if list.count() > 0
-            && let Err(e) = consumer.commit(&list, CommitMode::Async)
-        {
-            tracing::warn!(consumer = %self.consumer.common.name, error = %e, "committing offsets failed; retrying at the next interval");
-        }
-    }
-
     /// Drops the progress and stops the workers of every partition: a new
     /// client starts from the group's committed offsets.
     pub(super) fn forget_partitions(&self) {
@@ -464,7 +442,7 @@ pub(super) async fn ready(records: Option<&RecordQueue>) {
 }
 
 /// The most records taken from librdkafka in one go without waiting.
-pub(super) const CHUNK: usize = kafka_queue::MAX_TAKE;
+pub(super) const CHUNK: usize = queue::MAX_TAKE;
 
 /// One partition's worker, as the receive loop sees it.
 pub(super) enum Lane {

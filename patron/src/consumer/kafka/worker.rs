@@ -1,6 +1,6 @@
 //! A partition's worker: its records in order through the pipeline, the
-//! in-process redelivery under `exit`, dead letters, the progress it records,
-//! and the lag gauges.
+//! in-process redelivery under `exit`, and the progress it records (dead
+//! letters are in `dlq.rs`, the lag in `lag.rs`).
 
 #[allow(unused_imports)]
 use super::*;
@@ -187,27 +187,6 @@ impl Worker {
         done && self.record(message)
     }
 
-    /// Produces the dead letter until the broker accepts it (`true`), or
-    /// the service stops or the partition is revoked (`false`: the record
-    /// stays uncommitted and is delivered again). Meanwhile the partition
-    /// holds (its order is kept) and the consumer is not ready.
-    pub(super) async fn dead_letter_until_accepted(
-        &self,
-        message: &Record,
-        reason: &str,
-        attempts: u32,
-    ) -> bool {
-        let shared = &self.shared;
-        dead_letter::until_accepted(
-            &shared.pipeline,
-            &shared.readiness,
-            &shared.stop,
-            || dead_letter(shared, message, reason, attempts),
-            || self.proceed(),
-        )
-        .await
-    }
-
     /// Records `message` as done unless the partition was revoked; false
     /// when it was. A record that finishes while the revocation commits
     /// may land in a state already taken out of the shared map: it is then
@@ -240,61 +219,6 @@ pub(super) fn last_per_key(records: &[Record]) -> Vec<usize> {
         .collect()
 }
 
-pub(super) async fn dead_letter(
-    shared: &SessionShared,
-    m: &Record,
-    reason: &str,
-    attempts: u32,
-) -> Result<(), String> {
-    let (Some(producer), Some(topic)) = (&shared.producer, &shared.dlq) else {
-        return Err("no DLQ topic is configured".into());
-    };
-    let mut original = Vec::new();
-    m.for_each_header(|key, value| original.push((key.to_string(), value.map(<[u8]>::to_vec))));
-    let mut headers = OwnedHeaders::new_with_capacity(original.len() + 7);
-    for (key, value) in &original {
-        headers = headers.insert(Header {
-            key,
-            value: value.as_deref(),
-        });
-    }
-    let reason = truncate_reason(reason);
-    let attempts = attempts.to_string();
-    let partition = m.partition().to_string();
-    let offset = m.offset().to_string();
-    let failed_at = now_millis().to_string();
-    // The copy gets its own timestamp, so the DLQ's retention counts from
-    // the failure; the original's is kept here.
-    let timestamp = m.timestamp().map(|t| t.to_string()).unwrap_or_default();
-    for (key, value) in [
-        (dlq_headers::ERROR, reason.as_str()),
-        (dlq_headers::ATTEMPTS, attempts.as_str()),
-        ("x-patron-original-topic", m.topic()),
-        ("x-patron-original-partition", partition.as_str()),
-        ("x-patron-original-offset", offset.as_str()),
-        (dlq_headers::CONSUMER, &shared.pipeline.consumer),
-        (dlq_headers::FAILED_AT, failed_at.as_str()),
-        ("x-patron-original-timestamp", timestamp.as_str()),
-    ] {
-        headers = headers.insert(Header {
-            key,
-            value: Some(value),
-        });
-    }
-    let mut record = FutureRecord::<[u8], [u8]>::to(topic).headers(headers);
-    if let Some(key) = m.key() {
-        record = record.key(key);
-    }
-    if let Some(payload) = m.payload() {
-        record = record.payload(payload);
-    }
-    producer
-        .send(record, Duration::from_secs(10))
-        .await
-        .map(|_| ())
-        .map_err(|(e, _)| format!("producing to DLQ topic {topic:?} failed: {e}"))
-}
-
 /// A Kafka record as patron's [`Delivery`].
 pub(super) fn convert(m: &Record, topic: &Arc<str>) -> Delivery {
     let mut headers = Headers::new();
@@ -315,60 +239,4 @@ pub(super) fn convert(m: &Record, topic: &Arc<str>) -> Delivery {
         headers,
         Metadata::Kafka(metadata),
     )
-}
-
-/// The lag gauge family, shared by the service's Kafka consumers.
-pub(super) fn lag_gauges(metrics: &crate::observe::metrics::Metrics) -> Result<IntGaugeVec, Error> {
-    metrics.shared("kafka_consumer_lag", || {
-        IntGaugeVec::new(
-            Opts::new(
-                "kafka_consumer_lag",
-                "Records behind: the partition's high watermark minus the next offset to commit.",
-            ),
-            &["consumer", "topic", "partition"],
-        )
-        .map_err(|e| Error::msg(format!("cannot create the Kafka lag gauge: {e}")))
-    })
-}
-
-/// The assigned-partitions gauge family, shared by the service's Kafka
-/// consumers.
-pub(super) fn assigned_gauge(
-    metrics: &crate::observe::metrics::Metrics,
-) -> Result<IntGaugeVec, Error> {
-    metrics.shared("kafka_consumer_assigned_partitions", || {
-        IntGaugeVec::new(
-            Opts::new(
-                "kafka_consumer_assigned_partitions",
-                "Partitions the consumer group currently assigns to this instance.",
-            ),
-            &["consumer"],
-        )
-        .map_err(|e| Error::msg(format!("cannot create the Kafka assignment gauge: {e}")))
-    })
-}
-
-pub(super) fn record_lag(
-    consumer: &StreamConsumer<Context>,
-    partitions: &Partitions,
-    lag: &IntGaugeVec,
-    name: &str,
-) {
-    let positions: Vec<((String, i32), i64)> = partitions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .iter()
-        .map(|(k, state)| (k.clone(), state.next.load(Ordering::Acquire)))
-        .filter(|(_, next)| *next != NOTHING)
-        .collect();
-    for ((topic, partition), next) in positions {
-        match consumer.fetch_watermarks(&topic, partition, Duration::from_secs(2)) {
-            Ok((_, high)) => lag
-                .with_label_values(&[name, topic.as_str(), partition.to_string().as_str()])
-                .set((high - next).max(0)),
-            Err(e) => {
-                tracing::debug!(consumer = %name, topic, partition, error = %e, "cannot read the high watermark")
-            }
-        }
-    }
 }

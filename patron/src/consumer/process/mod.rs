@@ -19,7 +19,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::batch::Mark;
 use super::handler::{BatchHandler, HandlerError, MessageHandler};
 use super::message::Delivery;
-use super::metrics::{ConsumerMetrics, Tally};
+use super::metrics::ConsumerMetrics;
 use super::policy::{OnFailure, Policy};
 use crate::context::{KnownContext, REQUEST, RequestContext, in_message_context};
 use crate::deps::Deps;
@@ -93,41 +93,6 @@ impl Pipeline {
         verdict
     }
 
-    /// [`Self::process`] for a worker handling runs of messages one after
-    /// the other (Kafka), counted in `tally`, whose run the caller began
-    /// and which moves the in-flight gauge. A message acknowledged as soon
-    /// as its handler was called joins the tally's group of such messages
-    /// (no clock read of its own); one whose handler has to wait or fails
-    /// is timed by itself. The tally is flushed before any wait, so what
-    /// it holds is never older than the current burst of messages.
-    #[cfg_attr(not(feature = "kafka"), allow(dead_code))]
-    pub(crate) async fn process_counted(
-        &self,
-        handler: &dyn MessageHandler,
-        delivery: &Delivery,
-        stop: &CancellationToken,
-        tally: &mut Tally,
-    ) -> Verdict {
-        let mut waited = None;
-        let verdict = self
-            .verdict(handler, delivery, stop, || waited = Some(tally.interrupt()))
-            .await;
-        match waited {
-            // Only an acknowledgement comes without a wait (`verdict`).
-            None => tally.ack_at_once(),
-            Some(started) => {
-                let ended = Instant::now();
-                let seconds = ended.saturating_duration_since(started).as_secs_f64();
-                let acked = verdict == Verdict::Ack;
-                tally.timed(ended, seconds, acked);
-                if !acked {
-                    self.observe(&verdict, seconds);
-                }
-            }
-        }
-        verdict
-    }
-
     /// The verdict on `delivery`.
     ///
     /// The first call is started and polled once right here, inside the
@@ -136,7 +101,7 @@ impl Pipeline {
     /// wrapper or retry state machine around it. Anything else — a pending
     /// handler, a failure, a retry — continues in [`Self::attempts`], after
     /// `before_wait`.
-    async fn verdict(
+    pub(crate) async fn verdict(
         &self,
         handler: &dyn MessageHandler,
         delivery: &Delivery,
@@ -176,7 +141,7 @@ impl Pipeline {
     }
 
     /// One message's duration and outcome, in the shared metrics.
-    fn observe(&self, verdict: &Verdict, seconds: f64) {
+    pub(crate) fn observe(&self, verdict: &Verdict, seconds: f64) {
         self.metrics.duration.observe(seconds);
         self.count(verdict, 1);
     }

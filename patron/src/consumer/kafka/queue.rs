@@ -2,8 +2,8 @@
 //!
 //! rdkafka's `StreamConsumer` hands out one record per poll, and each poll
 //! is one trip through librdkafka's event queue (a lock, clock reads, an
-//! event object and an `Arc` per record): about 0.2 µs a record, most of a
-//! hand-written loop's cost. Here each assigned partition's fetch queue is
+//! event object and an `Arc` per record), most of what a hand-written loop
+//! costs. Here each assigned partition's fetch queue is
 //! forwarded to a [`RecordQueue`] of our own, which is drained up to a few
 //! hundred records at a time with `rd_kafka_consume_batch_queue`; the
 //! consumer's own queue still carries rebalances, errors and commit results

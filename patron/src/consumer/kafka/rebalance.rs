@@ -1,6 +1,6 @@
 //! The rdkafka client context of a consumer: rebalance callbacks that commit
 //! what revoked partitions finished and forward new partitions to the record
-//! queue, client errors and readiness, and the offsets to commit.
+//! queue, client errors and readiness.
 
 #[allow(unused_imports)]
 use super::*;
@@ -147,28 +147,5 @@ pub(super) fn close_fatal(consumer: Arc<StreamConsumer<Context>>, name: &str) {
         .spawn(move || drop(consumer));
     if let Err(e) = spawned {
         tracing::warn!(consumer = %name, error = %e, "cannot start a thread to close the failed Kafka client; leaking it");
-    }
-}
-
-/// The offsets to commit.
-pub(super) fn offsets(partitions: &Partitions) -> TopicPartitionList {
-    let mut list = TopicPartitionList::new();
-    for ((topic, partition), state) in partitions.lock().unwrap_or_else(|p| p.into_inner()).iter() {
-        add_next(&mut list, topic, *partition, state);
-    }
-    list
-}
-
-/// Adds the partition's next offset to commit to `list`, if its worker
-/// finished a record.
-pub(super) fn add_next(
-    list: &mut TopicPartitionList,
-    topic: &str,
-    partition: i32,
-    state: &PartitionState,
-) {
-    let next = state.next.load(Ordering::Acquire);
-    if next != NOTHING {
-        let _ = list.add_partition_offset(topic, partition, Offset::Offset(next));
     }
 }
