@@ -276,9 +276,9 @@ pub mod prelude {
 #[doc(hidden)]
 pub use http as __http;
 
-/// The README's snippets, tested. They include consumers and clients, so
-/// they need the `amqp`, `sqs`, `kafka`, `http-client` and `sql` features
-/// (on in workspace test runs).
+/// The README's and the guides' snippets, tested. They include consumers
+/// and clients, so they need the `amqp`, `sqs`, `kafka`, `http-client` and
+/// `sql` features (on in workspace test runs).
 #[cfg(all(
     doctest,
     feature = "amqp",
@@ -287,41 +287,16 @@ pub use http as __http;
     feature = "http-client",
     feature = "sql"
 ))]
-#[doc = include_str!("../../README.md")]
-pub struct ReadmeDoctests;
+mod doc_snippets {
+    #[doc = include_str!("../../README.md")]
+    pub struct Readme;
 
-/// The guides' snippets, compiled as doc tests like the README's.
-#[cfg(all(
-    doctest,
-    feature = "amqp",
-    feature = "sqs",
-    feature = "kafka",
-    feature = "http-client",
-    feature = "sql"
-))]
-#[doc = include_str!("../../docs/consumers.md")]
-pub struct ConsumersGuideDoctests;
+    #[doc = include_str!("../../docs/consumers.md")]
+    pub struct ConsumersGuide;
 
-/// See [`ConsumersGuideDoctests`].
-#[cfg(all(
-    doctest,
-    feature = "amqp",
-    feature = "sqs",
-    feature = "kafka",
-    feature = "http-client",
-    feature = "sql"
-))]
-#[doc = include_str!("../../docs/clients.md")]
-pub struct ClientsGuideDoctests;
+    #[doc = include_str!("../../docs/clients.md")]
+    pub struct ClientsGuide;
 
-/// See [`ConsumersGuideDoctests`].
-#[cfg(all(
-    doctest,
-    feature = "amqp",
-    feature = "sqs",
-    feature = "kafka",
-    feature = "http-client",
-    feature = "sql"
-))]
-#[doc = include_str!("../../docs/reliability.md")]
-pub struct ReliabilityGuideDoctests;
+    #[doc = include_str!("../../docs/reliability.md")]
+    pub struct ReliabilityGuide;
+}
