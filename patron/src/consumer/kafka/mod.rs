@@ -117,11 +117,23 @@ pub struct KafkaConsumer {
     settings: Vec<(String, String)>,
     handler: Handler,
     dedup: bool,
-    /// Tests turn the record queue off to exercise the consumer queue's
-    /// path.
-    #[cfg(test)]
-    record_queue: bool,
+    seams: Seams,
 }
+
+/// What this module's tests change or observe in a consumer. The defaults
+/// are production's; keeping them in a value of their own leaves no
+/// test-only branch in the consumer's code.
+#[derive(Clone, Default)]
+struct Seams {
+    /// Take every record through the consumer's own queue, one at a time,
+    /// instead of a record queue (the fallback path).
+    no_record_queue: bool,
+    /// Called with each client a session creates.
+    on_client: Option<ClientObserver>,
+}
+
+/// See [`Seams::on_client`].
+type ClientObserver = Arc<dyn Fn(&Arc<StreamConsumer<Context>>) + Send + Sync>;
 
 impl KafkaConsumer {
     /// A consumer of `topics` in consumer group `group`.
@@ -168,8 +180,7 @@ impl KafkaConsumer {
             settings: Vec::new(),
             handler,
             dedup: false,
-            #[cfg(test)]
-            record_queue: true,
+            seams: Seams::default(),
         }
     }
 
@@ -203,10 +214,7 @@ impl KafkaConsumer {
     /// Whether sessions take records through a record queue: always,
     /// except in tests of the consumer queue's path.
     fn wants_record_queue(&self) -> bool {
-        #[cfg(test)]
-        return self.record_queue;
-        #[cfg(not(test))]
-        true
+        !self.seams.no_record_queue
     }
 
     fn checked_policy(&self) -> Result<Policy, Error> {

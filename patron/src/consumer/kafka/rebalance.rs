@@ -22,8 +22,8 @@ pub(super) struct Context {
     /// The session's record queue, which assigned partitions are forwarded
     /// to (weak: the session drops it before the client).
     pub(super) records: OnceLock<Weak<RecordQueue>>,
-    /// Records that came through the consumer's own queue.
-    #[cfg(test)]
+    /// Records that came through the consumer's own queue (copied one at
+    /// a time: a partition the record queue could not take).
     pub(super) copied: AtomicUsize,
 }
 

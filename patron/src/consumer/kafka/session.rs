@@ -49,7 +49,6 @@ impl Session<'_> {
                 brokers_down: Arc::clone(&brokers_down),
                 owned: AtomicUsize::new(0),
                 records: OnceLock::new(),
-                #[cfg(test)]
                 copied: Default::default(),
             })
             .map_err(|e| {
@@ -58,8 +57,9 @@ impl Session<'_> {
                 ))
             })?;
         let consumer = Arc::new(consumer);
-        #[cfg(test)]
-        tests::created(&consumer);
+        if let Some(observe) = &c.seams.on_client {
+            observe(&consumer);
+        }
         // SAFETY: the queue is dropped before the client: explicitly below
         // on every way out after this point, and the context holds it
         // weakly.
@@ -127,7 +127,6 @@ impl Session<'_> {
                             Some(None) | None => break,
                         }
                     }
-                    #[cfg(test)]
                     consumer.context().copied.fetch_add(chunk.len(), Ordering::Relaxed);
                     if !self.dispatch(&consumer, &mut ticks, chunk, &mut workers, &tracker).await {
                         break;

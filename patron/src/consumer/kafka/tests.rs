@@ -28,7 +28,7 @@ use crate::test::TestServer;
 /// Every client a session created in this test process.
 static CREATED: Mutex<Vec<Weak<StreamConsumer<Context>>>> = Mutex::new(Vec::new());
 
-pub(super) fn created(consumer: &Arc<StreamConsumer<Context>>) {
+fn created(consumer: &Arc<StreamConsumer<Context>>) {
     CREATED.lock().unwrap().push(Arc::downgrade(consumer));
 }
 
@@ -134,7 +134,10 @@ fn raise_fatal(consumer: &StreamConsumer<Context>) {
     }
 }
 
-fn service(consumer: KafkaConsumer) -> Service {
+/// A service running `consumer`, whose clients are recorded for
+/// [`assigned_client`].
+fn service(mut consumer: KafkaConsumer) -> Service {
+    consumer.seams.on_client = Some(Arc::new(created));
     let consumer = consumer
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "1000");
@@ -187,7 +190,7 @@ async fn consume_twenty(record_queue: bool) -> Option<(Vec<String>, usize)> {
         async {}
     });
     let mut consumer = KafkaConsumer::new([topic.as_str()], group, handler).brokers(&brokers);
-    consumer.record_queue = record_queue;
+    consumer.seams.no_record_queue = !record_queue;
     let server = TestServer::start(service(consumer)).await.unwrap();
     let client = assigned_client(1).await;
     produce_with_headers(&brokers, &topic, 20).await;
