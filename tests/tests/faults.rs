@@ -511,11 +511,14 @@ async fn kafka_broker_restart_turns_readiness_and_loses_nothing() {
     let Some(tansu) = service("PATRON_TEST_TANSU_BIN", "the tansu binary") else {
         return;
     };
-    // tansu keeps its topics, records and consumer groups in S3 (moto's,
-    // beside its SQS): they survive the restart, as on a real broker.
-    let Some(s3) = service("PATRON_TEST_SQS_ENDPOINT", "moto (S3 for tansu)") else {
+    // tansu keeps its topics, records and consumer groups in S3 (a moto of
+    // the test's own, so the shared one's SQS is not slowed down): they
+    // survive the restart, as on a real broker.
+    let Some(moto) = service("PATRON_TEST_MOTO_BIN", "the moto server (S3 for tansu)") else {
         return;
     };
+    let s3_server = OwnBroker::new(&moto, &["-H", "127.0.0.1", "-p", "{port}"], &[]);
+    let s3 = format!("http://127.0.0.1:{}", s3_server.port);
     let bucket = unique("tansu").replace('_', "-");
     let created = reqwest::Client::new()
         .put(format!("{s3}/{bucket}"))
