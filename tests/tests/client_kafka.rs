@@ -49,6 +49,10 @@ fn delivered(topic: &str) -> f64 {
 async fn a_route_produces_and_the_consumer_sees_its_trace_and_correlation_id() {
     let Some(brokers) = brokers() else { return };
     let topic = unique("produce");
+    // Created before the consumer subscribes: a consumer whose first
+    // metadata request misses the topic sees it only at librdkafka's next
+    // metadata refresh (5 minutes), and this test once waited in vain.
+    patron_tests::kafka::create_topic(&brokers, &topic, 1).await;
     let received = Received::default();
     let consumer =
         KafkaConsumer::new([topic.as_str()], unique("group"), received.handler()).brokers(&brokers);
