@@ -48,7 +48,7 @@ pub struct Kind {
 /// Every signature problem of `sig`, combined.
 pub fn check(sig: &Signature, kind: &Kind) -> syn::Result<()> {
     let noun = kind.noun;
-    let mut errors: Vec<syn::Error> = Vec::new();
+    let mut errors = Errors::default();
     if sig.asyncness.is_none() {
         errors.push(syn::Error::new(
             sig.fn_token.span(),
@@ -101,19 +101,36 @@ pub fn check(sig: &Signature, kind: &Kind) -> syn::Result<()> {
             format!("{noun} take at most 16 arguments{}", kind.too_many_hint),
         ));
     }
-    combine(errors)
+    errors.finish()
 }
 
-/// One error holding all of `errors`, or `Ok` when there are none.
-pub fn combine(errors: impl IntoIterator<Item = syn::Error>) -> syn::Result<()> {
-    let mut all: Option<syn::Error> = None;
-    for e in errors {
-        match &mut all {
-            Some(a) => a.combine(e),
-            None => all = Some(e),
+/// Errors collected across arguments and checks, reported as one
+/// (`syn::Error::combine`), so a user sees every mistake at once.
+#[derive(Default)]
+pub struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub fn push(&mut self, e: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(e),
+            None => self.0 = Some(e),
         }
     }
-    all.map_or(Ok(()), Err)
+
+    /// All the errors so far and `e`.
+    pub fn and(self, e: syn::Error) -> syn::Error {
+        match self.0 {
+            Some(mut all) => {
+                all.combine(e);
+                all
+            }
+            None => e,
+        }
+    }
+
+    pub fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
 }
 
 /// The argument types of `sig` (after `check` passed: no receivers).

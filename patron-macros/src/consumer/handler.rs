@@ -4,7 +4,7 @@
 use syn::spanned::Spanned;
 use syn::{ItemFn, Type};
 
-use crate::sig::{self, Kind};
+use crate::sig::{self, Errors, Kind};
 
 const KIND: Kind = Kind {
     noun: "consumer handlers",
@@ -34,7 +34,10 @@ impl Handler {
     pub fn analyse(func: &ItemFn, batch: bool, batches: bool) -> syn::Result<Self> {
         let sig = &func.sig;
         let args = sig::arg_types(sig);
-        let mut errors: Vec<syn::Error> = check_signature(func).err().into_iter().collect();
+        let mut errors = Errors::default();
+        if let Err(e) = check_signature(func) {
+            errors.push(e);
+        }
         let mut message = None;
         for (i, ty) in args.iter().enumerate() {
             match sig::last_segment(ty).as_deref() {
@@ -60,7 +63,7 @@ impl Handler {
                 _ => {}
             }
         }
-        sig::combine(errors)?;
+        errors.finish()?;
         let Some(message) = message else {
             let what = if batch {
                 "`batch: Batch<Json<Order>>`"

@@ -18,6 +18,7 @@ use syn::{Ident, LitBool, LitInt, LitStr, Token};
 use super::model::{
     AmqpArgs, Batching, Broker, CommonArgs, ConsumerAttr, KafkaArgs, OnFailure, SqsArgs,
 };
+use crate::sig::Errors;
 use crate::{args, units};
 
 const BROKERS: &[&str] = &["amqp", "kafka", "sqs"];
@@ -71,12 +72,12 @@ pub struct Parsed {
 
 impl Parse for Parsed {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let (broker_ident, mut broker) = parse_source(input)?;
+        let (broker_ident, broker) = parse_source(input)?;
         let broker_name = broker.name();
         let known = keys_for(broker_name);
         let mut attr = ConsumerAttr {
             broker_ident,
-            broker: Broker::Amqp(placeholder()),
+            broker,
             common: CommonArgs::default(),
             batch: None,
             batch_timeout: None,
@@ -94,52 +95,12 @@ impl Parse for Parsed {
                     continue;
                 }
             };
-            if let Err(e) = apply(&key, input, &mut attr, &mut broker) {
+            if let Err(e) = apply(&key, input, &mut attr) {
                 errors.push(e);
                 skip_argument(input);
             }
         }
-        attr.broker = broker;
         Ok(Parsed { attr, errors })
-    }
-}
-
-/// A stand-in while the real broker is being filled in.
-fn placeholder() -> AmqpArgs {
-    AmqpArgs {
-        queue: LitStr::new("", Span::call_site()),
-        exchange: None,
-        routing_key: None,
-        declare: false,
-        prefetch: None,
-    }
-}
-
-/// Errors collected across arguments, reported as one.
-#[derive(Default)]
-pub struct Errors(Option<syn::Error>);
-
-impl Errors {
-    pub fn push(&mut self, e: syn::Error) {
-        match &mut self.0 {
-            Some(all) => all.combine(e),
-            None => self.0 = Some(e),
-        }
-    }
-
-    /// All the errors so far and `e`.
-    pub fn and(self, e: syn::Error) -> syn::Error {
-        match self.0 {
-            Some(mut all) => {
-                all.combine(e);
-                all
-            }
-            None => e,
-        }
-    }
-
-    pub fn finish(self) -> syn::Result<()> {
-        self.0.map_or(Ok(()), Err)
     }
 }
 
@@ -207,7 +168,10 @@ fn parse_source(input: ParseStream) -> syn::Result<(Ident, Broker)> {
             check_amqp_queue(&queue)?;
             Broker::Amqp(AmqpArgs {
                 queue,
-                ..placeholder()
+                exchange: None,
+                routing_key: None,
+                declare: false,
+                prefetch: None,
             })
         }
     };
@@ -241,13 +205,14 @@ fn parse_topics(input: ParseStream) -> syn::Result<Vec<LitStr>> {
 }
 
 /// Reads the value of `key` (already known to suit `broker`) into `attr`.
-fn apply(
-    key: &Ident,
-    input: ParseStream,
-    attr: &mut ConsumerAttr,
-    broker: &mut Broker,
-) -> syn::Result<()> {
-    let common = &mut attr.common;
+fn apply(key: &Ident, input: ParseStream, attr: &mut ConsumerAttr) -> syn::Result<()> {
+    let ConsumerAttr {
+        broker,
+        common,
+        batch,
+        batch_timeout,
+        ..
+    } = attr;
     match (key.to_string().as_str(), broker) {
         ("concurrency", _) => {
             common.concurrency = Some(int(input, "concurrency", 1, 10_000)?.0 as u32)
@@ -261,7 +226,7 @@ fn apply(
         ("dlq", _) => common.dlq = Some(name(input, "dlq", "\"orders.dlq\"", "the DLQ name")?),
         ("batch", _) => {
             let (size, _) = int(input, "batch", 1, 65_535)?;
-            attr.batch = Some(Batching { size: size as u32 });
+            *batch = Some(Batching { size: size as u32 });
         }
         ("batch_timeout", _) => {
             let (nanos, span) = duration(input, "batch_timeout", "\"1s\"")?;
@@ -271,7 +236,7 @@ fn apply(
                     "`batch_timeout` must be greater than zero",
                 ));
             }
-            attr.batch_timeout = Some((nanos, key.span()));
+            *batch_timeout = Some((nanos, key.span()));
         }
         ("exchange", Broker::Amqp(a)) => {
             a.exchange = Some(args::string(input, "exchange", "\"events\"")?)

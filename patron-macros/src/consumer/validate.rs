@@ -2,7 +2,7 @@
 //! broken rule is reported, together, on the token that breaks it.
 
 use super::model::{Broker, ConsumerAttr, OnFailure};
-use super::parse::Errors;
+use crate::sig::Errors;
 
 /// Checks every rule; all the errors at once.
 pub fn validate(attr: &ConsumerAttr) -> syn::Result<()> {
