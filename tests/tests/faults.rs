@@ -519,7 +519,8 @@ async fn kafka_broker_restart_turns_readiness_and_loses_nothing() {
     };
     let s3_server = OwnBroker::new(&moto, &["-H", "127.0.0.1", "-p", "{port}"], &[]);
     let s3 = format!("http://127.0.0.1:{}", s3_server.port);
-    let bucket = unique("tansu").replace('_', "-");
+    // S3 bucket names take no `_`: the shared form (`patron-test-…`).
+    let bucket = patron_tests::unique("tansu");
     let created = reqwest::Client::new()
         .put(format!("{s3}/{bucket}"))
         .send()

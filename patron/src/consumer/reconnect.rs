@@ -59,7 +59,6 @@ impl Reconnect {
         if self.stop.is_cancelled() {
             return false;
         }
-        self.readiness.not_ready(reason.clone());
         let delay = self.backoff.next();
         let retry_in_ms = delay.as_millis() as u64;
         match severity {
@@ -70,6 +69,7 @@ impl Reconnect {
                 tracing::error!(consumer = %self.consumer, error = %reason, retry_in_ms, "{what}")
             }
         }
+        self.readiness.not_ready(reason);
         tokio::select! {
             _ = self.stop.cancelled() => false,
             _ = tokio::time::sleep(delay) => true,
