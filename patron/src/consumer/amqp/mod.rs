@@ -26,15 +26,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::StreamExt;
 use lapin::Confirmation;
-use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
-    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicNackOptions, BasicPublishOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use lapin::{BasicProperties, Channel, Connection};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -47,7 +42,7 @@ use super::handler::{BatchHandler, MessageHandler};
 use super::message::{AmqpMetadata, Delivery, Headers, Metadata};
 use super::metrics::ConsumerMetrics;
 use super::policy::{OnFailure, Policy};
-use super::process::{Pipeline, Stopper, Verdict, drain, now_millis, truncate_reason};
+use super::process::{Pipeline, Stopper, Verdict, now_millis, truncate_reason};
 use super::reconnect::{Reconnect, Severity};
 use crate::component::{Component, ComponentContext, ComponentInfo, Readiness};
 use crate::config::BrokerUrl;
@@ -276,245 +271,10 @@ impl Component for AmqpConsumer {
     }
 }
 
-/// One connection's worth of consuming.
-struct Session<'a> {
-    consumer: &'a AmqpConsumer,
-    settings: &'a Settings,
-    url: &'a BrokerUrl,
-    ctx: &'a ComponentContext,
-    running: &'a Arc<Running>,
-    tracker: TaskTracker,
-    permits: Arc<Semaphore>,
-}
-
-/// A broker error, with what patron was doing when it happened.
-#[derive(Debug, thiserror::Error)]
-#[error("{doing}: {source}")]
-struct SessionError {
-    doing: String,
-    source: Box<dyn std::error::Error + Send + Sync>,
-}
-
-fn during<E: std::error::Error + Send + Sync + 'static>(
-    doing: impl Into<String>,
-) -> impl FnOnce(E) -> SessionError {
-    let doing = doing.into();
-    move |e| SessionError {
-        doing,
-        source: Box::new(e),
-    }
-}
-
-impl Session<'_> {
-    async fn run(&self, reconnect: &mut Reconnect) -> Result<(), SessionError> {
-        let c = self.consumer;
-        let stop = &self.running.stop;
-        let props = ConnectionProperties::default()
-            .with_connection_name(format!("patron {}", c.common.name).into());
-        let conn = tokio::select! {
-            _ = stop.cancelled() => return Ok(()),
-            r = tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(self.url.expose(), props)) => r
-                .map_err(during("connecting timed out"))?
-                .map_err(during(format!("cannot connect to {}", self.url)))?,
-        };
-        let channel = conn
-            .create_channel()
-            .await
-            .map_err(during("cannot open a channel"))?;
-        channel
-            .basic_qos(self.settings.prefetch, BasicQosOptions::default())
-            .await
-            .map_err(during(format!(
-                "cannot set prefetch {}",
-                self.settings.prefetch
-            )))?;
-        let dlq = self.settings.policy.dlq.clone();
-        if c.declare {
-            declare_queue(&channel, &c.queue).await?;
-            if let Some(dlq) = &dlq {
-                declare_queue(&channel, dlq).await?;
-            }
-        }
-        if let Some((exchange, key)) = &c.exchange {
-            channel
-                .queue_bind(
-                    c.queue.as_str().into(),
-                    exchange.as_str().into(),
-                    key.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(during(format!(
-                    "cannot bind queue {:?} to exchange {exchange:?} with routing key {key:?} (the exchange must exist)",
-                    c.queue
-                )))?;
-        }
-        let conn = Arc::new(conn);
-        let publisher = match &dlq {
-            Some(_) => Some(confirm_channel(&conn).await?),
-            None => None,
-        };
-        let tag = format!("{}-{}", c.common.name, uuid::Uuid::new_v4().simple());
-        let mut consumer = channel
-            .basic_consume(
-                c.queue.as_str().into(),
-                tag.as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .map_err(during(format!("cannot consume from queue {:?}", c.queue)))?;
-        self.ctx.readiness().ready();
-        reconnect.up();
-        tracing::info!(consumer = %c.common.name, queue = %c.queue, prefetch = self.settings.prefetch, concurrency = c.common.concurrency, "consuming");
-
-        let shared = Arc::new(Outlet {
-            running: Arc::clone(self.running),
-            conn: Arc::clone(&conn),
-            publisher: std::sync::Mutex::new(publisher),
-            dlq,
-            declare: c.declare,
-            readiness: self.ctx.readiness().clone(),
-        });
-        let result: Result<(), SessionError> = async {
-            loop {
-                let permit = tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => return Ok(()),
-                    p = Arc::clone(&self.permits).acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => return Ok(()),
-                    },
-                };
-                let first = tokio::select! {
-                    biased;
-                    _ = stop.cancelled() => return Ok(()),
-                    d = consumer.next() => next_delivery(d)?,
-                };
-                match &c.handler {
-                    Handler::Single(handler) => {
-                        let handler = Arc::clone(handler);
-                        let shared = Arc::clone(&shared);
-                        self.tracker.spawn(async move {
-                            let (model, acker, props) = convert(&shared.running.queue, first);
-                            let verdict = shared
-                                .running
-                                .pipeline
-                                .process(&*handler, &model, &shared.running.stop)
-                                .await;
-                            shared.settle(&model, &acker, &props, verdict).await;
-                            drop(permit);
-                        });
-                    }
-                    Handler::Batch {
-                        handler,
-                        size,
-                        timeout,
-                    } => {
-                        let mut raw = vec![first];
-                        let deadline = tokio::time::Instant::now() + *timeout;
-                        while raw.len() < *size {
-                            tokio::select! {
-                                biased;
-                                _ = stop.cancelled() => return Ok(()),
-                                _ = tokio::time::sleep_until(deadline) => break,
-                                d = consumer.next() => raw.push(next_delivery(d)?),
-                            }
-                        }
-                        let handler = Arc::clone(handler);
-                        let shared = Arc::clone(&shared);
-                        self.tracker.spawn(async move {
-                            let mut models = Vec::with_capacity(raw.len());
-                            let mut ackers = Vec::with_capacity(raw.len());
-                            for d in raw {
-                                let (model, acker, props) = convert(&shared.running.queue, d);
-                                models.push(model);
-                                ackers.push((acker, props));
-                            }
-                            let verdicts = shared
-                                .running
-                                .pipeline
-                                .process_batch(&*handler, &models, &shared.running.stop)
-                                .await;
-                            for ((model, (acker, props)), verdict) in
-                                models.iter().zip(&ackers).zip(verdicts)
-                            {
-                                shared.settle(model, acker, props, verdict).await;
-                            }
-                            drop(permit);
-                        });
-                    }
-                }
-            }
-        }
-        .await;
-        if result.is_ok() {
-            // Stop delivery, let in-flight handlers acknowledge, then close:
-            // prefetched messages no handler started return to the queue.
-            if let Err(e) = channel
-                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                .await
-            {
-                tracing::warn!(consumer = %c.common.name, error = %e, "cancelling the AMQP subscription failed");
-            }
-            self.drain(self.ctx.config().shutdown_timeout).await;
-            let _ = channel.close(200, "shutdown".into()).await;
-            let _ = conn.close(200, "shutdown".into()).await;
-            tracing::info!(consumer = %c.common.name, "AMQP consumer stopped");
-        }
-        result
-    }
-
-    /// Waits for in-flight handlers, at most `limit`.
-    async fn drain(&self, limit: Duration) {
-        drain(&self.tracker, limit, &self.consumer.common.name).await;
-        self.tracker.reopen();
-    }
-}
-
-fn next_delivery(
-    next: Option<Result<lapin::message::Delivery, lapin::Error>>,
-) -> Result<lapin::message::Delivery, SessionError> {
-    match next {
-        Some(Ok(d)) => Ok(d),
-        Some(Err(e)) => Err(during("the connection failed")(e)),
-        None => Err(SessionError {
-            doing: "the subscription ended".into(),
-            source: "the broker cancelled the consumer (was the queue deleted?)".into(),
-        }),
-    }
-}
-
-/// A new channel on `conn` in publisher-confirm mode, for dead letters.
-async fn confirm_channel(conn: &Connection) -> Result<Channel, SessionError> {
-    let ch = conn
-        .create_channel()
-        .await
-        .map_err(during("cannot open the DLQ channel"))?;
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .map_err(during("cannot enable publisher confirms"))?;
-    Ok(ch)
-}
-
-async fn declare_queue(channel: &Channel, queue: &str) -> Result<(), SessionError> {
-    channel
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                durable: true,
-                ..QueueDeclareOptions::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map(|_| ())
-        .map_err(during(format!("cannot declare queue {queue:?}")))
-}
-
 mod copies;
 mod outlet;
+mod session;
 
 use copies::*;
 use outlet::*;
+use session::*;

@@ -17,6 +17,22 @@ pub(super) struct Session<'a> {
     pub(super) lag: IntGaugeVec,
 }
 
+/// A client of one session and what its callbacks and receive loop share.
+/// The record queue is declared before the client so that it is dropped
+/// first.
+struct Live {
+    records: Option<Arc<RecordQueue>>,
+    consumer: Arc<StreamConsumer<Context>>,
+    /// Cancelled when the client reports a fatal error.
+    fatal: CancellationToken,
+    /// Woken by the client's error callback.
+    errors: Arc<Notify>,
+    /// Set while the client cannot reach any broker.
+    brokers_down: Arc<AtomicBool>,
+    /// Set while a broker probe is in flight.
+    probing: Arc<AtomicBool>,
+}
+
 impl Session<'_> {
     /// Consumes with a new client until shutdown (`None`) or a fatal client
     /// error (its description). In both cases in-flight records finish
@@ -24,13 +40,47 @@ impl Session<'_> {
     pub(super) async fn run(&self) -> Result<Option<String>, Error> {
         let c = self.consumer;
         let name = c.common.name.as_str();
-        let stop = &*self.shared.stop;
-        let readiness = self.ctx.readiness();
-        readiness.not_ready(format!("Kafka consumer {name}: joining group {}", c.group));
-        let fatal = CancellationToken::new();
+        self.ctx
+            .readiness()
+            .not_ready(format!("Kafka consumer {name}: joining group {}", c.group));
+        let live = self.connect()?;
+        let tracker = TaskTracker::new();
+        tracing::info!(consumer = %name, topics = ?c.topics, group = %c.group, "consuming");
+        // Returns with the workers dropped: nothing feeds them any more.
+        self.receive(&live, &tracker).await;
+        drain(&tracker, self.ctx.config().shutdown_timeout, name).await;
+        let Live {
+            records,
+            consumer,
+            fatal,
+            ..
+        } = live;
+        // Before the client goes (records still held by abandoned workers
+        // keep the client alive themselves).
+        drop(records);
+        if fatal.is_cancelled() {
+            // The client is unusable; what finished since the last commit
+            // is redelivered to whoever owns the partitions next.
+            self.forget_partitions();
+            let fatal = consumer
+                .client()
+                .fatal_error()
+                .map(|(code, reason)| format!("{code}: {reason}"))
+                .unwrap_or_else(|| "the client reported a fatal error".into());
+            close_fatal(consumer, name);
+            return Ok(Some(fatal));
+        }
+        self.close(consumer).await?;
+        Ok(None)
+    }
+
+    /// A new client in the group, with its record queue when one is wanted,
+    /// subscribed to the topics.
+    fn connect(&self) -> Result<Live, Error> {
+        let c = self.consumer;
+        let name = c.common.name.as_str();
         let errors = Arc::new(Notify::new());
         let brokers_down = Arc::new(AtomicBool::new(false));
-        let probing = Arc::new(AtomicBool::new(false));
         let mut config = client_config(&self.brokers);
         config
             .set("group.id", &c.group)
@@ -42,7 +92,7 @@ impl Session<'_> {
         let consumer = config
             .create_with_context::<Context, StreamConsumer<Context>>(Context {
                 partitions: Arc::clone(&self.partitions),
-                readiness: readiness.clone(),
+                readiness: self.ctx.readiness().clone(),
                 name: name.to_string(),
                 assigned: self.assigned.clone(),
                 errors: Arc::clone(&errors),
@@ -60,24 +110,7 @@ impl Session<'_> {
         if let Some(observe) = &c.seams.on_client {
             observe(&consumer);
         }
-        // SAFETY: the queue is dropped before the client: explicitly below
-        // on every way out after this point, and the context holds it
-        // weakly.
-        let records = match c
-            .wants_record_queue()
-            .then(|| unsafe { RecordQueue::new(consumer.client().native_ptr()) })
-        {
-            Some(Some(created)) => {
-                let records = Arc::new(created);
-                let _ = consumer.context().records.set(Arc::downgrade(&records));
-                Some(records)
-            }
-            Some(None) => {
-                tracing::warn!(consumer = %name, "librdkafka could not create a record queue; records come one at a time");
-                None
-            }
-            None => None,
-        };
+        let records = self.record_queue(&consumer);
         let topics: Vec<&str> = c.topics.iter().map(String::as_str).collect();
         if let Err(e) = consumer.subscribe(&topics) {
             drop(records);
@@ -85,27 +118,62 @@ impl Session<'_> {
                 "Kafka consumer {name}: cannot subscribe to {topics:?}: {e}"
             )));
         }
-        let tracker = TaskTracker::new();
+        Ok(Live {
+            records,
+            consumer,
+            fatal: CancellationToken::new(),
+            errors,
+            brokers_down,
+            probing: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// The queue the partitions' records are forwarded to, when the consumer
+    /// wants one and librdkafka can create it.
+    fn record_queue(&self, consumer: &StreamConsumer<Context>) -> Option<Arc<RecordQueue>> {
+        if !self.consumer.wants_record_queue() {
+            return None;
+        }
+        // SAFETY: the queue is dropped before the client: `Live` declares it
+        // first and `run` drops it explicitly before the client on every way
+        // out; the context holds it weakly.
+        match unsafe { RecordQueue::new(consumer.client().native_ptr()) } {
+            Some(created) => {
+                let records = Arc::new(created);
+                let _ = consumer.context().records.set(Arc::downgrade(&records));
+                Some(records)
+            }
+            None => {
+                tracing::warn!(consumer = %self.consumer.common.name, "librdkafka could not create a record queue; records come one at a time");
+                None
+            }
+        }
+    }
+
+    /// Hands records to the workers and serves the ticks until shutdown, a
+    /// fatal client error, or a worker that cannot take more.
+    async fn receive(&self, live: &Live, tracker: &TaskTracker) {
+        let stop = &*self.shared.stop;
+        let consumer = &live.consumer;
         // By topic, then partition: a record finds its worker without
         // allocating a key.
         let mut workers: HashMap<String, HashMap<i32, Lane>> = HashMap::new();
         let mut ticks = Ticks::new();
-        tracing::info!(consumer = %name, topics = ?c.topics, group = %c.group, "consuming");
         let mut stream = consumer.stream();
         loop {
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
-                _ = fatal.cancelled() => break,
-                _ = errors.notified() => {
+                _ = live.fatal.cancelled() => break,
+                _ = live.errors.notified() => {
                     if consumer.client().fatal_error().is_some() {
-                        fatal.cancel();
+                        live.fatal.cancel();
                     }
                 }
-                _ = ticks.commit.tick() => self.commit(&consumer),
-                _ = ticks.lag.tick() => self.refresh_lag(&consumer),
-                _ = ticks.probe.tick(), if brokers_down.load(Ordering::Acquire) => {
-                    probe_brokers(&consumer, &brokers_down, &probing, readiness);
+                _ = ticks.commit.tick() => self.commit(consumer),
+                _ = ticks.lag.tick() => self.refresh_lag(consumer),
+                _ = ticks.probe.tick(), if live.brokers_down.load(Ordering::Acquire) => {
+                    probe_brokers(consumer, &live.brokers_down, &live.probing, self.ctx.readiness());
                 }
                 // Rebalances, errors and the records of partitions that
                 // could not be forwarded to the record queue.
@@ -128,47 +196,32 @@ impl Session<'_> {
                         }
                     }
                     consumer.context().copied.fetch_add(chunk.len(), Ordering::Relaxed);
-                    if !self.dispatch(&consumer, &mut ticks, chunk, &mut workers, &tracker).await {
+                    if !self.dispatch(consumer, &mut ticks, chunk, &mut workers, tracker).await {
                         break;
                     }
-                    self.receive_errors(errors, &fatal);
+                    self.receive_errors(errors, &live.fatal);
                 }
-                () = ready(records.as_deref()) => {
+                () = ready(live.records.as_deref()) => {
                     let (mut chunk, mut errors) = (Vec::new(), Vec::new());
-                    if let Some(records) = &records {
+                    if let Some(records) = &live.records {
                         records.take(&mut chunk, &mut errors);
                     }
-                    if !self.dispatch(&consumer, &mut ticks, chunk, &mut workers, &tracker).await {
+                    if !self.dispatch(consumer, &mut ticks, chunk, &mut workers, tracker).await {
                         break;
                     }
-                    self.receive_errors(errors, &fatal);
+                    self.receive_errors(errors, &live.fatal);
                 }
             }
         }
-        drop(stream);
-        // Stop feeding the workers, let in-flight messages finish.
-        drop(workers);
-        drain(&tracker, self.ctx.config().shutdown_timeout, name).await;
-        // Before the client goes (records still held by abandoned workers
-        // keep the client alive themselves).
-        drop(records);
-        if fatal.is_cancelled() {
-            // The client is unusable; what finished since the last commit
-            // is redelivered to whoever owns the partitions next.
-            self.forget_partitions();
-            let fatal = consumer
-                .client()
-                .fatal_error()
-                .map(|(code, reason)| format!("{code}: {reason}"))
-                .unwrap_or_else(|| "the client reported a fatal error".into());
-            close_fatal(consumer, name);
-            return Ok(Some(fatal));
-        }
-        // The final commit, leaving the group and the close (which serves
-        // the revocation) each wait on the broker inside librdkafka: off the
-        // runtime, so that its workers keep serving meanwhile (`/health`,
-        // other components) and the service's shutdown deadline can still
-        // give up on a close that does not end.
+    }
+
+    /// The final commit, leaving the group and the close (which serves the
+    /// revocation) each wait on the broker inside librdkafka: off the
+    /// runtime, so that its workers keep serving meanwhile (`/health`, other
+    /// components) and the service's shutdown deadline can still give up on
+    /// a close that does not end.
+    async fn close(&self, consumer: Arc<StreamConsumer<Context>>) -> Result<(), Error> {
+        let name = self.consumer.common.name.as_str();
         let list = offsets(&self.partitions);
         let owner = name.to_string();
         let closed = tokio::task::spawn_blocking(move || {
@@ -186,8 +239,7 @@ impl Session<'_> {
             Error::msg(format!(
                 "Kafka consumer {name}: closing the client failed: {e}"
             ))
-        })?;
-        Ok(None)
+        })
     }
 
     /// Logs receive errors; a fatal one ends the session.

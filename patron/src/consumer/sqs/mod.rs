@@ -28,7 +28,7 @@ use aws_sdk_sqs::types::{
     QueueAttributeName,
 };
 use prometheus::{IntGauge, IntGaugeVec, Opts};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -40,7 +40,7 @@ use super::message::{Delivery, Headers, Metadata, SqsMetadata};
 use super::metrics::ConsumerMetrics;
 use super::policy::{OnFailure, Policy};
 use super::process::{Pipeline, Stopper, Verdict, drain, now_millis, truncate_reason};
-use super::reconnect::{Reconnect, Severity};
+use super::reconnect::Reconnect;
 use crate::client::sqs::default_client;
 use crate::component::{Component, ComponentContext, ComponentInfo, Readiness};
 use crate::error::Error;
@@ -200,7 +200,6 @@ impl Component for SqsConsumer {
             "SQS consumer {}: resolving the queue URL",
             self.common.name
         ));
-        // Resolve the queue URLs now, retrying while SQS is unreachable.
         let mut reconnect = Reconnect::new(
             &self.common.name,
             readiness.clone(),
@@ -208,26 +207,11 @@ impl Component for SqsConsumer {
             RETRY_MIN,
             RETRY_MAX,
         );
-        let (queue_url, dlq_url) = loop {
-            let resolved = async {
-                let url = queue_url(&client, &self.queue).await?;
-                let dlq = match &policy.dlq {
-                    Some(d) => Some(queue_url(&client, d).await?),
-                    None => None,
-                };
-                Ok::<_, String>((url, dlq))
-            };
-            let reason = tokio::select! {
-                _ = stop.cancelled() => return Ok(()),
-                r = resolved => match r {
-                    Ok(urls) => break urls,
-                    Err(e) => format!("SQS consumer {}: {e}", self.common.name),
-                },
-            };
-            let what = "cannot resolve the SQS queue; retrying";
-            if !reconnect.failed(Severity::Transient, reason, what).await {
-                return Ok(());
-            }
+        let Some((queue_url, dlq_url)) = self
+            .resolve_urls(&client, policy.dlq.as_deref(), &stop, &mut reconnect)
+            .await
+        else {
+            return Ok(());
         };
         let metrics =
             ConsumerMetrics::new(ctx.metrics(), &self.common.name, "aws_sqs", &self.queue)?;
@@ -258,114 +242,19 @@ impl Component for SqsConsumer {
             delete_rx,
         ));
         let gauges = QueueGauges::new(ctx.metrics(), &self.queue)?;
-        let gauge_task = tokio::spawn(gauges.run(client.clone(), queue_url.clone(), stop.clone()));
+        let gauge_task = tokio::spawn(gauges.run(client, queue_url, stop.clone()));
         readiness.ready();
         tracing::info!(consumer = %self.common.name, queue = %self.queue, concurrency = self.common.concurrency, "consuming");
 
         let tracker = TaskTracker::new();
-        let permits = Arc::new(Semaphore::new(self.common.concurrency));
         reconnect.up();
-        // After a failed receive, poll without waiting until one succeeds:
-        // a long poll would keep `/ready` at 503 for up to `wait` after SQS
-        // is back.
-        let mut failing = false;
-        loop {
-            // Receive only when a handler slot is free; then take up to
-            // `max_messages`, which wait their turn for a slot in order, as
-            // AMQP's prefetch does.
-            let first = tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            };
-            let receive = client
-                .receive_message()
-                .queue_url(&queue_url)
-                .max_number_of_messages(self.max_messages)
-                .wait_time_seconds(if failing {
-                    0
-                } else {
-                    self.wait.as_secs() as i32
-                })
-                .visibility_timeout(self.visibility.as_secs() as i32)
-                .message_attribute_names("All")
-                .message_system_attribute_names(MessageSystemAttributeName::All)
-                .send();
-            let received = tokio::select! {
-                biased;
-                _ = stop.cancelled() => break,
-                r = receive => r,
-            };
-            let messages = match received {
-                Ok(out) => {
-                    if failing {
-                        tracing::info!(consumer = %self.common.name, "SQS answers again");
-                        readiness.ready();
-                        failing = false;
-                    }
-                    reconnect.up();
-                    out.messages.unwrap_or_default()
-                }
-                Err(e) => {
-                    let reason = format!(
-                        "SQS consumer {}: receiving from {} failed: {}",
-                        self.common.name,
-                        self.queue,
-                        aws_sdk_sqs::error::DisplayErrorContext(&e)
-                    );
-                    failing = true;
-                    let what = "SQS receive failed; retrying";
-                    if !reconnect.failed(Severity::Transient, reason, what).await {
-                        break;
-                    }
-                    continue;
-                }
-            };
-            let mut first = Some(first);
-            let mut waiting = messages.into_iter();
-            while let Some(message) = waiting.next() {
-                let permit = match first.take() {
-                    Some(p) => p,
-                    None => tokio::select! {
-                        biased;
-                        _ = stop.cancelled() => {
-                            // Not started: make them visible again at once.
-                            for m in std::iter::once(message).chain(waiting.by_ref()) {
-                                if let Some(r) = &m.receipt_handle {
-                                    shared.release(r).await;
-                                }
-                            }
-                            break;
-                        }
-                        p = Arc::clone(&permits).acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-                    },
-                };
-                let shared = Arc::clone(&shared);
-                let handler = Arc::clone(&self.handler);
-                tracker.spawn(async move {
-                    let (delivery, receipt, original) = convert(&shared.queue, message);
-                    let verdict = shared
-                        .pipeline
-                        .process(&*handler, &delivery, &shared.stop)
-                        .await;
-                    shared.settle(&delivery, receipt, &original, verdict).await;
-                    drop(permit);
-                });
-            }
-        }
+        self.receive_loop(&shared, &tracker, &stop, reconnect).await;
         drain(&tracker, ctx.config().shutdown_timeout, &self.common.name).await;
         gauge_task.abort();
         let result = shared.stop.result(&self.common.name);
         // The deleter flushes what is pending once every sender is gone.
         drop(shared);
-        // Handlers past the shutdown timeout still hold senders: do not wait
-        // for them long (the service aborts them soon after).
-        if tokio::time::timeout(Duration::from_secs(2), deleter)
-            .await
-            .is_err()
-        {
-            tracing::warn!(consumer = %self.common.name, "pending SQS deletes were not flushed; those messages will be redelivered");
-        }
+        flush_deletes(deleter, &self.common.name).await;
         tracing::info!(consumer = %self.common.name, "SQS consumer stopped");
         result
     }
@@ -388,7 +277,9 @@ async fn queue_url(client: &Client, name: &str) -> Result<String, String> {
 }
 
 mod convert;
+mod receive;
 mod settle;
 
 use convert::*;
+use receive::*;
 use settle::*;
