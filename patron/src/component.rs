@@ -1,5 +1,8 @@
 //! The [`Component`] contract: anything that runs until the service shuts
 //! down. The HTTP server is one; consumers are others; users add their own.
+//! The service starts them together, reports their readiness on `/ready`,
+//! signals [`ComponentContext::draining`] then [`ComponentContext::shutdown`]
+//! to every one of them, and stops when any of them ends.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -112,6 +115,7 @@ impl ComponentInfo {
 /// dependencies and the configuration.
 #[derive(Clone)]
 pub struct ComponentContext {
+    draining: CancellationToken,
     shutdown: CancellationToken,
     readiness: Readiness,
     metrics: Metrics,
@@ -121,6 +125,7 @@ pub struct ComponentContext {
 
 impl ComponentContext {
     pub(crate) fn new(
+        draining: CancellationToken,
         shutdown: CancellationToken,
         readiness: Readiness,
         metrics: Metrics,
@@ -128,6 +133,7 @@ impl ComponentContext {
         config: Arc<Config>,
     ) -> Self {
         ComponentContext {
+            draining,
             shutdown,
             readiness,
             metrics,
@@ -151,7 +157,17 @@ impl ComponentContext {
         &self.metrics
     }
 
-    /// Cancelled when the service shuts down.
+    /// Cancelled the moment the service starts shutting down, when `/ready`
+    /// turns 503 — `PATRON_SHUTDOWN_DELAY` before [`shutdown`](Self::shutdown)
+    /// on a signal. Work goes on meanwhile; a server uses it to ask clients
+    /// to move on (the HTTP server closes keep-alive connections), so load
+    /// balancers stop sending before the component stops.
+    pub fn draining(&self) -> &CancellationToken {
+        &self.draining
+    }
+
+    /// Cancelled when the component must stop: finish in-flight work and
+    /// return, within `PATRON_SHUTDOWN_TIMEOUT`.
     pub fn shutdown(&self) -> &CancellationToken {
         &self.shutdown
     }

@@ -1,5 +1,6 @@
 //! In-process service lifecycle: component failure stops the service and is
-//! reported, and the connection timeouts close idle and silent connections.
+//! reported, every component (the HTTP server among them) sees draining then
+//! shutdown, and the connection timeouts close idle and silent connections.
 
 use std::time::{Duration, Instant};
 
@@ -57,6 +58,76 @@ async fn a_failing_component_stops_the_service_and_all_errors_are_reported() {
     );
     rx.await
         .expect("the other component got the shutdown signal");
+}
+
+/// Reports when it saw the service start draining and when it was told to
+/// stop.
+struct Phases(tokio::sync::mpsc::UnboundedSender<(&'static str, Instant)>);
+
+impl Component for Phases {
+    fn info(&self) -> ComponentInfo {
+        ComponentInfo::new("test", "phases")
+    }
+    async fn run(self, ctx: ComponentContext) -> patron::Result<()> {
+        ctx.draining().cancelled().await;
+        let _ = self.0.send(("draining", Instant::now()));
+        ctx.shutdown().cancelled().await;
+        let _ = self.0.send(("shutdown", Instant::now()));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_http_server_is_a_component_and_every_component_sees_draining_before_shutdown() {
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut svc = Service::new("phases").with_component(Phases(tx));
+    svc.config_mut().shutdown_delay = Duration::from_millis(400);
+    let server = TestServer::start(svc).await.unwrap();
+    let client = reqwest::Client::new();
+    let info: serde_json::Value = client
+        .get(server.url("/info"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kinds: Vec<&str> = info["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["http", "test"], "{info}");
+    let ready: serde_json::Value = client
+        .get(server.url("/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = ready["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["component:http", "component:phases"], "{ready}");
+
+    server.begin_shutdown();
+    let (phase, drained_at) = rx.recv().await.unwrap();
+    assert_eq!(phase, "draining");
+    // Between the two: `/ready` says 503 while routes still answer.
+    let ready = client.get(server.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let ping = client.get(server.url("/ping")).send().await.unwrap();
+    assert_eq!(ping.text().await.unwrap(), "pong");
+    let (phase, stopped_at) = rx.recv().await.unwrap();
+    assert_eq!(phase, "shutdown");
+    let delay = stopped_at - drained_at;
+    assert!(delay >= Duration::from_millis(350), "{delay:?}");
+    server.join().await.unwrap();
 }
 
 #[tokio::test]

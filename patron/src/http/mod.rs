@@ -5,6 +5,7 @@ mod access;
 mod auth;
 mod body;
 pub(crate) mod builtin;
+pub(crate) mod component;
 mod correlation;
 pub(crate) mod debug;
 mod extract;

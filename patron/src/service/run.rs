@@ -3,8 +3,9 @@
 //! Shutdown sequence, on a signal, on [`BoundService::run_until`]'s token,
 //! or when any component ends: `/ready` turns 503 → wait
 //! `PATRON_SHUTDOWN_DELAY` (signals only) → every component is told to
-//! stop; the HTTP server stops accepting and drains → all of it bounded by
-//! `PATRON_SHUTDOWN_TIMEOUT`. Every component's error is reported.
+//! stop (the HTTP server, a component like the others, stops accepting and
+//! drains) → all of it bounded by `PATRON_SHUTDOWN_TIMEOUT`. Every
+//! component's error is reported.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -13,7 +14,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -25,9 +25,9 @@ use crate::consumer::registry::{self as consumer_registry, ConsumerDef};
 use crate::deps::Deps;
 use crate::error::Error;
 use crate::http::builtin::Management;
+use crate::http::component::HttpServer;
 use crate::http::registry::{self as route_registry, RouteDef};
-use crate::http::router::{self, App, AppParts};
-use crate::http::server::{self, Timeouts};
+use crate::http::router::{self, AppParts};
 use crate::observe::metrics::{HttpMetrics, Metrics};
 
 /// Why a service stopped with a failure: every component error, joined.
@@ -53,10 +53,9 @@ pub struct BoundService {
     name: String,
     config: Arc<Config>,
     deps: Arc<Deps>,
-    listener: TcpListener,
     addr: SocketAddr,
-    app: Arc<App>,
     shared: Arc<Management>,
+    /// The HTTP server first, then the other components in the order given.
     components: Vec<(ComponentInfo, Readiness, Box<dyn DynComponent>)>,
     clients: Vec<Arc<dyn Client>>,
     metrics: Metrics,
@@ -114,19 +113,8 @@ impl Service {
 
         let mut all_components = self.components;
         all_components.extend(consumers.iter().map(|c| (c.build)().0));
-        let components: Vec<(ComponentInfo, Readiness, Box<dyn DynComponent>)> = all_components
-            .into_iter()
-            .map(|c| {
-                let info = c.info();
-                let readiness = Readiness::new(&info.name);
-                (info, readiness, c)
-            })
-            .collect();
-        let http_info = ComponentInfo::new("http", "http")
-            .detail("port", self.config.http_port)
-            .detail("routes", routes.len());
-        let mut all_info = vec![http_info];
-        all_info.extend(components.iter().map(|(i, _, _)| i.clone()));
+        let mut all_info = vec![HttpServer::describe(&self.config, routes.len())];
+        all_info.extend(all_components.iter().map(|c| c.info()));
         let info = json!({
             "name": self.name,
             "version": self.version,
@@ -141,12 +129,11 @@ impl Service {
             })).collect::<Vec<_>>(),
             "components": all_info,
         });
+        let readiness: Vec<Readiness> = all_info.iter().map(|i| Readiness::new(&i.name)).collect();
         let shared = Arc::new(Management {
             shutting_down: AtomicBool::new(false),
             checks: self.checks,
-            readiness: std::sync::Mutex::new(
-                components.iter().map(|(_, r, _)| r.clone()).collect(),
-            ),
+            readiness: std::sync::Mutex::new(readiness.clone()),
             info: serde_json::to_vec(&info).unwrap_or_default().into(),
         });
         let app = router::build(AppParts {
@@ -163,24 +150,21 @@ impl Service {
             cors: self.cors.as_ref(),
         })
         .map_err(|e| validate::StartupError { problems: vec![e] })?;
-
-        let addr = SocketAddr::new(self.config.http_host, self.config.http_port);
-        let listener = TcpListener::bind(addr).await.map_err(|e| {
-            Error::msg(format!(
-                "cannot listen on {addr} (PATRON_HTTP_DEFAULT_PORT={}): {e}",
-                self.config.http_port
-            ))
-        })?;
-        let addr = listener
-            .local_addr()
-            .map_err(|e| Error::msg(format!("cannot read the bound address: {e}")))?;
+        let http = HttpServer::bind(&self.config, app, routes.len()).await?;
+        let addr = http.local_addr();
+        let mut boxed: Vec<Box<dyn DynComponent>> = vec![Box::new(http)];
+        boxed.extend(all_components);
+        let components = all_info
+            .into_iter()
+            .zip(readiness)
+            .zip(boxed)
+            .map(|((info, readiness), component)| (info, readiness, component))
+            .collect();
         Ok(BoundService {
             name: self.name,
             config: Arc::new(self.config),
             deps,
-            listener,
             addr,
-            app: Arc::new(app),
             shared,
             components,
             clients: self.clients,
@@ -212,33 +196,13 @@ impl BoundService {
     /// Runs until `stop` is cancelled or a component ends, then shuts down
     /// gracefully. `Err` lists every component failure.
     pub async fn run_until(self, stop: CancellationToken) -> Result<(), Error> {
+        let draining = CancellationToken::new();
         let shutdown = CancellationToken::new();
         let drain = self.config.shutdown_timeout;
         let mut tasks: JoinSet<(String, Result<(), Error>)> = JoinSet::new();
-        let timeouts = Timeouts {
-            read: self.config.http_read_timeout,
-            write: self.config.http_write_timeout,
-            idle: self.config.http_idle_timeout,
-        };
-        tracing::info!(address = %self.addr, "HTTP server listening");
-        let http_shutdown = shutdown.clone();
-        let draining = CancellationToken::new();
-        let http_draining = draining.clone();
-        tasks.spawn(async move {
-            let result = server::serve(
-                self.listener,
-                self.app,
-                timeouts,
-                http_draining,
-                http_shutdown,
-                drain,
-            )
-            .await
-            .map_err(Error::msg);
-            ("http".to_string(), result)
-        });
         for (info, readiness, component) in self.components {
             let ctx = ComponentContext::new(
+                draining.clone(),
                 shutdown.clone(),
                 readiness,
                 self.metrics.clone(),
@@ -265,8 +229,8 @@ impl BoundService {
             tokio::time::sleep(self.config.shutdown_delay).await;
         }
         shutdown.cancel();
-        // The HTTP drain has its own bound of `drain`; allow a little more for
-        // it to report before giving up on the components.
+        // Components bound their own drain by `drain` (the HTTP server does);
+        // allow a little more for them to report before giving up on them.
         let deadline = drain + Duration::from_millis(500);
         let waited = tokio::time::timeout(deadline, async {
             while let Some(joined) = tasks.join_next().await {
