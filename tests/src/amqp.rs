@@ -205,3 +205,76 @@ pub fn close_connections_named(name: &str) -> usize {
     }
     closed
 }
+
+/// One test's RabbitMQ set-up: a connection, a fresh queue of its own and,
+/// when asked, a dead-letter queue named after it. `finish` deletes both.
+pub struct Fixture {
+    /// The broker URL from `PATRON_TEST_AMQP_URL`.
+    pub url: String,
+    /// The test's connection.
+    pub broker: Broker,
+    /// The consumed queue, `patron-test-{prefix}-…`, declared empty.
+    pub queue: String,
+    dlq: Option<String>,
+}
+
+impl Fixture {
+    /// `None` (the test is skipped) without RabbitMQ; else a connection and
+    /// an empty queue named after `prefix`.
+    pub async fn new(prefix: &str) -> Option<Fixture> {
+        let url = url()?;
+        let broker = Broker::connect(&url).await;
+        let queue = unique(prefix);
+        broker.fresh_queue(&queue).await;
+        Some(Fixture {
+            url,
+            broker,
+            queue,
+            dlq: None,
+        })
+    }
+
+    /// Names a dead-letter queue `{queue}{suffix}`, left absent for the
+    /// consumer to declare (or not).
+    pub async fn with_dlq(mut self, suffix: &str) -> Fixture {
+        let dlq = format!("{}{suffix}", self.queue);
+        self.broker.delete(&dlq).await;
+        self.dlq = Some(dlq);
+        self
+    }
+
+    /// Declares a dead-letter queue `{queue}{suffix}`, durable and empty.
+    pub async fn declared_dlq(mut self, suffix: &str) -> Fixture {
+        let dlq = format!("{}{suffix}", self.queue);
+        self.broker.fresh_queue(&dlq).await;
+        self.dlq = Some(dlq);
+        self
+    }
+
+    /// The dead-letter queue's name.
+    pub fn dlq(&self) -> &str {
+        self.dlq
+            .as_deref()
+            .expect("Fixture::with_dlq names the DLQ")
+    }
+
+    /// Runs `consumer`, pointed at this broker, alone in a test service with
+    /// a 5-second shutdown timeout.
+    pub async fn serve(
+        &self,
+        consumer: patron::consumer::amqp::AmqpConsumer,
+    ) -> patron::test::TestServer {
+        crate::serve_consumer("amqp-test", consumer.url(&self.url), CONSUMER_SHUTDOWN).await
+    }
+
+    /// Deletes the queues and closes the connection.
+    pub async fn finish(self) {
+        self.broker.delete(&self.queue).await;
+        if let Some(dlq) = &self.dlq {
+            self.broker.delete(dlq).await;
+        }
+        self.broker.close().await;
+    }
+}
+
+const CONSUMER_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(5);

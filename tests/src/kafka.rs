@@ -177,3 +177,84 @@ pub async fn create_topic(brokers: &str, topic: &str, partitions: i32) {
         r.expect("topic created");
     }
 }
+
+/// Runs `consumer` alone in a test service with a 10-second shutdown
+/// timeout and a short group session, so that a group whose previous member
+/// died rebalances fast.
+pub async fn serve(consumer: patron::consumer::kafka::KafkaConsumer) -> patron::test::TestServer {
+    let consumer = consumer
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "1000");
+    crate::serve_consumer("kafka-test", consumer, Duration::from_secs(10)).await
+}
+
+/// One test's Kafka set-up: the brokers, a new topic and group of its own
+/// and, when asked, a dead-letter topic named after it. Topics are left
+/// behind (tansu keeps them in memory).
+pub struct Fixture {
+    /// The brokers from `PATRON_TEST_KAFKA_BROKERS`.
+    pub brokers: String,
+    /// The consumed topic, `patron-test-{prefix}-…`.
+    pub topic: String,
+    /// A consumer group no other test uses.
+    pub group: String,
+    dlq: Option<String>,
+}
+
+impl Fixture {
+    /// `None` (the test is skipped) without a broker; else a new topic of
+    /// `partitions` partitions named after `prefix`, and a new group.
+    pub async fn new(prefix: &str, partitions: i32) -> Option<Fixture> {
+        let brokers = brokers()?;
+        let (topic, group) = (crate::unique(prefix), crate::unique("group"));
+        create_topic(&brokers, &topic, partitions).await;
+        Some(Fixture {
+            brokers,
+            topic,
+            group,
+            dlq: None,
+        })
+    }
+
+    /// `None` (the test is skipped) without a broker; else a new
+    /// one-partition topic holding records `m0` … `m{n-1}`, as
+    /// [`numbered_topic`] makes, and a new group.
+    pub async fn numbered(prefix: &str, n: usize) -> Option<Fixture> {
+        let brokers = brokers()?;
+        let (topic, group) = numbered_topic(&brokers, prefix, n).await;
+        Some(Fixture {
+            brokers,
+            topic,
+            group,
+            dlq: None,
+        })
+    }
+
+    /// Creates a one-partition dead-letter topic `{topic}{suffix}`.
+    pub async fn with_dlq(mut self, suffix: &str) -> Fixture {
+        let dlq = format!("{}{suffix}", self.topic);
+        create_topic(&self.brokers, &dlq, 1).await;
+        self.dlq = Some(dlq);
+        self
+    }
+
+    /// The dead-letter topic's name.
+    pub fn dlq(&self) -> &str {
+        self.dlq
+            .as_deref()
+            .expect("Fixture::with_dlq creates the DLQ")
+    }
+
+    /// Produces `body` to `partition` of the topic.
+    pub async fn produce(&self, partition: i32, body: &str) {
+        produce(&producer(&self.brokers), &self.topic, partition, body).await;
+    }
+
+    /// Runs `consumer`, pointed at these brokers, as [`serve`] does.
+    pub async fn serve(
+        &self,
+        consumer: patron::consumer::kafka::KafkaConsumer,
+    ) -> patron::test::TestServer {
+        serve(consumer.brokers(&self.brokers)).await
+    }
+}

@@ -266,6 +266,7 @@ pub mod prom {
         out
     }
 
+    /// The first sample of `name` whose labels include `labels`.
     pub fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         samples
             .iter()
@@ -287,6 +288,16 @@ pub mod prom {
             labels,
         )
         .unwrap_or(0.0)
+    }
+
+    /// A sample of `server`'s `/metrics`; 0 when there is none yet.
+    pub async fn metric(
+        server: &patron::test::TestServer,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> f64 {
+        let samples = scrape(&reqwest::Client::new(), &server.url("/metrics")).await;
+        value(&samples, name, labels).unwrap_or(0.0)
     }
 
     /// Fetches `url` (a `/metrics` endpoint), checks status and media type,

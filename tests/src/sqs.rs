@@ -105,3 +105,66 @@ pub async fn take(client: &Client, url: &str) -> Option<(String, BTreeMap<String
     }
     Some((m.body.unwrap_or_default(), attrs))
 }
+
+/// One test's SQS set-up: a client, a queue of its own and, when asked, a
+/// dead-letter queue named after it. `finish` deletes both.
+pub struct Fixture {
+    /// A client of the test server.
+    pub client: Client,
+    /// The consumed queue's name, `patron-test-{prefix}-…`.
+    pub queue: String,
+    /// Its URL.
+    pub url: String,
+    dlq: Option<(String, String)>,
+}
+
+impl Fixture {
+    /// `None` (the test is skipped) without an SQS server; else a client and
+    /// a new queue named after `prefix`.
+    pub async fn new(prefix: &str) -> Option<Fixture> {
+        let client = client(&endpoint()?);
+        let queue = crate::unique(prefix);
+        let url = create(&client, &queue).await;
+        Some(Fixture {
+            client,
+            queue,
+            url,
+            dlq: None,
+        })
+    }
+
+    /// Creates a dead-letter queue `{queue}{suffix}`.
+    pub async fn with_dlq(mut self, suffix: &str) -> Fixture {
+        let dlq = format!("{}{suffix}", self.queue);
+        let url = create(&self.client, &dlq).await;
+        self.dlq = Some((dlq, url));
+        self
+    }
+
+    /// The dead-letter queue's name and URL.
+    pub fn dlq(&self) -> (String, String) {
+        self.dlq.clone().expect("Fixture::with_dlq creates the DLQ")
+    }
+
+    /// Runs `consumer`, given this fixture's client, alone in a test service
+    /// with a 5-second shutdown timeout.
+    pub async fn serve(
+        &self,
+        consumer: patron::consumer::sqs::SqsConsumer,
+    ) -> patron::test::TestServer {
+        crate::serve_consumer(
+            "sqs-test",
+            consumer.client(self.client.clone()),
+            std::time::Duration::from_secs(5),
+        )
+        .await
+    }
+
+    /// Deletes the queues.
+    pub async fn finish(self) {
+        delete(&self.client, &self.url).await;
+        if let Some((_, url)) = &self.dlq {
+            delete(&self.client, url).await;
+        }
+    }
+}

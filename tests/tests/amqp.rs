@@ -13,7 +13,8 @@ use patron::consumer::{Batch, Message, Metadata, OnFailure, batch_handler_fn, ha
 use patron::prelude::*;
 use patron::test::TestServer;
 use patron_tests::amqp::{self, Broker};
-use patron_tests::{eventually, prom};
+use patron_tests::eventually;
+use patron_tests::prom::metric;
 
 #[derive(Debug, Deserialize)]
 struct Order {
@@ -46,23 +47,14 @@ impl Probe {
     }
 }
 
-async fn start(url: &str, consumer: AmqpConsumer) -> TestServer {
-    patron_tests::serve_consumer("amqp-test", consumer.url(url), Duration::from_secs(5)).await
-}
-
-async fn metric(server: &TestServer, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let samples = prom::scrape(&reqwest::Client::new(), &server.url("/metrics")).await;
-    prom::value(&samples, name, labels).unwrap_or(0.0)
-}
-
 const WAIT: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn acknowledges_on_success_and_exposes_the_message() {
-    let Some(url) = amqp::url() else { return };
-    let broker = Broker::connect(&url).await;
-    let queue = amqp::unique("ack");
-    broker.fresh_queue(&queue).await;
+    let Some(f) = amqp::Fixture::new("ack").await else {
+        return;
+    };
+    let (broker, queue) = (&f.broker, f.queue.clone());
     for id in 0..5 {
         broker
             .publish(
@@ -104,7 +96,7 @@ async fn acknowledges_on_success_and_exposes_the_message() {
             }
         }),
     );
-    let server = start(&url, consumer).await;
+    let server = f.serve(consumer).await;
     assert!(
         eventually(WAIT, || async { probe.calls() == 5 }).await,
         "5 messages handled"
@@ -131,18 +123,16 @@ async fn acknowledges_on_success_and_exposes_the_message() {
     let mut seen = probe.seen();
     seen.sort();
     assert_eq!(seen, ["0", "1", "2", "3", "4"]);
-    broker.delete(&queue).await;
-    broker.close().await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retries_then_dead_letters_with_error_headers() {
-    let Some(url) = amqp::url() else { return };
-    let broker = Broker::connect(&url).await;
-    let queue = amqp::unique("retry");
-    let dlq = format!("{queue}.dead");
-    broker.fresh_queue(&queue).await;
-    broker.delete(&dlq).await;
+    let Some(f) = amqp::Fixture::new("retry").await else {
+        return;
+    };
+    let f = f.with_dlq(".dead").await;
+    let (broker, queue, dlq) = (&f.broker, f.queue.clone(), f.dlq().to_string());
     broker
         .publish(&queue, br#"{"id":7}"#, &[("X-Correlation-Id", "c-7")])
         .await;
@@ -167,7 +157,7 @@ async fn retries_then_dead_letters_with_error_headers() {
     .retries(2)
     .backoff(Duration::from_millis(10))
     .dlq(&dlq);
-    let server = start(&url, consumer).await;
+    let server = f.serve(consumer).await;
     assert!(
         eventually(WAIT, || async { broker.depth(&dlq).await == 1 }).await,
         "the message reaches the DLQ"
@@ -194,19 +184,16 @@ async fn retries_then_dead_letters_with_error_headers() {
     assert_eq!(headers["x-patron-original-routing-key"], queue);
     assert_eq!(headers["x-patron-original-exchange"], "");
     assert_eq!(headers["X-Correlation-Id"], "c-7", "original headers kept");
-    broker.delete(&queue).await;
-    broker.delete(&dlq).await;
-    broker.close().await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn poison_json_goes_to_the_dlq_without_retries() {
-    let Some(url) = amqp::url() else { return };
-    let broker = Broker::connect(&url).await;
-    let queue = amqp::unique("poison");
-    let dlq = format!("{queue}.dlq");
-    broker.fresh_queue(&queue).await;
-    broker.delete(&dlq).await;
+    let Some(f) = amqp::Fixture::new("poison").await else {
+        return;
+    };
+    let f = f.with_dlq(".dlq").await;
+    let (broker, queue, dlq) = (&f.broker, f.queue.clone(), f.dlq().to_string());
     broker.publish(&queue, b"{not json", &[]).await;
     let probe = Arc::new(Probe::default());
     let p = probe.clone();
@@ -226,7 +213,7 @@ async fn poison_json_goes_to_the_dlq_without_retries() {
     .retries(5)
     .on_failure(OnFailure::Requeue)
     .dlq(&dlq);
-    let server = start(&url, consumer).await;
+    let server = f.serve(consumer).await;
     assert!(eventually(WAIT, || async { broker.depth(&dlq).await == 1 }).await);
     server.shutdown().await.expect("clean shutdown");
     assert_eq!(probe.calls(), 0, "the handler never sees a poison message");
@@ -238,17 +225,15 @@ async fn poison_json_goes_to_the_dlq_without_retries() {
         "{headers:?}"
     );
     assert_eq!(broker.depth(&queue).await, 0);
-    broker.delete(&queue).await;
-    broker.delete(&dlq).await;
-    broker.close().await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn requeue_redelivers_until_the_handler_succeeds() {
-    let Some(url) = amqp::url() else { return };
-    let broker = Broker::connect(&url).await;
-    let queue = amqp::unique("requeue");
-    broker.fresh_queue(&queue).await;
+    let Some(f) = amqp::Fixture::new("requeue").await else {
+        return;
+    };
+    let (broker, queue) = (&f.broker, f.queue.clone());
     broker.publish(&queue, b"hello", &[]).await;
     let probe = Arc::new(Probe::default());
     let p = probe.clone();
@@ -276,7 +261,7 @@ async fn requeue_redelivers_until_the_handler_succeeds() {
     )
     .retries(0)
     .on_failure(OnFailure::Requeue);
-    let server = start(&url, consumer).await;
+    let server = f.serve(consumer).await;
     assert!(eventually(WAIT, || async { probe.calls() == 3 }).await);
     let labels = [("consumer", queue.as_str()), ("outcome", "requeue")];
     assert!(
@@ -292,16 +277,15 @@ async fn requeue_redelivers_until_the_handler_succeeds() {
         "put back as a counted copy, delivered again"
     );
     assert_eq!(broker.depth(&queue).await, 0);
-    broker.delete(&queue).await;
-    broker.close().await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn drop_acknowledges_after_the_retries_and_panics_count_as_failures() {
-    let Some(url) = amqp::url() else { return };
-    let broker = Broker::connect(&url).await;
-    let queue = amqp::unique("drop");
-    broker.fresh_queue(&queue).await;
+    let Some(f) = amqp::Fixture::new("drop").await else {
+        return;
+    };
+    let (broker, queue) = (&f.broker, f.queue.clone());
     broker.publish(&queue, b"x", &[]).await;
     let probe = Arc::new(Probe::default());
     let p = probe.clone();
@@ -322,7 +306,7 @@ async fn drop_acknowledges_after_the_retries_and_panics_count_as_failures() {
     .retries(1)
     .backoff(Duration::from_millis(5))
     .on_failure(OnFailure::Drop);
-    let server = start(&url, consumer).await;
+    let server = f.serve(consumer).await;
     let labels = [("consumer", queue.as_str()), ("outcome", "drop")];
     assert!(
         eventually(WAIT, || async {
@@ -333,16 +317,15 @@ async fn drop_acknowledges_after_the_retries_and_panics_count_as_failures() {
     server.shutdown().await.expect("clean shutdown");
     assert_eq!(probe.calls(), 2);
     assert_eq!(broker.depth(&queue).await, 0, "dropped means acknowledged");
-    broker.delete(&queue).await;
-    broker.close().await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_stops_the_service_and_leaves_the_message() {
-    let Some(url) = amqp::url() else { return };
-    let broker = Broker::connect(&url).await;
-    let queue = amqp::unique("exit");
-    broker.fresh_queue(&queue).await;
+    let Some(f) = amqp::Fixture::new("exit").await else {
+        return;
+    };
+    let (broker, queue) = (&f.broker, f.queue.clone());
     broker.publish(&queue, b"fatal", &[]).await;
     let consumer = AmqpConsumer::new(
         &queue,
@@ -353,7 +336,7 @@ async fn exit_stops_the_service_and_leaves_the_message() {
     .name("exiting")
     .retries(0)
     .on_failure(OnFailure::Exit);
-    let server = start(&url, consumer).await;
+    let server = f.serve(consumer).await;
     let result = tokio::time::timeout(WAIT, server.join())
         .await
         .expect("the service stops on its own");
@@ -368,16 +351,15 @@ async fn exit_stops_the_service_and_leaves_the_message() {
         eventually(WAIT, || async { broker.depth(&queue).await == 1 }).await,
         "the message stays in the queue"
     );
-    broker.delete(&queue).await;
-    broker.close().await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prefetch_bounds_the_messages_in_flight() {
-    let Some(url) = amqp::url() else { return };
-    let broker = Broker::connect(&url).await;
-    let queue = amqp::unique("prefetch");
-    broker.fresh_queue(&queue).await;
+    let Some(f) = amqp::Fixture::new("prefetch").await else {
+        return;
+    };
+    let (broker, queue) = (&f.broker, f.queue.clone());
     for i in 0..10 {
         broker.publish(&queue, i.to_string().as_bytes(), &[]).await;
     }
@@ -397,7 +379,7 @@ async fn prefetch_bounds_the_messages_in_flight() {
     )
     .prefetch(3)
     .concurrency(10);
-    let server = start(&url, consumer).await;
+    let server = f.serve(consumer).await;
     assert!(eventually(WAIT, || async { probe.calls() == 3 }).await);
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
@@ -415,16 +397,15 @@ async fn prefetch_bounds_the_messages_in_flight() {
     assert_eq!(probe.max_running.load(Ordering::SeqCst), 3);
     server.shutdown().await.expect("clean shutdown");
     assert_eq!(broker.depth(&queue).await, 0);
-    broker.delete(&queue).await;
-    broker.close().await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrency_runs_handlers_in_parallel() {
-    let Some(url) = amqp::url() else { return };
-    let broker = Broker::connect(&url).await;
-    let queue = amqp::unique("parallel");
-    broker.fresh_queue(&queue).await;
+    let Some(f) = amqp::Fixture::new("parallel").await else {
+        return;
+    };
+    let (broker, queue) = (&f.broker, f.queue.clone());
     for i in 0..8 {
         broker.publish(&queue, i.to_string().as_bytes(), &[]).await;
     }
@@ -449,7 +430,7 @@ async fn concurrency_runs_handlers_in_parallel() {
     .concurrency(4)
     .retries(0)
     .on_failure(OnFailure::Drop);
-    let server = start(&url, consumer).await;
+    let server = f.serve(consumer).await;
     let labels = [("consumer", queue.as_str()), ("outcome", "ack")];
     assert!(
         eventually(WAIT, || async {
@@ -459,18 +440,16 @@ async fn concurrency_runs_handlers_in_parallel() {
     );
     assert_eq!(probe.max_running.load(Ordering::SeqCst), 4);
     server.shutdown().await.expect("clean shutdown");
-    broker.delete(&queue).await;
-    broker.close().await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn batches_fill_or_time_out_and_settle_per_message() {
-    let Some(url) = amqp::url() else { return };
-    let broker = Broker::connect(&url).await;
-    let queue = amqp::unique("batch");
-    let dlq = format!("{queue}.dlq");
-    broker.fresh_queue(&queue).await;
-    broker.delete(&dlq).await;
+    let Some(f) = amqp::Fixture::new("batch").await else {
+        return;
+    };
+    let f = f.with_dlq(".dlq").await;
+    let (broker, queue, dlq) = (&f.broker, f.queue.clone(), f.dlq().to_string());
     for word in ["a", "bad", "c", "d", "e", "f"] {
         broker.publish(&queue, word.as_bytes(), &[]).await;
     }
@@ -495,7 +474,7 @@ async fn batches_fill_or_time_out_and_settle_per_message() {
     )
     .declare(true)
     .on_failure(OnFailure::Dlq);
-    let server = start(&url, consumer).await;
+    let server = f.serve(consumer).await;
     assert!(eventually(WAIT, || async { broker.depth(&dlq).await == 1 }).await);
     let acked = [("consumer", queue.as_str()), ("outcome", "ack")];
     assert!(
@@ -514,18 +493,15 @@ async fn batches_fill_or_time_out_and_settle_per_message() {
     assert_eq!(body, b"bad");
     assert_eq!(headers["x-patron-error"], "bad word");
     assert_eq!(broker.depth(&queue).await, 0);
-    broker.delete(&queue).await;
-    broker.delete(&dlq).await;
-    broker.close().await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reconnects_after_connection_loss_and_reports_not_ready() {
-    let Some(url) = amqp::url() else { return };
-    let broker = Broker::connect(&url).await;
-    let queue = amqp::unique("reconnect");
-    broker.fresh_queue(&queue).await;
-    broker.close().await;
+    let Some(f) = amqp::Fixture::new("reconnect").await else {
+        return;
+    };
+    let queue = f.queue.clone();
     let probe = Arc::new(Probe::default());
     let p = probe.clone();
     let consumer = AmqpConsumer::new(
@@ -539,7 +515,7 @@ async fn reconnects_after_connection_loss_and_reports_not_ready() {
             }
         }),
     );
-    let server = start(&url, consumer).await;
+    let server = f.serve(consumer).await;
     let client = reqwest::Client::new();
     let ready = || async {
         client
@@ -554,7 +530,7 @@ async fn reconnects_after_connection_loss_and_reports_not_ready() {
         "ready once consuming"
     );
 
-    let publisher = Broker::connect(&url).await;
+    let publisher = Broker::connect(&f.url).await;
     for i in 0..10 {
         publisher
             .publish(&queue, format!("m{i}").as_bytes(), &[])
@@ -576,7 +552,7 @@ async fn reconnects_after_connection_loss_and_reports_not_ready() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(saw_503, "/ready answered 503 while the broker was gone");
-    let publisher = Broker::connect(&url).await;
+    let publisher = Broker::connect(&f.url).await;
     for i in 10..20 {
         publisher
             .publish(&queue, format!("m{i}").as_bytes(), &[])
@@ -596,8 +572,8 @@ async fn reconnects_after_connection_loss_and_reports_not_ready() {
     );
     server.shutdown().await.expect("clean shutdown");
     assert_eq!(publisher.depth(&queue).await, 0);
-    publisher.delete(&queue).await;
     publisher.close().await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -696,19 +672,18 @@ async fn attribute_consumers_register_and_take_dependencies() {
 /// and the copy must land once the DLQ exists.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_letter_with_nowhere_to_go_keeps_the_original_and_fails_readiness() {
-    let Some(url) = amqp::url() else { return };
-    let broker = Broker::connect(&url).await;
-    let queue = amqp::unique("dlq-missing");
-    let dlq = format!("{queue}.dlq");
-    broker.fresh_queue(&queue).await;
-    broker.delete(&dlq).await;
+    let Some(f) = amqp::Fixture::new("dlq-missing").await else {
+        return;
+    };
+    let f = f.with_dlq(".dlq").await;
+    let (broker, queue, dlq) = (&f.broker, f.queue.clone(), f.dlq().to_string());
     broker.publish(&queue, b"{not json", &[]).await;
     let consumer = AmqpConsumer::new(
         &queue,
         handler_fn(|_msg: Message<Json<Order>>| async { Ok::<(), patron::Error>(()) }),
     )
     .dlq(&dlq);
-    let server = start(&url, consumer).await;
+    let server = f.serve(consumer).await;
     let http = reqwest::Client::new();
     let ready = || async {
         let r = http
@@ -754,28 +729,25 @@ async fn a_dead_letter_with_nowhere_to_go_keeps_the_original_and_fails_readiness
     assert_eq!(broker.depth(&queue).await, 0, "acked once dead-lettered");
     let (body, _) = broker.get(&dlq).await.expect("the dead letter");
     assert_eq!(body, b"{not json");
-    broker.delete(&queue).await;
-    broker.delete(&dlq).await;
-    broker.close().await;
+    f.finish().await;
 }
 
 /// Issue 17 item 1, at shutdown: a dead letter that cannot land sends the
 /// original back to its queue; nothing is lost.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_held_dead_letter_goes_back_to_its_queue_at_shutdown() {
-    let Some(url) = amqp::url() else { return };
-    let broker = Broker::connect(&url).await;
-    let queue = amqp::unique("dlq-held");
-    let dlq = format!("{queue}.nowhere");
-    broker.fresh_queue(&queue).await;
-    broker.delete(&dlq).await;
+    let Some(f) = amqp::Fixture::new("dlq-held").await else {
+        return;
+    };
+    let f = f.with_dlq(".nowhere").await;
+    let (broker, queue, dlq) = (&f.broker, f.queue.clone(), f.dlq().to_string());
     broker.publish(&queue, b"{not json", &[]).await;
     let consumer = AmqpConsumer::new(
         &queue,
         handler_fn(|_msg: Message<Json<Order>>| async { Ok::<(), patron::Error>(()) }),
     )
     .dlq(&dlq);
-    let server = start(&url, consumer).await;
+    let server = f.serve(consumer).await;
     let http = reqwest::Client::new();
     assert!(
         eventually(WAIT, || async {
@@ -793,8 +765,7 @@ async fn a_held_dead_letter_goes_back_to_its_queue_at_shutdown() {
         eventually(WAIT, || async { broker.depth(&queue).await == 1 }).await,
         "the original is back in its queue"
     );
-    broker.delete(&queue).await;
-    broker.close().await;
+    f.finish().await;
 }
 
 /// Issue 17 item 2: the dead letter is the original — every property and
@@ -804,12 +775,11 @@ async fn a_dead_letter_is_a_faithful_copy_of_the_original() {
     use lapin::BasicProperties;
     use lapin::options::{BasicGetOptions, BasicPublishOptions};
     use lapin::types::{AMQPValue, FieldTable};
-    let Some(url) = amqp::url() else { return };
-    let broker = Broker::connect(&url).await;
-    let queue = amqp::unique("dlq-copy");
-    let dlq = format!("{queue}.dlq");
-    broker.fresh_queue(&queue).await;
-    broker.fresh_queue(&dlq).await;
+    let Some(f) = amqp::Fixture::new("dlq-copy").await else {
+        return;
+    };
+    let f = f.declared_dlq(".dlq").await;
+    let (broker, queue, dlq) = (&f.broker, f.queue.clone(), f.dlq().to_string());
     let mut nested = FieldTable::default();
     nested.insert("region".into(), AMQPValue::LongString("eu".into()));
     let mut headers = FieldTable::default();
@@ -853,7 +823,7 @@ async fn a_dead_letter_is_a_faithful_copy_of_the_original() {
     )
     .retries(0)
     .dlq(&dlq);
-    let server = start(&url, consumer).await;
+    let server = f.serve(consumer).await;
     assert!(eventually(WAIT, || async { broker.depth(&dlq).await == 1 }).await);
     server.shutdown().await.expect("clean shutdown");
     let got = broker
@@ -885,9 +855,7 @@ async fn a_dead_letter_is_a_faithful_copy_of_the_original() {
         !h.contains_key("X-Correlation-Id"),
         "the correlation id stays a property, not a new header"
     );
-    broker.delete(&queue).await;
-    broker.delete(&dlq).await;
-    broker.close().await;
+    f.finish().await;
 }
 
 /// A consumer of `queue` whose handler always fails, counting its calls and
@@ -914,13 +882,12 @@ fn always_failing(queue: &str, probe: &Arc<Probe>) -> AmqpConsumer {
 /// to the DLQ — or, with none named, is dropped.
 #[tokio::test(flavor = "multi_thread")]
 async fn requeue_stops_at_max_deliveries() {
-    let Some(url) = amqp::url() else { return };
-    let broker = Broker::connect(&url).await;
     for with_dlq in [true, false] {
-        let queue = amqp::unique("max-deliveries");
-        let dlq = format!("{queue}.dlq");
-        broker.fresh_queue(&queue).await;
-        broker.fresh_queue(&dlq).await;
+        let Some(f) = amqp::Fixture::new("max-deliveries").await else {
+            return;
+        };
+        let f = f.declared_dlq(".dlq").await;
+        let (broker, queue, dlq) = (&f.broker, f.queue.clone(), f.dlq().to_string());
         broker.publish(&queue, b"poison pill", &[]).await;
         let probe = Arc::new(Probe::default());
         let mut consumer = always_failing(&queue, &probe)
@@ -929,7 +896,7 @@ async fn requeue_stops_at_max_deliveries() {
         if with_dlq {
             consumer = consumer.dlq(&dlq);
         }
-        let server = start(&url, consumer).await;
+        let server = f.serve(consumer).await;
         let outcome = if with_dlq { "dlq" } else { "drop" };
         let labels = [("consumer", queue.as_str()), ("outcome", outcome)];
         assert!(
@@ -953,10 +920,8 @@ async fn requeue_stops_at_max_deliveries() {
         } else {
             assert_eq!(broker.depth(&dlq).await, 0);
         }
-        broker.delete(&queue).await;
-        broker.delete(&dlq).await;
+        f.finish().await;
     }
-    broker.close().await;
 }
 
 /// Issue 17 item 3: `exit` puts the message back counted, so a classic
@@ -965,10 +930,10 @@ async fn requeue_stops_at_max_deliveries() {
 /// again.
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_is_counted_across_service_runs() {
-    let Some(url) = amqp::url() else { return };
-    let broker = Broker::connect(&url).await;
-    let queue = amqp::unique("exit-counted");
-    broker.fresh_queue(&queue).await;
+    let Some(f) = amqp::Fixture::new("exit-counted").await else {
+        return;
+    };
+    let (broker, queue) = (&f.broker, f.queue.clone());
     broker.publish(&queue, b"fatal", &[]).await;
     let probe = Arc::new(Probe::default());
     let run = || {
@@ -976,13 +941,13 @@ async fn exit_is_counted_across_service_runs() {
             .on_failure(OnFailure::Exit)
             .max_deliveries(2)
     };
-    let first = start(&url, run()).await;
+    let first = f.serve(run()).await;
     let stopped = tokio::time::timeout(WAIT, first.join())
         .await
         .expect("the first run stops on its own");
     assert!(stopped.is_err(), "exit stops the service");
     assert!(eventually(WAIT, || async { broker.depth(&queue).await == 1 }).await);
-    let second = start(&url, run()).await;
+    let second = f.serve(run()).await;
     let labels = [("consumer", queue.as_str()), ("outcome", "drop")];
     assert!(
         eventually(WAIT, || async {
@@ -997,25 +962,23 @@ async fn exit_is_counted_across_service_runs() {
         .expect("the second run goes on and stops cleanly");
     assert_eq!(probe.seen(), ["1", "2"]);
     assert_eq!(broker.depth(&queue).await, 0);
-    broker.delete(&queue).await;
-    broker.close().await;
+    f.finish().await;
 }
 
 /// Issue 17 item 3: a message that arrives past the limit (here a quorum
 /// queue's `x-delivery-count` of 20) never reaches the handler.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_message_past_max_deliveries_never_reaches_the_handler() {
-    let Some(url) = amqp::url() else { return };
-    let broker = Broker::connect(&url).await;
-    let queue = amqp::unique("past-limit");
-    let dlq = format!("{queue}.dlq");
-    broker.fresh_queue(&queue).await;
-    broker.fresh_queue(&dlq).await;
+    let Some(f) = amqp::Fixture::new("past-limit").await else {
+        return;
+    };
+    let f = f.declared_dlq(".dlq").await;
+    let (broker, queue, dlq) = (&f.broker, f.queue.clone(), f.dlq().to_string());
     broker
         .publish(&queue, b"old", &[("x-delivery-count", "20")])
         .await;
     let probe = Arc::new(Probe::default());
-    let server = start(&url, always_failing(&queue, &probe).dlq(&dlq)).await;
+    let server = f.serve(always_failing(&queue, &probe).dlq(&dlq)).await;
     assert!(eventually(WAIT, || async { broker.depth(&dlq).await == 1 }).await);
     server.shutdown().await.expect("clean shutdown");
     assert_eq!(probe.calls(), 0, "the handler never saw it");
@@ -1024,7 +987,5 @@ async fn a_message_past_max_deliveries_never_reaches_the_handler() {
         headers["x-patron-error"].contains("delivered 21 times"),
         "{headers:?}"
     );
-    broker.delete(&queue).await;
-    broker.delete(&dlq).await;
-    broker.close().await;
+    f.finish().await;
 }

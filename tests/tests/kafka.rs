@@ -20,7 +20,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 
 const WAIT: Duration = Duration::from_secs(40);
 
-use patron_tests::kafka::{brokers, create_topic, numbered_topic, produce, producer};
+use patron_tests::kafka::{Fixture, brokers, produce, producer, serve};
 use patron_tests::unique;
 
 type Seen = Arc<Mutex<Vec<(i32, i64, String)>>>;
@@ -47,14 +47,6 @@ fn recorder(seen: Seen, fail_on: Option<&'static str>) -> impl patron::consumer:
     })
 }
 
-async fn start(consumer: KafkaConsumer) -> TestServer {
-    // A short session, so a group whose previous member died rebalances fast.
-    let consumer = consumer
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "1000");
-    patron_tests::serve_consumer("kafka-test", consumer, Duration::from_secs(10)).await
-}
-
 /// Produces `record` to partition 0, starts a consumer in `group`, and
 /// returns what it received (after a short grace for anything older).
 async fn restart_after_new_record(
@@ -66,7 +58,7 @@ async fn restart_after_new_record(
     produce(&producer(brokers), topic, 0, record).await;
     let again: Seen = Arc::default();
     let server =
-        start(KafkaConsumer::new([topic], group, recorder(again.clone(), None)).brokers(brokers))
+        serve(KafkaConsumer::new([topic], group, recorder(again.clone(), None)).brokers(brokers))
             .await;
     assert!(eventually(WAIT, || async { !again.lock().unwrap().is_empty() }).await);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -84,10 +76,12 @@ fn payloads(seen: &Seen) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn commits_after_success_and_a_restart_resumes_after_them() {
-    let Some(brokers) = brokers() else { return };
-    let (topic, group) = numbered_topic(&brokers, "commit", 5).await;
+    let Some(f) = Fixture::numbered("commit", 5).await else {
+        return;
+    };
+    let (brokers, topic, group) = (f.brokers.clone(), f.topic.clone(), f.group.clone());
     let seen: Seen = Arc::default();
-    let first = start(
+    let first = serve(
         KafkaConsumer::new([topic.as_str()], &group, recorder(seen.clone(), None))
             .brokers(&brokers),
     )
@@ -126,10 +120,12 @@ async fn commits_after_success_and_a_restart_resumes_after_them() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_without_a_delivery_limit_leaves_the_offset_uncommitted_and_a_restart_redelivers() {
-    let Some(brokers) = brokers() else { return };
-    let (topic, group) = numbered_topic(&brokers, "exit", 4).await;
+    let Some(f) = Fixture::numbered("exit", 4).await else {
+        return;
+    };
+    let (brokers, topic, group) = (f.brokers.clone(), f.topic.clone(), f.group.clone());
     let seen: Seen = Arc::default();
-    let failing = start(
+    let failing = serve(
         KafkaConsumer::new([topic.as_str()], &group, recorder(seen.clone(), Some("m2")))
             .brokers(&brokers)
             .retries(0)
@@ -145,7 +141,7 @@ async fn exit_without_a_delivery_limit_leaves_the_offset_uncommitted_and_a_resta
     assert_eq!(payloads(&seen), ["m0", "m1"]);
 
     let again: Seen = Arc::default();
-    let second = start(
+    let second = serve(
         KafkaConsumer::new([topic.as_str()], &group, recorder(again.clone(), None))
             .brokers(&brokers),
     )
@@ -161,9 +157,10 @@ async fn exit_without_a_delivery_limit_leaves_the_offset_uncommitted_and_a_resta
 
 #[tokio::test(flavor = "multi_thread")]
 async fn keeps_order_within_each_partition_under_concurrency() {
-    let Some(brokers) = brokers() else { return };
-    let (topic, group) = (unique("order"), unique("group"));
-    create_topic(&brokers, &topic, 3).await;
+    let Some(f) = Fixture::new("order", 3).await else {
+        return;
+    };
+    let (brokers, topic, group) = (f.brokers.clone(), f.topic.clone(), f.group.clone());
     let p = producer(&brokers);
     for i in 0..30 {
         produce(&p, &topic, i % 3, &format!("p{}-{:02}", i % 3, i / 3)).await;
@@ -190,7 +187,7 @@ async fn keeps_order_within_each_partition_under_concurrency() {
     )
     .brokers(&brokers)
     .concurrency(3);
-    let server = start(consumer).await;
+    let server = serve(consumer).await;
     assert!(eventually(WAIT, || async { seen.lock().unwrap().len() == 30 }).await);
     server.shutdown().await.expect("clean shutdown");
     let seen = seen.lock().unwrap().clone();
@@ -209,17 +206,18 @@ async fn keeps_order_within_each_partition_under_concurrency() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_letters_with_error_headers_then_commits() {
-    let Some(brokers) = brokers() else { return };
-    let (topic, group) = (unique("dlq"), unique("group"));
-    let dlq = format!("{topic}.dlq");
-    create_topic(&brokers, &topic, 1).await;
-    create_topic(&brokers, &dlq, 1).await;
+    let Some(f) = Fixture::new("dlq", 1).await else {
+        return;
+    };
+    let f = f.with_dlq(".dlq").await;
+    let (brokers, topic, group) = (f.brokers.clone(), f.topic.clone(), f.group.clone());
+    let dlq = f.dlq().to_string();
     let p = producer(&brokers);
     for body in ["ok-1", "bad", "ok-2"] {
         produce(&p, &topic, 0, body).await;
     }
     let seen: Seen = Arc::default();
-    let server = start(
+    let server = serve(
         KafkaConsumer::new(
             [topic.as_str()],
             &group,
@@ -253,15 +251,16 @@ async fn dead_letters_with_error_headers_then_commits() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn skip_commits_the_failed_record_and_goes_on() {
-    let Some(brokers) = brokers() else { return };
-    let (topic, group) = (unique("skip"), unique("group"));
-    create_topic(&brokers, &topic, 1).await;
+    let Some(f) = Fixture::new("skip", 1).await else {
+        return;
+    };
+    let (brokers, topic, group) = (f.brokers.clone(), f.topic.clone(), f.group.clone());
     let p = producer(&brokers);
     for body in ["a", "bad", "c"] {
         produce(&p, &topic, 0, body).await;
     }
     let seen: Seen = Arc::default();
-    let server = start(
+    let server = serve(
         KafkaConsumer::new(
             [topic.as_str()],
             &group,
@@ -284,9 +283,10 @@ async fn skip_commits_the_failed_record_and_goes_on() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_record_is_lost_or_skipped_across_a_stop() {
-    let Some(brokers) = brokers() else { return };
-    let (topic, group) = (unique("stop"), unique("group"));
-    create_topic(&brokers, &topic, 2).await;
+    let Some(f) = Fixture::new("stop", 2).await else {
+        return;
+    };
+    let (brokers, topic, group) = (f.brokers.clone(), f.topic.clone(), f.group.clone());
     let p = producer(&brokers);
     for i in 0..1000 {
         produce(&p, &topic, i % 2, &format!("{i:04}")).await;
@@ -307,7 +307,7 @@ async fn no_record_is_lost_or_skipped_across_a_stop() {
             }
         })
     };
-    let first = start(
+    let first = serve(
         KafkaConsumer::new([topic.as_str()], &group, slow(seen.clone()))
             .brokers(&brokers)
             .concurrency(2),
@@ -317,7 +317,7 @@ async fn no_record_is_lost_or_skipped_across_a_stop() {
     first.shutdown().await.expect("clean shutdown");
     let before = seen.lock().unwrap().len();
     assert!(before < 1000, "stopped midway ({before})");
-    let second = start(
+    let second = serve(
         KafkaConsumer::new([topic.as_str()], &group, slow(seen.clone()))
             .brokers(&brokers)
             .concurrency(2),
@@ -344,8 +344,10 @@ async fn no_record_is_lost_or_skipped_across_a_stop() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_handler_stuck_at_shutdown_is_abandoned_uncommitted_and_redelivered() {
-    let Some(brokers) = brokers() else { return };
-    let (topic, group) = numbered_topic(&brokers, "stuck", 2).await;
+    let Some(f) = Fixture::numbered("stuck", 2).await else {
+        return;
+    };
+    let (brokers, topic, group) = (f.brokers.clone(), f.topic.clone(), f.group.clone());
     let started: Seen = Arc::default();
     let s = started.clone();
     let consumer = KafkaConsumer::new(
@@ -415,8 +417,10 @@ async fn committed(brokers: &str, group: &str, topic: &str) -> Option<i64> {
 // commit of what finished before it.
 #[tokio::test(flavor = "multi_thread")]
 async fn reports_the_lag_per_partition() {
-    let Some(brokers) = brokers() else { return };
-    let (topic, group) = numbered_topic(&brokers, "lag", 10).await;
+    let Some(f) = Fixture::numbered("lag", 10).await else {
+        return;
+    };
+    let (brokers, topic, group) = (f.brokers.clone(), f.topic.clone(), f.group.clone());
     let gate = Arc::new(tokio::sync::Semaphore::new(0));
     let done = Arc::new(Mutex::new(0));
     let (g, d) = (gate.clone(), done.clone());
@@ -435,7 +439,7 @@ async fn reports_the_lag_per_partition() {
     )
     .name("lagging")
     .brokers(&brokers);
-    let server = start(consumer).await;
+    let server = serve(consumer).await;
     assert!(eventually(WAIT, || async { *done.lock().unwrap() == 5 }).await);
     let http = reqwest::Client::new();
     let lag = || async {
@@ -574,9 +578,10 @@ async fn produce_keyed(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn hands_the_handler_each_records_metadata_and_correlation_id() {
-    let Some(brokers) = brokers() else { return };
-    let (topic, group) = (unique("metadata"), unique("group"));
-    create_topic(&brokers, &topic, 1).await;
+    let Some(f) = Fixture::new("metadata", 1).await else {
+        return;
+    };
+    let (brokers, topic, group) = (f.brokers.clone(), f.topic.clone(), f.group.clone());
     let p = producer(&brokers);
     let stamp = 1_700_000_000_123;
     for (key, body) in [(Some("order-7"), "first"), (None, "second")] {
@@ -587,7 +592,7 @@ async fn hands_the_handler_each_records_metadata_and_correlation_id() {
     type Ids = Arc<Mutex<Vec<(String, Option<String>)>>>;
     let ids: Ids = Arc::default();
     let (s, i) = (seen.clone(), ids.clone());
-    let server = start(
+    let server = serve(
         KafkaConsumer::new(
             [topic.as_str()],
             &group,
@@ -636,9 +641,10 @@ async fn hands_the_handler_each_records_metadata_and_correlation_id() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn batches_keep_the_last_record_per_key_and_commit_the_replaced_ones() {
-    let Some(brokers) = brokers() else { return };
-    let (topic, group) = (unique("batch"), unique("group"));
-    create_topic(&brokers, &topic, 1).await;
+    let Some(f) = Fixture::new("batch", 1).await else {
+        return;
+    };
+    let (brokers, topic, group) = (f.brokers.clone(), f.topic.clone(), f.group.clone());
     let p = producer(&brokers);
     let keys = [
         Some("a"),
@@ -674,7 +680,7 @@ async fn batches_keep_the_last_record_per_key_and_commit_the_replaced_ones() {
     .dedup_by_key(true)
     .name("deduped")
     .brokers(&brokers);
-    let server = start(consumer).await;
+    let server = serve(consumer).await;
     assert!(eventually(WAIT, || async { batches.lock().unwrap().len() == 2 }).await);
     // Offsets 0–4 keep a@2, c@3, b@4; offsets 5–9 keep a@6, the keyless r8, d@9.
     assert_eq!(
@@ -723,7 +729,7 @@ async fn member(
         consumer = consumer.set("partition.assignment.strategy", strategy);
     }
     Member {
-        server: start(consumer).await,
+        server: serve(consumer).await,
         seen,
     }
 }
@@ -760,9 +766,10 @@ async fn a_two_instance_group_splits_partitions_under_cooperative_rebalancing() 
 /// without duplicates; when one leaves, the other takes its partitions
 /// over from its commits.
 async fn two_instances_split_partitions(strategy: Option<&str>) {
-    let Some(brokers) = brokers() else { return };
-    let (topic, group) = (unique("group-split"), unique("group"));
-    create_topic(&brokers, &topic, 4).await;
+    let Some(f) = Fixture::new("group-split", 4).await else {
+        return;
+    };
+    let (brokers, topic, group) = (f.brokers.clone(), f.topic.clone(), f.group.clone());
     let a = member(&brokers, &topic, &group, "a", strategy).await;
     let b = member(&brokers, &topic, &group, "b", strategy).await;
     // Wait until the group settled with both members owning partitions.
@@ -837,16 +844,17 @@ async fn two_instances_split_partitions(strategy: Option<&str>) {
 /// committed instead of crash-looping the service.
 #[tokio::test(flavor = "multi_thread")]
 async fn exit_delivers_a_failing_record_again_up_to_max_deliveries_then_drops_it() {
-    let Some(brokers) = brokers() else { return };
-    let (topic, group) = (unique("exit-limit"), unique("group"));
-    create_topic(&brokers, &topic, 1).await;
+    let Some(f) = Fixture::new("exit-limit", 1).await else {
+        return;
+    };
+    let (brokers, topic, group) = (f.brokers.clone(), f.topic.clone(), f.group.clone());
     let p = producer(&brokers);
     for body in ["a", "bad", "c"] {
         produce(&p, &topic, 0, body).await;
     }
     let seen: Arc<Mutex<Vec<String>>> = Arc::default();
     let s = seen.clone();
-    let server = start(
+    let server = serve(
         KafkaConsumer::new(
             [topic.as_str()],
             &group,
@@ -905,11 +913,12 @@ async fn exit_delivers_a_failing_record_again_up_to_max_deliveries_then_drops_it
 /// stopping the service; after a restart the record is delivered again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_dead_letter_holds_the_partition_and_fails_readiness() {
-    let Some(brokers) = brokers() else { return };
-    let (topic, group) = (unique("dlq-refused"), unique("group"));
-    let dlq = format!("{topic}.dlq");
-    create_topic(&brokers, &topic, 1).await;
-    create_topic(&brokers, &dlq, 1).await;
+    let Some(f) = Fixture::new("dlq-refused", 1).await else {
+        return;
+    };
+    let f = f.with_dlq(".dlq").await;
+    let (brokers, topic, group) = (f.brokers.clone(), f.topic.clone(), f.group.clone());
+    let dlq = f.dlq().to_string();
     let big: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &brokers)
         .set("broker.address.family", "v4")
@@ -928,7 +937,7 @@ async fn a_refused_dead_letter_holds_the_partition_and_fails_readiness() {
     produce(&producer(&brokers), &topic, 0, "after").await;
     let seen: Arc<Mutex<Vec<usize>>> = Arc::default();
     let s = seen.clone();
-    let server = start(
+    let server = serve(
         KafkaConsumer::new(
             [topic.as_str()],
             &group,
@@ -975,7 +984,7 @@ async fn a_refused_dead_letter_holds_the_partition_and_fails_readiness() {
         .await
         .expect("the service did not stop on its own");
     let again: Seen = Arc::default();
-    let second = start(
+    let second = serve(
         KafkaConsumer::new([topic.as_str()], &group, recorder(again.clone(), None))
             .brokers(&brokers),
     )
@@ -994,11 +1003,12 @@ async fn a_refused_dead_letter_holds_the_partition_and_fails_readiness() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_letter_keeps_key_headers_and_timestamp() {
     use rdkafka::message::{Header, OwnedHeaders};
-    let Some(brokers) = brokers() else { return };
-    let (topic, group) = (unique("dlq-copy"), unique("group"));
-    let dlq = format!("{topic}.dlq");
-    create_topic(&brokers, &topic, 1).await;
-    create_topic(&brokers, &dlq, 1).await;
+    let Some(f) = Fixture::new("dlq-copy", 1).await else {
+        return;
+    };
+    let f = f.with_dlq(".dlq").await;
+    let (brokers, topic, group) = (f.brokers.clone(), f.topic.clone(), f.group.clone());
+    let dlq = f.dlq().to_string();
     let headers = OwnedHeaders::new()
         .insert(Header {
             key: "tenant",
@@ -1021,7 +1031,7 @@ async fn a_dead_letter_keeps_key_headers_and_timestamp() {
         .await
         .expect("produce");
     let seen: Seen = Arc::default();
-    let server = start(
+    let server = serve(
         KafkaConsumer::new(
             [topic.as_str()],
             &group,

@@ -15,12 +15,6 @@ use patron_tests::{eventually, prom, sqs};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-use patron_tests::unique;
-
-async fn start(consumer: SqsConsumer) -> TestServer {
-    patron_tests::serve_consumer("sqs-test", consumer, Duration::from_secs(5)).await
-}
-
 type Seen = Arc<Mutex<Vec<(String, u32)>>>;
 
 /// A dead-lettered message: body and string attributes.
@@ -28,12 +22,10 @@ type DeadLetter = (String, std::collections::BTreeMap<String, String>);
 
 #[tokio::test(flavor = "multi_thread")]
 async fn deletes_on_success_and_exposes_metadata() {
-    let Some(endpoint) = sqs::endpoint() else {
+    let Some(f) = sqs::Fixture::new("ok").await else {
         return;
     };
-    let client = sqs::client(&endpoint);
-    let queue = unique("ok");
-    let url = sqs::create(&client, &queue).await;
+    let (client, queue, url) = (&f.client, f.queue.clone(), f.url.clone());
     for i in 0..3 {
         sqs::send(
             &client,
@@ -61,9 +53,8 @@ async fn deletes_on_success_and_exposes_metadata() {
             }
         }),
     )
-    .client(client.clone())
     .wait(Duration::from_secs(1));
-    let server = start(consumer).await;
+    let server = f.serve(consumer).await;
     assert!(eventually(WAIT, || async { seen.lock().unwrap().len() == 3 }).await);
     assert!(
         eventually(WAIT, || async { sqs::depth(&client, &url).await == (0, 0) }).await,
@@ -92,17 +83,15 @@ async fn deletes_on_success_and_exposes_metadata() {
     let mut got = seen.lock().unwrap().clone();
     got.sort();
     assert_eq!(got, [("m0".into(), 1), ("m1".into(), 1), ("m2".into(), 1)]);
-    sqs::delete(&client, &url).await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn requeue_makes_the_message_visible_again() {
-    let Some(endpoint) = sqs::endpoint() else {
+    let Some(f) = sqs::Fixture::new("requeue").await else {
         return;
     };
-    let client = sqs::client(&endpoint);
-    let queue = unique("requeue");
-    let url = sqs::create(&client, &queue).await;
+    let (client, queue, url) = (&f.client, f.queue.clone(), f.url.clone());
     sqs::send(&client, &url, "again", &[]).await;
     let seen: Seen = Arc::default();
     let s = seen.clone();
@@ -124,13 +113,12 @@ async fn requeue_makes_the_message_visible_again() {
             }
         }),
     )
-    .client(client.clone())
     .wait(Duration::from_secs(1))
     // A long visibility: only the explicit release makes it come back fast.
     .visibility(Duration::from_secs(120))
     .retries(0)
     .on_failure(OnFailure::Requeue);
-    let server = start(consumer).await;
+    let server = f.serve(consumer).await;
     assert!(eventually(WAIT, || async { seen.lock().unwrap().len() == 2 }).await);
     server.shutdown().await.expect("clean shutdown");
     assert_eq!(
@@ -138,19 +126,17 @@ async fn requeue_makes_the_message_visible_again() {
         [("again".to_string(), 1), ("again".to_string(), 2)]
     );
     assert!(eventually(WAIT, || async { sqs::depth(&client, &url).await == (0, 0) }).await);
-    sqs::delete(&client, &url).await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dead_letters_after_the_retries() {
-    let Some(endpoint) = sqs::endpoint() else {
+    let Some(f) = sqs::Fixture::new("dlq").await else {
         return;
     };
-    let client = sqs::client(&endpoint);
-    let queue = unique("dlq");
-    let dlq = format!("{queue}-dead");
-    let url = sqs::create(&client, &queue).await;
-    let dlq_url = sqs::create(&client, &dlq).await;
+    let f = f.with_dlq("-dead").await;
+    let (client, queue, url) = (&f.client, f.queue.clone(), f.url.clone());
+    let (dlq, dlq_url) = f.dlq();
     sqs::send(&client, &url, r#"{"id":1}"#, &[("tenant", "acme")]).await;
     let calls = Arc::new(Mutex::new(0));
     let c = calls.clone();
@@ -164,12 +150,11 @@ async fn dead_letters_after_the_retries() {
             }
         }),
     )
-    .client(client.clone())
     .wait(Duration::from_secs(1))
     .retries(2)
     .backoff(Duration::from_millis(10))
     .dlq(&dlq);
-    let server = start(consumer).await;
+    let server = f.serve(consumer).await;
     let dead: Arc<Mutex<Option<DeadLetter>>> = Arc::default();
     assert!(
         eventually(WAIT, || async {
@@ -193,18 +178,15 @@ async fn dead_letters_after_the_retries() {
     );
     assert_eq!(attrs["x-patron-original-queue"], queue);
     assert_eq!(attrs["tenant"], "acme", "original attributes kept");
-    sqs::delete(&client, &url).await;
-    sqs::delete(&client, &dlq_url).await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_long_poll_returns_as_soon_as_a_message_arrives() {
-    let Some(endpoint) = sqs::endpoint() else {
+    let Some(f) = sqs::Fixture::new("longpoll").await else {
         return;
     };
-    let client = sqs::client(&endpoint);
-    let queue = unique("longpoll");
-    let url = sqs::create(&client, &queue).await;
+    let (client, queue, url) = (&f.client, f.queue.clone(), f.url.clone());
     let seen: Arc<Mutex<Option<Instant>>> = Arc::default();
     let s = seen.clone();
     let consumer = SqsConsumer::new(
@@ -215,10 +197,9 @@ async fn a_long_poll_returns_as_soon_as_a_message_arrives() {
                 *s.lock().unwrap() = Some(Instant::now());
             }
         }),
-    )
-    .client(client.clone());
+    );
     // The default 20 s wait: the consumer is parked in a long poll.
-    let server = start(consumer).await;
+    let server = f.serve(consumer).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let sent = Instant::now();
     sqs::send(&client, &url, "wake up", &[]).await;
@@ -229,17 +210,15 @@ async fn a_long_poll_returns_as_soon_as_a_message_arrives() {
         "handled {latency:?} after sending, well before the 20 s poll ended"
     );
     server.shutdown().await.expect("clean shutdown");
-    sqs::delete(&client, &url).await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn no_message_is_lost_across_a_stop() {
-    let Some(endpoint) = sqs::endpoint() else {
+    let Some(f) = sqs::Fixture::new("stop").await else {
         return;
     };
-    let client = sqs::client(&endpoint);
-    let queue = unique("stop");
-    let url = sqs::create(&client, &queue).await;
+    let (client, queue, url) = (&f.client, f.queue.clone(), f.url.clone());
     for i in 0..200 {
         sqs::send(&client, &url, &i.to_string(), &[]).await;
     }
@@ -255,18 +234,17 @@ async fn no_message_is_lost_across_a_stop() {
                 }
             }),
         )
-        .client(client.clone())
         .wait(Duration::from_secs(1))
         // Messages a cancelled receive handed out come back quickly.
         .visibility(Duration::from_secs(2))
         .concurrency(4)
     };
-    let first = start(consumer(seen.clone())).await;
+    let first = f.serve(consumer(seen.clone())).await;
     assert!(eventually(WAIT, || async { seen.lock().unwrap().len() >= 60 }).await);
     first.shutdown().await.expect("clean shutdown");
     let before = seen.lock().unwrap().len();
     assert!(before < 200, "stopped midway ({before})");
-    let second = start(consumer(seen.clone())).await;
+    let second = f.serve(consumer(seen.clone())).await;
     assert!(
         eventually(Duration::from_secs(60), || async {
             let mut ids = seen.lock().unwrap().clone();
@@ -279,17 +257,15 @@ async fn no_message_is_lost_across_a_stop() {
     );
     assert!(eventually(WAIT, || async { sqs::depth(&client, &url).await == (0, 0) }).await);
     second.shutdown().await.expect("clean shutdown");
-    sqs::delete(&client, &url).await;
+    f.finish().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn attributes_carry_the_trace_context_and_correlation_id() {
-    let Some(endpoint) = sqs::endpoint() else {
+    let Some(f) = sqs::Fixture::new("trace").await else {
         return;
     };
-    let client = sqs::client(&endpoint);
-    let queue = unique("trace");
-    let url = sqs::create(&client, &queue).await;
+    let (client, queue, url) = (&f.client, f.queue.clone(), f.url.clone());
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     sqs::send(
         &client,
@@ -315,15 +291,14 @@ async fn attributes_carry_the_trace_context_and_correlation_id() {
             }
         }),
     )
-    .client(client.clone())
     .wait(Duration::from_secs(1));
-    let server = start(consumer).await;
+    let server = f.serve(consumer).await;
     assert!(eventually(WAIT, || async { outgoing.lock().unwrap().is_some() }).await);
     server.shutdown().await.expect("clean shutdown");
     let headers = outgoing.lock().unwrap().clone().unwrap();
     assert_eq!(headers["traceparent"], traceparent);
     assert_eq!(headers["x-correlation-id"], "corr-sqs");
-    sqs::delete(&client, &url).await;
+    f.finish().await;
 }
 
 // A consumer declared with the attribute, run in-process with the client the
@@ -376,12 +351,10 @@ async fn attribute_consumers_use_the_provided_client() {
 /// counts them), then dropped when no DLQ is named.
 #[tokio::test(flavor = "multi_thread")]
 async fn requeue_stops_at_max_deliveries() {
-    let Some(endpoint) = sqs::endpoint() else {
+    let Some(f) = sqs::Fixture::new("max-deliveries").await else {
         return;
     };
-    let client = sqs::client(&endpoint);
-    let queue = unique("max-deliveries");
-    let url = sqs::create(&client, &queue).await;
+    let (client, queue, url) = (&f.client, f.queue.clone(), f.url.clone());
     sqs::send(&client, &url, "poison", &[]).await;
     let seen: Seen = Arc::default();
     let s = seen.clone();
@@ -396,13 +369,12 @@ async fn requeue_stops_at_max_deliveries() {
             }
         }),
     )
-    .client(client.clone())
     .wait(Duration::from_secs(1))
     .visibility(Duration::from_secs(120))
     .retries(0)
     .on_failure(OnFailure::Requeue)
     .max_deliveries(3);
-    let server = start(consumer).await;
+    let server = f.serve(consumer).await;
     assert!(eventually(WAIT, || async { sqs::depth(&client, &url).await == (0, 0) }).await);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let samples = prom::scrape(&reqwest::Client::new(), &server.url("/metrics")).await;
@@ -418,7 +390,7 @@ async fn requeue_stops_at_max_deliveries() {
         expected,
         "delivered 3 times, counted"
     );
-    sqs::delete(&client, &url).await;
+    f.finish().await;
 }
 
 /// Issue 17 item 1: a DLQ that SQS refuses (deleted after the consumer
@@ -427,23 +399,20 @@ async fn requeue_stops_at_max_deliveries() {
 /// recovers.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_refused_dead_letter_stays_in_the_queue_and_fails_readiness() {
-    let Some(endpoint) = sqs::endpoint() else {
+    let Some(f) = sqs::Fixture::new("dlq-refused").await else {
         return;
     };
-    let client = sqs::client(&endpoint);
-    let queue = unique("dlq-refused");
-    let dlq = format!("{queue}-dlq");
-    let url = sqs::create(&client, &queue).await;
-    let dlq_url = sqs::create(&client, &dlq).await;
+    let f = f.with_dlq("-dlq").await;
+    let (client, queue, url) = (&f.client, f.queue.clone(), f.url.clone());
+    let (dlq, dlq_url) = f.dlq();
     let consumer = SqsConsumer::new(
         &queue,
         handler_fn(|_msg: Message<Json<serde_json::Value>>| async { Ok::<(), patron::Error>(()) }),
     )
-    .client(client.clone())
     .wait(Duration::from_secs(1))
     .visibility(Duration::from_secs(2))
     .dlq(&dlq);
-    let server = start(consumer).await;
+    let server = f.serve(consumer).await;
     let http = reqwest::Client::new();
     let ready = || async {
         let r = http.get(server.url("/ready")).send().await.unwrap();
@@ -482,8 +451,7 @@ async fn a_refused_dead_letter_stays_in_the_queue_and_fails_readiness() {
     server.shutdown().await.expect("clean shutdown");
     assert_eq!(dead.lock().unwrap().clone().unwrap().0, "not json");
     assert!(eventually(WAIT, || async { sqs::depth(&client, &url).await == (0, 0) }).await);
-    sqs::delete(&client, &url).await;
-    sqs::delete(&client, &dlq_url).await;
+    f.finish().await;
 }
 
 /// Issue 17 item 2: the SQS dead letter keeps the original attributes with
@@ -492,14 +460,12 @@ async fn a_refused_dead_letter_stays_in_the_queue_and_fails_readiness() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dead_letter_keeps_typed_attributes_within_the_limit() {
     use aws_sdk_sqs::types::MessageAttributeValue;
-    let Some(endpoint) = sqs::endpoint() else {
+    let Some(f) = sqs::Fixture::new("dlq-typed").await else {
         return;
     };
-    let client = sqs::client(&endpoint);
-    let queue = unique("dlq-typed");
-    let dlq = format!("{queue}-dlq");
-    let url = sqs::create(&client, &queue).await;
-    let dlq_url = sqs::create(&client, &dlq).await;
+    let f = f.with_dlq("-dlq").await;
+    let (client, queue, url) = (&f.client, f.queue.clone(), f.url.clone());
+    let (dlq, dlq_url) = f.dlq();
     let mut send = client.send_message().queue_url(&url).message_body("x");
     send = send.message_attributes(
         "amount",
@@ -534,11 +500,10 @@ async fn a_dead_letter_keeps_typed_attributes_within_the_limit() {
             Err::<(), _>(patron::Error::msg("always fails"))
         }),
     )
-    .client(client.clone())
     .wait(Duration::from_secs(1))
     .retries(0)
     .dlq(&dlq);
-    let server = start(consumer).await;
+    let server = f.serve(consumer).await;
     let mut got = None;
     let deadline = Instant::now() + WAIT;
     while got.is_none() && Instant::now() < deadline {
@@ -572,6 +537,5 @@ async fn a_dead_letter_keeps_typed_attributes_within_the_limit() {
         );
     }
     assert!(attrs.contains_key("x-patron-error") && attrs.contains_key("x-patron-attempts"));
-    sqs::delete(&client, &url).await;
-    sqs::delete(&client, &dlq_url).await;
+    f.finish().await;
 }
