@@ -93,10 +93,12 @@ fn generate(attr: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
         None => {
             let convert = match output {
                 ReturnType::Default => {
-                    quote!(#p::MainOutput::into_result(__patron_user_main().await))
+                    quote!(::patron::MainOutput::into_result(
+                        __patron_user_main().await
+                    ))
                 }
                 ReturnType::Type(_, ty) => quote_spanned! {ty.span()=>
-                    #p::MainOutput::into_result(__patron_user_main().await)
+                    ::patron::MainOutput::into_result(__patron_user_main().await)
                 },
             };
             quote! {

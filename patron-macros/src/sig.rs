@@ -43,6 +43,9 @@ pub struct Kind {
     pub impl_trait_hint: &'static str,
     /// After "take at most 16 arguments".
     pub too_many_hint: &'static str,
+    /// Argument types (by last path segment) that are taken by value, so a
+    /// reference to one is fixed by dropping the `&`.
+    pub by_value: &'static [&'static str],
 }
 
 /// Every signature problem of `sig`, combined.
@@ -82,6 +85,9 @@ pub fn check(sig: &Signature, kind: &Kind) -> syn::Result<()> {
                 ),
             )),
             FnArg::Typed(pat) => {
+                if let Type::Reference(reference) = &*pat.ty {
+                    errors.push(reference_error(reference, kind));
+                }
                 if let Type::ImplTrait(imp) = &*pat.ty {
                     errors.push(syn::Error::new(
                         imp.span(),
@@ -102,6 +108,27 @@ pub fn check(sig: &Signature, kind: &Kind) -> syn::Result<()> {
         ));
     }
     errors.finish()
+}
+
+/// Why a handler cannot take `reference`, and what to take instead: the
+/// type by value when it is an argument type of its own, else a `Dep`.
+fn reference_error(reference: &syn::TypeReference, kind: &Kind) -> syn::Error {
+    let inner = type_text(&reference.elem);
+    let taken = format!(
+        "{} cannot take references: `{}` would borrow from outside the handler",
+        kind.noun,
+        type_text(&Type::Reference(reference.clone()))
+    );
+    let by_value =
+        last_segment(&reference.elem).is_some_and(|n| kind.by_value.contains(&n.as_str()));
+    let fix = if by_value {
+        format!("take `{inner}` by value")
+    } else {
+        format!(
+            "take `Dep<{inner}>` and `provide` a `{inner}` in `#[patron::main]` (`service.provide(value)`)"
+        )
+    };
+    syn::Error::new_spanned(reference, format!("{taken}; {fix}"))
 }
 
 /// Errors collected across arguments and checks, reported as one
@@ -167,4 +194,17 @@ pub fn last_segment(ty: &Type) -> Option<String> {
         Type::Path(p) => p.path.segments.last().map(|s| s.ident.to_string()),
         _ => None,
     }
+}
+
+/// A type as a user would write it (`Vec<u8>`, not `Vec < u8 >`).
+pub fn type_text(ty: &Type) -> String {
+    quote!(#ty)
+        .to_string()
+        .replace(" :: ", "::")
+        .replace(":: ", "::")
+        .replace(" <", "<")
+        .replace("< ", "<")
+        .replace(" >", ">")
+        .replace(" ,", ",")
+        .replace("& ", "&")
 }

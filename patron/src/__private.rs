@@ -94,30 +94,8 @@ pub struct MainInfo {
     pub version: &'static str,
 }
 
-/// What `async fn main()` may return: `()` or `Result<(), E>`.
-#[diagnostic::on_unimplemented(
-    message = "`#[patron::main] async fn main()` must return `()` or `patron::Result<()>`, not `{Self}`",
-    note = "to configure the service, take it as an argument: `async fn main(service: Service) -> patron::Result<Service>`"
-)]
-pub trait MainOutput {
-    /// The outcome as a `Result`.
-    fn into_result(self) -> Result<()>;
-}
-
-impl MainOutput for () {
-    fn into_result(self) -> Result<()> {
-        Ok(())
-    }
-}
-
-impl<E: Into<Error>> MainOutput for std::result::Result<(), E> {
-    fn into_result(self) -> Result<()> {
-        self.map_err(Into::into)
-    }
-}
-
 /// Entry point of `#[patron::main] async fn main()`; the generated code
-/// converts the body's output with [`MainOutput`].
+/// converts the body's output with [`MainOutput`](crate::MainOutput).
 pub fn run_main<F, Fut>(info: MainInfo, body: F) -> ExitCode
 where
     F: FnOnce() -> Fut,

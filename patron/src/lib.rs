@@ -71,7 +71,7 @@ pub use consumer::registry::{ConsumerDef, consumers as registered_consumers};
 pub use deps::{Dep, Deps};
 pub use error::{Error, PROBLEM_JSON, Result};
 pub use http::registry::RouteDef;
-pub use service::{BoundService, Service, ServiceError, StartupError};
+pub use service::{BoundService, MainOutput, Service, ServiceError, StartupError};
 
 /// Registers an `async fn` as an HTTP route.
 ///
@@ -269,12 +269,18 @@ pub mod prelude {
     pub use crate::{Dep, Error, Service};
     pub use axum::Json;
     pub use axum::extract::{Path, Query};
-    pub use http::{HeaderMap, StatusCode};
+    pub use http::{HeaderMap, Method, StatusCode};
     pub use serde::{Deserialize, Serialize};
 }
 
 #[doc(hidden)]
 pub use http as __http;
+
+/// The `tracing` crate patron logs through: `patron::tracing::info!(…)`
+/// works without a dependency of your own, and its lines carry the
+/// request's or message's correlation id like any other.
+#[doc(no_inline)]
+pub use tracing;
 
 /// The README's and the guides' snippets, tested. They include consumers
 /// and clients, so they need the `amqp`, `sqs`, `kafka`, `http-client` and

@@ -25,7 +25,7 @@ async fn deletes_on_success_and_exposes_metadata() {
     let Some(f) = sqs::Fixture::new("ok").await else {
         return;
     };
-    let (client, queue, url) = (&f.client, f.queue.clone(), f.url.clone());
+    let (client, queue, url) = (f.client.clone(), f.queue.clone(), f.url.clone());
     for i in 0..3 {
         sqs::send(
             &client,
@@ -91,7 +91,7 @@ async fn requeue_makes_the_message_visible_again() {
     let Some(f) = sqs::Fixture::new("requeue").await else {
         return;
     };
-    let (client, queue, url) = (&f.client, f.queue.clone(), f.url.clone());
+    let (client, queue, url) = (f.client.clone(), f.queue.clone(), f.url.clone());
     sqs::send(&client, &url, "again", &[]).await;
     let seen: Seen = Arc::default();
     let s = seen.clone();
@@ -135,7 +135,7 @@ async fn dead_letters_after_the_retries() {
         return;
     };
     let f = f.with_dlq("-dead").await;
-    let (client, queue, url) = (&f.client, f.queue.clone(), f.url.clone());
+    let (client, queue, url) = (f.client.clone(), f.queue.clone(), f.url.clone());
     let (dlq, dlq_url) = f.dlq();
     sqs::send(&client, &url, r#"{"id":1}"#, &[("tenant", "acme")]).await;
     let calls = Arc::new(Mutex::new(0));
@@ -186,7 +186,7 @@ async fn a_long_poll_returns_as_soon_as_a_message_arrives() {
     let Some(f) = sqs::Fixture::new("longpoll").await else {
         return;
     };
-    let (client, queue, url) = (&f.client, f.queue.clone(), f.url.clone());
+    let (client, queue, url) = (f.client.clone(), f.queue.clone(), f.url.clone());
     let seen: Arc<Mutex<Option<Instant>>> = Arc::default();
     let s = seen.clone();
     let consumer = SqsConsumer::new(
@@ -218,7 +218,7 @@ async fn no_message_is_lost_across_a_stop() {
     let Some(f) = sqs::Fixture::new("stop").await else {
         return;
     };
-    let (client, queue, url) = (&f.client, f.queue.clone(), f.url.clone());
+    let (client, queue, url) = (f.client.clone(), f.queue.clone(), f.url.clone());
     for i in 0..200 {
         sqs::send(&client, &url, &i.to_string(), &[]).await;
     }
@@ -265,7 +265,7 @@ async fn attributes_carry_the_trace_context_and_correlation_id() {
     let Some(f) = sqs::Fixture::new("trace").await else {
         return;
     };
-    let (client, queue, url) = (&f.client, f.queue.clone(), f.url.clone());
+    let (client, queue, url) = (f.client.clone(), f.queue.clone(), f.url.clone());
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     sqs::send(
         &client,
@@ -354,7 +354,7 @@ async fn requeue_stops_at_max_deliveries() {
     let Some(f) = sqs::Fixture::new("max-deliveries").await else {
         return;
     };
-    let (client, queue, url) = (&f.client, f.queue.clone(), f.url.clone());
+    let (client, queue, url) = (f.client.clone(), f.queue.clone(), f.url.clone());
     sqs::send(&client, &url, "poison", &[]).await;
     let seen: Seen = Arc::default();
     let s = seen.clone();
@@ -403,7 +403,7 @@ async fn a_refused_dead_letter_stays_in_the_queue_and_fails_readiness() {
         return;
     };
     let f = f.with_dlq("-dlq").await;
-    let (client, queue, url) = (&f.client, f.queue.clone(), f.url.clone());
+    let (client, queue, url) = (f.client.clone(), f.queue.clone(), f.url.clone());
     let (dlq, dlq_url) = f.dlq();
     let consumer = SqsConsumer::new(
         &queue,
@@ -464,7 +464,7 @@ async fn a_dead_letter_keeps_typed_attributes_within_the_limit() {
         return;
     };
     let f = f.with_dlq("-dlq").await;
-    let (client, queue, url) = (&f.client, f.queue.clone(), f.url.clone());
+    let (client, queue, url) = (f.client.clone(), f.queue.clone(), f.url.clone());
     let (dlq, dlq_url) = f.dlq();
     let mut send = client.send_message().queue_url(&url).message_body("x");
     send = send.message_attributes(

@@ -6,7 +6,7 @@ struct Order {
     quantity: u32,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct Accepted {
     item: String,
     quantity: u32,
@@ -54,24 +54,30 @@ mod tests {
     async fn orders_need_a_key_and_a_quantity() -> patron::Result<()> {
         let service = Service::new("first-service").provide(ApiKey::new(["test-key"]));
         let server = TestServer::start(service).await?;
-        let http = reqwest::Client::new();
-        let post = |key: &str, quantity: u32| {
-            http.post(server.url("/orders"))
-                .header("Authorization", format!("Apikey {key}"))
-                .json(&NewOrder {
-                    item: "tea",
-                    quantity,
-                })
-                .send()
+        let order = |quantity| NewOrder {
+            item: "tea",
+            quantity,
         };
 
-        let hello = reqwest::get(server.url("/hello/ada"))
-            .await
-            .expect("GET /hello");
-        assert_eq!(hello.text().await.expect("body"), "hello, ada");
-        assert_eq!(post("test-key", 2).await.expect("POST").status(), 200);
-        assert_eq!(post("wrong-key", 2).await.expect("POST").status(), 401);
-        assert_eq!(post("test-key", 0).await.expect("POST").status(), 422);
+        let hello = server.get("/hello/ada").await?;
+        assert_eq!(hello.text(), "hello, ada");
+        let accepted = server
+            .post_json("/orders", &order(2))
+            .api_key("test-key")
+            .await?;
+        assert_eq!(accepted.status(), StatusCode::OK);
+        let body: super::Accepted = accepted.json()?;
+        assert_eq!((body.item.as_str(), body.quantity), ("tea", 2));
+        let refused = server
+            .post_json("/orders", &order(2))
+            .api_key("wrong-key")
+            .await?;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+        let invalid = server
+            .post_json("/orders", &order(0))
+            .api_key("test-key")
+            .await?;
+        assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
 
         server.shutdown().await // graceful, as on SIGTERM
     }

@@ -11,6 +11,7 @@ const KIND: Kind = Kind {
     generic_hint: "; use concrete types",
     impl_trait_hint: "; take `Message<T>` and `Dep<T>`",
     too_many_hint: "",
+    by_value: &["Message", "Batch", "Dep"],
 };
 
 /// What code generation needs from the handler.

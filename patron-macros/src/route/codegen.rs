@@ -30,17 +30,17 @@ pub fn generate(attr: &RouteAttr, handler: &Handler, func: &ItemFn) -> TokenStre
         let arg = format_ident!("__patron_a{}", i);
         if i + 1 < count {
             extract.push(quote_spanned! {ty.span()=>
-                let #arg = match <#ty as #p::FromRequestParts<#p::AppState>>::from_request_parts(&mut __parts, &__state).await {
+                let #arg = match <#ty as ::patron::http::HandlerArg<_>>::extract(&mut __parts, &__state).await {
                     ::core::result::Result::Ok(v) => v,
-                    ::core::result::Result::Err(rejection) => return #p::rejection(rejection).await,
+                    ::core::result::Result::Err(refused) => return refused,
                 };
             });
         } else {
             extract.push(quote_spanned! {ty.span()=>
                 let __req = #p::Request::from_parts(__parts, __body);
-                let #arg = match <#ty as #p::FromRequest<#p::AppState, _>>::from_request(__req, &__state).await {
+                let #arg = match <#ty as ::patron::http::LastHandlerArg<_>>::extract(__req, &__state).await {
                     ::core::result::Result::Ok(v) => v,
-                    ::core::result::Result::Err(rejection) => return #p::rejection(rejection).await,
+                    ::core::result::Result::Err(refused) => return refused,
                 };
             });
         }
@@ -56,9 +56,11 @@ pub fn generate(attr: &RouteAttr, handler: &Handler, func: &ItemFn) -> TokenStre
     };
     let respond = match &handler.output {
         Some(out) if !contains_impl_trait(out) => quote_spanned! {out.span()=>
-            #p::IntoResponse::into_response(__output)
+            ::patron::http::HandlerResponse::into_handler_response(__output)
         },
-        _ => quote!(#p::IntoResponse::into_response(__output)),
+        _ => quote!(::patron::http::HandlerResponse::into_handler_response(
+            __output
+        )),
     };
     let panics = handler.args.iter().map(|_| quote!(::core::panic!()));
     let send_span = func.sig.ident.span();

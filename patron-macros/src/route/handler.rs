@@ -10,7 +10,39 @@ const KIND: Kind = Kind {
     generic_hint: ": axum needs one concrete handler type; remove the generic parameters",
     impl_trait_hint: ": name a concrete extractor type",
     too_many_hint: "; group some into a struct extractor",
+    by_value: &[
+        "Path",
+        "Query",
+        "HeaderMap",
+        "Json",
+        "String",
+        "Bytes",
+        "Form",
+        "RawForm",
+        "Request",
+        "Method",
+        "Uri",
+        "CorrelationId",
+        "Extension",
+        "ConnectInfo",
+        "MatchedPath",
+        "OriginalUri",
+        "Dep",
+    ],
 };
+
+/// Extractors that consume the request body (axum's `FromRequest` types),
+/// by their last path segment.
+const BODY_EXTRACTORS: &[&str] = &[
+    "Json",
+    "String",
+    "Bytes",
+    "Form",
+    "RawForm",
+    "Request",
+    "Multipart",
+    "Body",
+];
 
 pub struct Handler {
     pub name: syn::Ident,
@@ -26,9 +58,24 @@ fn check_signature(func: &ItemFn) -> syn::Result<()> {
 
 impl Handler {
     pub fn analyse(func: &ItemFn) -> syn::Result<Self> {
-        check_signature(func)?;
         let sig = &func.sig;
+        let mut errors = sig::Errors::default();
+        if let Err(e) = check_signature(func) {
+            errors.push(e);
+        }
         let args = sig::arg_types(sig);
+        for ty in args.iter().take(args.len().saturating_sub(1)) {
+            if sig::last_segment(ty).is_some_and(|name| BODY_EXTRACTORS.contains(&name.as_str())) {
+                errors.push(syn::Error::new_spanned(
+                    ty,
+                    format!(
+                        "`{}` reads the request body: the body extractor (`Json`, `String`, `Bytes`, `Form`, `Request`) must be the last argument",
+                        sig::type_text(ty)
+                    ),
+                ));
+            }
+        }
+        errors.finish()?;
         let output = match &sig.output {
             ReturnType::Default => None,
             ReturnType::Type(_, ty) => Some((**ty).clone()),

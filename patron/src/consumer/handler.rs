@@ -79,7 +79,7 @@ impl<E: Into<Error>> ConsumerOutput for Result<(), E> {
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be a consumer handler argument",
     label = "not a message or a dependency",
-    note = "consumer handlers take one `Message<T>` (e.g. `Message<Json<Order>>`) and any number of `Dep<T>`"
+    note = "consumer handlers take one `Message<T>` (e.g. `Message<Json<Order>>`) and any number of `Dep<T>`, whose values the service `provide`s in `#[patron::main]` (`service.provide(value)`)"
 )]
 pub trait FromDelivery: Sized {
     /// Builds the argument.

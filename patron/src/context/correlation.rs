@@ -26,6 +26,33 @@ const MAX_LEN: usize = 128;
 pub struct CorrelationId(HeaderValue);
 
 impl CorrelationId {
+    /// The id `id` — for calling a handler directly in a unit test, or
+    /// passing one on. It must be what patron would keep from a header: 1 to
+    /// 128 visible ASCII characters.
+    ///
+    /// ```
+    /// use patron::http::CorrelationId;
+    ///
+    /// assert_eq!(CorrelationId::new("order-42")?.as_str(), "order-42");
+    /// assert!(CorrelationId::new("has space").is_err());
+    /// # Ok::<(), patron::Error>(())
+    /// ```
+    pub fn new(id: &str) -> Result<Self, crate::Error> {
+        if !usable_bytes(id.as_bytes()) {
+            return Err(crate::Error::msg(format!(
+                "{id:?} is not a usable correlation id: it must be 1 to {MAX_LEN} visible ASCII characters"
+            )));
+        }
+        HeaderValue::from_str(id)
+            .map(CorrelationId)
+            .map_err(|e| crate::Error::msg(format!("{id:?} is not a usable correlation id: {e}")))
+    }
+
+    /// A fresh id (a UUIDv4), as patron generates for a request without one.
+    pub fn generate() -> Self {
+        CorrelationId(generate())
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         text(&self.0)

@@ -10,6 +10,7 @@ mod correlation;
 pub(crate) mod debug;
 mod extract;
 pub(crate) mod guard;
+mod handler;
 pub(crate) mod registry;
 pub(crate) mod router;
 pub(crate) mod server;
@@ -21,6 +22,9 @@ pub use auth::{ApiKey, Authenticator};
 #[doc(hidden)]
 pub use extract::rejection;
 pub use guard::{X_APP_NAME, X_APP_VERSION};
+pub use handler::{HandlerArg, HandlerResponse, LastHandlerArg};
+#[doc(hidden)]
+pub use handler::{Never, Unreachable, ViaParts, ViaRequest, ViaResponse};
 #[doc(hidden)]
 pub use router::RouteCtx;
 /// tower-http's CORS layer, for [`Service::with_cors`](crate::Service::with_cors).

@@ -321,13 +321,38 @@ impl Service {
     }
 
     /// Runs exactly these `#[patron::consumer]` consumers instead of every
-    /// registered one.
-    #[doc(hidden)]
+    /// registered one: `patron::registered_consumers()` filtered, or all of
+    /// them. A [`TestServer`](crate::test::TestServer) runs none unless told
+    /// with this.
     pub fn with_consumers(
         mut self,
         consumers: impl IntoIterator<Item = &'static ConsumerDef>,
     ) -> Self {
         self.consumers = Some(consumers.into_iter().collect());
         self
+    }
+}
+
+/// What `#[patron::main] async fn main()` (without a `Service` argument)
+/// may return: `()` or `Result<(), E>` with `E: Into<patron::Error>`; an
+/// error ends the process with exit code 1.
+#[diagnostic::on_unimplemented(
+    message = "`#[patron::main] async fn main()` must return `()` or `patron::Result<()>`, not `{Self}`",
+    note = "to configure the service, take it as an argument: `async fn main(service: Service) -> patron::Result<Service>`"
+)]
+pub trait MainOutput {
+    /// The outcome as a `Result`.
+    fn into_result(self) -> crate::Result<()>;
+}
+
+impl MainOutput for () {
+    fn into_result(self) -> crate::Result<()> {
+        Ok(())
+    }
+}
+
+impl<E: Into<crate::Error>> MainOutput for std::result::Result<(), E> {
+    fn into_result(self) -> crate::Result<()> {
+        self.map_err(Into::into)
     }
 }

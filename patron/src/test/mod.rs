@@ -1,5 +1,7 @@
 //! Running a service in-process for tests: [`TestServer`] binds
-//! `127.0.0.1:0`, serves in the background and hands back its base URL.
+//! `127.0.0.1:0`, serves in the background, and sends requests to itself
+//! over real TCP ([`TestServer::get`], [`TestServer::post_json`], …),
+//! answering with the status, headers and body to assert on.
 //!
 //! ```standalone_crate
 //! use patron::prelude::*;
@@ -11,20 +13,33 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> patron::Result<()> {
 //! let server = TestServer::start(Service::new("demo")).await?;
-//! let url = server.url("/ping");
-//! assert!(url.starts_with("http://127.0.0.1:"));
+//! let pong = server.get("/ping").await?;
+//! assert_eq!(pong.status(), StatusCode::OK);
+//! assert_eq!(pong.text(), "pong");
+//! assert!(pong.header("x-correlation-id").is_some());
 //! server.shutdown().await?;
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! Consumers declared with `#[patron::consumer]` do not start in a
+//! `TestServer` unless the service names them with
+//! [`Service::with_consumers`] — a test of routes needs no broker.
 
 use std::net::{IpAddr, SocketAddr};
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use http::Method;
+use serde::Serialize;
+
 use crate::error::Error;
 use crate::service::Service;
+
+mod request;
+
+pub use request::{TestRequest, TestResponse};
 
 /// A service running in the current process, on a free loopback port.
 #[derive(Debug)]
@@ -37,8 +52,14 @@ pub struct TestServer {
 
 impl TestServer {
     /// Validates and starts `service` on `127.0.0.1:0`. Start-up errors
-    /// (duplicate routes, missing dependencies…) are returned here.
+    /// (duplicate routes, missing dependencies…) are returned here. Every
+    /// route linked into the test binary is served; `#[patron::consumer]`s
+    /// run only when the service names them with
+    /// [`Service::with_consumers`].
     pub async fn start(mut service: Service) -> Result<Self, Error> {
+        if service.consumers.is_none() {
+            service.consumers = Some(Vec::new());
+        }
         let config = service.config_mut();
         config.http_host = IpAddr::from([127, 0, 0, 1]);
         config.http_port = 0;
@@ -67,6 +88,37 @@ impl TestServer {
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// A request with `method` to `path` (with its query, if any), sent when
+    /// awaited.
+    pub fn request(&self, method: Method, path: &str) -> TestRequest {
+        TestRequest::new(self.addr, method, path)
+    }
+
+    /// A `GET` of `path`.
+    pub fn get(&self, path: &str) -> TestRequest {
+        self.request(Method::GET, path)
+    }
+
+    /// A `POST` to `path`, without a body until one is given.
+    pub fn post(&self, path: &str) -> TestRequest {
+        self.request(Method::POST, path)
+    }
+
+    /// A `POST` of `body` as JSON to `path`.
+    pub fn post_json(&self, path: &str, body: &impl Serialize) -> TestRequest {
+        self.post(path).json(body)
+    }
+
+    /// A `PUT` to `path`.
+    pub fn put(&self, path: &str) -> TestRequest {
+        self.request(Method::PUT, path)
+    }
+
+    /// A `DELETE` of `path`.
+    pub fn delete(&self, path: &str) -> TestRequest {
+        self.request(Method::DELETE, path)
     }
 
     /// Starts the graceful shutdown, as SIGTERM would, without waiting.
