@@ -19,8 +19,7 @@ pub use crate::http::registry::{AuthSpec, RateSpec, RouteDef};
 pub use crate::http::rejection;
 pub use crate::service::Service;
 
-pub use crate::component::BoxedComponent;
-pub use crate::consumer::registry::ConsumerDef;
+pub use crate::consumer::registry::{BuiltConsumer, ConsumerDef};
 pub use crate::consumer::{
     BatchCx, BatchHandler, ConsumerOutput, Delivery, FromBatch, FromDelivery, FromDeps,
     HandlerError, MessageHandler, OnFailure,
@@ -194,7 +193,7 @@ fn configure(
     mut c: crate::consumer::amqp::AmqpConsumer,
     common: &CommonSpec,
     spec: &AmqpSpec,
-) -> BoxedComponent {
+) -> BuiltConsumer {
     c.common_mut().apply(common);
     c = c.declare(spec.declare);
     if let Some(exchange) = spec.exchange {
@@ -203,7 +202,8 @@ fn configure(
     if let Some(n) = spec.prefetch {
         c = c.prefetch(n);
     }
-    BoxedComponent::new(c)
+    let memory = c.in_memory();
+    BuiltConsumer::new(c, memory)
 }
 
 /// The component of a one-message-at-a-time AMQP consumer.
@@ -212,7 +212,7 @@ pub fn amqp_consumer(
     common: CommonSpec,
     spec: AmqpSpec,
     handler: impl MessageHandler,
-) -> BoxedComponent {
+) -> BuiltConsumer {
     let c = crate::consumer::amqp::AmqpConsumer::new(spec.queue, handler);
     configure(c, &common, &spec)
 }
@@ -223,7 +223,7 @@ pub fn amqp_batch_consumer(
     common: CommonSpec,
     spec: AmqpSpec,
     handler: impl BatchHandler,
-) -> BoxedComponent {
+) -> BuiltConsumer {
     let (size, timeout) = spec.batch.unwrap_or((1, Duration::from_secs(1)));
     let c = crate::consumer::amqp::AmqpConsumer::batch(spec.queue, handler, size, timeout);
     configure(c, &common, &spec)
@@ -248,7 +248,7 @@ pub fn sqs_consumer(
     common: CommonSpec,
     spec: SqsSpec,
     handler: impl MessageHandler,
-) -> BoxedComponent {
+) -> BuiltConsumer {
     let mut c = crate::consumer::sqs::SqsConsumer::new(spec.queue, handler);
     c.common_mut().apply(&common);
     if let Some(d) = spec.wait {
@@ -260,7 +260,8 @@ pub fn sqs_consumer(
     if let Some(d) = spec.visibility {
         c = c.visibility(d);
     }
-    BoxedComponent::new(c)
+    let memory = c.in_memory();
+    BuiltConsumer::new(c, memory)
 }
 
 /// What `#[patron::consumer(kafka = …)]` says besides [`CommonSpec`].
@@ -282,14 +283,15 @@ pub fn kafka_consumer(
     common: CommonSpec,
     spec: KafkaSpec,
     handler: impl MessageHandler,
-) -> BoxedComponent {
+) -> BuiltConsumer {
     let mut c = crate::consumer::kafka::KafkaConsumer::new(
         spec.topics.iter().copied(),
         spec.group,
         handler,
     );
     c.common_mut().apply(&common);
-    BoxedComponent::new(c)
+    let memory = c.in_memory();
+    BuiltConsumer::new(c, memory)
 }
 
 /// The component of a Kafka batch consumer.
@@ -298,7 +300,7 @@ pub fn kafka_batch_consumer(
     common: CommonSpec,
     spec: KafkaSpec,
     handler: impl BatchHandler,
-) -> BoxedComponent {
+) -> BuiltConsumer {
     let (size, timeout) = spec.batch.unwrap_or((1, Duration::from_secs(1)));
     let mut c = crate::consumer::kafka::KafkaConsumer::batch(
         spec.topics.iter().copied(),
@@ -309,5 +311,6 @@ pub fn kafka_batch_consumer(
     )
     .dedup_by_key(spec.dedup_by_key);
     c.common_mut().apply(&common);
-    BoxedComponent::new(c)
+    let memory = c.in_memory();
+    BuiltConsumer::new(c, memory)
 }

@@ -305,4 +305,7 @@ mod doc_snippets {
 
     #[doc = include_str!("../../docs/reliability.md")]
     pub struct ReliabilityGuide;
+
+    #[doc = include_str!("../../docs/testing.md")]
+    pub struct TestingGuide;
 }

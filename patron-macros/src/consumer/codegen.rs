@@ -47,7 +47,7 @@ pub fn generate(attr: &ConsumerAttr, handler: &Handler, func: &ItemFn) -> TokenS
 
                 #handler_impl
 
-                fn __patron_build() -> #p::BoxedComponent {
+                fn __patron_build() -> #p::BuiltConsumer {
                     #build
                 }
 

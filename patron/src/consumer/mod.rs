@@ -60,6 +60,7 @@ mod batch;
 )]
 pub(crate) mod common;
 mod handler;
+mod memory;
 mod message;
 #[cfg_attr(
     not(any(feature = "amqp", feature = "sqs", feature = "kafka")),
@@ -86,6 +87,8 @@ pub use handler::{
     BatchHandler, ConsumerOutput, FnBatchHandler, FnHandler, FromDelivery, FromDeps, HandlerError,
     MessageHandler, batch_handler_fn, handler_fn,
 };
+#[doc(hidden)]
+pub use memory::InMemoryConsumer;
 #[cfg(feature = "protobuf")]
 pub use message::Protobuf;
 pub use message::{

@@ -1,6 +1,8 @@
 //! The consumer registry: what `#[patron::consumer]` submits through
 //! `inventory`, and the collection of it at start-up.
 
+use super::memory::InMemoryConsumer;
+use crate::component::{BoxedComponent, Component};
 use crate::deps::DepSpec;
 
 /// One consumer, as registered by `#[patron::consumer]`.
@@ -21,7 +23,25 @@ pub struct ConsumerDef {
     /// The `Dep<T>` arguments.
     pub deps: &'static [DepSpec],
     /// Builds the consumer component.
-    pub build: fn() -> crate::component::BoxedComponent,
+    pub build: fn() -> BuiltConsumer,
+}
+
+/// A registered consumer, built: the component a service runs, and its
+/// in-memory form for `patron::test::Broker` (or why it has none).
+#[doc(hidden)]
+pub struct BuiltConsumer {
+    pub(crate) component: BoxedComponent,
+    pub(crate) memory: Result<InMemoryConsumer, crate::Error>,
+}
+
+impl BuiltConsumer {
+    /// `component`, with its in-memory form.
+    pub fn new<C: Component>(component: C, memory: Result<InMemoryConsumer, crate::Error>) -> Self {
+        BuiltConsumer {
+            component: BoxedComponent::new(component),
+            memory,
+        }
+    }
 }
 
 impl ConsumerDef {

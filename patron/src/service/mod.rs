@@ -4,7 +4,7 @@
 
 mod run;
 mod signals;
-mod validate;
+pub(crate) mod validate;
 
 use std::fmt;
 use std::future::Future;

@@ -112,7 +112,7 @@ impl Service {
         let deps = Arc::new(deps);
 
         let mut all_components = self.components;
-        all_components.extend(consumers.iter().map(|c| (c.build)().0));
+        all_components.extend(consumers.iter().map(|c| (c.build)().component.0));
         let mut all_info = vec![HttpServer::describe(&self.config, routes.len())];
         all_info.extend(all_components.iter().map(|c| c.info()));
         let info = json!({

@@ -37,8 +37,10 @@ use serde::Serialize;
 use crate::error::Error;
 use crate::service::Service;
 
+mod broker;
 mod request;
 
+pub use broker::{Broker, InMemory, Outcome, Publish, Report, StoredMessage};
 pub use request::{TestRequest, TestResponse};
 
 /// A service running in the current process, on a free loopback port.

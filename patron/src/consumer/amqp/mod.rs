@@ -152,6 +152,20 @@ impl AmqpConsumer {
         self
     }
 
+    /// The in-memory test broker's form of this consumer, with the policy
+    /// it would run with.
+    #[doc(hidden)]
+    pub fn in_memory(&self) -> Result<super::InMemoryConsumer, Error> {
+        let settings = self.settings()?;
+        super::InMemoryConsumer::new(
+            &self.common.name,
+            "rabbitmq",
+            vec![self.queue.clone()],
+            settings.policy,
+            &self.handler,
+        )
+    }
+
     /// The settings in effect, checked.
     fn settings(&self) -> Result<Settings, Error> {
         let fail = |what: String| {

@@ -217,6 +217,20 @@ impl KafkaConsumer {
         !self.seams.no_record_queue
     }
 
+    /// The in-memory test broker's form of this consumer, with the policy
+    /// it would run with.
+    #[doc(hidden)]
+    pub fn in_memory(&self) -> Result<super::InMemoryConsumer, Error> {
+        let policy = self.checked_policy()?;
+        super::InMemoryConsumer::new(
+            &self.common.name,
+            "kafka",
+            self.topics.clone(),
+            policy,
+            &self.handler,
+        )
+    }
+
     fn checked_policy(&self) -> Result<Policy, Error> {
         let fail = |what: &str| {
             Err(Error::msg(format!(

@@ -127,6 +127,20 @@ impl SqsConsumer {
         self
     }
 
+    /// The in-memory test broker's form of this consumer, with the policy
+    /// it would run with.
+    #[doc(hidden)]
+    pub fn in_memory(&self) -> Result<super::InMemoryConsumer, Error> {
+        let policy = self.checked_policy()?;
+        super::InMemoryConsumer::new(
+            &self.common.name,
+            "aws_sqs",
+            vec![self.queue.clone()],
+            policy,
+            &super::batch::Handler::Single(Arc::clone(&self.handler)),
+        )
+    }
+
     fn checked_policy(&self) -> Result<Policy, Error> {
         let fail = |what: String| {
             Err(Error::msg(format!(
