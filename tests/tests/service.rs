@@ -83,15 +83,7 @@ async fn the_http_server_is_a_component_and_every_component_sees_draining_before
     let mut svc = Service::new("phases").with_component(Phases(tx));
     svc.config_mut().shutdown_delay = Duration::from_millis(400);
     let server = TestServer::start(svc).await.unwrap();
-    let client = reqwest::Client::new();
-    let info: serde_json::Value = client
-        .get(server.url("/info"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info: serde_json::Value = server.get("/info").await.unwrap().json().unwrap();
     let kinds: Vec<&str> = info["components"]
         .as_array()
         .unwrap()
@@ -99,14 +91,7 @@ async fn the_http_server_is_a_component_and_every_component_sees_draining_before
         .map(|c| c["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["http", "test"], "{info}");
-    let ready: serde_json::Value = client
-        .get(server.url("/ready"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: serde_json::Value = server.get("/ready").await.unwrap().json().unwrap();
     let names: Vec<&str> = ready["checks"]
         .as_array()
         .unwrap()
@@ -119,10 +104,10 @@ async fn the_http_server_is_a_component_and_every_component_sees_draining_before
     let (phase, drained_at) = rx.recv().await.unwrap();
     assert_eq!(phase, "draining");
     // Between the two: `/ready` says 503 while routes still answer.
-    let ready = client.get(server.url("/ready")).send().await.unwrap();
+    let ready = server.get("/ready").await.unwrap();
     assert_eq!(ready.status(), 503);
-    let ping = client.get(server.url("/ping")).send().await.unwrap();
-    assert_eq!(ping.text().await.unwrap(), "pong");
+    let ping = server.get("/ping").await.unwrap();
+    assert_eq!(ping.text(), "pong");
     let (phase, stopped_at) = rx.recv().await.unwrap();
     assert_eq!(phase, "shutdown");
     let delay = stopped_at - drained_at;

@@ -35,6 +35,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 use tracing::Instrument;
 
+use super::capture::{Sent, SentMessage};
 use crate::config::{BrokerUrl, Config};
 use crate::error::Error;
 use crate::observe::metrics;
@@ -189,6 +190,8 @@ pub enum PublishError {
 pub struct AmqpPublisher {
     url: BrokerUrl,
     open: Arc<Mutex<Option<Open>>>,
+    /// Set by [`AmqpPublisher::capturing`]: record instead of publishing.
+    capture: Option<Sent>,
 }
 
 /// The connection and its confirm-mode channel.
@@ -211,6 +214,31 @@ impl AmqpPublisher {
         AmqpPublisher {
             url,
             open: Arc::new(Mutex::new(None)),
+            capture: None,
+        }
+    }
+
+    /// A publisher for tests that records each message in `sent` — with the
+    /// headers and correlation id it would carry — instead of publishing it,
+    /// and reports it confirmed. It connects to nothing.
+    ///
+    /// ```
+    /// use patron::client::amqp::{AmqpPublisher, Publishing};
+    /// use patron::client::capture::Sent;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> patron::Result<()> {
+    /// let sent = Sent::new();
+    /// let mq = AmqpPublisher::capturing(&sent);
+    /// mq.publish(&Publishing::to_queue("invoices", "42")).await?;
+    /// assert_eq!(sent.to("invoices")[0].body, "42");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn capturing(sent: &Sent) -> Self {
+        AmqpPublisher {
+            capture: Some(sent.clone()),
+            ..AmqpPublisher::new(BrokerUrl::new("amqp://capturing.invalid"))
         }
     }
 
@@ -309,8 +337,17 @@ impl AmqpPublisher {
         span: &tracing::Span,
     ) -> Result<(), PublishError> {
         let to = || destination(&message.exchange, &message.routing_key);
+        let (all_headers, correlation_id) = span.in_scope(|| headers(message));
+        if let Some(sent) = &self.capture {
+            sent.record(captured(message, all_headers));
+            return Ok(());
+        }
         let channel = self.channel().await?;
-        let (headers, correlation_id) = span.in_scope(|| headers(message));
+        let text = |v: &str| AMQPValue::LongString(LongString::from(v.as_bytes().to_vec()));
+        let mut headers = FieldTable::default();
+        for (name, value) in &all_headers {
+            headers.insert(name.as_str().into(), text(value));
+        }
         let mut properties = BasicProperties::default()
             .with_headers(headers)
             .with_delivery_mode(if message.persistent { 2 } else { 1 })
@@ -380,7 +417,13 @@ impl crate::client::Client for AmqpPublisher {
     }
 
     fn ready(&self) -> BoxFuture<'_, Result<(), Error>> {
-        async { self.channel().await.map(|_| ()).map_err(Error::from) }.boxed()
+        async {
+            if self.capture.is_some() {
+                return Ok(());
+            }
+            self.channel().await.map(|_| ()).map_err(Error::from)
+        }
+        .boxed()
     }
 
     fn close(&self) -> BoxFuture<'_, Result<(), Error>> {
@@ -405,21 +448,20 @@ impl crate::client::Client for AmqpPublisher {
 /// The message's headers plus the propagated trace context and correlation
 /// id (unless set on the message), and the correlation id for the
 /// property.
-fn headers(message: &Publishing) -> (FieldTable, Option<String>) {
+fn headers(message: &Publishing) -> (Vec<(String, String)>, Option<String>) {
     let propagated = crate::observe::trace::propagated(|name| {
         message
             .headers
             .iter()
             .any(|(n, _)| n.eq_ignore_ascii_case(name))
     });
-    let mut table = FieldTable::default();
-    let text = |v: &[u8]| AMQPValue::LongString(LongString::from(v.to_vec()));
-    for (name, value) in &propagated {
-        table.insert(name.as_str().into(), text(value.as_bytes()));
-    }
-    for (name, value) in &message.headers {
-        table.insert(name.as_str().into(), text(value.as_bytes()));
-    }
+    let mut all: Vec<(String, String)> = propagated
+        .iter()
+        .filter_map(|(name, value)| {
+            Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+        })
+        .collect();
+    all.extend(message.headers.iter().cloned());
     let correlation_id = message
         .headers
         .iter()
@@ -431,7 +473,25 @@ fn headers(message: &Publishing) -> (FieldTable, Option<String>) {
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string)
         });
-    (table, correlation_id)
+    (all, correlation_id)
+}
+
+/// What a capturing publisher records for `message`.
+fn captured(message: &Publishing, headers: Vec<(String, String)>) -> SentMessage {
+    let (destination, routing_key) = if message.exchange.is_empty() {
+        (message.routing_key.clone(), None)
+    } else {
+        (message.exchange.clone(), Some(message.routing_key.clone()))
+    };
+    SentMessage {
+        system: "rabbitmq",
+        destination,
+        routing_key,
+        key: None,
+        body: message.body.clone().into(),
+        headers: headers.into_iter().collect(),
+        content_type: message.content_type.clone(),
+    }
 }
 
 fn duration_histogram() -> Option<&'static HistogramVec> {

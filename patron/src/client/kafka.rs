@@ -42,6 +42,7 @@ use serde::Serialize;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::capture::{Sent, SentMessage};
 pub use super::kafka_log::LogContext;
 use crate::config::Config;
 use crate::error::Error;
@@ -238,6 +239,8 @@ pub struct KafkaProducer {
     on_failure: Option<FailureFn>,
     flush_timeout: Duration,
     pending: TaskTracker,
+    /// Set by [`KafkaProducer::capturing`]: record instead of sending.
+    capture: Option<Sent>,
 }
 
 impl fmt::Debug for KafkaProducer {
@@ -321,6 +324,7 @@ impl KafkaProducerBuilder {
             on_failure: self.on_failure,
             flush_timeout: self.flush_timeout,
             pending: TaskTracker::new(),
+            capture: None,
         })
     }
 }
@@ -354,13 +358,69 @@ impl KafkaProducer {
         KafkaProducer::builder_from_config(config).build()
     }
 
+    /// A producer for tests that records each record in `sent` — key,
+    /// payload and the headers it would carry (trace context, correlation
+    /// id) — instead of sending it, and reports it delivered (partition 0,
+    /// offsets counting up). Its [`inner`](Self::inner) producer has no
+    /// brokers.
+    ///
+    /// ```
+    /// use patron::client::capture::Sent;
+    /// use patron::client::kafka::{KafkaProducer, Record};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> patron::Result<()> {
+    /// let sent = Sent::new();
+    /// let events = KafkaProducer::capturing(&sent)?;
+    /// events.send(&Record::new("payments", "paid").key("order-7")).await?;
+    /// let recorded = &sent.to("payments")[0];
+    /// assert_eq!(recorded.key.as_deref(), Some(&b"order-7"[..]));
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn capturing(sent: &Sent) -> Result<KafkaProducer, ProduceError> {
+        let mut producer = KafkaProducer::builder("").build()?;
+        producer.capture = Some(sent.clone());
+        Ok(producer)
+    }
+
+    /// Records `record` when capturing; where it was "stored", else `None`.
+    fn captured(&self, record: &Record, span: &tracing::Span) -> Option<Delivered> {
+        let sent = self.capture.as_ref()?;
+        let mut headers = std::collections::BTreeMap::new();
+        span.in_scope(|| {
+            each_header(record, |k, v| {
+                headers.insert(k.to_string(), String::from_utf8_lossy(v).into_owned());
+            })
+        });
+        let offset = sent.to(&record.topic).len() as i64;
+        sent.record(SentMessage {
+            system: "kafka",
+            destination: record.topic.clone(),
+            routing_key: None,
+            key: record.key.clone(),
+            body: record.payload.clone().into(),
+            content_type: headers.get("content-type").cloned(),
+            headers,
+        });
+        Some(Delivered {
+            partition: 0,
+            offset,
+        })
+    }
+
     /// Sends `record` and waits until the broker acknowledged it (waiting
     /// up to [`QUEUE_TIMEOUT`] for room when the local queue is full).
     pub async fn send(&self, record: &Record) -> Result<Delivered, ProduceError> {
         let span = produce_span(&record.topic);
-        let future = span.in_scope(|| to_send(record));
         let started = Instant::now();
         let topic = record.topic.as_str();
+        if let Some(delivered) = self.captured(record, &span) {
+            let result = Ok(delivered);
+            finish(&span, topic, started, &result);
+            return result;
+        }
+        let future = span.in_scope(|| to_send(record));
         let result = self
             .inner
             .send(future, QUEUE_TIMEOUT)
@@ -390,8 +450,12 @@ impl KafkaProducer {
     /// failure callback. Must be called inside a Tokio runtime.
     pub fn spawn_send(&self, record: Record) -> Result<(), ProduceError> {
         let span = produce_span(&record.topic);
-        let future = span.in_scope(|| to_send(&record));
         let started = Instant::now();
+        if let Some(delivered) = self.captured(&record, &span) {
+            finish(&span, &record.topic, started, &Ok(delivered));
+            return Ok(());
+        }
+        let future = span.in_scope(|| to_send(&record));
         let delivery = match self.inner.send_result(future) {
             Ok(delivery) => delivery,
             Err((source, _)) => {
@@ -494,7 +558,11 @@ impl crate::client::Client for KafkaProducer {
     fn ready(&self) -> BoxFuture<'_, Result<(), Error>> {
         let producer = self.inner.clone();
         let brokers = Arc::clone(&self.brokers);
+        let capturing = self.capture.is_some();
         async move {
+            if capturing {
+                return Ok(());
+            }
             let answered = tokio::task::spawn_blocking(move || {
                 producer
                     .client()
@@ -557,26 +625,35 @@ fn to_send(record: &Record) -> FutureRecord<'_, [u8], [u8]> {
 /// The record's headers plus the propagated trace context and correlation
 /// id, unless the record sets them itself.
 fn headers(record: &Record) -> OwnedHeaders {
+    // `insert` takes the headers by value: hold them in an `Option` to move
+    // them through the closure without a placeholder allocation.
+    let mut headers = Some(OwnedHeaders::new_with_capacity(record.headers.len() + 3));
+    each_header(record, |key, value| {
+        headers = headers.take().map(|h| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
+        });
+    });
+    headers.unwrap_or_default()
+}
+
+/// Calls `f` with each header [`headers`] sends, in order: the record's,
+/// then the propagated ones it does not set.
+fn each_header(record: &Record, mut f: impl FnMut(&str, &[u8])) {
     let propagated = crate::observe::trace::propagated(|name| {
         record
             .headers
             .iter()
             .any(|(n, _)| n.eq_ignore_ascii_case(name))
     });
-    let mut headers = OwnedHeaders::new_with_capacity(record.headers.len() + propagated.len());
     for (name, value) in &record.headers {
-        headers = headers.insert(Header {
-            key: name,
-            value: Some(&value[..]),
-        });
+        f(name, value);
     }
     for (name, value) in &propagated {
-        headers = headers.insert(Header {
-            key: name.as_str(),
-            value: Some(value.as_bytes()),
-        });
+        f(name.as_str(), value.as_bytes());
     }
-    headers
 }
 
 fn finish(

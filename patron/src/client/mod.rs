@@ -12,6 +12,7 @@
 //! - [`amqp`] (feature `amqp`): a RabbitMQ publisher over lapin with
 //!   publisher confirms.
 //! - [`sqs`] (feature `sqs`): send and batch send over aws-sdk-sqs.
+//! - [`capture`]: the producers' test mode, recording what they would send.
 //!
 //! A client given to `with_client` is provided as a dependency, its
 //! readiness (if it has one) joins `GET /ready`, and it is closed — flushed,
@@ -24,6 +25,7 @@ use crate::error::Error;
 
 #[cfg(feature = "amqp")]
 pub mod amqp;
+pub mod capture;
 #[cfg(feature = "http-client")]
 pub mod http;
 #[cfg(feature = "kafka")]

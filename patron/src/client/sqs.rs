@@ -30,6 +30,7 @@ use serde::Serialize;
 use tokio::sync::Mutex;
 use tracing::Instrument;
 
+use super::capture::{Sent, SentMessage};
 use crate::config::Config;
 use crate::observe::metrics;
 
@@ -199,6 +200,8 @@ pub struct BatchFailure {
 pub struct SqsSender {
     client: Client,
     urls: Arc<Mutex<HashMap<String, String>>>,
+    /// Set by [`SqsSender::capturing`]: record instead of sending.
+    capture: Option<Sent>,
 }
 
 impl fmt::Debug for SqsSender {
@@ -213,7 +216,61 @@ impl SqsSender {
         SqsSender {
             client,
             urls: Arc::default(),
+            capture: None,
         }
+    }
+
+    /// A sender for tests that records each message in `sent` — with the
+    /// attributes it would carry (trace context, correlation id), checked
+    /// against SQS's limits — instead of sending it, and answers with a
+    /// fresh message id. Its [`client`](Self::client) talks to nothing.
+    ///
+    /// ```
+    /// use patron::client::capture::Sent;
+    /// use patron::client::sqs::{SqsMessage, SqsSender};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> patron::Result<()> {
+    /// let sent = Sent::new();
+    /// let sqs = SqsSender::capturing(&sent);
+    /// sqs.send("invoices", &SqsMessage::new("42").attribute("tenant", "acme")).await?;
+    /// assert_eq!(sent.to("invoices")[0].headers["tenant"], "acme");
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn capturing(sent: &Sent) -> Self {
+        let config = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .region(aws_sdk_sqs::config::Region::new("us-east-1"))
+            .endpoint_url("http://capturing.invalid")
+            .build();
+        SqsSender {
+            capture: Some(sent.clone()),
+            ..SqsSender::new(Client::from_conf(config))
+        }
+    }
+
+    /// Records `message` for `queue` when capturing: its id, else `None`.
+    fn captured(
+        &self,
+        queue: &str,
+        message: &SqsMessage,
+        attributes: &HashMap<String, MessageAttributeValue>,
+    ) -> Option<String> {
+        let sent = self.capture.as_ref()?;
+        sent.record(SentMessage {
+            system: "aws_sqs",
+            destination: queue.to_string(),
+            routing_key: None,
+            key: None,
+            body: message.body.clone().into(),
+            headers: attributes
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.string_value()?.to_string())))
+                .collect(),
+            content_type: None,
+        });
+        Some(uuid::Uuid::new_v4().to_string())
     }
 
     /// A client from the AWS environment (region, credentials), pointed at
@@ -263,6 +320,9 @@ impl SqsSender {
         let started = Instant::now();
         let result = async {
             let attributes = attributes(queue, message)?;
+            if let Some(id) = self.captured(queue, message, &attributes) {
+                return Ok(id);
+            }
             let url = self.url(queue).await?;
             let output = self
                 .client
@@ -313,6 +373,16 @@ impl SqsSender {
         messages: &[SqsMessage],
         span: &tracing::Span,
     ) -> Result<BatchSent, SqsError> {
+        if self.capture.is_some() {
+            let mut result = BatchSent::default();
+            for (index, m) in messages.iter().enumerate() {
+                let attributes = span.in_scope(|| attributes(queue, m))?;
+                if let Some(id) = self.captured(queue, m, &attributes) {
+                    result.sent.push((index, id));
+                }
+            }
+            return Ok(result);
+        }
         let entries = messages
             .iter()
             .enumerate()
@@ -370,9 +440,9 @@ impl SqsSender {
 }
 
 /// Managed by the service with `with_client`: nothing to flush, since
-/// every send is awaited; no readiness check.
-/// On `/ready`: 503 naming it while SQS does not answer a `ListQueues`
-/// call within 2 s (the credentials and endpoint work, the service is up).
+/// every send is awaited. On `/ready`: 503 naming it while SQS does not
+/// answer a `ListQueues` call within 2 s (the credentials and endpoint
+/// work, the service is up); a capturing sender is always ready.
 impl crate::client::Client for SqsSender {
     fn name(&self) -> String {
         "sqs sender".to_string()
@@ -384,6 +454,9 @@ impl crate::client::Client for SqsSender {
 
     fn ready(&self) -> futures_util::future::BoxFuture<'_, Result<(), crate::error::Error>> {
         Box::pin(async move {
+            if self.capture.is_some() {
+                return Ok(());
+            }
             let call = self.client.list_queues().max_results(1).send();
             match tokio::time::timeout(Duration::from_secs(2), call).await {
                 Ok(Ok(_)) => Ok(()),

@@ -97,11 +97,7 @@ pub trait LastHandlerArg<M>: Sized {
 impl<T: FromRequestParts<AppState>> LastHandlerArg<ViaParts> for T {
     async fn extract(req: Request, state: &AppState) -> Result<Self, Response> {
         let (mut parts, _) = req.into_parts();
-        let refused = match T::from_request_parts(&mut parts, state).await {
-            Ok(v) => return Ok(v),
-            Err(r) => r.into_response(),
-        };
-        Err(rejection(refused).await)
+        <T as HandlerArg<ViaParts>>::extract(&mut parts, state).await
     }
 }
 
