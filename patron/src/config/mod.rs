@@ -9,7 +9,9 @@ use std::time::Duration;
 use patron_units as units;
 
 mod status_rules;
+mod tls;
 pub use status_rules::StatusRules;
+pub use tls::TlsFiles;
 
 /// A configuration value that is missing or not allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -129,6 +131,10 @@ pub struct Config {
     /// `PATRON_HTTP_COMPRESSION`: compress user responses (gzip, deflate,
     /// br, zstd) by `Accept-Encoding` (true).
     pub http_compression: bool,
+    /// `PATRON_HTTP_TLS_CERT` and `PATRON_HTTP_TLS_KEY` (PEM files), and
+    /// `PATRON_HTTP_TLS_CLIENT_CA` for client certificates: the HTTP server
+    /// serves TLS (none: plain HTTP).
+    pub http_tls: Option<TlsFiles>,
     /// `PATRON_AMQP_URL`: the RabbitMQ broker AMQP consumers connect to
     /// (`amqp://guest:guest@127.0.0.1:5672/%2f`). Its password never
     /// appears in logs or errors.
@@ -230,6 +236,7 @@ impl Default for Config {
             http_compression: true,
             amqp_url: BrokerUrl::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
             sqs_endpoint: None,
+            http_tls: None,
             kafka_brokers: None,
             database_url: None,
         }
@@ -371,6 +378,7 @@ impl Config {
                 "a postgres:// URL such as postgres://app:secret@db:5432/app",
             )?));
         }
+        c.http_tls = tls::from_vars(get, "PATRON_HTTP")?;
         if let Some(v) = get("PATRON_KAFKA_BROKERS") {
             c.kafka_brokers = Some(v.trim().to_string());
         }

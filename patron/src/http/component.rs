@@ -10,6 +10,7 @@ use tokio::net::TcpListener;
 
 use super::router::App;
 use super::server::{self, Timeouts};
+use super::tls::Tls;
 use crate::component::{Component, ComponentContext, ComponentInfo};
 use crate::config::Config;
 use crate::error::Error;
@@ -20,6 +21,7 @@ pub(crate) struct HttpServer {
     listener: TcpListener,
     addr: SocketAddr,
     app: Arc<App>,
+    tls: Option<Arc<Tls>>,
     info: ComponentInfo,
 }
 
@@ -27,6 +29,12 @@ impl HttpServer {
     /// Binds `PATRON_HTTP_HOST`:`PATRON_HTTP_DEFAULT_PORT` (port 0 picks a
     /// free one), so the address is known before serving starts.
     pub(crate) async fn bind(config: &Config, app: App, routes: usize) -> Result<Self, Error> {
+        // The files first: a bad certificate is a start-up error before the
+        // port opens.
+        let tls = match &config.http_tls {
+            Some(files) => Some(Arc::new(Tls::load(files)?)),
+            None => None,
+        };
         let addr = SocketAddr::new(config.http_host, config.http_port);
         let listener = TcpListener::bind(addr).await.map_err(|e| {
             Error::msg(format!(
@@ -41,6 +49,7 @@ impl HttpServer {
             listener,
             addr,
             app: Arc::new(app),
+            tls,
             info: Self::describe(config, routes),
         })
     }
@@ -48,9 +57,20 @@ impl HttpServer {
     /// What `/info` shows for a server on the configured port with `routes`
     /// routes.
     pub(crate) fn describe(config: &Config, routes: usize) -> ComponentInfo {
+        let tls = match &config.http_tls {
+            None => "off",
+            Some(files) if files.client_ca.is_some() => "mutual",
+            Some(_) => "on",
+        };
         ComponentInfo::new("http", "http")
             .detail("port", config.http_port)
             .detail("routes", routes)
+            .detail("tls", tls)
+    }
+
+    /// The server's TLS, to reload its certificate on SIGHUP.
+    pub(crate) fn tls(&self) -> Option<&Arc<Tls>> {
+        self.tls.as_ref()
     }
 
     /// The address the listener is bound to.
@@ -71,10 +91,11 @@ impl Component for HttpServer {
             write: config.http_write_timeout,
             idle: config.http_idle_timeout,
         };
-        tracing::info!(address = %self.addr, "HTTP server listening");
+        tracing::info!(address = %self.addr, tls = self.tls.is_some(), "HTTP server listening");
         server::serve(
             self.listener,
             self.app,
+            self.tls,
             timeouts,
             ctx.draining().clone(),
             ctx.shutdown().clone(),

@@ -14,6 +14,7 @@ mod handler;
 pub(crate) mod registry;
 pub(crate) mod router;
 pub(crate) mod server;
+pub(crate) mod tls;
 
 pub use crate::context::{CorrelationId, X_CORRELATION_ID};
 pub use access::StatusRules;

@@ -48,6 +48,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::router::App;
+use super::tls::Tls;
 
 /// How long an HTTP/1 connection must be quiet while draining before it is
 /// closed.
@@ -74,13 +75,15 @@ impl Timeouts {
     }
 }
 
-/// Serves `router` on `listener`: from `draining` on, connections drain
+/// Serves `router` on `listener` (over TLS when `tls` is given): from
+/// `draining` on, connections drain
 /// (see the module doc); when `shutdown` fires the listener closes without
 /// resetting a queued connection, and open connections get up to `drain` to
 /// finish.
 pub(crate) async fn serve(
     listener: TcpListener,
     app: Arc<App>,
+    tls: Option<Arc<Tls>>,
     timeouts: Timeouts,
     draining: CancellationToken,
     shutdown: CancellationToken,
@@ -90,14 +93,23 @@ pub(crate) async fn serve(
     let tracker = TaskTracker::new();
     let open = |stream: TcpStream, peer: SocketAddr| {
         let _ = stream.set_nodelay(true);
-        tracker.spawn(connection(
-            stream,
-            peer,
-            Arc::clone(&builder),
-            Arc::clone(&app),
-            timeouts,
-            draining.clone(),
-        ));
+        let (builder, app, draining) = (Arc::clone(&builder), Arc::clone(&app), draining.clone());
+        match &tls {
+            None => {
+                tracker.spawn(connection(stream, peer, builder, app, timeouts, draining));
+            }
+            Some(tls) => {
+                let tls = Arc::clone(tls);
+                tracker.spawn(async move {
+                    match tls.accept(stream, timeouts.read).await {
+                        Ok(stream) => {
+                            connection(stream, peer, builder, app, timeouts, draining).await
+                        }
+                        Err(e) => tracing::debug!(%peer, error = %e, "TLS connection refused"),
+                    }
+                });
+            }
+        }
     };
     let mut accepting_until = None;
     loop {
@@ -324,14 +336,16 @@ impl Drop for InFlight {
     }
 }
 
-async fn connection(
-    stream: TcpStream,
+async fn connection<S>(
+    stream: S,
     peer: SocketAddr,
     builder: Arc<Builder<TokioExecutor>>,
     app: Arc<App>,
     timeouts: Timeouts,
     draining: CancellationToken,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let state = Arc::new(ConnState::default());
     state.reading.store(true, Ordering::Relaxed);
     let io = TokioIo::new(WatchedIo {
@@ -487,13 +501,14 @@ impl Watch {
     }
 }
 
-/// A TCP stream that reports its activity to the watchdog.
-struct WatchedIo {
-    inner: TcpStream,
+/// A stream (TCP, or TLS over TCP) that reports its activity to the
+/// watchdog.
+struct WatchedIo<S> {
+    inner: S,
     state: Arc<ConnState>,
 }
 
-impl AsyncRead for WatchedIo {
+impl<S: AsyncRead + Unpin> AsyncRead for WatchedIo<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -522,7 +537,7 @@ impl AsyncRead for WatchedIo {
     }
 }
 
-impl AsyncWrite for WatchedIo {
+impl<S: AsyncWrite + Unpin> AsyncWrite for WatchedIo<S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -556,7 +571,7 @@ impl AsyncWrite for WatchedIo {
     }
 }
 
-impl WatchedIo {
+impl<S> WatchedIo<S> {
     fn note_write(&self, result: &Poll<io::Result<usize>>) {
         match result {
             Poll::Pending => self.state.write_blocked.store(true, Ordering::Relaxed),

@@ -3,7 +3,7 @@
 //! components, signals, and a bounded graceful shutdown.
 
 mod run;
-mod signals;
+pub(crate) mod signals;
 pub(crate) mod validate;
 
 use std::fmt;
@@ -68,6 +68,9 @@ pub struct Service {
     pub(crate) debug_auth: Option<DebugAuth>,
     pub(crate) cors: Option<tower_http::cors::CorsLayer>,
     pub(crate) clients: Vec<Arc<dyn Client>>,
+    /// What SIGHUP reloads besides the hook (the HTTP server's
+    /// certificate), registered by `bind`.
+    pub(crate) reloads: Arc<signals::Reloads>,
 }
 
 /// Writes one item as `single` + item, or several as `many(count)` followed
@@ -117,6 +120,7 @@ impl Service {
             debug_auth: None,
             cors: None,
             clients: Vec::new(),
+            reloads: Arc::default(),
         }
     }
 

@@ -151,6 +151,11 @@ impl Service {
         })
         .map_err(|e| validate::StartupError { problems: vec![e] })?;
         let http = HttpServer::bind(&self.config, app, routes.len()).await?;
+        if let Some(tls) = http.tls() {
+            let tls = Arc::clone(tls);
+            self.reloads
+                .add("the HTTP server's TLS certificate", move || tls.reload());
+        }
         let addr = http.local_addr();
         let mut boxed: Vec<Box<dyn DynComponent>> = vec![Box::new(http)];
         boxed.extend(all_components);
@@ -179,7 +184,7 @@ impl Service {
         // as the service answers must not kill it with the default action.
         let stop = CancellationToken::new();
         let hook = self.sighup.clone();
-        let signals = signals::listen(stop.clone(), hook)?;
+        let signals = signals::listen(stop.clone(), hook, Arc::clone(&self.reloads))?;
         let bound = self.bind().await?;
         let result = bound.run_until(stop).await;
         signals.abort();
