@@ -1,5 +1,6 @@
 //! TLS on the HTTP server, checked with peers patron did not write: curl
-//! over HTTP/1.1 and HTTP/2 (ALPN) with the test CA, mutual TLS refusing a
+//! over HTTP/1.1 and HTTP/2 (ALPN) with the test CA, `openssl s_client`
+//! verifying the chain and the ALPN choice, mutual TLS refusing a
 //! client without a certificate, start-up errors naming the bad file, and a
 //! SIGHUP that gives new handshakes a rotated certificate while an open
 //! connection carries on. Certificates are made here with rcgen; no key is
@@ -120,6 +121,28 @@ async fn curl_gets_https_over_http1_and_h2_by_alpn() {
             (0, format!("pong {version}").as_str())
         );
     }
+    // openssl agrees: the chain verifies against the CA, ALPN picks h2.
+    let (port, ca_file) = (server.addr().port(), ca.to_string());
+    let openssl = tokio::task::spawn_blocking(move || {
+        let out = Command::new("openssl")
+            .args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .args([
+                "-servername",
+                "localhost",
+                "-alpn",
+                "h2,http/1.1",
+                "-CAfile",
+                &ca_file,
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl runs");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    })
+    .await
+    .unwrap();
+    assert!(openssl.contains("ALPN protocol: h2"), "{openssl}");
+    assert!(openssl.contains("Verify return code: 0 (ok)"), "{openssl}");
     // Plain HTTP to a TLS port is refused, not served.
     let plain = format!("http://127.0.0.1:{}/ping", server.addr().port());
     let (_, out) = tokio::task::spawn_blocking(move || curl(&[&plain]))
