@@ -32,7 +32,7 @@ pub fn generate(attr: &RouteAttr, handler: &Handler, func: &ItemFn) -> TokenStre
             extract.push(quote_spanned! {ty.span()=>
                 let #arg = match <#ty as ::patron::http::HandlerArg<_>>::extract(&mut __parts, &__state).await {
                     ::core::result::Result::Ok(v) => v,
-                    ::core::result::Result::Err(refused) => return refused,
+                    ::core::result::Result::Err(rejection) => return #p::rejection(rejection).await,
                 };
             });
         } else {
@@ -40,7 +40,7 @@ pub fn generate(attr: &RouteAttr, handler: &Handler, func: &ItemFn) -> TokenStre
                 let __req = #p::Request::from_parts(__parts, __body);
                 let #arg = match <#ty as ::patron::http::LastHandlerArg<_>>::extract(__req, &__state).await {
                     ::core::result::Result::Ok(v) => v,
-                    ::core::result::Result::Err(refused) => return refused,
+                    ::core::result::Result::Err(rejection) => return #p::rejection(rejection).await,
                 };
             });
         }

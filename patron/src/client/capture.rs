@@ -89,8 +89,16 @@ impl Sent {
         not(any(feature = "amqp", feature = "kafka", feature = "sqs")),
         allow(dead_code)
     )]
-    pub(crate) fn record(&self, message: SentMessage) {
-        self.lock().push(message);
+    /// Records `message`; how many were recorded for its destination
+    /// before it (a Kafka offset), counted under the same lock.
+    pub(crate) fn record(&self, message: SentMessage) -> usize {
+        let mut all = self.lock();
+        let earlier = all
+            .iter()
+            .filter(|m| m.destination == message.destination)
+            .count();
+        all.push(message);
+        earlier
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<SentMessage>> {

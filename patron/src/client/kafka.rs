@@ -393,8 +393,7 @@ impl KafkaProducer {
                 headers.insert(k.to_string(), String::from_utf8_lossy(v).into_owned());
             })
         });
-        let offset = sent.to(&record.topic).len() as i64;
-        sent.record(SentMessage {
+        let offset = sent.record(SentMessage {
             system: "kafka",
             destination: record.topic.clone(),
             routing_key: None,
@@ -402,7 +401,7 @@ impl KafkaProducer {
             body: record.payload.clone().into(),
             content_type: headers.get("content-type").cloned(),
             headers,
-        });
+        }) as i64;
         Some(Delivered {
             partition: 0,
             offset,

@@ -37,7 +37,8 @@ impl std::fmt::Debug for InMemoryConsumer {
 
 impl InMemoryConsumer {
     /// The in-memory form of a consumer of `destinations` whose checked
-    /// policy is `policy`.
+    /// policy is `policy`; `redelivers_in_process` for a broker that cannot
+    /// take a message back (Kafka).
     #[cfg_attr(
         not(any(feature = "amqp", feature = "sqs", feature = "kafka")),
         allow(dead_code)
@@ -48,6 +49,7 @@ impl InMemoryConsumer {
         destinations: Vec<String>,
         policy: Policy,
         handler: &Handler,
+        redelivers_in_process: bool,
     ) -> Result<Self, Error> {
         let handler = match handler {
             Handler::Single(h) => Arc::clone(h),
@@ -63,7 +65,7 @@ impl InMemoryConsumer {
             destinations,
             policy,
             handler,
-            redelivers_in_process: system == "kafka",
+            redelivers_in_process,
         })
     }
 }

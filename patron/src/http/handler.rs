@@ -16,7 +16,6 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::{IntoResponse, Response};
 use http::request::Parts;
 
-use super::extract::rejection;
 use crate::deps::AppState;
 
 /// Selects the impl for extractors that read only the request head.
@@ -58,24 +57,33 @@ pub trait Unreachable: sealed::Sealed {
     note = "otherwise take an axum extractor (`Path`, `Query`, `HeaderMap`, `CorrelationId`, …); one that reads the body (`Json`, `String`, `Bytes`, `Form`, `Request`) must be the last argument"
 )]
 pub trait HandlerArg<M>: Sized {
-    /// Extracts the argument; a rejection is already a problem response.
-    fn extract(parts: &mut Parts, state: &AppState)
-    -> impl Future<Output = Result<Self, Response>>;
+    /// Why extraction failed; the generated handler renders it as a problem
+    /// body.
+    type Rejection: IntoResponse;
+
+    /// Extracts the argument: the extractor's own future, not wrapped.
+    fn extract(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> impl Future<Output = Result<Self, Self::Rejection>>;
 }
 
 impl<T: FromRequestParts<AppState>> HandlerArg<ViaParts> for T {
-    async fn extract(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let refused = match T::from_request_parts(parts, state).await {
-            Ok(v) => return Ok(v),
-            Err(r) => r.into_response(),
-        };
-        Err(rejection(refused).await)
+    type Rejection = T::Rejection;
+
+    fn extract(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> impl Future<Output = Result<Self, Self::Rejection>> {
+        T::from_request_parts(parts, state)
     }
 }
 
 impl<T: Unreachable> HandlerArg<Never> for T {
+    type Rejection = Infallible;
+
     #[allow(unreachable_code)]
-    fn extract(_: &mut Parts, _: &AppState) -> impl Future<Output = Result<Self, Response>> {
+    fn extract(_: &mut Parts, _: &AppState) -> impl Future<Output = Result<Self, Infallible>> {
         std::future::ready(match T::unreachable() {})
     }
 }
@@ -89,25 +97,34 @@ impl<T: Unreachable> HandlerArg<Never> for T {
     note = "otherwise take an axum extractor (`Path`, `Query`, `HeaderMap`, `Json`, `String`, `Bytes`, `Form`, `Request`, …)"
 )]
 pub trait LastHandlerArg<M>: Sized {
-    /// Extracts the argument from what is left of the request; a rejection
-    /// is already a problem response.
-    fn extract(req: Request, state: &AppState) -> impl Future<Output = Result<Self, Response>>;
+    /// Why extraction failed; the generated handler renders it as a problem
+    /// body.
+    type Rejection: IntoResponse;
+
+    /// Extracts the argument from what is left of the request.
+    fn extract(
+        req: Request,
+        state: &AppState,
+    ) -> impl Future<Output = Result<Self, Self::Rejection>>;
 }
 
 impl<T: FromRequestParts<AppState>> LastHandlerArg<ViaParts> for T {
-    async fn extract(req: Request, state: &AppState) -> Result<Self, Response> {
+    type Rejection = T::Rejection;
+
+    async fn extract(req: Request, state: &AppState) -> Result<Self, T::Rejection> {
         let (mut parts, _) = req.into_parts();
-        <T as HandlerArg<ViaParts>>::extract(&mut parts, state).await
+        T::from_request_parts(&mut parts, state).await
     }
 }
 
 impl<T: FromRequest<AppState>> LastHandlerArg<ViaRequest> for T {
-    async fn extract(req: Request, state: &AppState) -> Result<Self, Response> {
-        let refused = match T::from_request(req, state).await {
-            Ok(v) => return Ok(v),
-            Err(r) => r.into_response(),
-        };
-        Err(rejection(refused).await)
+    type Rejection = T::Rejection;
+
+    fn extract(
+        req: Request,
+        state: &AppState,
+    ) -> impl Future<Output = Result<Self, Self::Rejection>> {
+        T::from_request(req, state)
     }
 }
 

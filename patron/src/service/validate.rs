@@ -128,6 +128,35 @@ pub(crate) fn check(
                 ));
         }
     }
+    missing_consumer_deps(consumers, deps, &mut problems);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(StartupError { problems })
+    }
+}
+
+/// The consumers' `Dep<T>` checks alone, for running consumers without a
+/// service (the in-memory test broker).
+pub(crate) fn check_consumer_deps(
+    consumers: &[&'static ConsumerDef],
+    deps: &Deps,
+) -> Result<(), StartupError> {
+    let mut problems = Vec::new();
+    missing_consumer_deps(consumers, deps, &mut problems);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(StartupError { problems })
+    }
+}
+
+/// A problem for each `Dep<T>` a consumer takes that `deps` lacks.
+fn missing_consumer_deps(
+    consumers: &[&'static ConsumerDef],
+    deps: &Deps,
+    problems: &mut Vec<String>,
+) {
     for c in consumers {
         for dep in c.deps {
             if !deps.contains((dep.type_id)()) {
@@ -142,11 +171,6 @@ pub(crate) fn check(
                 ));
             }
         }
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(StartupError { problems })
     }
 }
 

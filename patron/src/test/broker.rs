@@ -159,9 +159,7 @@ impl Broker {
         };
         let mut deps = service.deps;
         deps.insert(service.metrics.clone());
-        if !defs.is_empty() {
-            crate::service::validate::check(&[], &defs, &deps, defs.len())?;
-        }
+        crate::service::validate::check_consumer_deps(&defs, &deps)?;
         let mut broker = Broker {
             consumers: Vec::new(),
             by_destination: HashMap::new(),

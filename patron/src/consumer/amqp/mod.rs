@@ -163,6 +163,7 @@ impl AmqpConsumer {
             vec![self.queue.clone()],
             settings.policy,
             &self.handler,
+            false,
         )
     }
 

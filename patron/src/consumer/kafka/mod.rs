@@ -228,6 +228,7 @@ impl KafkaConsumer {
             self.topics.clone(),
             policy,
             &self.handler,
+            true,
         )
     }
 

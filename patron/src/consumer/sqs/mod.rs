@@ -138,6 +138,7 @@ impl SqsConsumer {
             vec![self.queue.clone()],
             policy,
             &super::batch::Handler::Single(Arc::clone(&self.handler)),
+            false,
         )
     }
 
