@@ -10,6 +10,7 @@
 mod args;
 mod consumer;
 mod entry;
+mod grpc;
 mod route;
 mod sig;
 use patron_units as units;
@@ -21,6 +22,13 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn route(attr: TokenStream, item: TokenStream) -> TokenStream {
     route::expand(attr.into(), item.into()).into()
+}
+
+/// Registers the `impl` of a tonic service trait as a gRPC service of the
+/// service. See `patron::grpc`.
+#[proc_macro_attribute]
+pub fn grpc(attr: TokenStream, item: TokenStream) -> TokenStream {
+    grpc::expand(attr.into(), item.into()).into()
 }
 
 /// Turns `async fn main` into a patron service entry point. See `patron::main`.

@@ -14,10 +14,14 @@ pub use inventory;
 pub use crate::deps::AppState;
 pub use crate::deps::DepSpec;
 pub use crate::error::{Error, Result};
+#[cfg(feature = "grpc")]
+pub use crate::grpc::{GrpcDef, GrpcService};
 pub use crate::http::RouteCtx;
 pub use crate::http::registry::{AuthSpec, RateSpec, RouteDef};
 pub use crate::http::rejection;
 pub use crate::service::Service;
+#[cfg(feature = "grpc")]
+pub use tonic::server::NamedService;
 
 pub use crate::consumer::registry::{BuiltConsumer, ConsumerDef};
 pub use crate::consumer::{

@@ -56,6 +56,8 @@ pub mod consumer;
 mod context;
 mod deps;
 mod error;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 pub mod http;
 pub mod observe;
 mod panic;
@@ -183,6 +185,32 @@ pub use patron_macros::route;
 /// # fn main() {}
 /// ```
 pub use patron_macros::consumer;
+
+/// Registers the `impl` of a tonic-generated service trait as a gRPC
+/// service, served by the gRPC server component (feature `grpc`).
+///
+/// ```text
+/// #[patron::grpc(key = value, …)]      // every key optional
+/// auth       = ApiKey                   // an Authenticator the service provides
+/// timeout    = "5s"                     // default call timeout (PATRON_GRPC_HANDLER_TIMEOUT)
+/// descriptor = pb::FILE_DESCRIPTOR_SET  // encoded descriptors, for reflection
+/// ```
+///
+/// Put it above `#[tonic::async_trait]`. The implementing type is taken
+/// from the service's provided values (`service.provide(MyGreeter::new(…))`);
+/// start-up fails, naming it, when it is missing. The trait must be named
+/// through its `*_server` module (`greeter_server::Greeter`) or imported
+/// with its server type (`GreeterServer`) in scope.
+///
+/// ```ignore
+/// #[patron::grpc(auth = ApiKey)]
+/// #[tonic::async_trait]
+/// impl greeter_server::Greeter for MyGreeter { … }
+/// ```
+///
+/// The `examples/greeter` service shows the whole of it; see [`grpc`](mod@grpc).
+#[cfg(feature = "grpc")]
+pub use patron_macros::grpc;
 
 /// Turns `async fn main` into a service entry point.
 ///

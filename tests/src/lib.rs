@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 pub mod amqp;
 pub mod kafka;
+pub mod pki;
 pub mod roundtrip;
 pub mod sqs;
 

@@ -18,6 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["client"],
     &["consumer"],
     &["http"],
+    &["grpc"],
     &["service"],
     &["test"],
     &["__private", "lib"],

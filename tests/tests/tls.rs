@@ -6,7 +6,7 @@
 //! connection carries on. Certificates are made here with rcgen; no key is
 //! committed.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +14,8 @@ use std::time::Duration;
 use patron::config::{Config, TlsFiles};
 use patron::prelude::*;
 use patron::test::TestServer;
-use patron_tests::{Proc, eventually, unique};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use patron_tests::pki::Pki;
+use patron_tests::{Proc, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CUSTOM: &str = env!("CARGO_BIN_EXE_custom");
@@ -23,63 +23,6 @@ const CUSTOM: &str = env!("CARGO_BIN_EXE_custom");
 #[patron::route(GET "/ping")]
 async fn ping() -> &'static str {
     "pong"
-}
-
-/// A test CA and the files it signs, in a directory of their own.
-struct Pki {
-    dir: PathBuf,
-    ca: CertifiedIssuer<'static, KeyPair>,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = std::env::temp_dir().join(unique("tls"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "patron test CA");
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-        Pki { dir, ca }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    /// Writes `{name}.pem` and `{name}-key.pem`: a certificate for
-    /// localhost and 127.0.0.1 with common name `cn`, signed by the CA.
-    fn issue(&self, name: &str, cn: &str) -> (PathBuf, PathBuf) {
-        let mut params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        params.distinguished_name.push(DnType::CommonName, cn);
-        let key = KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.ca).unwrap();
-        let (cert_path, key_path) = (
-            self.path(&format!("{name}.pem")),
-            self.path(&format!("{name}-key.pem")),
-        );
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
-    }
-
-    fn files(&self, name: &str, client_ca: bool) -> TlsFiles {
-        let (cert, key) = self.issue(name, name);
-        TlsFiles {
-            cert,
-            key,
-            client_ca: client_ca.then(|| self.path("ca.pem")),
-        }
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 async fn serve(files: TlsFiles) -> TestServer {

@@ -8,8 +8,10 @@ use std::time::Duration;
 
 use patron_units as units;
 
+mod grpc;
 mod status_rules;
 mod tls;
+pub use grpc::GrpcConfig;
 pub use status_rules::StatusRules;
 pub use tls::TlsFiles;
 
@@ -150,6 +152,8 @@ pub struct Config {
     /// `client::sql::Db::from_config` (`postgres://user:password@host/db`).
     /// Its password never appears in logs or errors.
     pub database_url: Option<BrokerUrl>,
+    /// `PATRON_GRPC_*`: the gRPC server (feature `grpc`).
+    pub grpc: GrpcConfig,
 }
 
 /// A broker URL that may hold credentials: `Display` and `Debug` show it
@@ -237,6 +241,7 @@ impl Default for Config {
             amqp_url: BrokerUrl::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
             sqs_endpoint: None,
             http_tls: None,
+            grpc: GrpcConfig::default(),
             kafka_brokers: None,
             database_url: None,
         }
@@ -379,6 +384,7 @@ impl Config {
             )?));
         }
         c.http_tls = tls::from_vars(get, "PATRON_HTTP")?;
+        c.grpc = grpc::from_vars(&get)?;
         if let Some(v) = get("PATRON_KAFKA_BROKERS") {
             c.kafka_brokers = Some(v.trim().to_string());
         }

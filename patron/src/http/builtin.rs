@@ -46,7 +46,7 @@ impl Management {
 }
 
 #[derive(Serialize)]
-struct CheckResult {
+pub(crate) struct CheckResult {
     name: String,
     status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -97,46 +97,7 @@ async fn ready(shared: Arc<Management>) -> Response {
             extra,
         );
     }
-    let checks = shared.checks.iter().map(|(name, check)| {
-        let fut = check();
-        async move {
-            match tokio::time::timeout(CHECK_TIMEOUT, fut).await {
-                Ok(Ok(())) => CheckResult {
-                    name: name.clone(),
-                    status: "ok",
-                    error: None,
-                },
-                Ok(Err(e)) => CheckResult {
-                    name: name.clone(),
-                    status: "failing",
-                    error: Some(e),
-                },
-                Err(_) => CheckResult {
-                    name: name.clone(),
-                    status: "failing",
-                    error: Some(format!(
-                        "did not answer within {}s",
-                        CHECK_TIMEOUT.as_secs()
-                    )),
-                },
-            }
-        }
-    });
-    let mut results = join_all(checks).await;
-    for r in shared.readiness() {
-        results.push(match r.problem() {
-            None => CheckResult {
-                name: format!("component:{}", r.name()),
-                status: "ok",
-                error: None,
-            },
-            Some(e) => CheckResult {
-                name: format!("component:{}", r.name()),
-                status: "failing",
-                error: Some(e),
-            },
-        });
-    }
+    let results = shared.evaluate().await;
     let failing: Vec<&CheckResult> = results.iter().filter(|r| r.status != "ok").collect();
     if failing.is_empty() {
         let body = serde_json::to_vec(&json!({ "status": "ready", "checks": results }))
@@ -154,6 +115,60 @@ async fn ready(shared: Arc<Management>) -> Response {
         &format!("not ready: {} failing", names.join(", ")),
         extra,
     )
+}
+
+impl Management {
+    /// Runs every readiness check and reads every component's readiness.
+    pub(crate) async fn evaluate(&self) -> Vec<CheckResult> {
+        let checks = self.checks.iter().map(|(name, check)| {
+            let fut = check();
+            async move {
+                match tokio::time::timeout(CHECK_TIMEOUT, fut).await {
+                    Ok(Ok(())) => CheckResult {
+                        name: name.clone(),
+                        status: "ok",
+                        error: None,
+                    },
+                    Ok(Err(e)) => CheckResult {
+                        name: name.clone(),
+                        status: "failing",
+                        error: Some(e),
+                    },
+                    Err(_) => CheckResult {
+                        name: name.clone(),
+                        status: "failing",
+                        error: Some(format!(
+                            "did not answer within {}s",
+                            CHECK_TIMEOUT.as_secs()
+                        )),
+                    },
+                }
+            }
+        });
+        let mut results = join_all(checks).await;
+        for r in self.readiness() {
+            results.push(match r.problem() {
+                None => CheckResult {
+                    name: format!("component:{}", r.name()),
+                    status: "ok",
+                    error: None,
+                },
+                Some(e) => CheckResult {
+                    name: format!("component:{}", r.name()),
+                    status: "failing",
+                    error: Some(e),
+                },
+            });
+        }
+        results
+    }
+
+    /// Whether `/ready` would answer 200 now.
+    #[cfg_attr(not(feature = "grpc"), allow(dead_code))]
+    pub(crate) async fn is_ready(&self) -> bool {
+        !self.shutting_down.load(Ordering::Acquire)
+            && self.evaluate().await.iter().all(|r| r.status == "ok")
+    }
 }
 
 fn json_response(status: StatusCode, body: Bytes) -> Response {

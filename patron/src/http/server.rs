@@ -1,4 +1,4 @@
-//! The HTTP server: an accept loop over hyper-util's auto (HTTP/1 + HTTP/2)
+//! The HTTP server (and, over HTTP/2 only, the gRPC server): an accept loop over hyper-util's auto (HTTP/1 + HTTP/2)
 //! connection builder, with Go Patron's read, write and idle timeouts
 //! enforced by a per-connection watchdog, and a bounded graceful drain.
 //!
@@ -29,6 +29,8 @@
 //! connection already in the accept queue is accepted and served: none is
 //! reset with a request on it.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -75,21 +77,46 @@ impl Timeouts {
     }
 }
 
-/// Serves `router` on `listener` (over TLS when `tls` is given): from
+/// What a server serves: one request in, one response out. The HTTP
+/// server's [`App`] is one; the gRPC server's call handler is another.
+pub(crate) trait Handler: Send + Sync + 'static {
+    /// The future of one response.
+    type Future: Future<Output = Result<http::Response<Body>, Infallible>> + Send + 'static;
+    /// Only HTTP/2 is spoken, and a request counts as in flight until its
+    /// response body ends (gRPC, whose streams outlive their headers);
+    /// otherwise HTTP/1 and HTTP/2, in flight until the response head.
+    const HTTP2_ONLY: bool = false;
+    /// Handles one request.
+    fn handle(&self, req: http::Request<Body>) -> Self::Future;
+}
+
+impl Handler for App {
+    type Future = super::router::AppFuture;
+
+    fn handle(&self, req: http::Request<Body>) -> Self::Future {
+        self.call(req)
+    }
+}
+
+/// Serves `app` on `listener` (over TLS when `tls` is given): from
 /// `draining` on, connections drain
 /// (see the module doc); when `shutdown` fires the listener closes without
 /// resetting a queued connection, and open connections get up to `drain` to
 /// finish.
-pub(crate) async fn serve(
+pub(crate) async fn serve<A: Handler>(
     listener: TcpListener,
-    app: Arc<App>,
+    app: Arc<A>,
     tls: Option<Arc<Tls>>,
     timeouts: Timeouts,
     draining: CancellationToken,
     shutdown: CancellationToken,
     drain: Duration,
 ) -> Result<(), String> {
-    let builder = Arc::new(Builder::new(TokioExecutor::new()));
+    let mut builder = Builder::new(TokioExecutor::new());
+    if A::HTTP2_ONLY {
+        builder = builder.http2_only();
+    }
+    let builder = Arc::new(builder);
     let tracker = TaskTracker::new();
     let open = |stream: TcpStream, peer: SocketAddr| {
         let _ = stream.set_nodelay(true);
@@ -321,6 +348,35 @@ impl ConnState {
 
 struct InFlight(Arc<ConnState>);
 
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request in flight until it ends.
+    struct HeldBody {
+        #[pin]
+        inner: Body,
+        _guard: InFlight,
+    }
+}
+
+impl http_body::Body for HeldBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 impl InFlight {
     fn enter(state: &Arc<ConnState>) -> Self {
         state.reading.store(false, Ordering::Relaxed);
@@ -336,11 +392,11 @@ impl Drop for InFlight {
     }
 }
 
-async fn connection<S>(
+async fn connection<S, A: Handler>(
     stream: S,
     peer: SocketAddr,
     builder: Arc<Builder<TokioExecutor>>,
-    app: Arc<App>,
+    app: Arc<A>,
     timeouts: Timeouts,
     draining: CancellationToken,
 ) where
@@ -357,7 +413,7 @@ async fn connection<S>(
         let guard = InFlight::enter(&svc_state);
         let http1 = req.version() < http::Version::HTTP_2;
         let call = match host_problem(&req) {
-            None => Either::Left(app.call(req.map(Body::new))),
+            None => Either::Left(app.handle(req.map(Body::new))),
             Some(response) => Either::Right(std::future::ready(Ok(response))),
         };
         async move {
@@ -371,6 +427,16 @@ async fn connection<S>(
                     http::header::CONNECTION,
                     http::HeaderValue::from_static("close"),
                 );
+            }
+            if A::HTTP2_ONLY {
+                return response.map(|r| {
+                    r.map(|body| {
+                        Body::new(HeldBody {
+                            inner: body,
+                            _guard: guard,
+                        })
+                    })
+                });
             }
             drop(guard);
             response

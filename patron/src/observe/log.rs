@@ -82,7 +82,7 @@ pub fn init(config: &Config, service: &str, version: &str) -> Result<Option<Trac
                 || (meta.is_span()
                     && matches!(
                         meta.target(),
-                        "patron::http::guard" | "patron::consumer::process"
+                        "patron::http::guard" | "patron::grpc" | "patron::consumer::process"
                     ))
         });
         // Source location, thread, target and busy/idle timings would cost

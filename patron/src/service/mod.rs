@@ -2,6 +2,8 @@
 //! lifecycle that runs it — validation before any port opens, concurrent
 //! components, signals, and a bounded graceful shutdown.
 
+#[cfg(feature = "grpc")]
+mod grpc;
 mod run;
 pub(crate) mod signals;
 pub(crate) mod validate;
@@ -71,6 +73,12 @@ pub struct Service {
     /// What SIGHUP reloads besides the hook (the HTTP server's
     /// certificate), registered by `bind`.
     pub(crate) reloads: Arc<signals::Reloads>,
+    /// gRPC services given with `with_grpc`.
+    #[cfg(feature = "grpc")]
+    pub(crate) grpc: Vec<crate::grpc::GrpcService>,
+    /// The `#[patron::grpc]` services to serve (`None`: every one linked in).
+    #[cfg(feature = "grpc")]
+    pub(crate) grpc_defs: Option<Vec<&'static crate::grpc::GrpcDef>>,
 }
 
 /// Writes one item as `single` + item, or several as `many(count)` followed
@@ -121,6 +129,10 @@ impl Service {
             cors: None,
             clients: Vec::new(),
             reloads: Arc::default(),
+            #[cfg(feature = "grpc")]
+            grpc: Vec::new(),
+            #[cfg(feature = "grpc")]
+            grpc_defs: None,
         }
     }
 

@@ -54,6 +54,7 @@ pub struct BoundService {
     config: Arc<Config>,
     deps: Arc<Deps>,
     addr: SocketAddr,
+    grpc_addr: Option<SocketAddr>,
     shared: Arc<Management>,
     /// The HTTP server first, then the other components in the order given.
     components: Vec<(ComponentInfo, Readiness, Box<dyn DynComponent>)>,
@@ -73,7 +74,8 @@ impl fmt::Debug for BoundService {
 impl Service {
     /// Validates the service and binds its HTTP port, so the address is known
     /// before serving starts (port 0 picks a free one).
-    pub async fn bind(self) -> Result<BoundService, Error> {
+    #[cfg_attr(not(feature = "grpc"), allow(unused_mut))]
+    pub async fn bind(mut self) -> Result<BoundService, Error> {
         let routes: Vec<&'static RouteDef> = match &self.routes {
             Some(r) => r.clone(),
             None => route_registry::routes(),
@@ -82,16 +84,31 @@ impl Service {
             Some(c) => c.clone(),
             None => consumer_registry::consumers(),
         };
+        #[cfg(feature = "grpc")]
+        let grpc_defs = super::grpc::defs(self.grpc_defs.take());
+        #[cfg(feature = "grpc")]
+        let grpc_count = grpc_defs.len() + self.grpc.len();
+        #[cfg(not(feature = "grpc"))]
+        let grpc_count = 0;
         // Handlers may take `Dep<Metrics>`: provide it before validation.
         let metrics = self.metrics;
         let mut deps = self.deps;
         deps.insert(metrics.clone());
-        validate::check(
+        #[cfg_attr(not(feature = "grpc"), allow(unused_mut))]
+        let mut problems = validate::check(
             &routes,
             &consumers,
             &deps,
-            self.components.len() + consumers.len(),
-        )?;
+            self.components.len() + consumers.len() + grpc_count,
+        )
+        .err()
+        .map(|e| e.problems)
+        .unwrap_or_default();
+        #[cfg(feature = "grpc")]
+        problems.extend(super::grpc::problems(&self.grpc, &grpc_defs, &deps));
+        if !problems.is_empty() {
+            return Err(validate::StartupError { problems }.into());
+        }
         if self.config.debug_endpoints && self.debug_auth.is_none() {
             if !self.config.debug_unauthenticated {
                 return Err(validate::StartupError {
@@ -111,9 +128,25 @@ impl Service {
         let http_metrics = HttpMetrics::register(&metrics)?;
         let deps = Arc::new(deps);
 
+        #[cfg(feature = "grpc")]
+        let mut grpc = super::grpc::bind(
+            &self.config,
+            std::mem::take(&mut self.grpc),
+            &grpc_defs,
+            &deps,
+            &metrics,
+            &self.reloads,
+        )
+        .await?;
+        #[cfg(feature = "grpc")]
+        let grpc_addr = grpc.as_ref().map(|g| g.local_addr());
+        #[cfg(not(feature = "grpc"))]
+        let grpc_addr = None;
         let mut all_components = self.components;
         all_components.extend(consumers.iter().map(|c| (c.build)().component.0));
         let mut all_info = vec![HttpServer::describe(&self.config, routes.len())];
+        #[cfg(feature = "grpc")]
+        all_info.extend(grpc.as_ref().map(crate::component::Component::info));
         all_info.extend(all_components.iter().map(|c| c.info()));
         let info = json!({
             "name": self.name,
@@ -158,6 +191,11 @@ impl Service {
         }
         let addr = http.local_addr();
         let mut boxed: Vec<Box<dyn DynComponent>> = vec![Box::new(http)];
+        #[cfg(feature = "grpc")]
+        if let Some(mut grpc) = grpc.take() {
+            grpc.follow(Arc::clone(&shared));
+            boxed.push(Box::new(grpc));
+        }
         boxed.extend(all_components);
         let components = all_info
             .into_iter()
@@ -170,6 +208,7 @@ impl Service {
             config: Arc::new(self.config),
             deps,
             addr,
+            grpc_addr,
             shared,
             components,
             clients: self.clients,
@@ -196,6 +235,12 @@ impl BoundService {
     /// The address the HTTP server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address the gRPC server listens on, when the service has gRPC
+    /// services (feature `grpc`).
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_addr
     }
 
     /// Runs until `stop` is cancelled or a component ends, then shuts down

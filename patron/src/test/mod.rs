@@ -47,6 +47,7 @@ pub use request::{TestRequest, TestResponse};
 #[derive(Debug)]
 pub struct TestServer {
     addr: SocketAddr,
+    grpc_addr: Option<SocketAddr>,
     base_url: String,
     stop: CancellationToken,
     task: JoinHandle<Result<(), Error>>,
@@ -65,12 +66,15 @@ impl TestServer {
         let config = service.config_mut();
         config.http_host = IpAddr::from([127, 0, 0, 1]);
         config.http_port = 0;
+        config.grpc.port = 0;
         let bound = service.bind().await?;
         let addr = bound.local_addr();
+        let grpc_addr = bound.grpc_addr();
         let stop = CancellationToken::new();
         let task = tokio::spawn(bound.run_until(stop.clone()));
         Ok(TestServer {
             addr,
+            grpc_addr,
             base_url: format!("http://{addr}"),
             stop,
             task,
@@ -90,6 +94,24 @@ impl TestServer {
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The gRPC server's address, when the service has gRPC services
+    /// (served on a free port, as the HTTP server is).
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc_addr
+    }
+
+    /// `http://127.0.0.1:PORT` of the gRPC server, for a tonic channel.
+    ///
+    /// # Panics
+    ///
+    /// When the service has no gRPC service.
+    pub fn grpc_url(&self) -> String {
+        match self.grpc_addr {
+            Some(addr) => format!("http://{addr}"),
+            None => panic!("this service has no gRPC services, so no gRPC server"),
+        }
     }
 
     /// A request with `method` to `path` (with its query, if any), sent when

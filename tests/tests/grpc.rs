@@ -1,0 +1,495 @@
+//! The gRPC server in process, through tonic's own client: every kind of
+//! call, the correlation id, a panic, the handler timeout and the client's
+//! deadline, authentication, metrics, `/info`, health following readiness,
+//! start-up errors, and the shutdown (streams end with `UNAVAILABLE`, unary
+//! calls finish). `grpc_peers.rs` checks the same against Python's grpcio.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use greeter_proto::greeter_client::GreeterClient;
+use greeter_proto::greeter_server::{self, GreeterServer};
+use greeter_proto::{CountdownRequest, HelloReply, HelloRequest, Number, Sum, Tick};
+use patron::grpc::GrpcService;
+use patron::prelude::*;
+use patron::test::TestServer;
+use patron_tests::prom;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status, Streaming};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+type Replies<T> = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send>>;
+
+/// The tests' implementation; the name says what to do: `panic`,
+/// `wait:MS`, anything else is greeted.
+struct Probe;
+
+#[patron::grpc(timeout = "400ms", descriptor = greeter_proto::FILE_DESCRIPTOR_SET)]
+#[tonic::async_trait]
+impl greeter_server::Greeter for Probe {
+    async fn say_hello(
+        &self,
+        request: Request<HelloRequest>,
+    ) -> Result<Response<HelloReply>, Status> {
+        let name = request.into_inner().name;
+        if name == "panic" {
+            panic!("secret detail 42");
+        }
+        if let Some(ms) = name.strip_prefix("wait:") {
+            let ms: u64 = ms
+                .parse()
+                .map_err(|_| Status::invalid_argument("wait:MS"))?;
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
+        Ok(Response::new(HelloReply {
+            message: format!("Hello, {name}!"),
+            correlation_id: CorrelationId::current()
+                .map(|id| id.as_str().to_string())
+                .unwrap_or_default(),
+        }))
+    }
+
+    type CountdownStream = Replies<Tick>;
+
+    async fn countdown(
+        &self,
+        request: Request<CountdownRequest>,
+    ) -> Result<Response<Self::CountdownStream>, Status> {
+        let CountdownRequest { from, interval_ms } = request.into_inner();
+        let interval = Duration::from_millis(u64::from(interval_ms));
+        let ticks = futures_util::stream::unfold(from, move |left| async move {
+            if left == 0 {
+                return None;
+            }
+            tokio::time::sleep(interval).await;
+            Some((
+                Ok(Tick {
+                    remaining: left - 1,
+                }),
+                left - 1,
+            ))
+        });
+        Ok(Response::new(Box::pin(ticks)))
+    }
+
+    async fn total(&self, request: Request<Streaming<Number>>) -> Result<Response<Sum>, Status> {
+        let mut numbers = request.into_inner();
+        let (mut total, mut count) = (0, 0);
+        while let Some(n) = numbers.next().await {
+            total += n?.value;
+            count += 1;
+        }
+        Ok(Response::new(Sum { total, count }))
+    }
+
+    type ChatStream = Replies<HelloReply>;
+
+    async fn chat(
+        &self,
+        request: Request<Streaming<HelloRequest>>,
+    ) -> Result<Response<Self::ChatStream>, Status> {
+        let replies = request.into_inner().map(|r| {
+            r.map(|r| HelloReply {
+                message: format!("Hello, {}!", r.name),
+                correlation_id: String::new(),
+            })
+        });
+        Ok(Response::new(Box::pin(replies)))
+    }
+}
+
+async fn serve(service: Service) -> (TestServer, GreeterClient<Channel>) {
+    let server = TestServer::start(service).await.unwrap();
+    let client = GreeterClient::new(channel(&server).await);
+    (server, client)
+}
+
+async fn channel(server: &TestServer) -> Channel {
+    Channel::from_shared(server.grpc_url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn probe() -> (TestServer, GreeterClient<Channel>) {
+    serve(Service::new("grpc-test").provide(Probe)).await
+}
+
+fn hello(name: &str) -> Request<HelloRequest> {
+    Request::new(HelloRequest { name: name.into() })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_of_call_goes_through_with_its_correlation_id() {
+    let (_server, mut client) = probe().await;
+
+    let mut request = hello("Ada");
+    request
+        .metadata_mut()
+        .insert("x-correlation-id", "grpc-corr-7".parse().unwrap());
+    let response = client.say_hello(request).await.unwrap();
+    assert_eq!(
+        response.metadata().get("x-correlation-id").unwrap(),
+        "grpc-corr-7"
+    );
+    let reply = response.into_inner();
+    assert_eq!(reply.message, "Hello, Ada!");
+    assert_eq!(
+        reply.correlation_id, "grpc-corr-7",
+        "the handler runs in the call's context"
+    );
+
+    // Without one, a new id is made, echoed, and seen by the handler.
+    let response = client.say_hello(hello("Bo")).await.unwrap();
+    let echoed = response
+        .metadata()
+        .get("x-correlation-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(echoed.len(), 36, "a UUID: {echoed}");
+    assert_eq!(response.into_inner().correlation_id, echoed);
+
+    let ticks: Vec<u32> = client
+        .countdown(CountdownRequest {
+            from: 3,
+            interval_ms: 5,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|t| t.unwrap().remaining)
+        .collect()
+        .await;
+    assert_eq!(ticks, [2, 1, 0]);
+
+    let numbers = futures_util::stream::iter([5, 6, 31].map(|value| Number { value }));
+    let sum = client.total(numbers).await.unwrap().into_inner();
+    assert_eq!((sum.total, sum.count), (42, 3));
+
+    let names = futures_util::stream::iter(["a", "b"].map(|n| HelloRequest { name: n.into() }));
+    let replies: Vec<String> = client
+        .chat(names)
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|r| r.unwrap().message)
+        .collect()
+        .await;
+    assert_eq!(replies, ["Hello, a!", "Hello, b!"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_is_internal_leaks_nothing_and_the_server_carries_on() {
+    let (server, mut client) = probe().await;
+    let status = client.say_hello(hello("panic")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Internal);
+    assert!(!status.message().contains("secret"), "{}", status.message());
+    assert!(
+        status.message().contains("panicked"),
+        "{}",
+        status.message()
+    );
+    assert!(status.metadata().get("x-correlation-id").is_some());
+    assert_eq!(
+        client
+            .say_hello(hello("after"))
+            .await
+            .unwrap()
+            .into_inner()
+            .message,
+        "Hello, after!"
+    );
+
+    let text = server.get("/metrics").await.unwrap().text();
+    let samples = prom::parse(&text);
+    let count = |method: &str, code: &str| {
+        prom::value(
+            &samples,
+            "rpc_server_duration_seconds_count",
+            &[
+                ("service", "greeter.v1.Greeter"),
+                ("method", method),
+                ("code", code),
+            ],
+        )
+    };
+    assert_eq!(count("SayHello", "INTERNAL"), Some(1.0), "{text}");
+    assert_eq!(count("SayHello", "OK"), Some(1.0), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handler_timeout_and_the_clients_deadline_are_honoured() {
+    let (server, mut client) = probe().await;
+    // The attribute's timeout (400ms) ends a slow handler.
+    let started = Instant::now();
+    let status = client.say_hello(hello("wait:3000")).await.unwrap_err();
+    assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
+    assert!(status.message().contains("400ms"), "{}", status.message());
+    assert!(started.elapsed() < Duration::from_secs(2));
+
+    // A shorter client deadline wins, for unary calls. (tonic's client
+    // keeps the deadline too and may give up first, with CANCELLED: the
+    // server's own answer shows in its metrics.)
+    let mut request = hello("wait:3000");
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", "100m".parse().unwrap());
+    let started = Instant::now();
+    let status = client.say_hello(request).await.unwrap_err();
+    assert!(
+        matches!(status.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{status:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(390),
+        "{:?}",
+        started.elapsed()
+    );
+    let server_says = |code: &'static str| {
+        let server = &server;
+        async move {
+            let samples = prom::parse(&server.get("/metrics").await.unwrap().text());
+            prom::value(
+                &samples,
+                "rpc_server_duration_seconds_count",
+                &[
+                    ("service", "greeter.v1.Greeter"),
+                    ("method", "SayHello"),
+                    ("code", code),
+                ],
+            )
+            .unwrap_or(0.0)
+        }
+    };
+    // The first call timed out on the server; the second ended there too,
+    // or was cancelled by the client as its timer fired.
+    let settled = patron_tests::eventually(Duration::from_millis(500), || async {
+        server_says("DEADLINE_EXCEEDED").await + server_says("CANCELLED").await == 2.0
+    })
+    .await;
+    assert!(
+        settled,
+        "{} {}",
+        server_says("DEADLINE_EXCEEDED").await,
+        server_says("CANCELLED").await
+    );
+    assert!(server_says("DEADLINE_EXCEEDED").await >= 1.0);
+
+    // …and for a stream, which the handler timeout does not bound.
+    let mut request = Request::new(CountdownRequest {
+        from: 100,
+        interval_ms: 50,
+    });
+    request
+        .metadata_mut()
+        .insert("grpc-timeout", "600m".parse().unwrap());
+    let mut stream = client.countdown(request).await.unwrap().into_inner();
+    let mut got = 0;
+    let end = loop {
+        match stream.next().await {
+            Some(Ok(_)) => got += 1,
+            Some(Err(status)) => break status,
+            None => panic!("the stream ended without an error after {got} ticks"),
+        }
+    };
+    assert_eq!(end.code(), Code::DeadlineExceeded, "{end:?}");
+    assert!(
+        got >= 8,
+        "ticks went on past the 400ms handler timeout: {got}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_given_with_an_authenticator_refuses_calls_without_a_key() {
+    let service = Service::new("grpc-auth")
+        .with_grpc_registered([])
+        .with_grpc_service(GrpcService::new(GreeterServer::new(Probe)).auth(ApiKey::new(["k1"])));
+    let (_server, mut client) = serve(service).await;
+    let status = client.say_hello(hello("x")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    let mut wrong = hello("x");
+    wrong
+        .metadata_mut()
+        .insert("authorization", "Apikey k2".parse().unwrap());
+    assert_eq!(
+        client.say_hello(wrong).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let mut right = hello("x");
+    right
+        .metadata_mut()
+        .insert("authorization", "Apikey k1".parse().unwrap());
+    assert_eq!(
+        client.say_hello(right).await.unwrap().into_inner().message,
+        "Hello, x!"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_lists_the_grpc_server_with_its_port_and_services() {
+    let (server, _client) = probe().await;
+    let info: serde_json::Value = server.get("/info").await.unwrap().json().unwrap();
+    let components = info["components"].as_array().unwrap();
+    let grpc = components
+        .iter()
+        .find(|c| c["kind"] == "grpc")
+        .expect("a grpc component");
+    assert_eq!(grpc["details"]["port"], server.grpc_addr().unwrap().port());
+    assert_eq!(
+        grpc["details"]["services"],
+        serde_json::json!(["greeter.v1.Greeter"])
+    );
+    assert_eq!(grpc["details"]["tls"], "off");
+    assert!(components.iter().any(|c| c["kind"] == "http"));
+    let ready = server.get("/ready").await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(ready.text().contains("component:grpc"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_follows_readiness() {
+    let up = Arc::new(AtomicBool::new(true));
+    let check = Arc::clone(&up);
+    let service = Service::new("grpc-health")
+        .provide(Probe)
+        .with_health_check("db", move || {
+            let up = check.load(Ordering::SeqCst);
+            async move { if up { Ok(()) } else { Err("db down") } }
+        });
+    let server = TestServer::start(service).await.unwrap();
+    let mut health = HealthClient::new(channel(&server).await);
+    let status = |mut health: HealthClient<Channel>, name: &'static str| async move {
+        health
+            .check(HealthCheckRequest {
+                service: name.into(),
+            })
+            .await
+            .map(|r| r.into_inner().status())
+    };
+    let settled = |want: ServingStatus| {
+        let health = health.clone();
+        async move {
+            patron_tests::eventually(Duration::from_secs(5), || {
+                let health = health.clone();
+                async move {
+                    status(health.clone(), "greeter.v1.Greeter").await.ok() == Some(want)
+                        && status(health, "").await.ok() == Some(want)
+                }
+            })
+            .await
+        }
+    };
+    assert!(settled(ServingStatus::Serving).await);
+    up.store(false, Ordering::SeqCst);
+    assert!(
+        settled(ServingStatus::NotServing).await,
+        "a failing check turns every service NOT_SERVING"
+    );
+    up.store(true, Ordering::SeqCst);
+    assert!(settled(ServingStatus::Serving).await);
+    let unknown = health
+        .check(HealthCheckRequest {
+            service: "no.Such".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_shutdown_streams_end_unavailable_and_unary_calls_finish() {
+    let (server, mut client) = probe().await;
+    let mut health = HealthClient::new(channel(&server).await);
+    let mut stream = client
+        .countdown(CountdownRequest {
+            from: 1000,
+            interval_ms: 20,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(stream.next().await.unwrap().is_ok());
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "greeter.v1.Greeter".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.next().await.unwrap().unwrap().status(),
+        ServingStatus::Serving
+    );
+    let mut slow = client.clone();
+    let unary = tokio::spawn(async move { slow.say_hello(hello("wait:300")).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    server.begin_shutdown();
+    assert_eq!(
+        watch.next().await.unwrap().unwrap().status(),
+        ServingStatus::NotServing,
+        "health says NOT_SERVING before anything stops"
+    );
+    let end = loop {
+        match stream.next().await {
+            Some(Ok(_)) => {}
+            Some(Err(status)) => break status,
+            None => panic!("the stream ended without a status"),
+        }
+    };
+    assert_eq!(end.code(), Code::Unavailable, "{end:?}");
+    let reply = unary
+        .await
+        .unwrap()
+        .expect("the unary call in flight finishes");
+    assert_eq!(reply.into_inner().message, "Hello, wait:300!");
+    server.join().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_up_errors_name_what_is_wrong() {
+    // The implementing type was not provided.
+    let err = TestServer::start(Service::new("no-impl"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("gRPC service greeter.v1.Greeter"), "{err}");
+    assert!(err.contains("no `Probe` was provided"), "{err}");
+
+    // The same service twice.
+    let twice = Service::new("twice")
+        .provide(Probe)
+        .with_grpc(GreeterServer::new(Probe));
+    let err = TestServer::start(twice).await.unwrap_err().to_string();
+    assert!(
+        err.contains("greeter.v1.Greeter is registered twice"),
+        "{err}"
+    );
+
+    // Reflection without the descriptor to serve.
+    let mut bare = Service::new("bare")
+        .with_grpc_registered([])
+        .with_grpc(GreeterServer::new(Probe));
+    bare.config_mut().grpc.reflection = true;
+    let err = TestServer::start(bare).await.unwrap_err().to_string();
+    assert!(
+        err.contains("PATRON_GRPC_REFLECTION is on") && err.contains("greeter.v1.Greeter"),
+        "{err}"
+    );
+
+    // A certificate file that is not there.
+    let mut tls = Service::new("tls").provide(Probe);
+    tls.config_mut().grpc.tls = Some(patron::config::TlsFiles {
+        cert: "/nonexistent/grpc.pem".into(),
+        key: "/nonexistent/grpc-key.pem".into(),
+        client_ca: None,
+    });
+    let err = TestServer::start(tls).await.unwrap_err().to_string();
+    assert!(err.contains("/nonexistent/grpc.pem"), "{err}");
+}
