@@ -56,7 +56,7 @@ impl greeter_server::Greeter for Greetings {
         request: Request<HelloRequest>,
     ) -> Result<Response<HelloReply>, Status> {
         let reply = greeting(&request.into_inner().name)?;
-        tracing::info!(message = %reply.message, "greeted");
+        tracing::info!(reply = %reply.message, "greeted");
         Ok(Response::new(reply))
     }
 
