@@ -13,17 +13,25 @@
 //! health service answers without a key; reflection is served with
 //! `PATRON_GRPC_REFLECTION=true`.
 //!
-//! Run it with `cargo run -p examples --example greeter`, then, with
-//! `grpcurl` for instance:
+//! `GET /hello/{name}` on the HTTP port is a gateway: it calls `SayHello`
+//! through patron's instrumented gRPC channel (`GREETER_TARGET`, this
+//! service's own gRPC port when unset), which carries the request's trace
+//! and correlation id along.
+//!
+//! Run it with `cargo run -p examples --example greeter`, then
+//! `curl localhost:50000/hello/Ada`, or with a gRPC client such as `grpcurl`:
 //! `grpcurl -plaintext -H 'authorization: Apikey demo-key' -d '{"name":"Ada"}' localhost:50001 greeter.v1.Greeter/SayHello`.
 
 use std::pin::Pin;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
+use greeter_proto::greeter_client::GreeterClient;
 use greeter_proto::greeter_server;
 use greeter_proto::{CountdownRequest, HelloReply, HelloRequest, Number, Sum, Tick};
+use patron::client::grpc::Channel;
 use patron::prelude::*;
+use patron::reliability::Retry;
 use tonic::{Request, Response, Status, Streaming};
 
 /// The most ticks a countdown may ask for, and the longest interval.
@@ -114,8 +122,59 @@ impl greeter_server::Greeter for Greetings {
     }
 }
 
+/// The gateway's answer.
+#[derive(Debug, Serialize)]
+struct Greeting {
+    message: String,
+    /// The correlation id the gRPC call ran under: the HTTP request's.
+    correlation_id: String,
+}
+
+/// The key the gateway presents to the greeter.
+struct GatewayKey(String);
+
+#[patron::route(GET "/hello/{name}")]
+async fn hello(
+    Path(name): Path<String>,
+    client: Dep<GreeterClient<Channel>>,
+    key: Dep<GatewayKey>,
+) -> Result<Json<Greeting>, patron::Error> {
+    let mut request = Request::new(HelloRequest { name });
+    let key = format!("Apikey {}", key.0)
+        .parse()
+        .map_err(|_| patron::Error::internal("the gateway's API key is not valid metadata"))?;
+    request.metadata_mut().insert("authorization", key);
+    match (*client).clone().say_hello(request).await {
+        Ok(reply) => {
+            let HelloReply {
+                message,
+                correlation_id,
+            } = reply.into_inner();
+            Ok(Json(Greeting {
+                message,
+                correlation_id,
+            }))
+        }
+        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+            Err(patron::Error::unprocessable(status.message().to_string()))
+        }
+        Err(status) => Err(patron::Error::unavailable(format!(
+            "the greeter answered {:?}: {}",
+            status.code(),
+            status.message()
+        ))),
+    }
+}
+
 #[patron::main]
 async fn main(service: Service) -> patron::Result<Service> {
+    let keys = std::env::var("PATRON_API_KEYS").unwrap_or_default();
+    let gateway_key = keys
+        .split(',')
+        .map(str::trim)
+        .find(|k| !k.is_empty())
+        .unwrap_or("demo-key")
+        .to_string();
     let keys = match ApiKey::from_env("PATRON_API_KEYS") {
         Ok(keys) => keys,
         Err(e) => {
@@ -123,5 +182,16 @@ async fn main(service: Service) -> patron::Result<Service> {
             ApiKey::new(["demo-key"])
         }
     };
-    Ok(service.provide(Greetings).provide(keys))
+    let target = std::env::var("GREETER_TARGET")
+        .unwrap_or_else(|_| format!("http://127.0.0.1:{}", service.current_config().grpc.port));
+    let channel = Channel::builder(target)?
+        .timeout(std::time::Duration::from_secs(5))
+        .retry(Retry::new(3), ["/greeter.v1.Greeter/SayHello"])?
+        .build()?;
+    Ok(service
+        .provide(Greetings)
+        .provide(keys)
+        .provide(GatewayKey(gateway_key))
+        .provide(GreeterClient::new(channel.clone()))
+        .with_client(channel))
 }

@@ -22,6 +22,10 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+/// Calls per `flaky:KEY` name.
+static FLAKY: std::sync::Mutex<std::collections::BTreeMap<String, u32>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
 type Replies<T> = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send>>;
 
 /// The tests' implementation; the name says what to do: `panic`,
@@ -35,9 +39,30 @@ impl greeter_server::Greeter for Probe {
         &self,
         request: Request<HelloRequest>,
     ) -> Result<Response<HelloReply>, Status> {
-        let name = request.into_inner().name;
+        let name = request.get_ref().name.clone();
         if name == "panic" {
             panic!("secret detail 42");
+        }
+        if let Some(key) = name.strip_prefix("flaky:") {
+            // UNAVAILABLE for the first two calls with this key.
+            let mut seen = FLAKY.lock().unwrap();
+            let calls = seen.entry(key.to_string()).or_insert(0);
+            *calls += 1;
+            if *calls <= 2 {
+                return Err(Status::unavailable(format!("call {calls} of {key} fails")));
+            }
+        }
+        if name == "traceparent" {
+            let tp = request
+                .metadata()
+                .get("traceparent")
+                .map(|v| v.to_str().unwrap().to_string());
+            return Ok(Response::new(HelloReply {
+                message: tp.unwrap_or_default(),
+                correlation_id: CorrelationId::current()
+                    .map(|id| id.as_str().to_string())
+                    .unwrap_or_default(),
+            }));
         }
         if let Some(ms) = name.strip_prefix("wait:") {
             let ms: u64 = ms
@@ -102,6 +127,12 @@ impl greeter_server::Greeter for Probe {
     }
 }
 
+/// A service without the `/relay` route this binary registers (its
+/// `Dep<Relay>` is provided only where the relay is tested).
+fn service(name: &str) -> Service {
+    Service::new(name).with_routes([])
+}
+
 async fn serve(service: Service) -> (TestServer, GreeterClient<Channel>) {
     let server = TestServer::start(service).await.unwrap();
     let client = GreeterClient::new(channel(&server).await);
@@ -117,7 +148,7 @@ async fn channel(server: &TestServer) -> Channel {
 }
 
 async fn probe() -> (TestServer, GreeterClient<Channel>) {
-    serve(Service::new("grpc-test").provide(Probe)).await
+    serve(service("grpc-test").provide(Probe)).await
 }
 
 fn hello(name: &str) -> Request<HelloRequest> {
@@ -308,7 +339,7 @@ async fn the_handler_timeout_and_the_clients_deadline_are_honoured() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_given_with_an_authenticator_refuses_calls_without_a_key() {
-    let service = Service::new("grpc-auth")
+    let service = service("grpc-auth")
         .with_grpc_registered([])
         .with_grpc_service(GrpcService::new(GreeterServer::new(Probe)).auth(ApiKey::new(["k1"])));
     let (_server, mut client) = serve(service).await;
@@ -357,7 +388,7 @@ async fn info_lists_the_grpc_server_with_its_port_and_services() {
 async fn health_follows_readiness() {
     let up = Arc::new(AtomicBool::new(true));
     let check = Arc::clone(&up);
-    let service = Service::new("grpc-health")
+    let service = service("grpc-health")
         .provide(Probe)
         .with_health_check("db", move || {
             let up = check.load(Ordering::SeqCst);
@@ -455,7 +486,7 @@ async fn on_shutdown_streams_end_unavailable_and_unary_calls_finish() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_up_errors_name_what_is_wrong() {
     // The implementing type was not provided.
-    let err = TestServer::start(Service::new("no-impl"))
+    let err = TestServer::start(service("no-impl"))
         .await
         .unwrap_err()
         .to_string();
@@ -463,7 +494,7 @@ async fn start_up_errors_name_what_is_wrong() {
     assert!(err.contains("no `Probe` was provided"), "{err}");
 
     // The same service twice.
-    let twice = Service::new("twice")
+    let twice = service("twice")
         .provide(Probe)
         .with_grpc(GreeterServer::new(Probe));
     let err = TestServer::start(twice).await.unwrap_err().to_string();
@@ -473,7 +504,7 @@ async fn start_up_errors_name_what_is_wrong() {
     );
 
     // Reflection without the descriptor to serve.
-    let mut bare = Service::new("bare")
+    let mut bare = service("bare")
         .with_grpc_registered([])
         .with_grpc(GreeterServer::new(Probe));
     bare.config_mut().grpc.reflection = true;
@@ -484,7 +515,7 @@ async fn start_up_errors_name_what_is_wrong() {
     );
 
     // A certificate file that is not there.
-    let mut tls = Service::new("tls").provide(Probe);
+    let mut tls = service("tls").provide(Probe);
     tls.config_mut().grpc.tls = Some(patron::config::TlsFiles {
         cert: "/nonexistent/grpc.pem".into(),
         key: "/nonexistent/grpc-key.pem".into(),
@@ -492,4 +523,226 @@ async fn start_up_errors_name_what_is_wrong() {
     });
     let err = TestServer::start(tls).await.unwrap_err().to_string();
     assert!(err.contains("/nonexistent/grpc.pem"), "{err}");
+}
+
+// ---- patron::client::grpc::Channel ----
+
+use patron::client::grpc::{Channel as PatronChannel, GrpcClientError};
+use patron::reliability::{CircuitBreaker, Retry};
+
+type Relay = GreeterClient<PatronChannel>;
+
+/// Relays `name` to the gRPC server through patron's channel, from inside
+/// an HTTP request (whose context the channel propagates).
+#[patron::route(GET "/relay/{name}")]
+async fn relay(
+    Path(name): Path<String>,
+    client: Dep<Relay>,
+) -> Result<Json<serde_json::Value>, patron::Error> {
+    let mut client = (*client).clone();
+    let reply = client
+        .say_hello(HelloRequest { name })
+        .await
+        .map_err(|s| patron::Error::unavailable(format!("{:?}: {}", s.code(), s.message())))?
+        .into_inner();
+    Ok(Json(
+        serde_json::json!({ "message": reply.message, "correlation_id": reply.correlation_id }),
+    ))
+}
+
+fn channel_to(server: &TestServer) -> patron::client::grpc::ChannelBuilder {
+    PatronChannel::builder(server.grpc_url()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channel_propagates_the_request_context_and_records_metrics() {
+    let (grpc_side, _) = probe().await;
+    let channel = channel_to(&grpc_side).build().unwrap();
+    let http_side = TestServer::start(
+        Service::new("relay")
+            .with_grpc_registered([])
+            .provide(GreeterClient::new(channel.clone()))
+            .with_client(channel),
+    )
+    .await
+    .unwrap();
+    let before = prom::global(
+        "rpc_client_duration_seconds_count",
+        &[
+            ("service", "greeter.v1.Greeter"),
+            ("method", "SayHello"),
+            ("code", "OK"),
+        ],
+    );
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let out: serde_json::Value = http_side
+        .get("/relay/traceparent")
+        .header("x-correlation-id", "relay-1")
+        .header("traceparent", tp)
+        .await
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(out["correlation_id"], "relay-1", "{out}");
+    assert_eq!(
+        out["message"], tp,
+        "with no trace export, the caller's traceparent passes on"
+    );
+    let after = prom::global(
+        "rpc_client_duration_seconds_count",
+        &[
+            ("service", "greeter.v1.Greeter"),
+            ("method", "SayHello"),
+            ("code", "OK"),
+        ],
+    );
+    assert_eq!(after - before, 1.0);
+    // The reachable target keeps the service ready.
+    let ready = http_side.get("/ready").await.unwrap();
+    assert_eq!(ready.status(), 200, "{}", ready.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_methods_are_retried_on_unavailable_and_others_are_not() {
+    let (server, _) = probe().await;
+    let retried = channel_to(&server)
+        .retry(
+            Retry::new(3).backoff(Duration::from_millis(1), Duration::from_millis(5)),
+            ["/greeter.v1.Greeter/SayHello"],
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+    let reply = GreeterClient::new(retried)
+        .say_hello(hello("flaky:a"))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.into_inner().message,
+        "Hello, flaky:a!",
+        "third attempt"
+    );
+    assert_eq!(FLAKY.lock().unwrap()["a"], 3);
+
+    let not_listed = channel_to(&server)
+        .retry(Retry::new(3), ["/greeter.v1.Greeter/Chat"])
+        .unwrap()
+        .build()
+        .unwrap();
+    let status = GreeterClient::new(not_listed)
+        .say_hello(hello("flaky:b"))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert_eq!(
+        FLAKY.lock().unwrap()["b"],
+        1,
+        "a method not marked idempotent runs once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_target_opens_the_breaker_and_fails_readiness() {
+    let port = patron_tests::free_port();
+    let channel = PatronChannel::builder(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect_timeout(Duration::from_millis(200))
+        .circuit_breaker(CircuitBreaker::new("dead-greeter").failure_threshold(2))
+        .build()
+        .unwrap();
+    let mut client = GreeterClient::new(channel.clone());
+    for _ in 0..2 {
+        let status = client.say_hello(hello("x")).await.unwrap_err();
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    }
+    let status = client.say_hello(hello("x")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(
+        status.message().contains("dead-greeter"),
+        "the open breaker answers: {status:?}"
+    );
+
+    let server = TestServer::start(
+        Service::new("unready")
+            .with_grpc_registered([])
+            .provide(GreeterClient::new(channel.clone()))
+            .with_client(channel),
+    )
+    .await
+    .unwrap();
+    let ready = server.get("/ready").await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body = ready.text();
+    assert!(
+        body.contains(&format!("grpc client 127.0.0.1:{port}")),
+        "{body}"
+    );
+    assert!(body.contains("cannot reach the gRPC target"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channel_speaks_tls_and_mutual_tls() {
+    let pki = patron_tests::pki::Pki::new();
+    let mut service = service("grpc-tls").provide(Probe);
+    service.config_mut().grpc.tls = Some(pki.files("server", true));
+    let server = TestServer::start(service).await.unwrap();
+    let url = format!("https://localhost:{}", server.grpc_addr().unwrap().port());
+    let (cert, key) = pki.issue("client", "client");
+    let channel = PatronChannel::builder(url.clone())
+        .unwrap()
+        .tls_ca(pki.path("ca.pem"))
+        .unwrap()
+        .tls_identity(&cert, &key)
+        .unwrap()
+        .build()
+        .unwrap();
+    let reply = GreeterClient::new(channel)
+        .say_hello(hello("tls"))
+        .await
+        .unwrap();
+    assert_eq!(reply.into_inner().message, "Hello, tls!");
+    // Without a client certificate the server refuses the handshake.
+    let anonymous = PatronChannel::builder(url)
+        .unwrap()
+        .tls_ca(pki.path("ca.pem"))
+        .unwrap()
+        .build()
+        .unwrap();
+    let status = GreeterClient::new(anonymous)
+        .say_hello(hello("tls"))
+        .await
+        .unwrap_err();
+    // (Under TLS 1.3 the client learns it was refused only from the alert
+    // or the closed connection: tonic reports UNKNOWN or CANCELLED.)
+    assert!(
+        matches!(
+            status.code(),
+            Code::Unavailable | Code::Cancelled | Code::Unknown
+        ),
+        "{status:?}"
+    );
+}
+
+#[test]
+fn builder_mistakes_are_clear_errors() {
+    let err = PatronChannel::builder("not a uri").unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("invalid gRPC target \"not a uri\""),
+        "{err}"
+    );
+    let err = PatronChannel::builder("http://h:1")
+        .unwrap()
+        .retry(Retry::new(2), ["SayHello"])
+        .unwrap_err();
+    assert!(matches!(err, GrpcClientError::Method { .. }));
+    assert!(
+        err.to_string().contains("/greeter.v1.Greeter/SayHello"),
+        "{err}"
+    );
+    let err = PatronChannel::builder("https://h:1")
+        .unwrap()
+        .tls_ca("/nonexistent/ca.pem")
+        .unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
 }

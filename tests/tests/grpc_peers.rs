@@ -369,3 +369,78 @@ async fn grpcio_over_tls_and_mutual_tls() {
     .unwrap();
     assert_eq!(find(&lines, "unary")["message"], "Hello, TLS!");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_trace_runs_from_the_http_gateway_through_the_grpc_client_to_the_server() {
+    let (endpoint, received) = receiver().await;
+    let (proc, _port) = greeter(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ])
+    .await;
+    let reply: Value = reqwest::Client::new()
+        .get(proc.url("/hello/Ada"))
+        .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+        .header("x-correlation-id", "gw-1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(reply["message"], "Hello, Ada!");
+    assert_eq!(
+        reply["correlation_id"], "gw-1",
+        "the gRPC call ran under the HTTP request's id"
+    );
+    let complete = eventually(Duration::from_secs(10), || {
+        let n = spans(&received)
+            .iter()
+            .filter(|(s, _)| hex(&s.trace_id) == TRACE_ID)
+            .count();
+        async move { n >= 3 }
+    })
+    .await;
+    assert!(
+        complete,
+        "spans: {:?}",
+        spans(&received)
+            .iter()
+            .map(|(s, _)| s.name.clone())
+            .collect::<Vec<_>>()
+    );
+    let all = spans(&received);
+    let in_trace: Vec<_> = all
+        .iter()
+        .map(|(s, _)| s)
+        .filter(|s| hex(&s.trace_id) == TRACE_ID)
+        .collect();
+    let http = in_trace
+        .iter()
+        .find(|s| s.name == "GET /hello/{name}")
+        .expect("the HTTP server span");
+    let client = in_trace
+        .iter()
+        .find(|s| s.name == "greeter.v1.Greeter/SayHello" && s.kind == 3)
+        .expect("the gRPC client span");
+    let server = in_trace
+        .iter()
+        .find(|s| s.name == "greeter.v1.Greeter/SayHello" && s.kind == 2)
+        .expect("the gRPC server span");
+    assert_eq!(hex(&http.parent_span_id), PARENT_ID);
+    assert_eq!(
+        client.parent_span_id, http.span_id,
+        "the client span is the HTTP span's child"
+    );
+    assert_eq!(
+        server.parent_span_id, client.span_id,
+        "the server span is the client span's child"
+    );
+    assert_eq!(
+        string(&client.attributes, "rpc.system").as_deref(),
+        Some("grpc")
+    );
+    assert!(
+        string(&client.attributes, "server.address").is_some_and(|a| a.starts_with("127.0.0.1:"))
+    );
+}

@@ -12,6 +12,8 @@
 //! - [`amqp`] (feature `amqp`): a RabbitMQ publisher over lapin with
 //!   publisher confirms.
 //! - [`sqs`] (feature `sqs`): send and batch send over aws-sdk-sqs.
+//! - [`grpc`] (feature `grpc`): a tonic channel with propagation, spans,
+//!   metrics, retry, circuit breaker and rate limit.
 //! - [`capture`]: the producers' test mode, recording what they would send.
 //!
 //! A client given to `with_client` is provided as a dependency, its
@@ -26,6 +28,8 @@ use crate::error::Error;
 #[cfg(feature = "amqp")]
 pub mod amqp;
 pub mod capture;
+#[cfg(feature = "grpc")]
+pub mod grpc;
 #[cfg(feature = "http-client")]
 pub mod http;
 #[cfg(feature = "kafka")]

@@ -11,7 +11,7 @@ use tonic::Code;
 /// The `grpc-timeout` request header.
 pub(crate) const GRPC_TIMEOUT: &str = "grpc-timeout";
 /// The `grpc-status` header or trailer.
-pub(crate) const GRPC_STATUS: &str = "grpc-status";
+const GRPC_STATUS: &str = "grpc-status";
 
 /// The client's deadline from `grpc-timeout` (gRPC over HTTP/2: at most 8
 /// ASCII digits and a unit, `H M S m u n`). `Err` holds the malformed value.
@@ -41,50 +41,7 @@ pub(crate) fn timeout(headers: &HeaderMap) -> Result<Option<Duration>, String> {
     Ok(Some(duration))
 }
 
-/// The canonical name of a status code (`OK`, `DEADLINE_EXCEEDED`, …), as
-/// metric labels and logs show it.
-pub(crate) fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
-/// Whether a code means the server failed (the call is logged at ERROR and
-/// its span marked failed), as OpenTelemetry's RPC conventions list them.
-pub(crate) fn is_server_error(code: Code) -> bool {
-    matches!(
-        code,
-        Code::Unknown
-            | Code::DeadlineExceeded
-            | Code::Unimplemented
-            | Code::Internal
-            | Code::Unavailable
-            | Code::DataLoss
-    )
-}
-
-/// The code in a `grpc-status` header or trailer, if there is one.
-pub(crate) fn code_in(headers: &HeaderMap) -> Option<Code> {
-    headers
-        .get(GRPC_STATUS)
-        .map(|v| Code::from_bytes(v.as_bytes()))
-}
+pub(crate) use crate::observe::rpc::{code_in, code_name, is_server_error};
 
 /// A trailers-only response ending the call with `code` and `message`.
 pub(crate) fn response(code: Code, message: &str) -> http::Response<Body> {

@@ -2,4 +2,6 @@
 
 pub mod log;
 pub mod metrics;
+#[cfg(feature = "grpc")]
+pub(crate) mod rpc;
 pub mod trace;

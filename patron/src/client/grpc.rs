@@ -1,0 +1,530 @@
+//! An instrumented gRPC channel over tonic's: hand it to any
+//! tonic-generated client (`GreeterClient::new(channel)`).
+//!
+//! Every call carries `traceparent`, `baggage` and `x-correlation-id` from
+//! the request or message being handled (metadata the caller set wins),
+//! records a client span (`rpc.system=grpc`, `rpc.service`, `rpc.method`,
+//! `rpc.grpc.status_code`) and the `rpc_client_duration_seconds{service,
+//! method,code}` histogram, and can go through patron's rate limit, circuit
+//! breaker and retry. Given to `Service::with_client`, the channel's target
+//! joins `/ready`: a target that cannot be reached makes the service not
+//! ready.
+//!
+//! ```
+//! use patron::client::grpc::Channel;
+//! use patron::reliability::{CircuitBreaker, Retry};
+//!
+//! let channel = Channel::builder("http://invoice:50001")?
+//!     .timeout(std::time::Duration::from_secs(2))
+//!     .retry(Retry::new(3), ["/invoice.v1.Invoices/Get"])?
+//!     .circuit_breaker(CircuitBreaker::new("invoice"))
+//!     .build()?;
+//! // let client = InvoicesClient::new(channel.clone());
+//! // service.with_client(channel)
+//! # Ok::<(), patron::client::grpc::GrpcClientError>(())
+//! ```
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt;
+use prometheus::HistogramVec;
+use tonic::Code;
+use tonic::body::Body;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+use tower::ServiceExt;
+use tracing::Instrument;
+
+use crate::error::Error;
+use crate::observe::metrics;
+use crate::observe::rpc::{code_in, code_name, is_server_error};
+use crate::reliability::retry::Next;
+use crate::reliability::{CircuitBreaker, CircuitPermit, RateLimit, Retry};
+
+/// A boxed error, as tonic clients take from their transport.
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A gRPC channel could not be configured.
+#[derive(Debug, thiserror::Error)]
+pub enum GrpcClientError {
+    /// The target is not a usable URI.
+    #[error("invalid gRPC target {target:?}: {reason}")]
+    Target {
+        /// The target as given.
+        target: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A method named for retries is not `/package.Service/Method`.
+    #[error(
+        "invalid idempotent method {method:?}: write the full path, such as \"/greeter.v1.Greeter/SayHello\""
+    )]
+    Method {
+        /// The method as given.
+        method: String,
+    },
+    /// A TLS file could not be read or used.
+    #[error("gRPC client TLS {what} {path}: {reason}")]
+    Tls {
+        /// Which file.
+        what: &'static str,
+        /// Its path.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Builds a [`Channel`].
+#[derive(Debug)]
+pub struct ChannelBuilder {
+    endpoint: Endpoint,
+    target: String,
+    authority: String,
+    tls: Option<ClientTlsConfig>,
+    retry: Option<(Retry, HashSet<String>)>,
+    breaker: Option<CircuitBreaker>,
+    limit: Option<RateLimit>,
+}
+
+impl ChannelBuilder {
+    /// Bounds each call (tonic's timeout, also sent as `grpc-timeout`).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.endpoint = self.endpoint.timeout(timeout);
+        self
+    }
+
+    /// Bounds each connection attempt.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.endpoint = self.endpoint.connect_timeout(timeout);
+        self
+    }
+
+    /// Retries the calls of `idempotent` methods (full paths such as
+    /// `/greeter.v1.Greeter/SayHello`) that fail with `UNAVAILABLE` or do not
+    /// reach the server, as `retry` says. Only methods named here are
+    /// retried: a retried call may run twice on the server. Their request
+    /// is buffered to be sent again, so name unary and server-streaming
+    /// methods (whose request is one message).
+    pub fn retry<I, M>(mut self, retry: Retry, idempotent: I) -> Result<Self, GrpcClientError>
+    where
+        I: IntoIterator<Item = M>,
+        M: Into<String>,
+    {
+        let mut methods = HashSet::new();
+        for method in idempotent {
+            let method = method.into();
+            let well_formed = method
+                .strip_prefix('/')
+                .and_then(|m| m.split_once('/'))
+                .is_some_and(|(s, m)| !s.is_empty() && !m.is_empty() && !m.contains('/'));
+            if !well_formed {
+                return Err(GrpcClientError::Method { method });
+            }
+            methods.insert(method);
+        }
+        self.retry = Some((retry, methods));
+        Ok(self)
+    }
+
+    /// Fails calls fast while `breaker` is open. Transport errors and the
+    /// codes `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `INTERNAL`, `UNKNOWN` and
+    /// `DATA_LOSS` count as failures.
+    pub fn circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// Waits for a token of `limit` before each call.
+    pub fn rate_limit(mut self, limit: RateLimit) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+
+    /// Trusts the CA certificates in the PEM file at `ca` (for an `https`
+    /// target).
+    pub fn tls_ca(mut self, ca: impl AsRef<Path>) -> Result<Self, GrpcClientError> {
+        let pem = read(ca.as_ref(), "CA")?;
+        let tls = self.tls.take().unwrap_or_default();
+        self.tls = Some(tls.ca_certificate(Certificate::from_pem(pem)));
+        Ok(self)
+    }
+
+    /// Presents this certificate and key (PEM files) to servers that ask
+    /// for one (mutual TLS).
+    pub fn tls_identity(
+        mut self,
+        cert: impl AsRef<Path>,
+        key: impl AsRef<Path>,
+    ) -> Result<Self, GrpcClientError> {
+        let identity = Identity::from_pem(
+            read(cert.as_ref(), "certificate")?,
+            read(key.as_ref(), "key")?,
+        );
+        let tls = self.tls.take().unwrap_or_default();
+        self.tls = Some(tls.identity(identity));
+        Ok(self)
+    }
+
+    /// The channel. It connects on first use (and reconnects), so building
+    /// it never fails on an unreachable target.
+    pub fn build(self) -> Result<Channel, GrpcClientError> {
+        let endpoint = match self.tls {
+            Some(tls) => self
+                .endpoint
+                .tls_config(tls)
+                .map_err(|e| GrpcClientError::Tls {
+                    what: "configuration",
+                    path: self.target.clone(),
+                    reason: e.to_string(),
+                })?,
+            None => self.endpoint,
+        };
+        Ok(Channel {
+            inner: endpoint.connect_lazy(),
+            shared: Arc::new(Shared {
+                authority: self.authority,
+                retry: self.retry,
+                breaker: self.breaker,
+                limit: self.limit,
+            }),
+        })
+    }
+}
+
+fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, GrpcClientError> {
+    std::fs::read(path).map_err(|e| GrpcClientError::Tls {
+        what,
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })
+}
+
+/// An instrumented gRPC channel; see the module doc. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Channel {
+    inner: tonic::transport::Channel,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// `host:port`, for spans, labels and readiness.
+    authority: String,
+    retry: Option<(Retry, HashSet<String>)>,
+    breaker: Option<CircuitBreaker>,
+    limit: Option<RateLimit>,
+}
+
+impl Channel {
+    /// A builder for a channel to `target`, such as `http://invoice:50001`
+    /// (or `https://…` with [`ChannelBuilder::tls_ca`]).
+    pub fn builder(target: impl Into<String>) -> Result<ChannelBuilder, GrpcClientError> {
+        let target = target.into();
+        let bad = |reason: String| GrpcClientError::Target {
+            target: target.clone(),
+            reason,
+        };
+        let endpoint = Endpoint::from_shared(target.clone()).map_err(|e| bad(e.to_string()))?;
+        let uri = endpoint.uri();
+        let Some(host) = uri.host() else {
+            return Err(bad("no host; write it as http://host:port".to_string()));
+        };
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("https") {
+                443
+            } else {
+                80
+            });
+        let authority = format!("{host}:{port}");
+        Ok(ChannelBuilder {
+            endpoint,
+            target,
+            authority,
+            tls: None,
+            retry: None,
+            breaker: None,
+            limit: None,
+        })
+    }
+
+    /// The target's `host:port`.
+    pub fn authority(&self) -> &str {
+        &self.shared.authority
+    }
+}
+
+fn histogram() -> Option<&'static HistogramVec> {
+    static HISTOGRAM: OnceLock<Option<HistogramVec>> = OnceLock::new();
+    metrics::global().duration_histogram(
+        &HISTOGRAM,
+        "rpc_client_duration_seconds",
+        "Duration of gRPC client calls, by service, method and status code; retries counted one by one.",
+        &["service", "method", "code"],
+    )
+}
+
+/// Whether the circuit breaker counts this code as a failure.
+fn breaker_failure(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Internal
+            | Code::Unknown
+            | Code::DataLoss
+    )
+}
+
+/// One attempt's telemetry, completed when its final code is known.
+struct Attempt {
+    service: String,
+    method: String,
+    span: tracing::Span,
+    started: Instant,
+}
+
+impl Attempt {
+    fn finish(&self, code: Code) {
+        if let Some(h) = histogram() {
+            h.with_label_values(&[self.service.as_str(), self.method.as_str(), code_name(code)])
+                .observe(self.started.elapsed().as_secs_f64());
+        }
+        if !self.span.is_disabled() {
+            self.span.record("rpc.grpc.status_code", code as i64);
+            if is_server_error(code) {
+                self.span.record("otel.status_code", "ERROR");
+            }
+        }
+    }
+}
+
+impl tower::Service<http::Request<Body>> for Channel {
+    type Response = http::Response<Body>;
+    type Error = BoxError;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, BoxError>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        // Each call readies its own clone of tonic's channel.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let (inner, shared) = (self.inner.clone(), Arc::clone(&self.shared));
+        Box::pin(async move {
+            if let Some(limit) = &shared.limit {
+                limit.until_ready().await;
+            }
+            let permit = match &shared.breaker {
+                Some(b) => Some(b.try_acquire().map_err(|open| {
+                    Box::new(tonic::Status::unavailable(open.to_string())) as BoxError
+                })?),
+                None => None,
+            };
+            let retry = shared
+                .retry
+                .as_ref()
+                .filter(|(_, methods)| methods.contains(req.uri().path()))
+                .map(|(retry, _)| retry.clone());
+            let result = match retry {
+                None => attempt(&inner, &shared, req).await,
+                Some(retry) => retried(&inner, &shared, &retry, req).await,
+            };
+            settle(permit, &result);
+            result
+        })
+    }
+}
+
+/// Tells the breaker how the call went, by its code so far.
+fn settle(permit: Option<CircuitPermit>, result: &Result<http::Response<Body>, BoxError>) {
+    let Some(permit) = permit else { return };
+    let failed = match result {
+        Err(_) => true,
+        Ok(response) => code_in(response.headers()).is_some_and(breaker_failure),
+    };
+    if failed {
+        permit.failure();
+    } else {
+        permit.success();
+    }
+}
+
+/// Sends an idempotent call with its request buffered, again while it does
+/// not reach the server or comes back `UNAVAILABLE`.
+async fn retried(
+    inner: &tonic::transport::Channel,
+    shared: &Arc<Shared>,
+    retry: &Retry,
+    req: http::Request<Body>,
+) -> Result<http::Response<Body>, BoxError> {
+    let (parts, body) = req.into_parts();
+    let bytes: Bytes = body.collect().await?.to_bytes();
+    retry
+        .run_with(
+            |_| {
+                let req = http::Request::from_parts(
+                    parts.clone(),
+                    Body::new(http_body_util::Full::new(bytes.clone())),
+                );
+                attempt(inner, shared, req)
+            },
+            |outcome| match outcome {
+                Err(_) => Next::Retry(None),
+                Ok(response) if code_in(response.headers()) == Some(Code::Unavailable) => {
+                    Next::Retry(None)
+                }
+                Ok(_) => Next::Done,
+            },
+        )
+        .await
+}
+
+/// One attempt: its span and metrics, the response body watched for the
+/// final code.
+async fn attempt(
+    inner: &tonic::transport::Channel,
+    shared: &Shared,
+    mut req: http::Request<Body>,
+) -> Result<http::Response<Body>, BoxError> {
+    let path = req.uri().path();
+    let (service, method) = path
+        .strip_prefix('/')
+        .and_then(|p| p.split_once('/'))
+        .unwrap_or(("unknown", "unknown"));
+    let span = tracing::debug_span!(
+        target: "patron::grpc",
+        "gRPC client call",
+        otel.name = path.trim_start_matches('/'),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        rpc.system = "grpc",
+        rpc.service = service,
+        rpc.method = method,
+        rpc.grpc.status_code = tracing::field::Empty,
+        server.address = %shared.authority,
+    );
+    let attempt = Attempt {
+        service: service.to_string(),
+        method: method.to_string(),
+        span: span.clone(),
+        started: Instant::now(),
+    };
+    // Inside the span, so the callee's parent is the client span; metadata
+    // the caller set wins.
+    let mut propagated = http::HeaderMap::new();
+    span.in_scope(|| crate::observe::trace::inject(&mut propagated));
+    for (name, value) in propagated {
+        if let Some(name) = name
+            && !req.headers().contains_key(&name)
+        {
+            req.headers_mut().insert(name, value);
+        }
+    }
+    match inner.clone().oneshot(req).instrument(span).await {
+        Err(e) => {
+            attempt.finish(Code::Unavailable);
+            Err(Box::new(e))
+        }
+        Ok(response) => {
+            if let Some(code) = code_in(response.headers()) {
+                attempt.finish(code);
+                return Ok(response);
+            }
+            Ok(response.map(|body| {
+                Body::new(WatchedBody {
+                    inner: body,
+                    attempt: Some(attempt),
+                })
+            }))
+        }
+    }
+}
+
+/// A response body that completes its attempt's telemetry at its trailers
+/// (or with `CANCELLED` when dropped before them).
+struct WatchedBody {
+    inner: Body,
+    attempt: Option<Attempt>,
+}
+
+impl http_body::Body for WatchedBody {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let code = match &polled {
+            Poll::Ready(Some(Ok(frame))) => frame
+                .trailers_ref()
+                .map(|t| code_in(t).unwrap_or(Code::Unknown)),
+            Poll::Ready(Some(Err(_))) => Some(Code::Unavailable),
+            Poll::Ready(None) => Some(Code::Unknown),
+            Poll::Pending => None,
+        };
+        if let Some(code) = code
+            && let Some(attempt) = self.attempt.take()
+        {
+            attempt.finish(code);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for WatchedBody {
+    fn drop(&mut self) {
+        if let Some(attempt) = self.attempt.take() {
+            attempt.finish(Code::Cancelled);
+        }
+    }
+}
+
+impl crate::client::Client for Channel {
+    fn name(&self) -> String {
+        format!("grpc client {}", self.shared.authority)
+    }
+
+    fn has_readiness(&self) -> bool {
+        true
+    }
+
+    /// Whether a TCP connection to the target opens within two seconds.
+    fn ready(&self) -> BoxFuture<'_, Result<(), Error>> {
+        Box::pin(async move {
+            let authority = &self.shared.authority;
+            match tokio::time::timeout(
+                Duration::from_secs(2),
+                tokio::net::TcpStream::connect(authority.as_str()),
+            )
+            .await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(Error::msg(format!(
+                    "cannot reach the gRPC target {authority}: {e}"
+                ))),
+                Err(_) => Err(Error::msg(format!(
+                    "cannot reach the gRPC target {authority}: no connection within 2s"
+                ))),
+            }
+        })
+    }
+}
