@@ -79,3 +79,12 @@ pub fn string(input: ParseStream, key: &str, example: &str) -> syn::Result<LitSt
         format!("`{key}` takes a string literal, e.g. `{key} = {example}`"),
     ))
 }
+
+/// Skips what is left of a malformed argument, up to its comma.
+pub fn skip_argument(input: ParseStream) {
+    while !input.is_empty() && !input.peek(syn::Token![,]) {
+        if input.parse::<proc_macro2::TokenTree>().is_err() {
+            break;
+        }
+    }
+}

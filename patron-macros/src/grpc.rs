@@ -22,6 +22,7 @@ struct GrpcAttr {
 }
 
 impl Parse for GrpcAttr {
+    /// Goes on past a bad argument, so every mistake is reported at once.
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let mut attr = GrpcAttr {
             auth: None,
@@ -29,45 +30,70 @@ impl Parse for GrpcAttr {
             descriptor: None,
         };
         let mut seen = Vec::new();
+        let mut errors: Option<syn::Error> = None;
         let mut first = true;
-        loop {
-            // The first key has no comma before it.
-            let key = if first {
-                first = false;
-                if input.is_empty() {
-                    break;
-                }
-                let key: syn::Ident = input.call(syn::ext::IdentExt::parse_any)?;
-                check_key(&key, &mut seen)?;
-                input.parse::<syn::Token![=]>().map_err(|e| {
-                    syn::Error::new(e.span(), format!("expected `=` after `{key}`"))
-                })?;
-                key
-            } else {
-                match args::next_key(input, "grpc", KEYS, |_| None, &mut seen)? {
-                    Some(key) => key,
-                    None => break,
-                }
-            };
-            match key.to_string().as_str() {
-                "auth" => attr.auth = Some(parse_auth(input)?),
-                "timeout" => {
-                    let lit: LitStr = args::string(input, "timeout", "\"2s\"")?;
-                    let nanos = units::parse_duration(&lit.value())
-                        .map_err(|msg| syn::Error::new(lit.span(), msg))?;
-                    if nanos == 0 {
-                        return Err(syn::Error::new(
-                            lit.span(),
-                            "`timeout` must be greater than zero; remove it to use the default",
-                        ));
+        while !input.is_empty() {
+            let parsed = attr.argument(input, first, &mut seen);
+            first = false;
+            match parsed {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    match &mut errors {
+                        Some(all) => all.combine(e),
+                        None => errors = Some(e),
                     }
-                    attr.timeout_nanos = Some(nanos);
+                    args::skip_argument(input);
                 }
-                "descriptor" => attr.descriptor = Some(input.parse()?),
-                _ => unreachable!("keys are checked against KEYS"),
             }
         }
-        Ok(attr)
+        match errors {
+            Some(e) => Err(e),
+            None => Ok(attr),
+        }
+    }
+}
+
+impl GrpcAttr {
+    /// One `key = value`; `false` at the end of the list.
+    fn argument(
+        &mut self,
+        input: ParseStream,
+        first: bool,
+        seen: &mut Vec<String>,
+    ) -> syn::Result<bool> {
+        // The first key has no comma before it.
+        let key = if first {
+            let key: syn::Ident = input.call(syn::ext::IdentExt::parse_any)?;
+            check_key(&key, seen)?;
+            input
+                .parse::<syn::Token![=]>()
+                .map_err(|e| syn::Error::new(e.span(), format!("expected `=` after `{key}`")))?;
+            key
+        } else {
+            match args::next_key(input, "grpc", KEYS, |_| None, seen)? {
+                Some(key) => key,
+                None => return Ok(false),
+            }
+        };
+        match key.to_string().as_str() {
+            "auth" => self.auth = Some(parse_auth(input)?),
+            "timeout" => {
+                let lit: LitStr = args::string(input, "timeout", "\"2s\"")?;
+                let nanos = units::parse_duration(&lit.value())
+                    .map_err(|msg| syn::Error::new(lit.span(), msg))?;
+                if nanos == 0 {
+                    return Err(syn::Error::new(
+                        lit.span(),
+                        "`timeout` must be greater than zero; remove it to use the default",
+                    ));
+                }
+                self.timeout_nanos = Some(nanos);
+            }
+            "descriptor" => self.descriptor = Some(input.parse()?),
+            _ => unreachable!("keys are checked against KEYS"),
+        }
+        Ok(true)
     }
 }
 
@@ -130,8 +156,8 @@ fn server_path(path: &syn::Path) -> syn::Result<syn::Path> {
     if let [.., module, _] = segments.as_slice()
         && !module.ident.to_string().ends_with("_server")
     {
-        return Err(syn::Error::new(
-            path.span(),
+        return Err(syn::Error::new_spanned(
+            path,
             format!(
                 "{WHERE}; `{}` is not in a tonic `*_server` module",
                 path.to_token_stream().to_string().replace(' ', "")
@@ -227,6 +253,7 @@ fn generate(attr: &GrpcAttr, server: &syn::Path, item: &ItemImpl) -> TokenStream
     quote! {
         #item
 
+        ::patron::__patron_require_grpc! {
         const _: () = {
             fn __patron_grpc_build(
                 deps: &#p::Deps,
@@ -252,5 +279,6 @@ fn generate(attr: &GrpcAttr, server: &syn::Path, item: &ItemImpl) -> TokenStream
                 }
             }
         };
+        }
     }
 }

@@ -208,8 +208,8 @@ pub use patron_macros::consumer;
 /// impl greeter_server::Greeter for MyGreeter { … }
 /// ```
 ///
-/// The `examples/greeter` service shows the whole of it; see [`grpc`](mod@grpc).
-#[cfg(feature = "grpc")]
+/// The `examples/greeter` service shows the whole of it; see the `grpc`
+/// module.
 pub use patron_macros::grpc;
 
 /// Turns `async fn main` into a service entry point.
@@ -263,6 +263,27 @@ macro_rules! __patron_require_sqs {
         ::core::compile_error!(
             "`#[patron::consumer(sqs = …)]` needs patron's `sqs` cargo feature: \
              in Cargo.toml, write `patron = { version = \"…\", features = [\"sqs\"] }`"
+        );
+    };
+}
+
+/// Passes a gRPC registration through when the `grpc` feature is on.
+#[cfg(feature = "grpc")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __patron_require_grpc {
+    ($($item:tt)*) => { $($item)* };
+}
+
+/// Stops a gRPC registration with an error naming the feature to enable.
+#[cfg(not(feature = "grpc"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __patron_require_grpc {
+    ($($item:tt)*) => {
+        ::core::compile_error!(
+            "`#[patron::grpc]` needs patron's `grpc` cargo feature: \
+             in Cargo.toml, write `patron = { version = \"…\", features = [\"grpc\"] }`"
         );
     };
 }

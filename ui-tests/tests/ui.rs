@@ -3,7 +3,8 @@
 //! on the user's token and says how to fix it. Regenerate with
 //! `TRYBUILD=overwrite` and review the diff.
 //!
-//! Consumer cases that need the broker code run with `--features amqp,sqs,kafka`;
+//! Consumer and gRPC cases that need the feature's code run with
+//! `--features amqp,sqs,kafka,grpc`;
 //! without them, the cases for the "enable the feature" errors run.
 //! `scripts/test` runs both.
 
@@ -22,6 +23,12 @@ fn ui() {
         t.pass("tests/pass_kafka/*.rs");
     } else {
         t.compile_fail("tests/fail_no_kafka/*.rs");
+    }
+    if cfg!(feature = "grpc") {
+        t.pass("tests/pass_grpc/*.rs");
+        t.compile_fail("tests/fail_grpc/*.rs");
+    } else {
+        t.compile_fail("tests/fail_no_grpc/*.rs");
     }
     if cfg!(feature = "sqs") {
         t.pass("tests/pass_sqs/*.rs");

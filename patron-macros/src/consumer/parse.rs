@@ -10,7 +10,7 @@
 //! it, skips to the next comma and goes on, and every error is reported
 //! together. Rules between keys are in `validate.rs`.
 
-use proc_macro2::{Span, TokenTree};
+use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
 use syn::{Ident, LitBool, LitInt, LitStr, Token};
@@ -91,25 +91,16 @@ impl Parse for Parsed {
                 Ok(None) => break,
                 Err(e) => {
                     errors.push(e);
-                    skip_argument(input);
+                    args::skip_argument(input);
                     continue;
                 }
             };
             if let Err(e) = apply(&key, input, &mut attr) {
                 errors.push(e);
-                skip_argument(input);
+                args::skip_argument(input);
             }
         }
         Ok(Parsed { attr, errors })
-    }
-}
-
-/// Skips what is left of a malformed argument, up to its comma.
-fn skip_argument(input: ParseStream) {
-    while !input.is_empty() && !input.peek(Token![,]) {
-        if input.parse::<TokenTree>().is_err() {
-            break;
-        }
     }
 }
 

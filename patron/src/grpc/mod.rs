@@ -42,4 +42,3 @@ mod status;
 #[doc(hidden)]
 pub use registry::GrpcDef;
 pub use registry::{GrpcService, services};
-pub use tonic;

@@ -1,0 +1,31 @@
+use greeter_proto::greeter_server;
+use greeter_proto::{CountdownRequest, HelloReply, HelloRequest, Number, Sum, Tick};
+use tonic::{Request, Response, Status, Streaming};
+
+type Replies<T> = std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<T, Status>> + Send>>;
+
+struct Greetings;
+
+/// Not an authenticator.
+struct Password;
+
+#[patron::grpc(auth = Password)]
+#[tonic::async_trait]
+impl greeter_server::Greeter for Greetings {
+    async fn say_hello(&self, _: Request<HelloRequest>) -> Result<Response<HelloReply>, Status> {
+        Err(Status::unimplemented("example"))
+    }
+    type CountdownStream = Replies<Tick>;
+    async fn countdown(&self, _: Request<CountdownRequest>) -> Result<Response<Self::CountdownStream>, Status> {
+        Err(Status::unimplemented("example"))
+    }
+    async fn total(&self, _: Request<Streaming<Number>>) -> Result<Response<Sum>, Status> {
+        Err(Status::unimplemented("example"))
+    }
+    type ChatStream = Replies<HelloReply>;
+    async fn chat(&self, _: Request<Streaming<HelloRequest>>) -> Result<Response<Self::ChatStream>, Status> {
+        Err(Status::unimplemented("example"))
+    }
+}
+
+fn main() {}

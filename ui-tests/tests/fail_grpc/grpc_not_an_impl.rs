@@ -1,0 +1,7 @@
+#[patron::grpc]
+fn greet() {}
+
+#[patron::grpc]
+struct Greetings;
+
+fn main() {}
