@@ -331,16 +331,17 @@ pub use http as __http;
 #[doc(no_inline)]
 pub use tracing;
 
-/// The README's and the guides' snippets, tested. They include consumers
-/// and clients, so they need the `amqp`, `sqs`, `kafka`, `http-client` and
-/// `sql` features (on in workspace test runs).
+/// The README's and the guides' snippets, tested. They include consumers,
+/// clients and gRPC, so they need the `amqp`, `sqs`, `kafka`,
+/// `http-client`, `sql` and `grpc` features (on in workspace test runs).
 #[cfg(all(
     doctest,
     feature = "amqp",
     feature = "sqs",
     feature = "kafka",
     feature = "http-client",
-    feature = "sql"
+    feature = "sql",
+    feature = "grpc"
 ))]
 mod doc_snippets {
     #[doc = include_str!("../../README.md")]
@@ -357,4 +358,7 @@ mod doc_snippets {
 
     #[doc = include_str!("../../docs/testing.md")]
     pub struct TestingGuide;
+
+    #[doc = include_str!("../../docs/grpc.md")]
+    pub struct GrpcGuide;
 }
