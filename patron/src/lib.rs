@@ -202,7 +202,7 @@ pub use patron_macros::consumer;
 /// through its `*_server` module (`greeter_server::Greeter`) or imported
 /// with its server type (`GreeterServer`) in scope.
 ///
-/// ```ignore
+/// ```text
 /// #[patron::grpc(auth = ApiKey)]
 /// #[tonic::async_trait]
 /// impl greeter_server::Greeter for MyGreeter { … }

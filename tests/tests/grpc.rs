@@ -725,6 +725,16 @@ async fn the_channel_speaks_tls_and_mutual_tls() {
 
 #[test]
 fn builder_mistakes_are_clear_errors() {
+    // Outside the runtime (this is a plain #[test]) the channel cannot start.
+    let err = PatronChannel::builder("http://h:1")
+        .unwrap()
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, GrpcClientError::NoRuntime), "{err}");
+    assert!(
+        err.to_string().contains("inside the tokio runtime"),
+        "{err}"
+    );
     let err = PatronChannel::builder("not a uri").unwrap_err();
     assert!(
         err.to_string()

@@ -14,6 +14,8 @@
 //! use patron::client::grpc::Channel;
 //! use patron::reliability::{CircuitBreaker, Retry};
 //!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), patron::client::grpc::GrpcClientError> {
 //! let channel = Channel::builder("http://invoice:50001")?
 //!     .timeout(std::time::Duration::from_secs(2))
 //!     .retry(Retry::new(3), ["/invoice.v1.Invoices/Get"])?
@@ -21,7 +23,8 @@
 //!     .build()?;
 //! // let client = InvoicesClient::new(channel.clone());
 //! // service.with_client(channel)
-//! # Ok::<(), patron::client::grpc::GrpcClientError>(())
+//! # Ok(())
+//! # }
 //! ```
 
 use std::collections::HashSet;
@@ -70,6 +73,11 @@ pub enum GrpcClientError {
         /// The method as given.
         method: String,
     },
+    /// The channel was built outside a tokio runtime (it starts a task).
+    #[error(
+        "a gRPC channel must be built inside the tokio runtime (in `#[patron::main]`, a handler or a component), not before it starts"
+    )]
+    NoRuntime,
     /// A TLS file could not be read or used.
     #[error("gRPC client TLS {what} {path}: {reason}")]
     Tls {
@@ -174,8 +182,12 @@ impl ChannelBuilder {
     }
 
     /// The channel. It connects on first use (and reconnects), so building
-    /// it never fails on an unreachable target.
+    /// it never fails on an unreachable target. It must be built inside the
+    /// tokio runtime, where it starts its connection task.
     pub fn build(self) -> Result<Channel, GrpcClientError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(GrpcClientError::NoRuntime);
+        }
         let endpoint = match self.tls {
             Some(tls) => self
                 .endpoint

@@ -13,7 +13,7 @@
 //! authenticator, when it names one. The standard health service follows
 //! `/ready`; reflection is served with `PATRON_GRPC_REFLECTION=true`.
 //!
-//! ```ignore
+//! ```text
 //! use patron::prelude::*;
 //! use greeter_proto::greeter_server::Greeter;
 //! use greeter_proto::{HelloReply, HelloRequest};
@@ -29,7 +29,8 @@
 //! }
 //! ```
 //!
-//! The implementing type comes from the values the service provides
+//! The whole of it, tested, is in `docs/grpc.md`. The implementing type
+//! comes from the values the service provides
 //! (`service.provide(Hello)`), as `Dep<T>` does for routes.
 
 mod body;
