@@ -9,6 +9,7 @@ pub(crate) mod component;
 mod correlation;
 pub(crate) mod debug;
 mod extract;
+pub(crate) mod files;
 pub(crate) mod guard;
 mod handler;
 pub(crate) mod registry;
@@ -22,6 +23,7 @@ pub(crate) use auth::authenticate;
 pub use auth::{ApiKey, Authenticator};
 #[doc(hidden)]
 pub use extract::rejection;
+pub use files::Files;
 pub use guard::{X_APP_NAME, X_APP_VERSION};
 pub use handler::{HandlerArg, HandlerResponse, LastHandlerArg};
 #[doc(hidden)]

@@ -87,6 +87,7 @@ pub(crate) struct AppParts<'a> {
     pub name: &'a str,
     pub version: &'a str,
     pub cors: Option<&'a CorsLayer>,
+    pub files: &'a [super::Files],
 }
 
 /// Builds the complete router. Route conflicts must have been rejected by
@@ -104,6 +105,7 @@ pub(crate) fn build(parts: AppParts<'_>) -> Result<App, String> {
         name,
         version,
         cors,
+        files,
     } = parts;
     let app_headers = if config.http_app_headers {
         let value = |v: &str, what: &str| {
@@ -185,9 +187,49 @@ pub(crate) fn build(parts: AppParts<'_>) -> Result<App, String> {
         router = std::panic::catch_unwind(AssertUnwindSafe(|| router.route(path, mr)))
             .map_err(|p| format!("cannot add path {path}: {}", panic_message(p.as_ref())))?;
     }
-    let user = router
-        .fallback(|| async { Error::not_found("no route matches this path").into_response() })
-        .with_state(AppState { deps });
+    let mut root_files = None;
+    for mount in files {
+        let service = mount.service()?;
+        let pattern: &'static str = Box::leak(mount.pattern().into_boxed_str());
+        let runtime: &'static RouteRuntime = Box::leak(Box::new(RouteRuntime {
+            method: "GET",
+            route: pattern,
+            span_name: Box::leak(format!("GET {pattern}").into_boxed_str()),
+            trace: true,
+            timeout: config.http_handler_timeout,
+            body_limit: config.http_body_limit,
+            metrics: Some(http_metrics.route("GET", pattern)),
+            shared: http_shared,
+            rate_limit: None,
+        }));
+        let methods = vec![(Method::GET, runtime)];
+        index
+            .insert(pattern, PathSettings::User(methods.clone()))
+            .map_err(|e| format!("cannot serve files at {pattern}: {e}"))?;
+        if mount.prefix() == "/" {
+            root_files = Some(service);
+        } else {
+            index
+                .insert(mount.prefix(), PathSettings::User(methods))
+                .map_err(|e| format!("cannot serve files at {}: {e}", mount.prefix()))?;
+            router = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                router.nest_service(mount.prefix(), service)
+            }))
+            .map_err(|p| {
+                format!(
+                    "cannot serve files at {}: {}",
+                    mount.prefix(),
+                    panic_message(p.as_ref())
+                )
+            })?;
+        }
+    }
+    let user = match root_files {
+        Some(files) => router.fallback_service(files),
+        None => router
+            .fallback(|| async { Error::not_found("no route matches this path").into_response() }),
+    }
+    .with_state(AppState { deps });
     let mut management = builtin::routes(shared, metrics.clone());
     if config.debug_endpoints {
         let debug = debug::routes();
@@ -252,6 +294,7 @@ pub(crate) fn build(parts: AppParts<'_>) -> Result<App, String> {
 }
 
 /// What the index holds for a path.
+#[derive(Clone)]
 enum PathSettings {
     /// A built-in management route: panic recovery only.
     Management,

@@ -69,6 +69,8 @@ pub struct Service {
     pub(crate) metrics: Metrics,
     pub(crate) debug_auth: Option<DebugAuth>,
     pub(crate) cors: Option<tower_http::cors::CorsLayer>,
+    /// Directories served with `with_files`.
+    pub(crate) files: Vec<crate::http::Files>,
     pub(crate) clients: Vec<Arc<dyn Client>>,
     /// What SIGHUP reloads besides the hook (the HTTP server's
     /// certificate), registered by `bind`.
@@ -127,6 +129,7 @@ impl Service {
             metrics: Metrics::new(),
             debug_auth: None,
             cors: None,
+            files: Vec::new(),
             clients: Vec::new(),
             reloads: Arc::default(),
             #[cfg(feature = "grpc")]
@@ -299,6 +302,25 @@ impl Service {
     pub fn with_unauthenticated_debug_endpoints(mut self) -> Self {
         self.config.debug_endpoints = true;
         self.config.debug_unauthenticated = true;
+        self
+    }
+
+    /// Serves the files under `dir` at `prefix` (`/static/app.css` is
+    /// `dir/app.css`), through the same guard as routes; see
+    /// [`Files`](crate::http::Files). A missing directory stops start-up.
+    ///
+    /// ```
+    /// let service = patron::Service::new("site").with_files("/static", "public");
+    /// # drop(service);
+    /// ```
+    pub fn with_files(self, prefix: impl Into<String>, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.with_file_mount(crate::http::Files::new(prefix, dir))
+    }
+
+    /// Serves a [`Files`](crate::http::Files) mount (SPA fallback,
+    /// `Cache-Control`).
+    pub fn with_file_mount(mut self, files: crate::http::Files) -> Self {
+        self.files.push(files);
         self
     }
 

@@ -94,16 +94,16 @@ impl Service {
         let metrics = self.metrics;
         let mut deps = self.deps;
         deps.insert(metrics.clone());
-        #[cfg_attr(not(feature = "grpc"), allow(unused_mut))]
         let mut problems = validate::check(
             &routes,
             &consumers,
             &deps,
-            self.components.len() + consumers.len() + grpc_count,
+            self.components.len() + consumers.len() + grpc_count + self.files.len(),
         )
         .err()
         .map(|e| e.problems)
         .unwrap_or_default();
+        problems.extend(self.files.iter().flat_map(crate::http::Files::problems));
         #[cfg(feature = "grpc")]
         problems.extend(super::grpc::problems(&self.grpc, &grpc_defs, &deps));
         if !problems.is_empty() {
@@ -181,6 +181,7 @@ impl Service {
             name: &self.name,
             version: &self.version,
             cors: self.cors.as_ref(),
+            files: &self.files,
         })
         .map_err(|e| validate::StartupError { problems: vec![e] })?;
         let http = HttpServer::bind(&self.config, app, routes.len()).await?;
