@@ -333,7 +333,8 @@ pub use tracing;
 
 /// The README's and the guides' snippets, tested. They include consumers,
 /// clients and gRPC, so they need the `amqp`, `sqs`, `kafka`,
-/// `http-client`, `sql` and `grpc` features (on in workspace test runs).
+/// `http-client`, `sql`, `grpc` and `redis` features (on in workspace test
+/// runs).
 #[cfg(all(
     doctest,
     feature = "amqp",
@@ -341,7 +342,8 @@ pub use tracing;
     feature = "kafka",
     feature = "http-client",
     feature = "sql",
-    feature = "grpc"
+    feature = "grpc",
+    feature = "redis"
 ))]
 mod doc_snippets {
     #[doc = include_str!("../../README.md")]

@@ -12,6 +12,8 @@
 //! - [`amqp`] (feature `amqp`): a RabbitMQ publisher over lapin with
 //!   publisher confirms.
 //! - [`sqs`] (feature `sqs`): send and batch send over aws-sdk-sqs.
+//! - [`redis`] (feature `redis`): a reconnecting Redis connection whose
+//!   commands are spans and a histogram, with a readiness check.
 //! - [`grpc`] (feature `grpc`): a tonic channel with propagation, spans,
 //!   metrics, retry, circuit breaker and rate limit.
 //! - [`capture`]: the producers' test mode, recording what they would send.
@@ -36,6 +38,8 @@ pub mod http;
 pub mod kafka;
 #[cfg(feature = "kafka")]
 pub(crate) mod kafka_log;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(feature = "sql")]
 pub mod sql;
 #[cfg(feature = "sqs")]
@@ -75,7 +79,13 @@ pub trait Client: Send + Sync + 'static {
 /// Ends one client call's telemetry: marks `span` failed with the error's
 /// message when there is one, and observes the time since `started` in
 /// `histogram` (when it could be registered) under `labels`.
-#[cfg(any(feature = "amqp", feature = "kafka", feature = "sql", feature = "sqs"))]
+#[cfg(any(
+    feature = "amqp",
+    feature = "kafka",
+    feature = "sql",
+    feature = "sqs",
+    feature = "redis"
+))]
 pub(crate) fn finish_call(
     span: &tracing::Span,
     error: Option<&dyn std::fmt::Display>,

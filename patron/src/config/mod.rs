@@ -152,6 +152,10 @@ pub struct Config {
     /// `client::sql::Db::from_config` (`postgres://user:password@host/db`).
     /// Its password never appears in logs or errors.
     pub database_url: Option<BrokerUrl>,
+    /// `PATRON_REDIS_URL`: the Redis server of
+    /// `client::redis::Redis::from_config` (`redis://…` or `rediss://…`).
+    /// Its password never appears in logs or errors.
+    pub redis_url: Option<BrokerUrl>,
     /// `PATRON_GRPC_*`: the gRPC server (feature `grpc`).
     pub grpc: GrpcConfig,
 }
@@ -242,6 +246,7 @@ impl Default for Config {
             sqs_endpoint: None,
             http_tls: None,
             grpc: GrpcConfig::default(),
+            redis_url: None,
             kafka_brokers: None,
             database_url: None,
         }
@@ -381,6 +386,14 @@ impl Config {
                 &v,
                 &["postgres://", "postgresql://"],
                 "a postgres:// URL such as postgres://app:secret@db:5432/app",
+            )?));
+        }
+        if let Some(v) = get("PATRON_REDIS_URL") {
+            c.redis_url = Some(BrokerUrl::new(url(
+                "PATRON_REDIS_URL",
+                &v,
+                &["redis://", "rediss://"],
+                "a redis:// or rediss:// URL such as redis://127.0.0.1:6379",
             )?));
         }
         c.http_tls = tls::from_vars(get, "PATRON_HTTP")?;
@@ -636,5 +649,16 @@ mod tests {
             err.contains("PATRON_SQS_ENDPOINT") && err.contains("http://"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn redis_url_is_checked_and_its_password_hidden() {
+        let err = with(&[("PATRON_REDIS_URL", "http://u:pw@h")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PATRON_REDIS_URL"), "{err}");
+        assert!(!err.contains("pw"), "{err}");
+        let c = with(&[("PATRON_REDIS_URL", "redis://u:pw@h:6379/0")]).unwrap();
+        assert_eq!(c.redis_url.unwrap().to_string(), "redis://u:***@h:6379/0");
     }
 }

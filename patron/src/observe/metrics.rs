@@ -117,7 +117,9 @@ impl Metrics {
             feature = "sql",
             feature = "kafka",
             feature = "amqp",
-            feature = "sqs"
+            feature = "sqs",
+            feature = "redis",
+            feature = "grpc"
         )),
         allow(dead_code)
     )]
