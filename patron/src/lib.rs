@@ -49,6 +49,7 @@
 
 #![warn(missing_docs)]
 
+mod cache;
 pub mod client;
 pub mod component;
 pub mod config;

@@ -17,6 +17,7 @@ const LAYERS: &[&[&str]] = &[
     &["reliability"],
     &["client"],
     &["consumer"],
+    &["cache"],
     &["http"],
     &["grpc"],
     &["service"],

@@ -108,6 +108,10 @@ pub fn generate(attr: &RouteAttr, handler: &Handler, func: &ItemFn) -> TokenStre
         Some(n) => quote!(::core::option::Option::Some(::core::time::Duration::from_nanos(#n))),
         None => quote!(::core::option::Option::None),
     };
+    let cache = match attr.cache_nanos {
+        Some(n) => quote!(::core::option::Option::Some(::core::time::Duration::from_nanos(#n))),
+        None => quote!(::core::option::Option::None),
+    };
     let body_limit = match attr.body_limit {
         Some(n) => {
             let n = n as usize;
@@ -145,6 +149,7 @@ pub fn generate(attr: &RouteAttr, handler: &Handler, func: &ItemFn) -> TokenStre
 
             fn __patron_build(__ctx: &#p::RouteCtx) -> #p::MethodRouter {
                 let __mr = #p::method_router(#p::MethodFilter::#method, #handler_ref);
+                let __mr = __ctx.with_cache(__mr);
                 #(#middleware)*
                 #auth_apply
                 __mr
@@ -165,6 +170,7 @@ pub fn generate(attr: &RouteAttr, handler: &Handler, func: &ItemFn) -> TokenStre
                     timeout: #timeout,
                     body_limit: #body_limit,
                     rate_limit: #rate_limit,
+                    cache: #cache,
                     deps: &[#(#deps),*],
                     build: __patron_build,
                 }

@@ -1,6 +1,6 @@
 //! The attribute grammar:
 //! `METHOD "/path" (, key = value)*` with keys `auth`, `middleware`, `trace`,
-//! `timeout` and `body_limit`.
+//! `timeout`, `body_limit`, `rate_limit` and `cache`.
 
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
@@ -17,6 +17,7 @@ const KEYS: &[&str] = &[
     "timeout",
     "body_limit",
     "rate_limit",
+    "cache",
 ];
 
 pub struct RouteAttr {
@@ -27,6 +28,8 @@ pub struct RouteAttr {
     pub trace: bool,
     pub timeout_nanos: Option<u64>,
     pub body_limit: Option<u64>,
+    /// `cache = "1m"`: the freshness lifetime in nanoseconds.
+    pub cache_nanos: Option<u64>,
     /// `(count, per nanoseconds)`.
     pub rate_limit: Option<(u32, u64)>,
 }
@@ -81,6 +84,7 @@ impl Parse for RouteAttr {
             timeout_nanos: None,
             body_limit: None,
             rate_limit: None,
+            cache_nanos: None,
         };
         let mut seen: Vec<String> = Vec::new();
         while let Some(key) = args::next_key(input, "route", KEYS, |_| None, &mut seen)? {
@@ -117,6 +121,27 @@ impl Parse for RouteAttr {
                         ));
                     }
                     attr.body_limit = Some(bytes);
+                }
+                "cache" => {
+                    let lit = args::string(input, "cache", "\"1m\"")?;
+                    if attr.method != "GET" {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            format!(
+                                "`cache` applies to GET routes only (HEAD is answered from the same entry); `{}` responses are not cacheable",
+                                attr.method
+                            ),
+                        ));
+                    }
+                    let nanos = units::parse_duration(&lit.value())
+                        .map_err(|msg| syn::Error::new(lit.span(), msg))?;
+                    if nanos < 1_000_000_000 {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            "`cache` takes a freshness lifetime of at least one second, e.g. \"30s\" or \"5m\"",
+                        ));
+                    }
+                    attr.cache_nanos = Some(nanos);
                 }
                 "rate_limit" => {
                     let lit = args::string(input, "rate_limit", "\"100/s\"")?;

@@ -8,9 +8,11 @@ use std::time::Duration;
 
 use patron_units as units;
 
+mod cache;
 mod grpc;
 mod status_rules;
 mod tls;
+pub use cache::{CacheBackend, CacheConfig};
 pub use grpc::GrpcConfig;
 pub use status_rules::StatusRules;
 pub use tls::TlsFiles;
@@ -152,6 +154,8 @@ pub struct Config {
     /// `client::sql::Db::from_config` (`postgres://user:password@host/db`).
     /// Its password never appears in logs or errors.
     pub database_url: Option<BrokerUrl>,
+    /// `PATRON_HTTP_CACHE` and `PATRON_HTTP_CACHE_SIZE`: the route cache.
+    pub http_cache: CacheConfig,
     /// `PATRON_REDIS_URL`: the Redis server of
     /// `client::redis::Redis::from_config` (`redis://…` or `rediss://…`).
     /// Its password never appears in logs or errors.
@@ -247,6 +251,7 @@ impl Default for Config {
             http_tls: None,
             grpc: GrpcConfig::default(),
             redis_url: None,
+            http_cache: CacheConfig::default(),
             kafka_brokers: None,
             database_url: None,
         }
@@ -398,6 +403,7 @@ impl Config {
         }
         c.http_tls = tls::from_vars(get, "PATRON_HTTP")?;
         c.grpc = grpc::from_vars(&get)?;
+        c.http_cache = cache::from_vars(&get)?;
         if let Some(v) = get("PATRON_KAFKA_BROKERS") {
             c.kafka_brokers = Some(v.trim().to_string());
         }

@@ -37,6 +37,9 @@ pub struct RouteDef {
     pub body_limit: Option<usize>,
     /// The `rate_limit` argument.
     pub rate_limit: Option<RateSpec>,
+    /// The `cache` argument: the freshness lifetime of responses that set
+    /// none themselves.
+    pub cache: Option<std::time::Duration>,
     /// The `Dep<T>` arguments.
     pub deps: &'static [DepSpec],
     /// Builds the route's method router.

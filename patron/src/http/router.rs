@@ -28,6 +28,7 @@ use super::debug;
 use super::debug::DebugAuth;
 use super::guard::{GuardFuture, ResponseSettings, RouteRuntime, guard};
 use super::registry::{RateSpec, RouteDef};
+use crate::cache::Caches;
 use crate::config::Config;
 use crate::deps::{AppState, Deps};
 use crate::error::{Error, problem};
@@ -48,9 +49,19 @@ pub(crate) type GlobalLayer =
 pub struct RouteCtx {
     deps: Arc<Deps>,
     def: &'static RouteDef,
+    caches: Option<Caches>,
 }
 
 impl RouteCtx {
+    /// Puts the route's response cache (`cache = "…"`) right around its
+    /// handler, inside its authenticator and middleware.
+    pub fn with_cache(&self, mr: MethodRouter<AppState>) -> MethodRouter<AppState> {
+        match (self.def.cache, &self.caches) {
+            (Some(lifetime), Some(caches)) => mr.layer(caches.layer(self.def.path, lifetime)),
+            _ => mr,
+        }
+    }
+
     /// Wraps the route in the authenticator `A` the service provided.
     pub fn with_auth<A: Authenticator>(
         &self,
@@ -125,10 +136,16 @@ pub(crate) fn build(parts: AppParts<'_>) -> Result<App, String> {
         BTreeMap::new();
     let mut by_path: BTreeMap<&'static str, (MethodRouter<AppState>, Vec<&'static str>)> =
         BTreeMap::new();
+    let caches = if routes.iter().any(|r| r.cache.is_some()) {
+        Some(Caches::new(&config.http_cache, metrics)?)
+    } else {
+        None
+    };
     for def in routes {
         let ctx = RouteCtx {
             deps: Arc::clone(&deps),
             def,
+            caches: caches.clone(),
         };
         let mut mr = (def.build)(&ctx);
         for global in globals {

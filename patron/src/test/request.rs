@@ -108,9 +108,12 @@ impl TestRequest {
             .body(Full::new(self.body))
             .map_err(|e| fail(format!("not a valid request: {e}")))?;
         *request.headers_mut() = self.headers;
-        let host = HeaderValue::try_from(self.addr.to_string())
-            .map_err(|e| fail(format!("not a valid Host header: {e}")))?;
-        request.headers_mut().insert(HOST, host);
+        // The server's address, unless the test set a Host of its own.
+        if !request.headers().contains_key(HOST) {
+            let host = HeaderValue::try_from(self.addr.to_string())
+                .map_err(|e| fail(format!("not a valid Host header: {e}")))?;
+            request.headers_mut().insert(HOST, host);
+        }
         let response = sender
             .send_request(request)
             .await
