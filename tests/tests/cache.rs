@@ -411,3 +411,27 @@ async fn the_redis_store_is_shared_by_instances() {
         started.elapsed()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_store_stays_within_its_size() {
+    let mut service = Service::new("cache-small").provide(LetIn);
+    service.config_mut().http_cache.size = 16 << 10;
+    let server = TestServer::start(service).await.unwrap();
+    let id = unique("small");
+    let evicted = || async {
+        let text = server.get("/metrics").await.unwrap().text();
+        prom::value(&prom::parse(&text), "http_cache_evictions_total", &[]).unwrap_or(0.0)
+    };
+    // Each entry weighs its body plus 1 KiB: 64 of them cannot all stay.
+    for i in 0..64 {
+        get(&server, &format!("/counted/{id}-{i}"), &[]).await;
+    }
+    let settled = patron_tests::eventually(Duration::from_secs(5), || async {
+        for i in 0..8 {
+            get(&server, &format!("/counted/{id}-more-{i}"), &[]).await;
+        }
+        evicted().await > 0.0
+    })
+    .await;
+    assert!(settled, "no eviction counted: {}", evicted().await);
+}
