@@ -88,3 +88,30 @@ pub fn skip_argument(input: ParseStream) {
         }
     }
 }
+
+/// The `auth = T` value: a type name (not a string, not a qualified path).
+pub fn auth_type(input: ParseStream) -> syn::Result<syn::Type> {
+    if input.peek(syn::LitStr) {
+        let lit: syn::LitStr = input.parse()?;
+        return Err(syn::Error::new(
+            lit.span(),
+            format!(
+                "`auth` takes a type, not a string: write `auth = {}`",
+                lit.value()
+            ),
+        ));
+    }
+    let ty: syn::Type = input.parse().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "`auth` takes a type that implements `patron::http::Authenticator`, e.g. `auth = ApiKey`",
+        )
+    })?;
+    match &ty {
+        syn::Type::Path(p) if p.qself.is_none() => Ok(ty),
+        other => Err(syn::Error::new(
+            other.span(),
+            "`auth` takes a type name that implements `patron::http::Authenticator`, e.g. `auth = ApiKey`",
+        )),
+    }
+}

@@ -77,7 +77,7 @@ impl GrpcAttr {
             }
         };
         match key.to_string().as_str() {
-            "auth" => self.auth = Some(parse_auth(input)?),
+            "auth" => self.auth = Some(args::auth_type(input)?),
             "timeout" => {
                 let lit: LitStr = args::string(input, "timeout", "\"2s\"")?;
                 let nanos = units::parse_duration(&lit.value())
@@ -115,27 +115,6 @@ fn check_key(key: &syn::Ident, seen: &mut Vec<String>) -> syn::Result<()> {
     }
     seen.push(name);
     Ok(())
-}
-
-fn parse_auth(input: ParseStream) -> syn::Result<syn::Type> {
-    if input.peek(LitStr) {
-        let lit: LitStr = input.parse()?;
-        return Err(syn::Error::new(
-            lit.span(),
-            format!(
-                "`auth` takes a type, not a string: write `auth = {}`",
-                lit.value()
-            ),
-        ));
-    }
-    let ty: syn::Type = input.parse()?;
-    match &ty {
-        syn::Type::Path(p) if p.qself.is_none() => Ok(ty),
-        other => Err(syn::Error::new(
-            other.span(),
-            "`auth` takes a type name that implements `patron::http::Authenticator`, e.g. `auth = ApiKey`",
-        )),
-    }
 }
 
 const WHERE: &str = "`#[patron::grpc]` goes on the `impl` of a tonic-generated service trait, such as `impl greeter_server::Greeter for MyGreeter`";

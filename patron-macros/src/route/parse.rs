@@ -90,7 +90,7 @@ impl Parse for RouteAttr {
         while let Some(key) = args::next_key(input, "route", KEYS, |_| None, &mut seen)? {
             let name = key.to_string();
             match name.as_str() {
-                "auth" => attr.auth = Some(parse_auth(input)?),
+                "auth" => attr.auth = Some(args::auth_type(input)?),
                 "middleware" => attr.middleware = parse_middleware(input)?,
                 "trace" => {
                     let value: LitBool = input.parse().map_err(|e| {
@@ -245,32 +245,6 @@ fn check_path(lit: &LitStr) -> syn::Result<()> {
         }
     }
     Ok(())
-}
-
-fn parse_auth(input: ParseStream) -> syn::Result<syn::Type> {
-    if input.peek(LitStr) {
-        let lit: LitStr = input.parse()?;
-        return Err(syn::Error::new(
-            lit.span(),
-            format!(
-                "`auth` takes a type, not a string: write `auth = {}`",
-                lit.value()
-            ),
-        ));
-    }
-    let ty: syn::Type = input.parse().map_err(|e| {
-        syn::Error::new(
-            e.span(),
-            "`auth` takes a type that implements `patron::http::Authenticator`, e.g. `auth = ApiKey`",
-        )
-    })?;
-    match &ty {
-        syn::Type::Path(p) if p.qself.is_none() => Ok(ty),
-        other => Err(syn::Error::new(
-            other.span(),
-            "`auth` takes a type name that implements `patron::http::Authenticator`, e.g. `auth = ApiKey`",
-        )),
-    }
 }
 
 fn parse_middleware(input: ParseStream) -> syn::Result<Vec<syn::Path>> {

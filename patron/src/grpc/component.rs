@@ -128,15 +128,10 @@ impl GrpcServer {
             )
             .map_err(|e| Error::msg(format!("cannot create rpc_server_duration_seconds: {e}")))
         })?;
-        let tls_mode = match &grpc.tls {
-            None => "off",
-            Some(files) if files.client_ca.is_some() => "mutual",
-            Some(_) => "on",
-        };
         let info = ComponentInfo::new("grpc", "grpc")
             .detail("port", addr.port())
             .detail("services", listed)
-            .detail("tls", tls_mode)
+            .detail("tls", crate::http::tls::mode(grpc.tls.as_ref()))
             .detail("reflection", grpc.reflection);
         Ok(GrpcServer {
             listener,
@@ -178,11 +173,7 @@ impl Component for GrpcServer {
 
     async fn run(self, ctx: ComponentContext) -> Result<(), Error> {
         let config = ctx.config();
-        let timeouts = Timeouts {
-            read: config.http_read_timeout,
-            write: config.http_write_timeout,
-            idle: config.http_idle_timeout,
-        };
+        let timeouts = Timeouts::from_config(config);
         tracing::info!(address = %self.addr, tls = self.tls.is_some(), "gRPC server listening");
         let (draining, shutdown) = (CancellationToken::new(), CancellationToken::new());
         let cut = self.app.cut.clone();

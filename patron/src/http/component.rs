@@ -57,15 +57,10 @@ impl HttpServer {
     /// What `/info` shows for a server on the configured port with `routes`
     /// routes.
     pub(crate) fn describe(config: &Config, routes: usize) -> ComponentInfo {
-        let tls = match &config.http_tls {
-            None => "off",
-            Some(files) if files.client_ca.is_some() => "mutual",
-            Some(_) => "on",
-        };
         ComponentInfo::new("http", "http")
             .detail("port", config.http_port)
             .detail("routes", routes)
-            .detail("tls", tls)
+            .detail("tls", super::tls::mode(config.http_tls.as_ref()))
     }
 
     /// The server's TLS, to reload its certificate on SIGHUP.
@@ -86,11 +81,7 @@ impl Component for HttpServer {
 
     async fn run(self, ctx: ComponentContext) -> Result<(), Error> {
         let config = ctx.config();
-        let timeouts = Timeouts {
-            read: config.http_read_timeout,
-            write: config.http_write_timeout,
-            idle: config.http_idle_timeout,
-        };
+        let timeouts = Timeouts::from_config(config);
         tracing::info!(address = %self.addr, tls = self.tls.is_some(), "HTTP server listening");
         server::serve(
             self.listener,

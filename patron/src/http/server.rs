@@ -71,6 +71,16 @@ pub(crate) struct Timeouts {
 }
 
 impl Timeouts {
+    /// The HTTP server's timeouts from the configuration (the gRPC server
+    /// uses the same).
+    pub(crate) fn from_config(config: &crate::config::Config) -> Self {
+        Timeouts {
+            read: config.http_read_timeout,
+            write: config.http_write_timeout,
+            idle: config.http_idle_timeout,
+        }
+    }
+
     fn tick(&self) -> Duration {
         let shortest = self.read.min(self.write).min(self.idle);
         (shortest / 8).clamp(Duration::from_millis(25), Duration::from_secs(1))

@@ -20,6 +20,15 @@ use tokio_rustls::server::TlsStream;
 use crate::config::TlsFiles;
 use crate::error::Error;
 
+/// How `/info` describes a server's TLS: `off`, `on`, or `mutual`.
+pub(crate) fn mode(files: Option<&TlsFiles>) -> &'static str {
+    match files {
+        None => "off",
+        Some(files) if files.client_ca.is_some() => "mutual",
+        Some(_) => "on",
+    }
+}
+
 /// A server's TLS: the acceptor and the certificate it can reload.
 pub(crate) struct Tls {
     acceptor: TlsAcceptor,
