@@ -56,6 +56,8 @@ pub mod config;
 pub mod consumer;
 mod context;
 mod deps;
+#[cfg(feature = "discovery")]
+pub mod discovery;
 mod error;
 #[cfg(feature = "grpc")]
 pub mod grpc;
@@ -344,7 +346,8 @@ pub use tracing;
     feature = "http-client",
     feature = "sql",
     feature = "grpc",
-    feature = "redis"
+    feature = "redis",
+    feature = "discovery"
 ))]
 mod doc_snippets {
     #[doc = include_str!("../../README.md")]

@@ -20,6 +20,7 @@ const LAYERS: &[&[&str]] = &[
     &["cache"],
     &["http"],
     &["grpc"],
+    &["discovery"],
     &["service"],
     &["test"],
     &["__private", "lib"],

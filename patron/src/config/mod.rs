@@ -9,10 +9,12 @@ use std::time::Duration;
 use patron_units as units;
 
 mod cache;
+mod discovery;
 mod grpc;
 mod status_rules;
 mod tls;
 pub use cache::{CacheBackend, CacheConfig};
+pub use discovery::{DiscoveryBackend, DiscoveryConfig};
 pub use grpc::GrpcConfig;
 pub use status_rules::StatusRules;
 pub use tls::TlsFiles;
@@ -154,6 +156,9 @@ pub struct Config {
     /// `client::sql::Db::from_config` (`postgres://user:password@host/db`).
     /// Its password never appears in logs or errors.
     pub database_url: Option<BrokerUrl>,
+    /// `PATRON_DISCOVERY*`: where the service registers itself (feature
+    /// `discovery`); `None` when unset.
+    pub discovery: Option<DiscoveryConfig>,
     /// `PATRON_HTTP_CACHE` and `PATRON_HTTP_CACHE_SIZE`: the route cache.
     pub http_cache: CacheConfig,
     /// `PATRON_REDIS_URL`: the Redis server of
@@ -252,6 +257,7 @@ impl Default for Config {
             grpc: GrpcConfig::default(),
             redis_url: None,
             http_cache: CacheConfig::default(),
+            discovery: None,
             kafka_brokers: None,
             database_url: None,
         }
@@ -404,6 +410,7 @@ impl Config {
         c.http_tls = tls::from_vars(get, "PATRON_HTTP")?;
         c.grpc = grpc::from_vars(&get)?;
         c.http_cache = cache::from_vars(&get)?;
+        c.discovery = discovery::from_vars(&get)?;
         if let Some(v) = get("PATRON_KAFKA_BROKERS") {
             c.kafka_brokers = Some(v.trim().to_string());
         }

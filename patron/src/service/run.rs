@@ -145,9 +145,18 @@ impl Service {
         let mut all_components = self.components;
         all_components.extend(consumers.iter().map(|c| (c.build)().component.0));
         let mut all_info = vec![HttpServer::describe(&self.config, routes.len())];
+        #[cfg(feature = "discovery")]
+        let mut registration = self.config.discovery.as_ref().map(|d| {
+            crate::discovery::registration::Registration::new(
+                d,
+                registered_instance(&self.name, &self.version, &self.config, d, grpc_addr),
+            )
+        });
         #[cfg(feature = "grpc")]
         all_info.extend(grpc.as_ref().map(crate::component::Component::info));
         all_info.extend(all_components.iter().map(|c| c.info()));
+        #[cfg(feature = "discovery")]
+        all_info.extend(registration.as_ref().map(crate::component::Component::info));
         let info = json!({
             "name": self.name,
             "version": self.version,
@@ -198,6 +207,12 @@ impl Service {
             boxed.push(Box::new(grpc));
         }
         boxed.extend(all_components);
+        #[cfg(feature = "discovery")]
+        if let Some(mut registration) = registration.take() {
+            registration.bound_at(addr.port());
+            registration.follow(Arc::clone(&shared));
+            boxed.push(Box::new(registration));
+        }
         let components = all_info
             .into_iter()
             .zip(readiness)
@@ -303,6 +318,35 @@ impl BoundService {
         } else {
             Err(ServiceError { errors }.into())
         }
+    }
+}
+
+/// What this instance registers: the advertised address
+/// (`PATRON_DISCOVERY_ADDRESS`, else the HTTP host when it is a specific
+/// address, else the host name) and its ports. The HTTP port is fixed up
+/// once bound.
+#[cfg(feature = "discovery")]
+fn registered_instance(
+    name: &str,
+    version: &str,
+    config: &Config,
+    discovery: &crate::config::DiscoveryConfig,
+    grpc: Option<SocketAddr>,
+) -> crate::discovery::Instance {
+    let address = discovery.address.clone().unwrap_or_else(|| {
+        if config.http_host.is_unspecified() {
+            gethostname::gethostname().to_string_lossy().into_owned()
+        } else {
+            config.http_host.to_string()
+        }
+    });
+    crate::discovery::Instance {
+        service: name.to_string(),
+        id: uuid::Uuid::new_v4().to_string(),
+        address,
+        http_port: config.http_port,
+        grpc_port: grpc.map(|a| a.port()),
+        version: version.to_string(),
     }
 }
 

@@ -1,0 +1,132 @@
+//! The component that keeps this instance registered: it registers once
+//! the service is ready, renews the lease every third of the TTL while it
+//! stays ready (a not-ready service lets its lease lapse, and registers
+//! again when ready), and revokes it at the shutdown signal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Etcd, Instance, prefix};
+use crate::component::{Component, ComponentContext, ComponentInfo};
+use crate::config::DiscoveryConfig;
+use crate::error::Error;
+use crate::http::builtin::Management;
+
+/// Keeps one instance registered; see the module doc.
+pub(crate) struct Registration {
+    etcd: Etcd,
+    instance: Instance,
+    ttl: Duration,
+    /// What "ready" means; set once the service has built it.
+    management: Option<Arc<Management>>,
+}
+
+impl Registration {
+    pub(crate) fn new(config: &DiscoveryConfig, instance: Instance) -> Self {
+        let super::Discovery { etcd } = super::Discovery::new(config);
+        Registration {
+            etcd,
+            instance,
+            ttl: config.ttl,
+            management: None,
+        }
+    }
+
+    /// The HTTP port as bound (port 0 picks one at bind time).
+    pub(crate) fn bound_at(&mut self, http_port: u16) {
+        self.instance.http_port = http_port;
+    }
+
+    /// Registers only while `management` says the service is ready.
+    pub(crate) fn follow(&mut self, management: Arc<Management>) {
+        self.management = Some(management);
+    }
+
+    fn key(&self) -> String {
+        format!("{}{}", prefix(&self.instance.service), self.instance.id)
+    }
+
+    /// Registers under a new lease; its id.
+    async fn register(&self) -> Result<i64, String> {
+        let value = serde_json::to_vec(&self.instance)
+            .map_err(|e| format!("cannot encode the instance: {e}"))?;
+        let lease = self.etcd.grant(self.ttl).await.map_err(|e| e.to_string())?;
+        self.etcd
+            .put(&self.key(), &value, lease)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(lease)
+    }
+
+    /// One renewal round: the lease held afterwards.
+    async fn tend(&self, lease: Option<i64>) -> Option<i64> {
+        let ready = match &self.management {
+            Some(m) => m.is_ready().await,
+            None => false,
+        };
+        match (ready, lease) {
+            (false, held) => {
+                if held.is_some() {
+                    tracing::warn!(service = %self.instance.service, "not ready: letting the discovery registration lapse");
+                }
+                None
+            }
+            (true, Some(lease)) => match self.etcd.keep_alive(lease).await {
+                Ok(true) => Some(lease),
+                Ok(false) => {
+                    tracing::warn!("the discovery registration expired; registering again");
+                    self.fresh().await
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew the discovery registration");
+                    Some(lease)
+                }
+            },
+            (true, None) => self.fresh().await,
+        }
+    }
+
+    async fn fresh(&self) -> Option<i64> {
+        match self.register().await {
+            Ok(lease) => {
+                tracing::info!(key = %self.key(), address = %self.instance.address, port = self.instance.http_port, "registered for discovery");
+                Some(lease)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot register for discovery; trying again");
+                None
+            }
+        }
+    }
+}
+
+impl Component for Registration {
+    fn info(&self) -> ComponentInfo {
+        ComponentInfo::new("discovery", "discovery")
+            .detail("service", self.instance.service.clone())
+            .detail("id", self.instance.id.clone())
+            .detail("ttl_seconds", self.ttl.as_secs())
+    }
+
+    async fn run(self, ctx: ComponentContext) -> Result<(), Error> {
+        let mut lease = None;
+        let every = self.ttl / 3;
+        loop {
+            lease = self.tend(lease).await;
+            tokio::select! {
+                _ = ctx.draining().cancelled() => break,
+                _ = tokio::time::sleep(every) => {}
+            }
+        }
+        if let Some(lease) = lease {
+            match self.etcd.revoke(lease).await {
+                Ok(()) => tracing::info!(key = %self.key(), "deregistered from discovery"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot deregister; the registration lapses with its lease")
+                }
+            }
+        }
+        ctx.shutdown().cancelled().await;
+        Ok(())
+    }
+}
