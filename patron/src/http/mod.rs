@@ -16,6 +16,7 @@ pub(crate) mod registry;
 pub(crate) mod router;
 pub(crate) mod server;
 pub(crate) mod tls;
+mod watchdog;
 
 pub use crate::context::{CorrelationId, X_CORRELATION_ID};
 pub use access::StatusRules;
