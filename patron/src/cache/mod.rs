@@ -344,16 +344,28 @@ where
     }
 }
 
-/// RFC 9110 weak comparison of `If-None-Match` against an entity tag.
-fn etag_matches(wanted: &HeaderValue, tag: &HeaderValue) -> bool {
-    let (Ok(wanted), Ok(tag)) = (wanted.to_str(), tag.to_str()) else {
+/// RFC 9110 §13.1.2 with weak comparison: whether `If-None-Match` is `*`
+/// or lists a tag whose opaque part (no `W/`, no quotes) `accepts` takes.
+/// Static files use it too, to accept their encoded variants' tags.
+pub(crate) fn if_none_match(wanted: &HeaderValue, accepts: impl Fn(&str) -> bool) -> bool {
+    let Ok(wanted) = wanted.to_str() else {
         return false;
     };
-    let opaque = |t: &str| t.trim().trim_start_matches("W/").to_string();
-    let ours = opaque(tag);
     wanted
         .split(',')
-        .any(|c| c.trim() == "*" || opaque(c) == ours)
+        .map(str::trim)
+        .any(|candidate| candidate == "*" || accepts(opaque_tag(candidate)))
+}
+
+/// An entity tag without its weakness prefix and quotes.
+pub(crate) fn opaque_tag(tag: &str) -> &str {
+    tag.trim().trim_start_matches("W/").trim_matches('"')
+}
+
+/// Whether `If-None-Match` names `tag` (weakly).
+fn etag_matches(wanted: &HeaderValue, tag: &HeaderValue) -> bool {
+    tag.to_str()
+        .is_ok_and(|tag| if_none_match(wanted, |c| c == opaque_tag(tag)))
 }
 
 #[cfg(test)]

@@ -67,13 +67,7 @@ mod tests {
     use super::*;
 
     fn read(pairs: &[(&str, &str)]) -> Result<CacheConfig, ConfigError> {
-        let get = |name: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| *k == name)
-                .map(|(_, v)| v.to_string())
-        };
-        from_vars(&get)
+        from_vars(&crate::config::test_lookup(pairs))
     }
 
     #[test]

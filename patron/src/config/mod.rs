@@ -425,6 +425,19 @@ impl Config {
     }
 }
 
+/// A variable lookup over `pairs`, for the settings modules' tests.
+#[cfg(test)]
+pub(crate) fn test_lookup<'a>(
+    pairs: &'a [(&'a str, &'a str)],
+) -> impl Fn(&str) -> Option<String> + 'a {
+    move |name| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    }
+}
+
 /// `value`, trimmed, when it starts with one of `schemes`; otherwise an
 /// error naming `var` that shows the value with its password hidden.
 fn url<'a>(

@@ -26,7 +26,8 @@ use crate::panic::panic_message;
 /// What completing a call needs.
 pub(crate) struct CallEnd {
     pub service: &'static str,
-    pub method: String,
+    /// Shared with the call's own log lines, so one allocation serves both.
+    pub method: std::sync::Arc<str>,
     pub started: Instant,
     pub metrics: Option<HistogramVec>,
     pub span: tracing::Span,
@@ -43,7 +44,7 @@ impl CallEnd {
         let method = if code == Code::Unimplemented {
             "unknown"
         } else {
-            self.method.as_str()
+            &self.method
         };
         if let Some(m) = &self.metrics {
             m.with_label_values(&[self.service, method, name])

@@ -69,8 +69,8 @@ impl Handler for GrpcApp {
         let known = split(req.uri().path())
             .and_then(|(s, m)| self.services.get_key_value(s).map(|(s, rt)| (*s, m, rt)));
         let (service, method, runtime) = match known {
-            Some((s, m, rt)) => (s, m.to_string(), Some(rt)),
-            None => ("unknown", "unknown".to_string(), None),
+            Some((s, m, rt)) => (s, std::sync::Arc::<str>::from(m), Some(rt)),
+            None => ("unknown", std::sync::Arc::<str>::from("unknown"), None),
         };
         let id = correlation::from_headers(req.headers());
         let sampled = !trace::enabled() || trace::sample_request(req.headers());
@@ -123,7 +123,7 @@ impl Handler for GrpcApp {
         let call_context = context.clone();
         let call = async move {
             // Dropped before it answers, the call was cancelled by the client.
-            let method = end.method.clone();
+            let method = std::sync::Arc::clone(&end.method);
             let mut unanswered = Unanswered(Some(end));
             let response = respond(routes, req, auth, budget, deadline, (service, &method)).await;
             let Some(end) = unanswered.0.take() else {

@@ -19,6 +19,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use tower::ServiceExt;
 use tower_http::services::ServeDir;
 
+use crate::cache::{self, opaque_tag};
 use crate::error::Error;
 
 /// A directory served under a path prefix; give it to
@@ -338,27 +339,15 @@ fn variant_tag(tag: &str, response: &Response) -> String {
     }
 }
 
-/// RFC 9110 §13.1.2, weak comparison: `*`, or any listed tag (or one of
-/// its encoded variants) equal to `tag`.
+/// `If-None-Match` against `tag`, weakly, also taking the tags of its
+/// encoded variants (`…-br`, `…-gzip`).
 fn if_none_match(wanted: &HeaderValue, tag: &str) -> bool {
-    let Ok(wanted) = wanted.to_str() else {
-        return false;
-    };
-    let opaque = |t: &str| {
-        t.trim()
-            .trim_start_matches("W/")
-            .trim_matches('"')
-            .to_string()
-    };
-    let ours = opaque(tag);
-    wanted.split(',').any(|candidate| {
-        let candidate = candidate.trim();
-        candidate == "*" || {
-            let c = opaque(candidate);
-            c == ours
-                || c.strip_prefix(ours.as_str())
-                    .is_some_and(|rest| rest.starts_with('-'))
-        }
+    let ours = opaque_tag(tag);
+    cache::if_none_match(wanted, |candidate| {
+        candidate == ours
+            || candidate
+                .strip_prefix(ours)
+                .is_some_and(|rest| rest.starts_with('-'))
     })
 }
 
