@@ -367,4 +367,7 @@ mod doc_snippets {
 
     #[doc = include_str!("../../docs/grpc.md")]
     pub struct GrpcGuide;
+
+    #[doc = include_str!("../../docs/http.md")]
+    pub struct HttpGuide;
 }
