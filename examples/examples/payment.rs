@@ -14,6 +14,11 @@
 //! 3. publishes a `payment completed` event to Kafka (`PAYMENTS_TOPIC`,
 //!    brokers from `PATRON_KAFKA_BROKERS`), waiting for the broker's ack.
 //!
+//! With `PATRON_DISCOVERY` set (e.g. `etcd://127.0.0.1:2379`), the invoice
+//! service is found by name: every `invoice` instance registers itself and
+//! payment calls `http://invoice.discover`, balanced over them — a dead
+//! instance's calls go to a live one.
+//!
 //! Every call carries the request's correlation id and trace context, and
 //! is a span and a metric (`/metrics`: `http_client_request_duration_seconds`,
 //! `circuit_breaker_state{name="invoice"}`,
@@ -125,6 +130,16 @@ async fn pay(
     ))
 }
 
+/// The invoice service by name when a registry is configured, else at its
+/// usual local port.
+fn default_invoice_url() -> &'static str {
+    if std::env::var_os("PATRON_DISCOVERY").is_some() {
+        "http://invoice.discover"
+    } else {
+        "http://127.0.0.1:50001"
+    }
+}
+
 fn env_or(name: &str, default: &str) -> String {
     std::env::var(name)
         .ok()
@@ -156,7 +171,7 @@ async fn main(service: Service) -> patron::Result<Service> {
                     .open_timeout(Duration::from_secs(10)),
             )
             .build()?,
-        url: env_or("INVOICE_URL", "http://127.0.0.1:50001"),
+        url: env_or("INVOICE_URL", default_invoice_url()),
     };
     let accounting = Accounting {
         client: HttpClient::builder()

@@ -140,21 +140,25 @@ where
                 return (ExitCode::FAILURE, None);
             }
         };
-        let export = match crate::observe::log::init(&config, info.name, info.version) {
+        let name: &str = config.service_name.as_deref().unwrap_or(info.name);
+        let export = match crate::observe::log::init(&config, name, info.version) {
             Ok(export) => export.map(|e| (e, config.shutdown_timeout)),
             Err(e) => {
-                eprintln!("error: {}: {e}", info.name);
+                eprintln!("error: {name}: {e}");
                 return (ExitCode::FAILURE, None);
             }
         };
-        let service = Service::new(info.name).version(info.version).config(config);
+        let name = name.to_string();
+        let service = Service::new(name.clone())
+            .version(info.version)
+            .config(config);
         let service = match body(service).await {
             Ok(s) => s,
-            Err(e) => return (fail(info.name, "start-up failed", &e), export),
+            Err(e) => return (fail(&name, "start-up failed", &e), export),
         };
         let code = match service.run().await {
             Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(info.name, "the service failed", &e),
+            Err(e) => fail(&name, "the service failed", &e),
         };
         (code, export)
     });

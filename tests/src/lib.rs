@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub mod amqp;
+pub mod consul;
 pub mod kafka;
 pub mod pki;
 pub mod roundtrip;

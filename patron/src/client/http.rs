@@ -16,6 +16,13 @@
 //!   Patron counted transport errors only); an open circuit fails fast with
 //!   no network I/O. Optional outbound [`RateLimit`] (waits for a token).
 //! - Errors name the method, the URL without credentials and the cause.
+//! - With service discovery (feature `discovery`, `PATRON_DISCOVERY`), a URL
+//!   whose host is `{service}.discover` goes to one of that service's
+//!   healthy instances, balanced by the power of two choices; a request
+//!   that could not connect — or an idempotent one that lost its
+//!   connection — is tried on another instance (up to three), and an
+//!   instance that refuses connections three times in a row is left out
+//!   for 15 s. See [`crate::discovery`].
 //!
 //! The client is a plain value: build it in `main`, `provide` it, take it
 //! as `Dep<HttpClient>`.
@@ -71,6 +78,18 @@ pub enum HttpError {
         status: StatusCode,
         /// The start of the response body.
         body: String,
+    },
+    /// No instance of the service a `….discover` URL names could be
+    /// picked (feature `discovery`).
+    #[cfg(feature = "discovery")]
+    #[error("{method} {url}: {source}")]
+    Discovery {
+        /// The method.
+        method: Method,
+        /// The URL, without credentials.
+        url: String,
+        /// Why no instance.
+        source: crate::discovery::DiscoveryError,
     },
     /// The request could not be built (a bad URL or header).
     #[error("{method} {url}: cannot build the request: {reason}")]
@@ -129,6 +148,8 @@ pub struct HttpClient {
     retry: Option<(Retry, RetryOn)>,
     breaker: Option<CircuitBreaker>,
     limit: Option<RateLimit>,
+    #[cfg(feature = "discovery")]
+    discovery: Option<crate::discovery::Discovery>,
 }
 
 /// Managed by the service with `with_client`: no readiness check (a peer
@@ -147,6 +168,8 @@ pub struct HttpClientBuilder {
     retry: Option<(Retry, RetryOn)>,
     breaker: Option<CircuitBreaker>,
     limit: Option<RateLimit>,
+    #[cfg(feature = "discovery")]
+    discovery: Option<crate::discovery::Discovery>,
 }
 
 impl HttpClientBuilder {
@@ -188,6 +211,15 @@ impl HttpClientBuilder {
         self
     }
 
+    /// Resolves `http://{service}.discover/…` URLs through `discovery`
+    /// (by default, the registry `PATRON_DISCOVERY` names, shared by every
+    /// client of the process).
+    #[cfg(feature = "discovery")]
+    pub fn discovery(mut self, discovery: crate::discovery::Discovery) -> Self {
+        self.discovery = Some(discovery);
+        self
+    }
+
     /// Any other reqwest setting (proxy, TLS roots, default headers…).
     pub fn configure(
         mut self,
@@ -203,11 +235,19 @@ impl HttpClientBuilder {
             .inner
             .build()
             .map_err(|e| Error::msg(format!("cannot build the HTTP client: {e}")))?;
+        #[cfg(feature = "discovery")]
+        let discovery = match self.discovery {
+            Some(d) => Some(d),
+            None => crate::discovery::Discovery::shared_from_env()
+                .map_err(|e| Error::msg(format!("cannot build the HTTP client: {e}")))?,
+        };
         Ok(HttpClient {
             inner,
             retry: self.retry,
             breaker: self.breaker,
             limit: self.limit,
+            #[cfg(feature = "discovery")]
+            discovery,
         })
     }
 }
@@ -227,6 +267,8 @@ impl HttpClient {
             retry: None,
             breaker: None,
             limit: None,
+            #[cfg(feature = "discovery")]
+            discovery: None,
         }
     }
 
@@ -296,9 +338,12 @@ impl HttpClient {
             .await
     }
 
+    /// One attempt as the retry sees it: waits for the rate limit, asks
+    /// the breaker, then sends to the URL's host or, for a `….discover`
+    /// host, to the service's instances in turn.
     async fn attempt(
         &self,
-        mut request: reqwest::Request,
+        request: reqwest::Request,
         method: &Method,
         url: &str,
     ) -> Result<reqwest::Response, HttpError> {
@@ -313,6 +358,115 @@ impl HttpClient {
             })?),
             None => None,
         };
+        let result = match request.url().host_str().and_then(super::logical_service) {
+            Some(service) => {
+                let service = service.to_string();
+                self.balanced(&service, request, method, url).await
+            }
+            None => self.execute(request, method, url).await,
+        };
+        if let Some(permit) = permit {
+            match &result {
+                Ok(r) if !r.status().is_server_error() => permit.success(),
+                _ => permit.failure(),
+            }
+        }
+        result
+    }
+
+    /// Sends `request` to the service's instances: another one (up to
+    /// [`MAX_INSTANCES`] in all) when it could not connect, or when an
+    /// idempotent request lost its connection.
+    #[cfg(feature = "discovery")]
+    async fn balanced(
+        &self,
+        service: &str,
+        mut request: reqwest::Request,
+        method: &Method,
+        url: &str,
+    ) -> Result<reqwest::Response, HttpError> {
+        let Some(discovery) = &self.discovery else {
+            return Err(HttpError::Request {
+                method: method.clone(),
+                url: url.to_string(),
+                reason: format!(
+                    "the host names the service {service:?}, but no registry is configured: set PATRON_DISCOVERY or give HttpClientBuilder::discovery"
+                ),
+            });
+        };
+        let mut tried: Vec<String> = Vec::new();
+        let mut last = None;
+        loop {
+            let picked = match discovery.pick(service, &tried).await {
+                Ok(p) => p,
+                Err(source) => {
+                    return last.unwrap_or_else(|| {
+                        Err(HttpError::Discovery {
+                            method: method.clone(),
+                            url: url.to_string(),
+                            source,
+                        })
+                    });
+                }
+            };
+            let spare = if tried.len() + 1 < MAX_INSTANCES {
+                request.try_clone()
+            } else {
+                None
+            };
+            let mut this = request;
+            point_at(&mut this, picked.instance());
+            let result = self.execute(this, method, url).await;
+            let elsewhere = match &result {
+                Err(HttpError::Transport { source, .. }) if source.is_connect() => {
+                    picked.unreachable();
+                    true
+                }
+                Err(HttpError::Transport { source, .. }) => {
+                    is_idempotent(method) && !source.is_timeout()
+                }
+                _ => {
+                    picked.reached();
+                    false
+                }
+            };
+            match spare {
+                Some(next) if elsewhere => {
+                    let i = picked.instance();
+                    tracing::debug!(service, instance = %i.id, address = %i.address, port = i.http_port, "trying another instance");
+                    tried.push(i.id.clone());
+                    request = next;
+                    last = Some(result);
+                }
+                _ => return result,
+            }
+        }
+    }
+
+    #[cfg(not(feature = "discovery"))]
+    async fn balanced(
+        &self,
+        service: &str,
+        _request: reqwest::Request,
+        method: &Method,
+        url: &str,
+    ) -> Result<reqwest::Response, HttpError> {
+        Err(HttpError::Request {
+            method: method.clone(),
+            url: url.to_string(),
+            reason: format!(
+                "the host names the service {service:?}, which needs patron's `discovery` feature"
+            ),
+        })
+    }
+
+    /// Sends one request as it is: propagation, span, metric.
+    async fn execute(
+        &self,
+        mut request: reqwest::Request,
+        method: &Method,
+        url: &str,
+    ) -> Result<reqwest::Response, HttpError> {
         let server = request.url().host_str().unwrap_or_default().to_string();
         let span = tracing::debug_span!(
             "HTTP client request",
@@ -337,12 +491,6 @@ impl HttpClient {
         if let Some(h) = duration_histogram() {
             h.with_label_values(&[method.as_str(), server.as_str(), status.as_str()])
                 .observe(started.elapsed().as_secs_f64());
-        }
-        if let Some(permit) = permit {
-            match &result {
-                Ok(r) if !r.status().is_server_error() => permit.success(),
-                _ => permit.failure(),
-            }
         }
         result.map_err(|source| HttpError::Transport {
             method: method.clone(),
@@ -445,6 +593,25 @@ fn redact(url: &reqwest::Url) -> String {
         let _ = url.set_password(None);
     }
     url.to_string()
+}
+
+/// How many instances one attempt of a discovered request tries.
+#[cfg(feature = "discovery")]
+const MAX_INSTANCES: usize = 3;
+
+/// Points `request` at `instance`'s HTTP port.
+#[cfg(feature = "discovery")]
+fn point_at(request: &mut reqwest::Request, instance: &crate::discovery::Instance) {
+    let url = request.url_mut();
+    match instance.address.parse::<std::net::IpAddr>() {
+        Ok(ip) => {
+            let _ = url.set_ip_host(ip);
+        }
+        Err(_) => {
+            let _ = url.set_host(Some(&instance.address));
+        }
+    }
+    let _ = url.set_port(Some(instance.http_port));
 }
 
 fn is_idempotent(method: &Method) -> bool {

@@ -76,6 +76,13 @@ pub trait Client: Send + Sync + 'static {
     }
 }
 
+/// The service a `{service}.discover` URL host names: such URLs go to the
+/// service's instances (feature `discovery`).
+#[cfg(any(feature = "http-client", feature = "grpc"))]
+pub(crate) fn logical_service(host: &str) -> Option<&str> {
+    host.strip_suffix(".discover").filter(|s| !s.is_empty())
+}
+
 /// Ends one client call's telemetry: marks `span` failed with the error's
 /// message when there is one, and observes the time since `started` in
 /// `histogram` (when it could be registered) under `labels`.

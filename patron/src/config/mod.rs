@@ -14,7 +14,7 @@ mod grpc;
 mod status_rules;
 mod tls;
 pub use cache::{CacheBackend, CacheConfig};
-pub use discovery::{DiscoveryBackend, DiscoveryConfig};
+pub use discovery::{DiscoveryBackend, DiscoveryConfig, discovery_from_env};
 pub use grpc::GrpcConfig;
 pub use status_rules::StatusRules;
 pub use tls::TlsFiles;
@@ -97,6 +97,10 @@ impl LogLevel {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Config {
+    /// `PATRON_SERVICE_NAME`: the service's name in logs, traces, `/info`
+    /// and the discovery registry, instead of the binary's name given by
+    /// `#[patron::main]` (unset: that name).
+    pub service_name: Option<String>,
     /// `PATRON_HTTP_DEFAULT_PORT`: port of the default HTTP component (50000).
     pub http_port: u16,
     /// `PATRON_HTTP_HOST`: address to bind (`0.0.0.0`).
@@ -258,6 +262,7 @@ impl Default for Config {
             redis_url: None,
             http_cache: CacheConfig::default(),
             discovery: None,
+            service_name: None,
             kafka_brokers: None,
             database_url: None,
         }
@@ -324,6 +329,17 @@ impl Config {
             false,
         )?;
         duration(&get, "PATRON_SHUTDOWN_DELAY", &mut c.shutdown_delay, true)?;
+        if let Some(v) = get("PATRON_SERVICE_NAME") {
+            let name = v.trim();
+            if name.contains(|c: char| c.is_whitespace() || c == '/') || name.len() > 128 {
+                return Err(invalid(
+                    "PATRON_SERVICE_NAME",
+                    &v,
+                    "a name without spaces or slashes, at most 128 characters, such as invoice",
+                ));
+            }
+            c.service_name = Some(name.to_string());
+        }
         if let Some(v) = get("PATRON_HTTP_BODY_LIMIT") {
             let expected = "a size such as 2MiB, 512KiB or 1048576 (bytes), greater than zero";
             let bytes = units::parse_size(&v)

@@ -1,12 +1,14 @@
 //! The component that keeps this instance registered: it registers once
 //! the service is ready, renews the lease every third of the TTL while it
 //! stays ready (a not-ready service lets its lease lapse, and registers
-//! again when ready), and revokes it at the shutdown signal.
+//! again when ready), and revokes it at the shutdown signal. With Consul
+//! the agent also checks `/ready` itself; renewing only makes sure the
+//! registration is still there.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Etcd, Instance, prefix};
+use super::{Instance, Lease, Registry};
 use crate::component::{Component, ComponentContext, ComponentInfo};
 use crate::config::DiscoveryConfig;
 use crate::error::Error;
@@ -14,22 +16,33 @@ use crate::http::builtin::Management;
 
 /// Keeps one instance registered; see the module doc.
 pub(crate) struct Registration {
-    etcd: Etcd,
+    registry: Arc<dyn Registry>,
     instance: Instance,
+    /// `http` or `https`: how the registry reaches `/ready`.
+    scheme: &'static str,
     ttl: Duration,
     /// What "ready" means; set once the service has built it.
     management: Option<Arc<Management>>,
 }
 
 impl Registration {
-    pub(crate) fn new(config: &DiscoveryConfig, instance: Instance) -> Self {
-        let super::Discovery { etcd } = super::Discovery::new(config);
-        Registration {
-            etcd,
+    /// `None` for a registry that takes no registrations (DNS).
+    pub(crate) fn new(
+        config: &DiscoveryConfig,
+        instance: Instance,
+        tls: bool,
+    ) -> Result<Option<Self>, super::DiscoveryError> {
+        let registry = super::Discovery::new(config)?.registry_arc();
+        if !registry.registers() {
+            return Ok(None);
+        }
+        Ok(Some(Registration {
+            registry,
             instance,
+            scheme: if tls { "https" } else { "http" },
             ttl: config.ttl,
             management: None,
-        }
+        }))
     }
 
     /// The HTTP port as bound (port 0 picks one at bind time).
@@ -42,24 +55,24 @@ impl Registration {
         self.management = Some(management);
     }
 
-    fn key(&self) -> String {
-        format!("{}{}", prefix(&self.instance.service), self.instance.id)
+    fn health_url(&self) -> String {
+        let host = match self.instance.address.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => format!("[{v6}]"),
+            Err(_) => self.instance.address.clone(),
+        };
+        format!("{}://{host}:{}/ready", self.scheme, self.instance.http_port)
     }
 
-    /// Registers under a new lease; its id.
-    async fn register(&self) -> Result<i64, String> {
-        let value = serde_json::to_vec(&self.instance)
-            .map_err(|e| format!("cannot encode the instance: {e}"))?;
-        let lease = self.etcd.grant(self.ttl).await.map_err(|e| e.to_string())?;
-        self.etcd
-            .put(&self.key(), &value, lease)
+    /// Registers anew; the lease held.
+    async fn register(&self) -> Result<Lease, String> {
+        self.registry
+            .register(&self.instance, self.ttl, &self.health_url())
             .await
-            .map_err(|e| e.to_string())?;
-        Ok(lease)
+            .map_err(|e| e.to_string())
     }
 
     /// One renewal round: the lease held afterwards.
-    async fn tend(&self, lease: Option<i64>) -> Option<i64> {
+    async fn tend(&self, lease: Option<Lease>) -> Option<Lease> {
         let ready = match &self.management {
             Some(m) => m.is_ready().await,
             None => false,
@@ -71,7 +84,7 @@ impl Registration {
                 }
                 None
             }
-            (true, Some(lease)) => match self.etcd.keep_alive(lease).await {
+            (true, Some(lease)) => match self.registry.renew(&lease).await {
                 Ok(true) => Some(lease),
                 Ok(false) => {
                     tracing::warn!("the discovery registration expired; registering again");
@@ -86,10 +99,10 @@ impl Registration {
         }
     }
 
-    async fn fresh(&self) -> Option<i64> {
+    async fn fresh(&self) -> Option<Lease> {
         match self.register().await {
             Ok(lease) => {
-                tracing::info!(key = %self.key(), address = %self.instance.address, port = self.instance.http_port, "registered for discovery");
+                tracing::info!(service = %self.instance.service, id = %self.instance.id, address = %self.instance.address, port = self.instance.http_port, "registered for discovery");
                 Some(lease)
             }
             Err(e) => {
@@ -119,8 +132,10 @@ impl Component for Registration {
             }
         }
         if let Some(lease) = lease {
-            match self.etcd.revoke(lease).await {
-                Ok(()) => tracing::info!(key = %self.key(), "deregistered from discovery"),
+            match self.registry.deregister(&lease).await {
+                Ok(()) => {
+                    tracing::info!(service = %self.instance.service, id = %self.instance.id, "deregistered from discovery")
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot deregister; the registration lapses with its lease")
                 }

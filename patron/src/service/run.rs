@@ -146,12 +146,17 @@ impl Service {
         all_components.extend(consumers.iter().map(|c| (c.build)().component.0));
         let mut all_info = vec![HttpServer::describe(&self.config, routes.len())];
         #[cfg(feature = "discovery")]
-        let mut registration = self.config.discovery.as_ref().map(|d| {
-            crate::discovery::registration::Registration::new(
+        let mut registration = match self.config.discovery.as_ref() {
+            Some(d) => crate::discovery::registration::Registration::new(
                 d,
                 registered_instance(&self.name, &self.version, &self.config, d, grpc_addr),
+                self.config.http_tls.is_some(),
             )
-        });
+            .map_err(|e| validate::StartupError {
+                problems: vec![format!("service discovery: {e}")],
+            })?,
+            None => None,
+        };
         #[cfg(feature = "grpc")]
         all_info.extend(grpc.as_ref().map(crate::component::Component::info));
         all_info.extend(all_components.iter().map(|c| c.info()));
