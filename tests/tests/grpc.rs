@@ -756,3 +756,105 @@ fn builder_mistakes_are_clear_errors() {
         .unwrap_err();
     assert!(err.to_string().contains("/nonexistent/ca.pem"), "{err}");
 }
+
+/// SayHello calls `server` has answered, from its own metrics.
+async fn answered(server: &TestServer) -> f64 {
+    let samples = prom::scrape(&reqwest::Client::new(), &server.url("/metrics")).await;
+    prom::value(
+        &samples,
+        "rpc_server_duration_seconds_count",
+        &[
+            ("service", "greeter.v1.Greeter"),
+            ("method", "SayHello"),
+            ("code", "OK"),
+        ],
+    )
+    .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_discovered_channel_balances_over_the_instances_registered_in_etcd() {
+    use patron::config::{DiscoveryBackend, DiscoveryConfig};
+    use patron::discovery::Discovery;
+    use patron::test::TestServer;
+
+    let err = PatronChannel::builder("http://nowhere.discover")
+        .unwrap()
+        .build()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("\"nowhere\"") && err.contains("PATRON_DISCOVERY"),
+        "{err}"
+    );
+    let Some(endpoint) = patron_tests::service("PATRON_TEST_ETCD_ENDPOINT", "etcd") else {
+        return;
+    };
+    let config = DiscoveryConfig {
+        backend: DiscoveryBackend::Etcd(vec![endpoint]),
+        ttl: Duration::from_secs(3),
+        address: Some("127.0.0.1".into()),
+    };
+    let name = patron_tests::unique("grpc-disc");
+    let start = || {
+        let mut s = service(&name).provide(Probe);
+        s.config_mut().discovery = Some(config.clone());
+        s.config_mut().shutdown_delay = Duration::from_millis(800);
+        TestServer::start(s)
+    };
+    let a = start().await.unwrap();
+    let b = start().await.unwrap();
+    let discovery = Discovery::new(&config).unwrap();
+    let listed = |n: usize| {
+        let d = discovery.clone();
+        let name = name.clone();
+        async move { d.resolve(&name).await.map(|i| i.len()).unwrap_or(0) == n }
+    };
+    assert!(patron_tests::eventually(Duration::from_secs(5), || listed(2)).await);
+    let registered = discovery.resolve(&name).await.unwrap();
+    assert!(
+        registered.iter().all(|i| i.grpc_port.is_some()),
+        "the gRPC port is registered: {registered:?}"
+    );
+
+    let channel = PatronChannel::builder(format!("http://{name}.discover"))
+        .unwrap()
+        .discovery(discovery.clone())
+        .build()
+        .unwrap();
+    let mut client = GreeterClient::new(channel);
+    for i in 0..40 {
+        client
+            .say_hello(hello(&format!("n{i}")))
+            .await
+            .unwrap_or_else(|s| panic!("call {i}: {s:?}"));
+    }
+    let (on_a, on_b) = (answered(&a).await, answered(&b).await);
+    eprintln!("40 calls: {on_a} on a, {on_b} on b");
+    assert_eq!(on_a + on_b, 40.0);
+    assert!(on_a >= 5.0 && on_b >= 5.0, "spread: {on_a} / {on_b}");
+
+    // A third instance joins and gets calls; one leaves gracefully (it is
+    // deregistered at the signal, before it stops serving): no call fails.
+    let c = start().await.unwrap();
+    assert!(patron_tests::eventually(Duration::from_secs(5), || listed(3)).await);
+    let joined = patron_tests::eventually(Duration::from_secs(5), || {
+        let known = discovery.known(&name).len();
+        async move { known == 3 }
+    })
+    .await;
+    assert!(joined, "the channel's registry view follows");
+    a.begin_shutdown();
+    for i in 0..60 {
+        client
+            .say_hello(hello(&format!("m{i}")))
+            .await
+            .unwrap_or_else(|s| panic!("call {i} while one instance leaves: {s:?}"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.join().await.unwrap();
+    let on_c = answered(&c).await;
+    eprintln!("then {on_c} on the new instance c");
+    assert!(on_c >= 5.0, "the new instance takes calls: {on_c}");
+    assert!(answered(&b).await > on_b);
+}

@@ -10,6 +10,12 @@
 //! joins `/ready`: a target that cannot be reached makes the service not
 //! ready.
 //!
+//! With service discovery (feature `discovery`, `PATRON_DISCOVERY`), a
+//! target `http://{service}.discover` balances calls over the service's
+//! instances that registered a gRPC port (tower's power of two choices,
+//! through tonic's balanced channel), following the registry as instances
+//! come and go; a retried call may land on another instance.
+//!
 //! ```
 //! use patron::client::grpc::Channel;
 //! use patron::reliability::{CircuitBreaker, Retry};
@@ -100,18 +106,35 @@ pub struct ChannelBuilder {
     retry: Option<(Retry, HashSet<String>)>,
     breaker: Option<CircuitBreaker>,
     limit: Option<RateLimit>,
+    /// The service a `….discover` target names.
+    service: Option<String>,
+    timeout: Option<Duration>,
+    connect_timeout: Option<Duration>,
+    #[cfg(feature = "discovery")]
+    discovery: Option<crate::discovery::Discovery>,
 }
 
 impl ChannelBuilder {
     /// Bounds each call (tonic's timeout, also sent as `grpc-timeout`).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.endpoint = self.endpoint.timeout(timeout);
+        self.timeout = Some(timeout);
         self
     }
 
     /// Bounds each connection attempt.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.endpoint = self.endpoint.connect_timeout(timeout);
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Resolves an `http://{service}.discover` target through `discovery`
+    /// (by default, the registry `PATRON_DISCOVERY` names, shared by every
+    /// client of the process).
+    #[cfg(feature = "discovery")]
+    pub fn discovery(mut self, discovery: crate::discovery::Discovery) -> Self {
+        self.discovery = Some(discovery);
         self
     }
 
@@ -188,6 +211,9 @@ impl ChannelBuilder {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(GrpcClientError::NoRuntime);
         }
+        if let Some(service) = self.service.clone() {
+            return self.build_discovered(service);
+        }
         let endpoint = match self.tls {
             Some(tls) => self
                 .endpoint
@@ -206,8 +232,156 @@ impl ChannelBuilder {
                 retry: self.retry,
                 breaker: self.breaker,
                 limit: self.limit,
+                #[cfg(feature = "discovery")]
+                discovered: None,
             }),
         })
+    }
+
+    /// A channel balanced over `service`'s instances, kept current by a
+    /// task that follows the registry for as long as the channel lives.
+    #[cfg(feature = "discovery")]
+    fn build_discovered(mut self, service: String) -> Result<Channel, GrpcClientError> {
+        let bad = |reason: String| GrpcClientError::Target {
+            target: self.target.clone(),
+            reason,
+        };
+        let discovery = match self.discovery.take() {
+            Some(d) => d,
+            None => crate::discovery::Discovery::shared_from_env()
+                .map_err(|e| bad(e.to_string()))?
+                .ok_or_else(|| {
+                    bad(format!("the host names the service {service:?}, but no registry is configured: set PATRON_DISCOVERY or give ChannelBuilder::discovery"))
+                })?,
+        };
+        let template = Template {
+            https: self.endpoint.uri().scheme_str() == Some("https"),
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+            tls: self.tls.take(),
+        };
+        let (inner, changes) = tonic::transport::Channel::balance_channel::<String>(64);
+        tokio::spawn(follow(
+            discovery.clone(),
+            service.clone(),
+            template,
+            changes,
+        ));
+        Ok(Channel {
+            inner,
+            shared: Arc::new(Shared {
+                authority: self.authority,
+                retry: self.retry,
+                breaker: self.breaker,
+                limit: self.limit,
+                discovered: Some((discovery, service)),
+            }),
+        })
+    }
+
+    #[cfg(not(feature = "discovery"))]
+    fn build_discovered(self, service: String) -> Result<Channel, GrpcClientError> {
+        Err(GrpcClientError::Target {
+            target: self.target,
+            reason: format!(
+                "the host names the service {service:?}, which needs patron's `discovery` feature"
+            ),
+        })
+    }
+}
+
+/// How each discovered instance's endpoint is set up.
+#[cfg(feature = "discovery")]
+struct Template {
+    https: bool,
+    timeout: Option<Duration>,
+    connect_timeout: Option<Duration>,
+    tls: Option<ClientTlsConfig>,
+}
+
+#[cfg(feature = "discovery")]
+impl Template {
+    fn endpoint(&self, instance: &crate::discovery::Instance, port: u16) -> Option<Endpoint> {
+        let host = match instance.address.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => format!("[{v6}]"),
+            Err(_) => instance.address.clone(),
+        };
+        let scheme = if self.https { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{host}:{port}")).ok()?;
+        if let Some(t) = self.timeout {
+            endpoint = endpoint.timeout(t);
+        }
+        if let Some(t) = self.connect_timeout {
+            endpoint = endpoint.connect_timeout(t);
+        }
+        match &self.tls {
+            Some(tls) => endpoint.tls_config(tls.clone()).ok(),
+            None => Some(endpoint),
+        }
+    }
+}
+
+/// Feeds tonic's balanced channel the service's instances that have a
+/// gRPC port, as the registry lists them, until the channel is dropped.
+#[cfg(feature = "discovery")]
+async fn follow(
+    discovery: crate::discovery::Discovery,
+    service: String,
+    template: Template,
+    changes: tokio::sync::mpsc::Sender<tonic::transport::channel::Change<String, Endpoint>>,
+) {
+    use tonic::transport::channel::Change;
+    let mut instances = loop {
+        match discovery.subscribe(&service).await {
+            Ok(rx) => break rx,
+            Err(e) => {
+                tracing::warn!(service = %service, error = %e, "cannot look the gRPC service up; trying again");
+                tokio::select! {
+                    _ = changes.closed() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    };
+    let mut current: std::collections::HashMap<String, u16> = std::collections::HashMap::new();
+    loop {
+        let listed = Arc::clone(&instances.borrow_and_update());
+        let wanted: std::collections::HashMap<String, (u16, &crate::discovery::Instance)> = listed
+            .iter()
+            .filter_map(|i| i.grpc_port.map(|p| (i.id.clone(), (p, i))))
+            .collect();
+        let gone: Vec<String> = current
+            .iter()
+            .filter(|(id, port)| wanted.get(*id).map(|(p, _)| p) != Some(*port))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            current.remove(&id);
+            if changes.send(Change::Remove(id)).await.is_err() {
+                return;
+            }
+        }
+        for (id, (port, instance)) in &wanted {
+            if current.get(id) == Some(port) {
+                continue;
+            }
+            let Some(endpoint) = template.endpoint(instance, *port) else {
+                tracing::warn!(service = %service, address = %instance.address, "instance address is not a usable gRPC target; skipped");
+                continue;
+            };
+            current.insert(id.clone(), *port);
+            if changes
+                .send(Change::Insert(id.clone(), endpoint))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        tokio::select! {
+            changed = instances.changed() => if changed.is_err() { return },
+            _ = changes.closed() => return,
+        }
     }
 }
 
@@ -228,11 +402,15 @@ pub struct Channel {
 
 #[derive(Debug)]
 struct Shared {
-    /// `host:port`, for spans, labels and readiness.
+    /// `host:port` (or `{service}.discover`), for spans, labels and
+    /// readiness.
     authority: String,
     retry: Option<(Retry, HashSet<String>)>,
     breaker: Option<CircuitBreaker>,
     limit: Option<RateLimit>,
+    /// The registry and service of a `….discover` target.
+    #[cfg(feature = "discovery")]
+    discovered: Option<(crate::discovery::Discovery, String)>,
 }
 
 impl Channel {
@@ -249,6 +427,7 @@ impl Channel {
         let Some(host) = uri.host() else {
             return Err(bad("no host; write it as http://host:port".to_string()));
         };
+        let service = super::logical_service(host).map(str::to_string);
         let port = uri
             .port_u16()
             .unwrap_or(if uri.scheme_str() == Some("https") {
@@ -256,7 +435,10 @@ impl Channel {
             } else {
                 80
             });
-        let authority = format!("{host}:{port}");
+        let authority = match &service {
+            Some(_) => host.to_string(),
+            None => format!("{host}:{port}"),
+        };
         Ok(ChannelBuilder {
             endpoint,
             target,
@@ -265,6 +447,11 @@ impl Channel {
             retry: None,
             breaker: None,
             limit: None,
+            service,
+            timeout: None,
+            connect_timeout: None,
+            #[cfg(feature = "discovery")]
+            discovery: None,
         })
     }
 
@@ -347,7 +534,7 @@ impl tower::Service<http::Request<Body>> for Channel {
                 .filter(|(_, methods)| methods.contains(req.uri().path()))
                 .map(|(retry, _)| retry.clone());
             let result = match retry {
-                None => attempt(&inner, &shared, req).await,
+                None => once(&inner, &shared, req).await,
                 Some(retry) => retried(&inner, &shared, &retry, req).await,
             };
             settle(permit, &result);
@@ -367,6 +554,136 @@ fn settle(permit: Option<CircuitPermit>, result: &Result<http::Response<Body>, B
         permit.failure();
     } else {
         permit.success();
+    }
+}
+
+/// The most request body kept to send a call again that the server
+/// refused unseen.
+const REPLAY_LIMIT: usize = 64 * 1024;
+
+/// Sends a call once — and once more if the server turned its stream away
+/// unseen (the connection was going away: GOAWAY, REFUSED_STREAM), which
+/// any method may, as gRPC's transparent retry does. Such refusals come
+/// with deploys: an instance that starts draining sends GOAWAY while
+/// clients still hold its connection. The request body is kept for that
+/// up to [`REPLAY_LIMIT`], as shared frames (no copy).
+async fn once(
+    inner: &tonic::transport::Channel,
+    shared: &Arc<Shared>,
+    req: http::Request<Body>,
+) -> Result<http::Response<Body>, BoxError> {
+    let (parts, body) = req.into_parts();
+    let kept = Arc::new(std::sync::Mutex::new(Kept::default()));
+    let teed = Body::new(Teed {
+        inner: body,
+        kept: Arc::clone(&kept),
+    });
+    let first = attempt(
+        inner,
+        shared,
+        http::Request::from_parts(parts.clone(), teed),
+    )
+    .await;
+    let Err(e) = &first else { return first };
+    if !unseen(e.as_ref()) {
+        return first;
+    }
+    let replay = {
+        let kept = kept.lock().unwrap_or_else(|p| p.into_inner());
+        (kept.complete && !kept.overflow).then(|| kept.frames.clone())
+    };
+    let Some(frames) = replay else { return first };
+    tracing::debug!(path = %parts.uri.path(), "the server turned the call away unseen; sending it again");
+    let body = futures_util::stream::iter(
+        frames
+            .into_iter()
+            .map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b))),
+    );
+    let req = http::Request::from_parts(parts, Body::new(http_body_util::StreamBody::new(body)));
+    attempt(inner, shared, req).await
+}
+
+/// Whether `error` says the server never saw the call: the connection was
+/// going away (GOAWAY, also when the client refused to open a stream on
+/// it), the stream was refused, or the connection closed before the call
+/// was dispatched.
+fn unseen(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        // hyper's "canceled": the connection closed before the request
+        // was dispatched (what hyper-util's client retries itself).
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return true;
+        }
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR))
+                || h2.reason() == Some(h2::Reason::REFUSED_STREAM);
+        }
+        cause = e.source();
+    }
+    false
+}
+
+/// The request frames sent so far, to send again.
+#[derive(Default)]
+struct Kept {
+    frames: Vec<Bytes>,
+    size: usize,
+    complete: bool,
+    overflow: bool,
+}
+
+/// A request body that keeps (shares) the data frames it yields.
+struct Teed {
+    inner: Body,
+    kept: Arc<std::sync::Mutex<Kept>>,
+}
+
+impl http_body::Body for Teed {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => match frame.data_ref() {
+                Some(data) if !kept.overflow => {
+                    kept.size += data.len();
+                    if kept.size > REPLAY_LIMIT {
+                        kept.overflow = true;
+                        kept.frames = Vec::new();
+                    } else {
+                        kept.frames.push(data.clone());
+                    }
+                }
+                Some(_) => {}
+                // Trailers in a request: not replayed.
+                None => kept.overflow = true,
+            },
+            Poll::Ready(None) => kept.complete = true,
+            _ => {}
+        }
+        drop(kept);
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        let end = self.inner.is_end_stream();
+        if end {
+            // hyper may stop polling once the body says it has ended.
+            self.kept.lock().unwrap_or_else(|p| p.into_inner()).complete = true;
+        }
+        end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -519,10 +836,24 @@ impl crate::client::Client for Channel {
         true
     }
 
-    /// Whether a TCP connection to the target opens within two seconds.
+    /// Whether a TCP connection to the target opens within two seconds
+    /// (for a discovered service: whether an instance with a gRPC port is
+    /// known).
     fn ready(&self) -> BoxFuture<'_, Result<(), Error>> {
         Box::pin(async move {
             let authority = &self.shared.authority;
+            #[cfg(feature = "discovery")]
+            if let Some((discovery, service)) = &self.shared.discovered {
+                let known = discovery.known(service);
+                return if known.iter().any(|i| i.grpc_port.is_some()) {
+                    Ok(())
+                } else {
+                    Err(Error::msg(format!(
+                        "no instance of the gRPC service {service:?} is known ({} listed, none with a gRPC port)",
+                        known.len()
+                    )))
+                };
+            }
             match tokio::time::timeout(
                 Duration::from_secs(2),
                 tokio::net::TcpStream::connect(authority.as_str()),

@@ -89,7 +89,7 @@ pub enum HttpError {
         /// The URL, without credentials.
         url: String,
         /// Why no instance.
-        source: crate::discovery::DiscoveryError,
+        source: Box<crate::discovery::DiscoveryError>,
     },
     /// The request could not be built (a bad URL or header).
     #[error("{method} {url}: cannot build the request: {reason}")]
@@ -404,7 +404,7 @@ impl HttpClient {
                         Err(HttpError::Discovery {
                             method: method.clone(),
                             url: url.to_string(),
-                            source,
+                            source: Box::new(source),
                         })
                     });
                 }
