@@ -370,4 +370,7 @@ mod doc_snippets {
 
     #[doc = include_str!("../../docs/http.md")]
     pub struct HttpGuide;
+
+    #[doc = include_str!("../../docs/discovery.md")]
+    pub struct DiscoveryGuide;
 }

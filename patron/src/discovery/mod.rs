@@ -35,7 +35,6 @@ mod dns;
 mod error;
 mod etcd;
 mod metrics;
-pub(crate) mod registration;
 
 use std::fmt;
 use std::sync::Arc;

@@ -4,6 +4,8 @@
 
 #[cfg(feature = "grpc")]
 mod grpc;
+#[cfg(feature = "discovery")]
+mod registration;
 mod run;
 pub(crate) mod signals;
 pub(crate) mod validate;

@@ -147,7 +147,7 @@ impl Service {
         let mut all_info = vec![HttpServer::describe(&self.config, routes.len())];
         #[cfg(feature = "discovery")]
         let mut registration = match self.config.discovery.as_ref() {
-            Some(d) => crate::discovery::registration::Registration::new(
+            Some(d) => super::registration::Registration::new(
                 d,
                 registered_instance(&self.name, &self.version, &self.config, d, grpc_addr),
                 self.config.http_tls.is_some(),

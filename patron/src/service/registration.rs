@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Instance, Lease, Registry};
 use crate::component::{Component, ComponentContext, ComponentInfo};
 use crate::config::DiscoveryConfig;
+use crate::discovery::{Discovery, DiscoveryError, Instance, Lease, Registry};
 use crate::error::Error;
 use crate::http::builtin::Management;
 
@@ -31,8 +31,8 @@ impl Registration {
         config: &DiscoveryConfig,
         instance: Instance,
         tls: bool,
-    ) -> Result<Option<Self>, super::DiscoveryError> {
-        let registry = super::Discovery::new(config)?.registry_arc();
+    ) -> Result<Option<Self>, DiscoveryError> {
+        let registry = Discovery::new(config)?.registry_arc();
         if !registry.registers() {
             return Ok(None);
         }

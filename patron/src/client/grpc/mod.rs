@@ -57,6 +57,12 @@ use crate::observe::rpc::{code_in, code_name, is_server_error};
 use crate::reliability::retry::Next;
 use crate::reliability::{CircuitBreaker, CircuitPermit, RateLimit, Retry};
 
+#[cfg(feature = "discovery")]
+mod discovered;
+mod replay;
+
+use replay::once;
+
 /// A boxed error, as tonic clients take from their transport.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -254,14 +260,14 @@ impl ChannelBuilder {
                     bad(format!("the host names the service {service:?}, but no registry is configured: set PATRON_DISCOVERY or give ChannelBuilder::discovery"))
                 })?,
         };
-        let template = Template {
+        let template = discovered::Template {
             https: self.endpoint.uri().scheme_str() == Some("https"),
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,
             tls: self.tls.take(),
         };
         let (inner, changes) = tonic::transport::Channel::balance_channel::<String>(64);
-        tokio::spawn(follow(
+        tokio::spawn(discovered::follow(
             discovery.clone(),
             service.clone(),
             template,
@@ -287,101 +293,6 @@ impl ChannelBuilder {
                 "the host names the service {service:?}, which needs patron's `discovery` feature"
             ),
         })
-    }
-}
-
-/// How each discovered instance's endpoint is set up.
-#[cfg(feature = "discovery")]
-struct Template {
-    https: bool,
-    timeout: Option<Duration>,
-    connect_timeout: Option<Duration>,
-    tls: Option<ClientTlsConfig>,
-}
-
-#[cfg(feature = "discovery")]
-impl Template {
-    fn endpoint(&self, instance: &crate::discovery::Instance, port: u16) -> Option<Endpoint> {
-        let host = match instance.address.parse::<std::net::Ipv6Addr>() {
-            Ok(v6) => format!("[{v6}]"),
-            Err(_) => instance.address.clone(),
-        };
-        let scheme = if self.https { "https" } else { "http" };
-        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{host}:{port}")).ok()?;
-        if let Some(t) = self.timeout {
-            endpoint = endpoint.timeout(t);
-        }
-        if let Some(t) = self.connect_timeout {
-            endpoint = endpoint.connect_timeout(t);
-        }
-        match &self.tls {
-            Some(tls) => endpoint.tls_config(tls.clone()).ok(),
-            None => Some(endpoint),
-        }
-    }
-}
-
-/// Feeds tonic's balanced channel the service's instances that have a
-/// gRPC port, as the registry lists them, until the channel is dropped.
-#[cfg(feature = "discovery")]
-async fn follow(
-    discovery: crate::discovery::Discovery,
-    service: String,
-    template: Template,
-    changes: tokio::sync::mpsc::Sender<tonic::transport::channel::Change<String, Endpoint>>,
-) {
-    use tonic::transport::channel::Change;
-    let mut instances = loop {
-        match discovery.subscribe(&service).await {
-            Ok(rx) => break rx,
-            Err(e) => {
-                tracing::warn!(service = %service, error = %e, "cannot look the gRPC service up; trying again");
-                tokio::select! {
-                    _ = changes.closed() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
-        }
-    };
-    let mut current: std::collections::HashMap<String, u16> = std::collections::HashMap::new();
-    loop {
-        let listed = Arc::clone(&instances.borrow_and_update());
-        let wanted: std::collections::HashMap<String, (u16, &crate::discovery::Instance)> = listed
-            .iter()
-            .filter_map(|i| i.grpc_port.map(|p| (i.id.clone(), (p, i))))
-            .collect();
-        let gone: Vec<String> = current
-            .iter()
-            .filter(|(id, port)| wanted.get(*id).map(|(p, _)| p) != Some(*port))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in gone {
-            current.remove(&id);
-            if changes.send(Change::Remove(id)).await.is_err() {
-                return;
-            }
-        }
-        for (id, (port, instance)) in &wanted {
-            if current.get(id) == Some(port) {
-                continue;
-            }
-            let Some(endpoint) = template.endpoint(instance, *port) else {
-                tracing::warn!(service = %service, address = %instance.address, "instance address is not a usable gRPC target; skipped");
-                continue;
-            };
-            current.insert(id.clone(), *port);
-            if changes
-                .send(Change::Insert(id.clone(), endpoint))
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-        tokio::select! {
-            changed = instances.changed() => if changed.is_err() { return },
-            _ = changes.closed() => return,
-        }
     }
 }
 
@@ -554,136 +465,6 @@ fn settle(permit: Option<CircuitPermit>, result: &Result<http::Response<Body>, B
         permit.failure();
     } else {
         permit.success();
-    }
-}
-
-/// The most request body kept to send a call again that the server
-/// refused unseen.
-const REPLAY_LIMIT: usize = 64 * 1024;
-
-/// Sends a call once — and once more if the server turned its stream away
-/// unseen (the connection was going away: GOAWAY, REFUSED_STREAM), which
-/// any method may, as gRPC's transparent retry does. Such refusals come
-/// with deploys: an instance that starts draining sends GOAWAY while
-/// clients still hold its connection. The request body is kept for that
-/// up to [`REPLAY_LIMIT`], as shared frames (no copy).
-async fn once(
-    inner: &tonic::transport::Channel,
-    shared: &Arc<Shared>,
-    req: http::Request<Body>,
-) -> Result<http::Response<Body>, BoxError> {
-    let (parts, body) = req.into_parts();
-    let kept = Arc::new(std::sync::Mutex::new(Kept::default()));
-    let teed = Body::new(Teed {
-        inner: body,
-        kept: Arc::clone(&kept),
-    });
-    let first = attempt(
-        inner,
-        shared,
-        http::Request::from_parts(parts.clone(), teed),
-    )
-    .await;
-    let Err(e) = &first else { return first };
-    if !unseen(e.as_ref()) {
-        return first;
-    }
-    let replay = {
-        let kept = kept.lock().unwrap_or_else(|p| p.into_inner());
-        (kept.complete && !kept.overflow).then(|| kept.frames.clone())
-    };
-    let Some(frames) = replay else { return first };
-    tracing::debug!(path = %parts.uri.path(), "the server turned the call away unseen; sending it again");
-    let body = futures_util::stream::iter(
-        frames
-            .into_iter()
-            .map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b))),
-    );
-    let req = http::Request::from_parts(parts, Body::new(http_body_util::StreamBody::new(body)));
-    attempt(inner, shared, req).await
-}
-
-/// Whether `error` says the server never saw the call: the connection was
-/// going away (GOAWAY, also when the client refused to open a stream on
-/// it), the stream was refused, or the connection closed before the call
-/// was dispatched.
-fn unseen(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cause = Some(error);
-    while let Some(e) = cause {
-        // hyper's "canceled": the connection closed before the request
-        // was dispatched (what hyper-util's client retries itself).
-        if e.downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_canceled)
-        {
-            return true;
-        }
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            return (h2.is_go_away() && h2.reason() == Some(h2::Reason::NO_ERROR))
-                || h2.reason() == Some(h2::Reason::REFUSED_STREAM);
-        }
-        cause = e.source();
-    }
-    false
-}
-
-/// The request frames sent so far, to send again.
-#[derive(Default)]
-struct Kept {
-    frames: Vec<Bytes>,
-    size: usize,
-    complete: bool,
-    overflow: bool,
-}
-
-/// A request body that keeps (shares) the data frames it yields.
-struct Teed {
-    inner: Body,
-    kept: Arc<std::sync::Mutex<Kept>>,
-}
-
-impl http_body::Body for Teed {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => match frame.data_ref() {
-                Some(data) if !kept.overflow => {
-                    kept.size += data.len();
-                    if kept.size > REPLAY_LIMIT {
-                        kept.overflow = true;
-                        kept.frames = Vec::new();
-                    } else {
-                        kept.frames.push(data.clone());
-                    }
-                }
-                Some(_) => {}
-                // Trailers in a request: not replayed.
-                None => kept.overflow = true,
-            },
-            Poll::Ready(None) => kept.complete = true,
-            _ => {}
-        }
-        drop(kept);
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        let end = self.inner.is_end_stream();
-        if end {
-            // hyper may stop polling once the body says it has ended.
-            self.kept.lock().unwrap_or_else(|p| p.into_inner()).complete = true;
-        }
-        end
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
