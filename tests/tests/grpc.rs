@@ -853,6 +853,40 @@ async fn a_discovered_channel_balances_over_the_instances_registered_in_etcd() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     a.join().await.unwrap();
+
+    // A dead instance (closed ports) in the registry: its refused
+    // connections send the call to a live instance — whatever the method,
+    // nothing was sent — and it is ejected.
+    let dead = patron::discovery::Instance {
+        service: name.clone(),
+        id: "dead".into(),
+        address: "127.0.0.1".into(),
+        http_port: patron_tests::free_port(),
+        grpc_port: Some(patron_tests::free_port()),
+        version: "x".into(),
+    };
+    let lease = discovery
+        .registry()
+        .register(&dead, Duration::from_secs(30), "")
+        .await
+        .unwrap();
+    let seen = patron_tests::eventually(Duration::from_secs(5), || {
+        let n = discovery.known(&name).len();
+        async move { n == 3 }
+    })
+    .await;
+    assert!(seen, "the dead instance is listed");
+    for i in 0..40 {
+        client
+            .say_hello(hello(&format!("d{i}")))
+            .await
+            .unwrap_or_else(|s| panic!("call {i} with a dead instance listed: {s:?}"));
+    }
+    assert!(
+        prom::global("discovery_ejections_total", &[("service", &name)]) >= 1.0,
+        "the dead instance was ejected"
+    );
+    discovery.registry().deregister(&lease).await.unwrap();
     let on_c = answered(&c).await;
     eprintln!("then {on_c} on the new instance c");
     assert!(on_c >= 5.0, "the new instance takes calls: {on_c}");

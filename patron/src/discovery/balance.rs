@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{OnceCell, watch};
+use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::families;
@@ -73,8 +73,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 struct Pool {
     service: String,
     endpoints: RwLock<Arc<Vec<Arc<Endpoint>>>>,
-    /// The instances, for subscribers (the gRPC channel's balancer).
-    instances: watch::Sender<Arc<Vec<Instance>>>,
     started: OnceCell<()>,
     ejection: Ejection,
 }
@@ -172,7 +170,6 @@ impl Pools {
             Arc::new(Pool {
                 service: service.to_string(),
                 endpoints: RwLock::default(),
-                instances: watch::Sender::new(Arc::default()),
                 started: OnceCell::new(),
                 ejection,
             })
@@ -194,14 +191,6 @@ impl Pools {
         let endpoint = pool.choose(tried)?;
         endpoint.in_flight.fetch_add(1, Ordering::Relaxed);
         Ok(Picked { endpoint, pool })
-    }
-
-    /// `service`'s instances now and as they change.
-    pub(crate) async fn subscribe(
-        &self,
-        service: &str,
-    ) -> Result<watch::Receiver<Arc<Vec<Instance>>>, DiscoveryError> {
-        Ok(self.started(service).await?.instances.subscribe())
     }
 
     /// `service`'s pool, looked up and watched from the first call on.
@@ -281,9 +270,7 @@ impl Pool {
                 .with_label_values(&[&self.service])
                 .set(i64::try_from(next.len()).unwrap_or(i64::MAX));
         }
-        let instances = next.iter().map(|e| e.instance.clone()).collect();
         *self.endpoints.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
-        self.instances.send_replace(Arc::new(instances));
     }
 
     /// The power of two choices among the instances not tried and not
@@ -388,7 +375,6 @@ mod tests {
         let pool = Arc::new(Pool {
             service: "svc".into(),
             endpoints: RwLock::default(),
-            instances: watch::Sender::new(Arc::default()),
             started: OnceCell::new(),
             ejection,
         });

@@ -215,15 +215,6 @@ impl Discovery {
         self.pools.pick(service, tried).await
     }
 
-    /// `service`'s instances as the balancer knows them, now and as they
-    /// change (what the gRPC channel balances over).
-    pub async fn subscribe(
-        &self,
-        service: &str,
-    ) -> Result<tokio::sync::watch::Receiver<Arc<Vec<Instance>>>, DiscoveryError> {
-        self.pools.subscribe(service).await
-    }
-
     /// The instances of `service` the balancer knows now (empty before its
     /// first [`pick`](Self::pick)).
     pub fn known(&self, service: &str) -> Vec<Instance> {

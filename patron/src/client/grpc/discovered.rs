@@ -1,11 +1,15 @@
-//! A channel to a discovered service (`http://{service}.discover`): tonic's
-//! balanced channel, fed the service's instances that registered a gRPC
-//! port as the registry lists them.
+//! A channel to a discovered service (`http://{service}.discover`): each
+//! call goes to an instance with a gRPC port picked by the same balancer as
+//! the HTTP client's (power of two choices, ejection after refused
+//! connections), over one lazily connected tonic channel per instance.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tonic::transport::{ClientTlsConfig, Endpoint};
+
+use crate::discovery::{Discovery, DiscoveryError, Instance, Picked};
 
 /// How each discovered instance's endpoint is set up.
 pub(super) struct Template {
@@ -16,7 +20,7 @@ pub(super) struct Template {
 }
 
 impl Template {
-    fn endpoint(&self, instance: &crate::discovery::Instance, port: u16) -> Option<Endpoint> {
+    fn endpoint(&self, instance: &Instance, port: u16) -> Option<Endpoint> {
         let host = match instance.address.parse::<std::net::Ipv6Addr>() {
             Ok(v6) => format!("[{v6}]"),
             Err(_) => instance.address.clone(),
@@ -36,65 +40,92 @@ impl Template {
     }
 }
 
-/// Feeds tonic's balanced channel the service's instances that have a
-/// gRPC port, as the registry lists them, until the channel is dropped.
-pub(super) async fn follow(
-    discovery: crate::discovery::Discovery,
+/// A discovered service's instances and a channel to each one called.
+pub(super) struct Instances {
+    discovery: Discovery,
     service: String,
     template: Template,
-    changes: tokio::sync::mpsc::Sender<tonic::transport::channel::Change<String, Endpoint>>,
-) {
-    use tonic::transport::channel::Change;
-    let mut instances = loop {
-        match discovery.subscribe(&service).await {
-            Ok(rx) => break rx,
-            Err(e) => {
-                tracing::warn!(service = %service, error = %e, "cannot look the gRPC service up; trying again");
-                tokio::select! {
-                    _ = changes.closed() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-            }
+    /// By instance id: its gRPC port and the channel to it.
+    channels: Mutex<HashMap<String, (u16, tonic::transport::Channel)>>,
+}
+
+impl std::fmt::Debug for Instances {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instances")
+            .field("service", &self.service)
+            .finish()
+    }
+}
+
+impl Instances {
+    pub(super) fn new(discovery: Discovery, service: String, template: Template) -> Instances {
+        Instances {
+            discovery,
+            service,
+            template,
+            channels: Mutex::default(),
         }
-    };
-    let mut current: std::collections::HashMap<String, u16> = std::collections::HashMap::new();
-    loop {
-        let listed = Arc::clone(&instances.borrow_and_update());
-        let wanted: std::collections::HashMap<String, (u16, &crate::discovery::Instance)> = listed
-            .iter()
-            .filter_map(|i| i.grpc_port.map(|p| (i.id.clone(), (p, i))))
-            .collect();
-        let gone: Vec<String> = current
-            .iter()
-            .filter(|(id, port)| wanted.get(*id).map(|(p, _)| p) != Some(*port))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in gone {
-            current.remove(&id);
-            if changes.send(Change::Remove(id)).await.is_err() {
-                return;
-            }
-        }
-        for (id, (port, instance)) in &wanted {
-            if current.get(id) == Some(port) {
-                continue;
-            }
-            let Some(endpoint) = template.endpoint(instance, *port) else {
-                tracing::warn!(service = %service, address = %instance.address, "instance address is not a usable gRPC target; skipped");
+    }
+
+    /// An instance with a gRPC port not in `tried`, and the channel to it.
+    pub(super) async fn pick(
+        &self,
+        tried: &[String],
+    ) -> Result<(tonic::transport::Channel, Picked), DiscoveryError> {
+        let mut skip: Vec<String> = tried.to_vec();
+        loop {
+            let picked = self.discovery.pick(&self.service, &skip).await?;
+            let instance = picked.instance();
+            let Some(port) = instance.grpc_port else {
+                // Registered without gRPC: never a candidate.
+                skip.extend(
+                    self.discovery
+                        .known(&self.service)
+                        .into_iter()
+                        .filter(|i| i.grpc_port.is_none())
+                        .map(|i| i.id),
+                );
+                skip.push(instance.id.clone());
                 continue;
             };
-            current.insert(id.clone(), *port);
-            if changes
-                .send(Change::Insert(id.clone(), endpoint))
-                .await
-                .is_err()
-            {
-                return;
-            }
+            let channel =
+                self.channel(instance, port)
+                    .ok_or_else(|| DiscoveryError::NoInstance {
+                        service: self.service.clone(),
+                        reason: format!("{}:{port} is not a usable gRPC target", instance.address),
+                    })?;
+            return Ok((channel, picked));
         }
-        tokio::select! {
-            changed = instances.changed() => if changed.is_err() { return },
-            _ = changes.closed() => return,
+    }
+
+    fn channel(&self, instance: &Instance, port: u16) -> Option<tonic::transport::Channel> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((p, channel)) = channels.get(&instance.id)
+            && *p == port
+        {
+            return Some(channel.clone());
+        }
+        let channel = self.template.endpoint(instance, port)?.connect_lazy();
+        channels.insert(instance.id.clone(), (port, channel.clone()));
+        // Forget instances the registry no longer lists.
+        let known = self.discovery.known(&self.service);
+        if channels.len() > known.len() {
+            channels.retain(|id, _| known.iter().any(|i| i.id == *id));
+        }
+        Some(channel)
+    }
+
+    /// Ready when an instance with a gRPC port is known.
+    pub(super) fn ready(&self) -> Result<(), String> {
+        let known = self.discovery.known(&self.service);
+        if known.iter().any(|i| i.grpc_port.is_some()) {
+            Ok(())
+        } else {
+            Err(format!(
+                "no instance of the gRPC service {:?} is known ({} listed, none with a gRPC port)",
+                self.service,
+                known.len()
+            ))
         }
     }
 }

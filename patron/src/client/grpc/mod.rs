@@ -11,10 +11,12 @@
 //! ready.
 //!
 //! With service discovery (feature `discovery`, `PATRON_DISCOVERY`), a
-//! target `http://{service}.discover` balances calls over the service's
-//! instances that registered a gRPC port (tower's power of two choices,
-//! through tonic's balanced channel), following the registry as instances
-//! come and go; a retried call may land on another instance.
+//! target `http://{service}.discover` sends each call to one of the
+//! service's instances that registered a gRPC port, picked as the HTTP
+//! client picks (power of two choices, ejection after refused
+//! connections). A call the server never saw — a refused connection, a
+//! draining server's GOAWAY — is sent again, to another instance, for any
+//! method (gRPC's transparent retry).
 //!
 //! ```
 //! use patron::client::grpc::Channel;
@@ -232,20 +234,17 @@ impl ChannelBuilder {
             None => self.endpoint,
         };
         Ok(Channel {
-            inner: endpoint.connect_lazy(),
+            inner: Target::Fixed(endpoint.connect_lazy()),
             shared: Arc::new(Shared {
                 authority: self.authority,
                 retry: self.retry,
                 breaker: self.breaker,
                 limit: self.limit,
-                #[cfg(feature = "discovery")]
-                discovered: None,
             }),
         })
     }
 
-    /// A channel balanced over `service`'s instances, kept current by a
-    /// task that follows the registry for as long as the channel lives.
+    /// A channel balanced over `service`'s instances with a gRPC port.
     #[cfg(feature = "discovery")]
     fn build_discovered(mut self, service: String) -> Result<Channel, GrpcClientError> {
         let bad = |reason: String| GrpcClientError::Target {
@@ -266,21 +265,15 @@ impl ChannelBuilder {
             connect_timeout: self.connect_timeout,
             tls: self.tls.take(),
         };
-        let (inner, changes) = tonic::transport::Channel::balance_channel::<String>(64);
-        tokio::spawn(discovered::follow(
-            discovery.clone(),
-            service.clone(),
-            template,
-            changes,
-        ));
         Ok(Channel {
-            inner,
+            inner: Target::Discovered(Arc::new(discovered::Instances::new(
+                discovery, service, template,
+            ))),
             shared: Arc::new(Shared {
                 authority: self.authority,
                 retry: self.retry,
                 breaker: self.breaker,
                 limit: self.limit,
-                discovered: Some((discovery, service)),
             }),
         })
     }
@@ -307,8 +300,54 @@ fn read(path: &Path, what: &'static str) -> Result<Vec<u8>, GrpcClientError> {
 /// An instrumented gRPC channel; see the module doc. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Channel {
-    inner: tonic::transport::Channel,
+    inner: Target,
     shared: Arc<Shared>,
+}
+
+/// Where calls go: one target, or the instances of a discovered service.
+#[derive(Debug, Clone)]
+enum Target {
+    Fixed(tonic::transport::Channel),
+    #[cfg(feature = "discovery")]
+    Discovered(Arc<discovered::Instances>),
+}
+
+/// The instance a call went to, for the balancer's bookkeeping.
+#[cfg(feature = "discovery")]
+type Picked = Option<crate::discovery::Picked>;
+#[cfg(not(feature = "discovery"))]
+type Picked = Option<std::convert::Infallible>;
+
+impl Target {
+    /// The channel for one attempt, avoiding the instances in `tried`.
+    async fn pick(
+        &self,
+        tried: &[String],
+    ) -> Result<(tonic::transport::Channel, Picked), BoxError> {
+        #[cfg(not(feature = "discovery"))]
+        let _ = tried;
+        match self {
+            Target::Fixed(channel) => Ok((channel.clone(), None)),
+            #[cfg(feature = "discovery")]
+            Target::Discovered(instances) => {
+                let (channel, picked) = instances
+                    .pick(tried)
+                    .await
+                    .map_err(|e| Box::new(tonic::Status::unavailable(e.to_string())) as BoxError)?;
+                Ok((channel, Some(picked)))
+            }
+        }
+    }
+
+    /// How many instances one call may try when the first turns it away
+    /// unseen.
+    fn tries(&self) -> usize {
+        match self {
+            Target::Fixed(_) => 2,
+            #[cfg(feature = "discovery")]
+            Target::Discovered(_) => 3,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -319,9 +358,6 @@ struct Shared {
     retry: Option<(Retry, HashSet<String>)>,
     breaker: Option<CircuitBreaker>,
     limit: Option<RateLimit>,
-    /// The registry and service of a `….discover` target.
-    #[cfg(feature = "discovery")]
-    discovered: Option<(crate::discovery::Discovery, String)>,
 }
 
 impl Channel {
@@ -471,7 +507,7 @@ fn settle(permit: Option<CircuitPermit>, result: &Result<http::Response<Body>, B
 /// Sends an idempotent call with its request buffered, again while it does
 /// not reach the server or comes back `UNAVAILABLE`.
 async fn retried(
-    inner: &tonic::transport::Channel,
+    inner: &Target,
     shared: &Arc<Shared>,
     retry: &Retry,
     req: http::Request<Body>,
@@ -485,7 +521,7 @@ async fn retried(
                     parts.clone(),
                     Body::new(http_body_util::Full::new(bytes.clone())),
                 );
-                attempt(inner, shared, req)
+                once(inner, shared, req)
             },
             |outcome| match outcome {
                 Err(_) => Next::Retry(None),
@@ -498,12 +534,14 @@ async fn retried(
         .await
 }
 
-/// One attempt: its span and metrics, the response body watched for the
-/// final code.
+/// One attempt, to an instance not in `tried` (which gets this one when
+/// it turned the call away unseen): its span and metrics, the response
+/// body watched for the final code.
 async fn attempt(
-    inner: &tonic::transport::Channel,
+    inner: &Target,
     shared: &Shared,
     mut req: http::Request<Body>,
+    tried: &mut Vec<String>,
 ) -> Result<http::Response<Body>, BoxError> {
     let path = req.uri().path();
     let (service, method) = path
@@ -539,7 +577,28 @@ async fn attempt(
             req.headers_mut().insert(name, value);
         }
     }
-    match inner.clone().oneshot(req).instrument(span).await {
+    let (channel, picked) = match inner.pick(tried).await {
+        Ok(picked) => picked,
+        Err(e) => {
+            attempt.finish(Code::Unavailable);
+            return Err(e);
+        }
+    };
+    let result = channel.oneshot(req).instrument(span).await;
+    #[cfg(feature = "discovery")]
+    if let Some(picked) = picked {
+        match &result {
+            Err(e) if replay::refused(e) => {
+                picked.unreachable();
+                tried.push(picked.instance().id.clone());
+            }
+            Err(e) if replay::unseen(e) => tried.push(picked.instance().id.clone()),
+            _ => picked.reached(),
+        }
+    }
+    #[cfg(not(feature = "discovery"))]
+    let _ = (picked, &tried);
+    match result {
         Err(e) => {
             attempt.finish(Code::Unavailable);
             Err(Box::new(e))
@@ -624,16 +683,8 @@ impl crate::client::Client for Channel {
         Box::pin(async move {
             let authority = &self.shared.authority;
             #[cfg(feature = "discovery")]
-            if let Some((discovery, service)) = &self.shared.discovered {
-                let known = discovery.known(service);
-                return if known.iter().any(|i| i.grpc_port.is_some()) {
-                    Ok(())
-                } else {
-                    Err(Error::msg(format!(
-                        "no instance of the gRPC service {service:?} is known ({} listed, none with a gRPC port)",
-                        known.len()
-                    )))
-                };
+            if let Target::Discovered(instances) = &self.inner {
+                return instances.ready().map_err(Error::msg);
             }
             match tokio::time::timeout(
                 Duration::from_secs(2),

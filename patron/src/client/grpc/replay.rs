@@ -1,68 +1,136 @@
-//! Transparent retry of calls the server never saw: a draining server's
-//! GOAWAY (or a refused stream, or a connection closed before dispatch)
-//! turns a call away unseen, and it is sent once more whatever its method.
+//! Transparent retry of calls the server never saw: a refused connection, a
+//! draining server's GOAWAY, a refused stream or a connection closed before
+//! dispatch turns a call away unseen, and it is sent again (to another
+//! instance of a discovered service) whatever its method.
 
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http_body::{Frame, SizeHint};
+use futures_util::{FutureExt, StreamExt};
+use http_body::Frame;
+use http_body_util::BodyExt;
 use tonic::body::Body;
 
-use super::{BoxError, Shared, attempt};
+use super::{BoxError, Shared, Target, attempt};
 
 /// The most request body kept to send a call again that the server
 /// refused unseen.
 const REPLAY_LIMIT: usize = 64 * 1024;
 
-/// Sends a call once — and once more if the server turned its stream away
-/// unseen (the connection was going away: GOAWAY, REFUSED_STREAM), which
-/// any method may, as gRPC's transparent retry does. Such refusals come
-/// with deploys: an instance that starts draining sends GOAWAY while
-/// clients still hold its connection. The request body is kept for that
-/// up to [`REPLAY_LIMIT`], as shared frames (no copy).
+/// Sends a call — and again, to another instance when there is one, if
+/// the server turned it away unseen: the connection was refused, or was
+/// going away (GOAWAY, REFUSED_STREAM), which any method may, as gRPC's
+/// transparent retry does. Such refusals come with deploys and crashes: an
+/// instance that starts draining sends GOAWAY while clients still hold its
+/// connection; a dead one refuses connections. One target gets the call
+/// twice at most, a discovered service three instances. A request body
+/// that is all there when the call starts (up to [`REPLAY_LIMIT`]: every
+/// unary and server-streaming call's) is kept for that, as shared frames;
+/// a client stream is sent once.
 pub(super) async fn once(
-    inner: &tonic::transport::Channel,
+    inner: &Target,
     shared: &Arc<Shared>,
     req: http::Request<Body>,
 ) -> Result<http::Response<Body>, BoxError> {
     let (parts, body) = req.into_parts();
-    let kept = Arc::new(std::sync::Mutex::new(Kept::default()));
-    let teed = Body::new(Teed {
-        inner: body,
-        kept: Arc::clone(&kept),
-    });
-    let first = attempt(
+    let (body, kept) = prefetch(body).await?;
+    let mut tried = Vec::new();
+    let mut result = attempt(
         inner,
         shared,
-        http::Request::from_parts(parts.clone(), teed),
+        http::Request::from_parts(parts.clone(), body),
+        &mut tried,
     )
     .await;
-    let Err(e) = &first else { return first };
-    if !unseen(e.as_ref()) {
-        return first;
+    let Some(frames) = kept else { return result };
+    for _ in 1..inner.tries() {
+        let Err(e) = &result else { return result };
+        if !unseen(e.as_ref()) {
+            return result;
+        }
+        tracing::debug!(path = %parts.uri.path(), "the server turned the call away unseen; sending it again");
+        let req = http::Request::from_parts(parts.clone(), replayable(&frames));
+        result = attempt(inner, shared, req, &mut tried).await;
     }
-    let replay = {
-        let kept = kept.lock().unwrap_or_else(|p| p.into_inner());
-        (kept.complete && !kept.overflow).then(|| kept.frames.clone())
-    };
-    let Some(frames) = replay else { return first };
-    tracing::debug!(path = %parts.uri.path(), "the server turned the call away unseen; sending it again");
-    let body = futures_util::stream::iter(
+    result
+}
+
+/// Takes the request body's frames that are ready now, up to
+/// [`REPLAY_LIMIT`]: a unary or server-streaming call's whole request is
+/// (one message). The body to send, and its frames when that was all of it.
+async fn prefetch(mut body: Body) -> Result<(Body, Option<Vec<Bytes>>), BoxError> {
+    let mut frames = Vec::new();
+    let mut size = 0;
+    loop {
+        match body.frame().now_or_never() {
+            Some(None) => {
+                let send = replayable(&frames);
+                return Ok((send, Some(frames)));
+            }
+            Some(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    size += data.len();
+                    frames.push(data);
+                    if size > REPLAY_LIMIT {
+                        break;
+                    }
+                }
+                // Trailers in a request (no gRPC client sends them): sent
+                // after what came before, not kept.
+                Err(trailers) => {
+                    let head = frames.into_iter().map(Frame::data).chain([trailers]);
+                    return Ok((chained(head, body), None));
+                }
+            },
+            Some(Some(Err(status))) => return Err(Box::new(status)),
+            // A stream still producing: sent as it comes, not kept.
+            None => break,
+        }
+    }
+    Ok((chained(frames.into_iter().map(Frame::data), body), None))
+}
+
+/// A body of `frames`, sent again as often as needed (shared, no copy).
+fn replayable(frames: &[Bytes]) -> Body {
+    let frames = frames.to_vec();
+    Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(
         frames
             .into_iter()
-            .map(|b| Ok::<_, std::convert::Infallible>(Frame::data(b))),
-    );
-    let req = http::Request::from_parts(parts, Body::new(http_body_util::StreamBody::new(body)));
-    attempt(inner, shared, req).await
+            .map(|b| Ok::<_, tonic::Status>(Frame::data(b))),
+    )))
+}
+
+/// `head`, then the rest of `rest`.
+fn chained(head: impl Iterator<Item = Frame<Bytes>> + Send + 'static, rest: Body) -> Body {
+    let head: Vec<Result<Frame<Bytes>, tonic::Status>> = head.map(Ok).collect();
+    Body::new(http_body_util::StreamBody::new(
+        futures_util::stream::iter(head).chain(http_body_util::BodyStream::new(rest)),
+    ))
+}
+
+/// Whether `error` is a refused connection: nothing was sent, and the
+/// instance is not there.
+pub(super) fn refused(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(e) = cause {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Whether `error` says the server never saw the call: the connection was
-/// going away (GOAWAY, also when the client refused to open a stream on
-/// it), the stream was refused, or the connection closed before the call
-/// was dispatched.
-fn unseen(error: &(dyn std::error::Error + 'static)) -> bool {
+/// refused, or going away (GOAWAY, also when the client refused to open a
+/// stream on it), the stream was refused, or the connection closed before
+/// the call was dispatched.
+pub(super) fn unseen(error: &(dyn std::error::Error + 'static)) -> bool {
+    if refused(error) {
+        return true;
+    }
     let mut cause = Some(error);
     while let Some(e) = cause {
         // hyper's "canceled": the connection closed before the request
@@ -79,65 +147,4 @@ fn unseen(error: &(dyn std::error::Error + 'static)) -> bool {
         cause = e.source();
     }
     false
-}
-
-/// The request frames sent so far, to send again.
-#[derive(Default)]
-struct Kept {
-    frames: Vec<Bytes>,
-    size: usize,
-    complete: bool,
-    overflow: bool,
-}
-
-/// A request body that keeps (shares) the data frames it yields.
-struct Teed {
-    inner: Body,
-    kept: Arc<std::sync::Mutex<Kept>>,
-}
-
-impl http_body::Body for Teed {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
-        match &polled {
-            Poll::Ready(Some(Ok(frame))) => match frame.data_ref() {
-                Some(data) if !kept.overflow => {
-                    kept.size += data.len();
-                    if kept.size > REPLAY_LIMIT {
-                        kept.overflow = true;
-                        kept.frames = Vec::new();
-                    } else {
-                        kept.frames.push(data.clone());
-                    }
-                }
-                Some(_) => {}
-                // Trailers in a request: not replayed.
-                None => kept.overflow = true,
-            },
-            Poll::Ready(None) => kept.complete = true,
-            _ => {}
-        }
-        drop(kept);
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        let end = self.inner.is_end_stream();
-        if end {
-            // hyper may stop polling once the body says it has ended.
-            self.kept.lock().unwrap_or_else(|p| p.into_inner()).complete = true;
-        }
-        end
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
 }
