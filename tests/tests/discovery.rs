@@ -61,6 +61,27 @@ async fn instance(
     TestServer::start(service).await.unwrap()
 }
 
+/// A service registered through `config` whose health check (and so
+/// `/ready`) follows the returned flag; 2 s of shutdown delay.
+async fn flippable(
+    name: &str,
+    version: &str,
+    config: &DiscoveryConfig,
+) -> (TestServer, Arc<AtomicBool>) {
+    let up = Arc::new(AtomicBool::new(true));
+    let check = Arc::clone(&up);
+    let mut service = Service::new(name)
+        .version(version.to_string())
+        .provide(Tag("a"))
+        .with_health_check("db", move || {
+            let up = check.load(Ordering::SeqCst);
+            async move { if up { Ok(()) } else { Err("db down") } }
+        });
+    service.config_mut().discovery = Some(config.clone());
+    service.config_mut().shutdown_delay = Duration::from_secs(2);
+    (TestServer::start(service).await.unwrap(), up)
+}
+
 /// `n` GETs of `/who` through `client` at `http://{name}.discover`: how
 /// many each tag answered; any failure fails the test.
 async fn spread(
@@ -89,18 +110,7 @@ fn etcd() -> Option<DiscoveryConfig> {
 async fn the_service_is_registered_only_while_ready_and_leaves_before_draining() {
     let Some(config) = etcd() else { return };
     let name = unique("disc");
-    let up = Arc::new(AtomicBool::new(true));
-    let check = Arc::clone(&up);
-    let mut service = Service::new(name.clone())
-        .version("1.2.3")
-        .provide(Tag("x"))
-        .with_health_check("db", move || {
-            let up = check.load(Ordering::SeqCst);
-            async move { if up { Ok(()) } else { Err("db down") } }
-        });
-    service.config_mut().discovery = Some(config.clone());
-    service.config_mut().shutdown_delay = Duration::from_secs(2);
-    let server = TestServer::start(service).await.unwrap();
+    let (server, up) = flippable(&name, "1.2.3", &config).await;
     let registry = Discovery::new(&config).unwrap();
     let count = |registry: Discovery, name: String| async move {
         registry
@@ -423,18 +433,7 @@ async fn consul_registration_health_check_and_blocking_queries_against_a_double_
         token: None,
     });
     let name = unique("consul");
-    let up = Arc::new(AtomicBool::new(true));
-    let check = Arc::clone(&up);
-    let mut service = Service::new(name.clone())
-        .version("3.1.4")
-        .provide(Tag("a"))
-        .with_health_check("db", move || {
-            let up = check.load(Ordering::SeqCst);
-            async move { if up { Ok(()) } else { Err("db down") } }
-        });
-    service.config_mut().discovery = Some(config.clone());
-    service.config_mut().shutdown_delay = Duration::from_secs(2);
-    let server = TestServer::start(service).await.unwrap();
+    let (server, up) = flippable(&name, "3.1.4", &config).await;
     let port = server.addr().port();
 
     // Registered with an HTTP check on /ready, which the agent runs.
