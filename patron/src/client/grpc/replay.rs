@@ -11,7 +11,8 @@ use http_body::Frame;
 use http_body_util::BodyExt;
 use tonic::body::Body;
 
-use super::{BoxError, Shared, Target, attempt};
+use super::call::attempt;
+use super::{BoxError, Shared, Target};
 
 /// The most request body kept to send a call again that the server
 /// refused unseen.
