@@ -165,6 +165,9 @@ impl Pools {
 
     fn pool(&self, service: &str) -> Arc<Pool> {
         let mut pools = lock(&self.pools);
+        if let Some(pool) = pools.get(service) {
+            return Arc::clone(pool);
+        }
         let ejection = *lock(&self.ejection);
         Arc::clone(pools.entry(service.to_string()).or_insert_with(|| {
             Arc::new(Pool {
@@ -278,40 +281,48 @@ impl Pool {
     fn choose(&self, tried: &[String]) -> Result<Arc<Endpoint>, DiscoveryError> {
         let all = self.current();
         let now = Instant::now();
-        let untried: Vec<&Arc<Endpoint>> = all
-            .iter()
-            .filter(|e| !tried.contains(&e.instance.id))
-            .collect();
-        let healthy: Vec<&Arc<Endpoint>> = untried
-            .iter()
-            .copied()
-            .filter(|e| !e.ejected(now))
-            .collect();
-        let from = if healthy.is_empty() { untried } else { healthy };
-        let pick = match from.len() {
-            0 => {
-                return Err(DiscoveryError::NoInstance {
-                    service: self.service.clone(),
-                    reason: if all.is_empty() {
-                        "the registry lists none".to_string()
-                    } else {
-                        format!("all {} tried", all.len())
-                    },
-                });
+        let untried = |e: &&Arc<Endpoint>| !tried.contains(&e.instance.id);
+        let healthy = |e: &&Arc<Endpoint>| untried(e) && !e.ejected(now);
+        let n = all.iter().filter(healthy).count();
+        // Nth of the candidates, without collecting them.
+        let nth = |i: usize| {
+            if n > 0 {
+                all.iter().filter(healthy).nth(i)
+            } else {
+                all.iter().filter(untried).nth(i)
             }
-            1 => from[0],
+        };
+        let n = if n > 0 {
+            n
+        } else {
+            all.iter().filter(untried).count()
+        };
+        let pick = match n {
+            0 => None,
+            1 => nth(0),
             n => {
                 let a = fastrand::usize(..n);
                 let b = (a + 1 + fastrand::usize(..n - 1)) % n;
-                let (x, y) = (from[a], from[b]);
-                if y.in_flight.load(Ordering::Relaxed) < x.in_flight.load(Ordering::Relaxed) {
-                    y
-                } else {
-                    x
+                match (nth(a), nth(b)) {
+                    (Some(x), Some(y))
+                        if y.in_flight.load(Ordering::Relaxed)
+                            < x.in_flight.load(Ordering::Relaxed) =>
+                    {
+                        Some(y)
+                    }
+                    (x, _) => x,
                 }
             }
         };
-        Ok(Arc::clone(pick))
+        pick.map(Arc::clone)
+            .ok_or_else(|| DiscoveryError::NoInstance {
+                service: self.service.clone(),
+                reason: if all.is_empty() {
+                    "the registry lists none".to_string()
+                } else {
+                    format!("all {} tried", all.len())
+                },
+            })
     }
 }
 

@@ -69,6 +69,16 @@ pub struct Instance {
     pub version: String,
 }
 
+impl Instance {
+    /// The address as a URL's host: an IPv6 address in brackets.
+    pub fn url_host(&self) -> std::borrow::Cow<'_, str> {
+        match self.address.parse::<std::net::Ipv6Addr>() {
+            Ok(v6) => format!("[{v6}]").into(),
+            Err(_) => self.address.as_str().into(),
+        }
+    }
+}
+
 /// What a registry answered about a service: its instances now, and an
 /// index that changes when they may have.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

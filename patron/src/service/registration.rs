@@ -56,11 +56,12 @@ impl Registration {
     }
 
     fn health_url(&self) -> String {
-        let host = match self.instance.address.parse::<std::net::Ipv6Addr>() {
-            Ok(v6) => format!("[{v6}]"),
-            Err(_) => self.instance.address.clone(),
-        };
-        format!("{}://{host}:{}/ready", self.scheme, self.instance.http_port)
+        format!(
+            "{}://{}:{}/ready",
+            self.scheme,
+            self.instance.url_host(),
+            self.instance.http_port
+        )
     }
 
     /// Registers anew; the lease held.

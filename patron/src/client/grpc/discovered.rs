@@ -21,11 +21,8 @@ pub(super) struct Template {
 
 impl Template {
     fn endpoint(&self, instance: &Instance, port: u16) -> Option<Endpoint> {
-        let host = match instance.address.parse::<std::net::Ipv6Addr>() {
-            Ok(v6) => format!("[{v6}]"),
-            Err(_) => instance.address.clone(),
-        };
         let scheme = if self.https { "https" } else { "http" };
+        let host = instance.url_host();
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{host}:{port}")).ok()?;
         if let Some(t) = self.timeout {
             endpoint = endpoint.timeout(t);

@@ -50,7 +50,7 @@ pub(super) async fn once(
             return result;
         }
         tracing::debug!(path = %parts.uri.path(), "the server turned the call away unseen; sending it again");
-        let req = http::Request::from_parts(parts.clone(), replayable(&frames));
+        let req = http::Request::from_parts(parts.clone(), replayable(Arc::clone(&frames)));
         result = attempt(inner, shared, req, &mut tried).await;
     }
     result
@@ -59,14 +59,14 @@ pub(super) async fn once(
 /// Takes the request body's frames that are ready now, up to
 /// [`REPLAY_LIMIT`]: a unary or server-streaming call's whole request is
 /// (one message). The body to send, and its frames when that was all of it.
-async fn prefetch(mut body: Body) -> Result<(Body, Option<Vec<Bytes>>), BoxError> {
+async fn prefetch(mut body: Body) -> Result<(Body, Option<Arc<[Bytes]>>), BoxError> {
     let mut frames = Vec::new();
     let mut size = 0;
     loop {
         match body.frame().now_or_never() {
             Some(None) => {
-                let send = replayable(&frames);
-                return Ok((send, Some(frames)));
+                let frames: Arc<[Bytes]> = frames.into();
+                return Ok((replayable(Arc::clone(&frames)), Some(frames)));
             }
             Some(Some(Ok(frame))) => match frame.into_data() {
                 Ok(data) => {
@@ -91,14 +91,43 @@ async fn prefetch(mut body: Body) -> Result<(Body, Option<Vec<Bytes>>), BoxError
     Ok((chained(frames.into_iter().map(Frame::data), body), None))
 }
 
-/// A body of `frames`, sent again as often as needed (shared, no copy).
-fn replayable(frames: &[Bytes]) -> Body {
-    let frames = frames.to_vec();
-    Body::new(http_body_util::StreamBody::new(futures_util::stream::iter(
-        frames
-            .into_iter()
-            .map(|b| Ok::<_, tonic::Status>(Frame::data(b))),
-    )))
+/// A body of `frames`, sent again as often as needed: each send shares
+/// them (no copy, no allocation).
+fn replayable(frames: Arc<[Bytes]>) -> Body {
+    Body::new(Replay { frames, next: 0 })
+}
+
+/// The kept request frames, yielded in order.
+struct Replay {
+    frames: Arc<[Bytes]>,
+    next: usize,
+}
+
+impl http_body::Body for Replay {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let frame = self
+            .frames
+            .get(self.next)
+            .cloned()
+            .map(|b| Ok(Frame::data(b)));
+        self.next += 1;
+        std::task::Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.next >= self.frames.len()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        let left = self.frames.get(self.next..).unwrap_or_default();
+        http_body::SizeHint::with_exact(left.iter().map(|b| b.len() as u64).sum())
+    }
 }
 
 /// `head`, then the rest of `rest`.
