@@ -84,6 +84,14 @@ pub(crate) fn from_headers(headers: &HeaderMap) -> HeaderValue {
     }
 }
 
+/// `value` (a request's `X-Correlation-Id`) when usable, else a fresh id.
+pub(crate) fn or_generate(value: Option<HeaderValue>) -> HeaderValue {
+    match value {
+        Some(v) if usable(&v) => v,
+        _ => generate(),
+    }
+}
+
 /// The usable correlation id in `value` (a message header's bytes), or a
 /// fresh one.
 pub(crate) fn from_bytes(value: Option<&[u8]>) -> HeaderValue {
@@ -107,13 +115,39 @@ fn usable_bytes(b: &[u8]) -> bool {
 }
 
 fn generate() -> HeaderValue {
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
-    // Owned by a shared buffer: one allocation, and the clones the request
-    // context and log lines take only count references.
-    // A hyphenated UUID is always a valid header value.
-    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
-        .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+    // 122 random bits in UUIDv4 layout, from the thread's fast generator
+    // (seeded from the OS): an id must be unique, not unguessable, and the
+    // CSPRNG's draw and the generic formatter cost more than the rest of the
+    // request guard.
+    let high = fastrand::u64(..) & !0xf000 | 0x4000; // version 4
+    let low = fastrand::u64(..) & !(0xc0 << 56) | (0x80 << 56); // RFC 4122 variant
+    let (h, l) = (hex16(high), hex16(low));
+    let mut buf = [b'-'; 36];
+    buf[..8].copy_from_slice(&h[..8]);
+    buf[9..13].copy_from_slice(&h[8..12]);
+    buf[14..18].copy_from_slice(&h[12..]);
+    buf[19..23].copy_from_slice(&l[..4]);
+    buf[24..].copy_from_slice(&l[4..]);
+    // SAFETY: lowercase hex digits and hyphens are visible ASCII, which is
+    // what a header value must be. Owned by a shared buffer: one
+    // allocation, and the clones the request context and log lines take
+    // only count references.
+    unsafe { HeaderValue::from_maybe_shared_unchecked(bytes::Bytes::from_owner(buf)) }
+}
+
+/// The sixteen lowercase hex digits of `x`, most significant first,
+/// computed in all lanes of a `u128` at once.
+fn hex16(x: u64) -> [u8; 16] {
+    // Spread the nibbles, in order, one to a byte.
+    let mut y = u128::from(x);
+    y = (y | y << 32) & 0x0000_0000_ffff_ffff_0000_0000_ffff_ffff;
+    y = (y | y << 16) & 0x0000_ffff_0000_ffff_0000_ffff_0000_ffff;
+    y = (y | y << 8) & 0x00ff_00ff_00ff_00ff_00ff_00ff_00ff_00ff;
+    y = (y | y << 4) & 0x0f0f_0f0f_0f0f_0f0f_0f0f_0f0f_0f0f_0f0f;
+    // 0–9 → '0'–'9', 10–15 → 'a'–'f': bytes above 9 get 0x27 more.
+    const ONES: u128 = u128::MAX / 0xff;
+    let above_nine = ((y + 6 * ONES) >> 4) & ONES;
+    (y + 0x30 * ONES + above_nine * 0x27).to_be_bytes()
 }
 
 #[cfg(test)]
@@ -136,5 +170,27 @@ mod tests {
         let id = from_headers(&HeaderMap::new());
         assert_eq!(id.to_str().unwrap().matches('-').count(), 4);
         assert_ne!(id, from_headers(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn hex_digits_in_order() {
+        assert_eq!(&hex16(0x0123_4567_89ab_cdef), b"0123456789abcdef");
+        assert_eq!(&hex16(u64::MAX), b"ffffffffffffffff");
+        assert_eq!(&hex16(0), b"0000000000000000");
+        for _ in 0..1000 {
+            let x = fastrand::u64(..);
+            assert_eq!(hex16(x).as_slice(), format!("{x:016x}").as_bytes());
+        }
+    }
+
+    #[test]
+    fn a_generated_id_is_a_version_4_uuid() {
+        for _ in 0..100 {
+            let id = generate();
+            let parsed = uuid::Uuid::parse_str(text(&id)).expect("a UUID");
+            assert_eq!(parsed.get_version(), Some(uuid::Version::Random));
+            assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
+            assert_eq!(text(&id), parsed.hyphenated().to_string());
+        }
     }
 }

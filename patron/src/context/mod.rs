@@ -10,5 +10,6 @@ pub(crate) mod traceparent;
 
 pub use correlation::{CorrelationId, X_CORRELATION_ID};
 pub(crate) use scope::{
-    KnownContext, MessageScope, REQUEST, RequestContext, in_message_context, with_current,
+    KnownContext, MessageScope, REQUEST, RequestContext, in_known_context, in_message_context,
+    with_current,
 };

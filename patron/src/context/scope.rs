@@ -89,22 +89,52 @@ tokio::task_local! {
     pub(crate) static REQUEST: RequestContext;
 }
 
+/// The context borrowed through [`BORROWED`].
+#[derive(Clone, Copy)]
+enum Borrowed {
+    Known(NonNull<KnownContext>),
+    Message(NonNull<dyn MessageScope>),
+}
+
 thread_local! {
-    /// The envelope of the consumed message whose handler is being called
-    /// and first polled on this thread, when no [`REQUEST`] scope is
-    /// active: see [`in_message_context`].
-    static FIRST_POLL: Cell<Option<NonNull<dyn MessageScope>>> = const { Cell::new(None) };
+    /// The context of the work being polled on this thread when no
+    /// [`REQUEST`] scope is active: an HTTP request's (for each poll of its
+    /// handler) or a consumed message's (for its handler's call and first
+    /// poll). See [`in_known_context`] and [`in_message_context`].
+    static BORROWED: Cell<Option<Borrowed>> = const { Cell::new(None) };
+}
+
+/// Puts back the previous borrowed context, on unwinding too.
+struct Restore(Option<Borrowed>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        BORROWED.set(self.0);
+    }
+}
+
+/// Runs `f` with `context` as the current context. It does what
+/// `REQUEST.sync_scope` does without moving the context in and out of the
+/// task-local: the context is borrowed through a thread-local pointer for
+/// the duration of `f`. The HTTP request guard calls it around each poll
+/// of a handler, with the context kept inline in the guard's (pinned)
+/// future, so a request pays neither an allocation for its context nor
+/// the task-local's swaps. Inside an active `REQUEST` scope it falls back
+/// to a nested scope, so the innermost context always wins.
+pub(crate) fn in_known_context<R>(context: &KnownContext, f: impl FnOnce() -> R) -> R {
+    if REQUEST.try_with(|_| ()).is_ok() {
+        return REQUEST.sync_scope(RequestContext::Known(Box::new(context.clone())), f);
+    }
+    let _restore = Restore(BORROWED.replace(Some(Borrowed::Known(NonNull::from(context)))));
+    f()
 }
 
 /// Runs `f` — a message handler's call and first poll, which cannot yield
-/// — with `envelope` as the current context. It does what
-/// `REQUEST.sync_scope` does, without a reference count on the envelope or
-/// swapping a context in and out of the task-local: the envelope is
-/// borrowed through a thread-local pointer for the duration of `f` (the
-/// task-local scope's reference count and swaps are a large share of what
-/// patron adds to a hand-written Kafka loop). Inside an active `REQUEST`
-/// scope it falls back to a nested scope, so the innermost context always
-/// wins.
+/// — with `envelope` as the current context, borrowed as
+/// [`in_known_context`] borrows a request's (the task-local scope's
+/// reference count and swaps are a large share of what patron adds to a
+/// hand-written Kafka loop). Inside an active `REQUEST` scope it falls
+/// back to a nested scope, so the innermost context always wins.
 pub(crate) fn in_message_context<M: MessageScope + 'static, R>(
     envelope: &Arc<M>,
     f: impl FnOnce() -> R,
@@ -112,32 +142,29 @@ pub(crate) fn in_message_context<M: MessageScope + 'static, R>(
     if REQUEST.try_with(|_| ()).is_ok() {
         return REQUEST.sync_scope(RequestContext::Message(Arc::clone(envelope) as _), f);
     }
-    /// Puts back the previous pointer, on unwinding too.
-    struct Restore(Option<NonNull<dyn MessageScope>>);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            FIRST_POLL.set(self.0);
-        }
-    }
     let scope: &(dyn MessageScope + 'static) = &**envelope;
-    let _restore = Restore(FIRST_POLL.replace(Some(NonNull::from(scope))));
+    let _restore = Restore(BORROWED.replace(Some(Borrowed::Message(NonNull::from(scope)))));
     f()
 }
 
 /// Calls `f` with the context of the work running now: the innermost
-/// [`REQUEST`] scope, else the message in its first poll on this thread;
+/// [`REQUEST`] scope, else the request or message borrowed on this thread;
 /// `None` outside both.
 pub(crate) fn with_current<R>(f: impl FnOnce(Current<'_>) -> R) -> Option<R> {
     let mut f = Some(f);
     if let Ok(r) = REQUEST.try_with(|c| f.take().map(|f| f(c.borrow()))) {
         return r;
     }
-    let envelope = FIRST_POLL.get()?;
-    // SAFETY: the pointer is set only while `in_message_context` runs on
-    // this thread, with the envelope borrowed for that whole time, and
-    // reset when it returns or unwinds; `f` cannot keep the reference.
-    let envelope = unsafe { envelope.as_ref() };
-    f.take().map(|f| f(Current::Message(envelope)))
+    let current = match BORROWED.get()? {
+        // SAFETY: a pointer is set only while `in_known_context` or
+        // `in_message_context` runs on this thread, with the context
+        // borrowed for that whole time, and reset when it returns or
+        // unwinds; `f` cannot keep the reference.
+        Borrowed::Known(known) => Current::Known(unsafe { known.as_ref() }),
+        // SAFETY: as above.
+        Borrowed::Message(envelope) => Current::Message(unsafe { envelope.as_ref() }),
+    };
+    f.take().map(|f| f(current))
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use http::HeaderName;
+use http::HeaderValue;
 use prometheus::HistogramVec;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -29,12 +29,10 @@ use super::registry::CallAuth;
 use super::status;
 use crate::context::correlation::{self, X_CORRELATION_ID};
 use crate::context::{KnownContext, REQUEST, RequestContext};
+use crate::http::head::Head;
 use crate::http::server::Handler;
 use crate::observe::trace;
 use crate::panic::panic_message;
-
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 
 /// What the server knows about one registered service.
 pub(crate) struct ServiceRuntime {
@@ -72,8 +70,10 @@ impl Handler for GrpcApp {
             Some((s, m, rt)) => (s, std::sync::Arc::<str>::from(m), Some(rt)),
             None => ("unknown", std::sync::Arc::<str>::from("unknown"), None),
         };
-        let id = correlation::from_headers(req.headers());
-        let sampled = !trace::enabled() || trace::sample_request(req.headers());
+        let head = Head::read(req.headers());
+        let id = correlation::or_generate(head.correlation_id);
+        let sampled = !trace::enabled()
+            || trace::sample_parent(head.traceparent.as_ref().map(HeaderValue::as_bytes));
         let span = if sampled {
             // A DEBUG span, as for routes: free at the default log level,
             // taken by the trace exporter whatever the level.
@@ -97,8 +97,8 @@ impl Handler for GrpcApp {
         }
         let context = RequestContext::Known(Box::new(KnownContext {
             correlation_id: id.clone(),
-            traceparent: req.headers().get(TRACEPARENT).cloned(),
-            baggage: req.headers().get(BAGGAGE).cloned(),
+            traceparent: head.traceparent,
+            baggage: head.baggage,
         }));
         let deadline = match status::timeout(req.headers()) {
             Ok(d) => d,

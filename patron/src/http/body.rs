@@ -12,7 +12,6 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::header;
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 
@@ -30,16 +29,11 @@ impl BodyWatch {
 }
 
 /// Wraps `req`'s body when it has one: returns the watch to ask at a
-/// timeout. JSON bodies (by `Content-Type`) are also checked for UTF-8.
-pub(crate) fn watch(req: &mut axum::extract::Request) -> Option<Arc<BodyWatch>> {
+/// timeout. A `json` body (by its `Content-Type`) is also checked for UTF-8.
+pub(crate) fn watch(req: &mut axum::extract::Request, json: bool) -> Option<Arc<BodyWatch>> {
     if http_body::Body::is_end_stream(req.body()) {
         return None;
     }
-    let json = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(is_json);
     let watch = Arc::new(BodyWatch::default());
     let body = std::mem::take(req.body_mut());
     *req.body_mut() = Body::new(WatchedBody {
@@ -50,17 +44,24 @@ pub(crate) fn watch(req: &mut axum::extract::Request) -> Option<Arc<BodyWatch>> 
     Some(watch)
 }
 
-/// `application/json` or any `+json` type.
-fn is_json(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    let (kind, sub) = essence.split_once('/').unwrap_or_default();
-    kind.eq_ignore_ascii_case("application")
-        && (sub.eq_ignore_ascii_case("json")
+/// `application/json` or any `+json` type (a `Content-Type` value's
+/// bytes; parameters such as `charset` are ignored).
+pub(super) fn is_json(content_type: &[u8]) -> bool {
+    let essence = match content_type.iter().position(|&b| b == b';') {
+        Some(end) => &content_type[..end],
+        None => content_type,
+    }
+    .trim_ascii();
+    let Some(slash) = essence.iter().position(|&b| b == b'/') else {
+        return false;
+    };
+    let (kind, sub) = (&essence[..slash], &essence[slash + 1..]);
+    kind.eq_ignore_ascii_case(b"application")
+        && (sub.eq_ignore_ascii_case(b"json")
             || sub
                 .len()
                 .checked_sub(5)
-                .and_then(|i| sub.get(i..))
-                .is_some_and(|end| end.eq_ignore_ascii_case("+json")))
+                .is_some_and(|i| sub[i..].eq_ignore_ascii_case(b"+json")))
 }
 
 /// Incremental UTF-8 validation over frames: at most three bytes of a
@@ -91,6 +92,11 @@ impl std::error::Error for NotUtf8 {}
 
 impl Utf8 {
     fn feed(&mut self, data: &[u8]) -> Result<(), NotUtf8> {
+        // Most JSON is ASCII: checked a word at a time, it needs no decoding.
+        if self.carry.is_empty() && data.is_ascii() {
+            self.offset += data.len();
+            return Ok(());
+        }
         let mut joined;
         let bytes: &[u8] = if self.carry.is_empty() {
             data
@@ -184,11 +190,14 @@ mod tests {
 
     #[test]
     fn json_content_types() {
-        assert!(is_json("application/json"));
-        assert!(is_json("Application/JSON; charset=utf-8"));
-        assert!(is_json("application/problem+json"));
-        assert!(!is_json("text/plain"));
-        assert!(!is_json("application/jsonl"));
+        assert!(is_json(b"application/json"));
+        assert!(is_json(b"Application/JSON; charset=utf-8"));
+        assert!(is_json(b"application/problem+json"));
+        assert!(!is_json(b"text/plain"));
+        assert!(!is_json(b"application/jsonl"));
+        assert!(is_json(b" application/json "));
+        assert!(!is_json(b"application"));
+        assert!(!is_json(b"json"));
     }
 
     #[test]

@@ -1,14 +1,16 @@
-//! The guard every user request gets (its middleware), run by the server around the
-//! router with a named future, so a request pays for no extra allocation or
-//! boxing. Outermost first: correlation id → request span → panic catcher →
-//! timeout → body limit. Per-route values are resolved at start-up and found
-//! by one path lookup.
+//! The guard every user request gets (its middleware), run by the server
+//! around the router as one named future, so a request pays for no extra
+//! allocation, boxing or nested wrapper futures. Outermost first:
+//! correlation id → request span → panic catcher → timeout → body limit.
+//! Per-route values are resolved at start-up and found by one path lookup.
 //!
-//! The correlation id lives in a task-local [`RequestContext`](crate::context::RequestContext) for the whole
-//! request, so every log line carries it whether or not the request span is
-//! enabled. The span itself is a DEBUG span: at the default INFO level it
-//! costs nothing, and layers that want it (debug logging, trace export) get
-//! it with the correlation id recorded on it.
+//! The request's context (correlation id, incoming trace context) is kept
+//! inline in the guard and borrowed as the current context around each poll
+//! of the handler, so every log line carries it whether or not the request
+//! span is enabled. The span itself is a DEBUG span: at the default INFO
+//! level it costs nothing, and layers that want it (debug logging, trace
+//! export) get it with the correlation id recorded on it. The handler
+//! timeout's timer is armed only when the handler first waits.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -20,18 +22,14 @@ use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
-use futures_util::FutureExt;
-use futures_util::future::CatchUnwind;
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use pin_project_lite::pin_project;
-use tokio::task::futures::TaskLocalFuture;
-use tokio::time::Timeout;
-use tracing::Instrument;
-use tracing::instrument::Instrumented;
+use tokio::time::Sleep;
 
 use super::access::{self, Access, StatusRules};
+use super::head::Head;
 use crate::context::correlation::{self, X_CORRELATION_ID};
-use crate::context::{KnownContext, REQUEST, RequestContext};
+use crate::context::{KnownContext, in_known_context};
 use crate::error::Error;
 use crate::observe::metrics::{RouteMetrics, method_label};
 use crate::observe::trace;
@@ -63,9 +61,6 @@ pub(crate) struct ResponseSettings {
     /// `X-App-Name` and `X-App-Version`, when turned on.
     pub app_headers: Option<(HeaderValue, HeaderValue)>,
 }
-
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const BAGGAGE: HeaderName = HeaderName::from_static("baggage");
 
 /// The `X-App-Name` response header.
 pub const X_APP_NAME: HeaderName = HeaderName::from_static("x-app-name");
@@ -143,31 +138,52 @@ impl Drop for Active {
     }
 }
 
-type Guarded<F> =
-    Instrumented<TaskLocalFuture<RequestContext, Timeout<CatchUnwind<AssertUnwindSafe<F>>>>>;
-
 pin_project! {
     #[project = GuardProj]
     pub(crate) enum GuardFuture<F> {
-        Rejected { response: Option<Response> },
+        /// Answered before the handler: a rejected request.
+        Ready { response: Option<Response> },
         Running {
             #[pin]
-            inner: Guarded<F>,
+            inner: F,
             route: &'static RouteRuntime,
-            id: Option<HeaderValue>,
+            // Borrowed as the current context around each poll of `inner`.
+            context: KnownContext,
             method: &'static str,
             started: Instant,
             active: Active,
             body: Option<Arc<super::body::BodyWatch>>,
+            span: tracing::Span,
+            // The handler timeout's timer, armed only once the handler
+            // waits: a request answered in its first poll pays for none.
+            deadline: Option<Pin<Box<Sleep>>>,
         },
     }
 }
 
+impl<F> GuardFuture<F> {
+    /// A response decided before any handler ran.
+    pub(crate) fn ready(response: Response) -> Self {
+        GuardFuture::Ready {
+            response: Some(response),
+        }
+    }
+}
+
+/// How a handler's run ended, as the guard sees it.
+enum Outcome {
+    Answered(Response),
+    Panicked(Box<dyn std::any::Any + Send>),
+    TimedOut,
+}
+
 /// Runs `call(req)` as one user request: correlation id, span, panic
-/// catcher, timeout and body-size check, as `route` says.
+/// catcher, timeout and body-size check, as `route` says; `head` is what
+/// was read from the request's headers.
 pub(crate) fn guard<F>(
     route: &'static RouteRuntime,
     req: Request,
+    head: Head,
     call: impl FnOnce(Request) -> F,
 ) -> GuardFuture<F>
 where
@@ -175,8 +191,8 @@ where
 {
     let started = Instant::now();
     let method = method_label(req.method());
-    let id = correlation::from_headers(req.headers());
-    if let Some(len) = content_length(&req)
+    let id = correlation::or_generate(head.correlation_id);
+    if let Some(len) = head.content_length
         && len > route.body_limit as u64
     {
         let response = Error::new(
@@ -188,9 +204,7 @@ where
         )
         .into_response();
         let response = finish(route, method, started, id, response, &tracing::Span::none());
-        return GuardFuture::Rejected {
-            response: Some(response),
-        };
+        return GuardFuture::ready(response);
     }
     if let Some(limiter) = &route.rate_limit
         && let Err(not_until) = limiter.check()
@@ -206,12 +220,11 @@ where
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
         let response = finish(route, method, started, id, response, &tracing::Span::none());
-        return GuardFuture::Rejected {
-            response: Some(response),
-        };
+        return GuardFuture::ready(response);
     }
     // With trace export on, unsampled requests get no span at all.
-    let sampled = !trace::enabled() || trace::sample_request(req.headers());
+    let sampled = !trace::enabled()
+        || trace::sample_parent(head.traceparent.as_ref().map(HeaderValue::as_bytes));
     let span = if route.trace && sampled {
         tracing::debug_span!(
             "HTTP request",
@@ -234,24 +247,25 @@ where
         // A malformed traceparent yields an empty context: a new root.
         let _ = span.set_parent(trace::extract(req.headers()));
     }
-    let context = RequestContext::Known(Box::new(KnownContext {
-        correlation_id: id.clone(),
-        traceparent: req.headers().get(TRACEPARENT).cloned(),
-        baggage: req.headers().get(BAGGAGE).cloned(),
-    }));
+    let context = KnownContext {
+        correlation_id: id,
+        traceparent: head.traceparent,
+        baggage: head.baggage,
+    };
     let mut req = req;
-    let body = super::body::watch(&mut req);
-    let handled = AssertUnwindSafe(call(req)).catch_unwind();
-    let inner = REQUEST.scope(context, tokio::time::timeout(route.timeout, handled));
+    let body = super::body::watch(&mut req, head.json);
+    let inner = call(req);
     let active = Active::enter(route.metrics.as_ref());
     GuardFuture::Running {
-        inner: inner.instrument(span),
+        inner,
         route,
-        id: Some(id),
+        context,
         method,
         started,
         active,
         body,
+        span,
+        deadline: None,
     }
 }
 
@@ -263,27 +277,50 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
-            GuardProj::Rejected { response } => Poll::Ready(Ok(response
+            GuardProj::Ready { response } => Poll::Ready(Ok(response
                 .take()
                 .unwrap_or_else(|| Error::msg("response polled twice").into_response()))),
             GuardProj::Running {
                 mut inner,
                 route,
-                id,
+                context,
                 method,
                 started,
                 active: _,
                 body,
+                span,
+                deadline,
             } => {
-                let outcome = ready!(inner.as_mut().poll(cx));
-                let id = id.take().unwrap_or_else(|| HeaderValue::from_static(""));
-                let span = inner.span();
+                let outcome = {
+                    // The handler's log lines belong to the request's trace.
+                    let _entered = (!span.is_disabled()).then(|| span.enter());
+                    let polled = in_known_context(context, || {
+                        std::panic::catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx)))
+                    });
+                    match polled {
+                        Ok(Poll::Ready(Ok(response))) => Outcome::Answered(response),
+                        Ok(Poll::Ready(Err(never))) => match never {},
+                        Err(panic) => Outcome::Panicked(panic),
+                        Ok(Poll::Pending) => {
+                            let Some(at) = started.checked_add(route.timeout) else {
+                                // A timeout beyond the clock's range: none.
+                                return Poll::Pending;
+                            };
+                            let timer = deadline.get_or_insert_with(|| {
+                                Box::pin(tokio::time::sleep_until(at.into()))
+                            });
+                            ready!(timer.as_mut().poll(cx));
+                            Outcome::TimedOut
+                        }
+                    }
+                };
+                let id =
+                    std::mem::replace(&mut context.correlation_id, HeaderValue::from_static(""));
                 // The panic and timeout lines belong to the request's trace.
                 let entered = (!span.is_disabled()).then(|| span.enter());
                 let response = match outcome {
-                    Ok(Ok(Ok(response))) => response,
-                    Ok(Ok(Err(never))) => match never {},
-                    Ok(Err(panic)) => {
+                    Outcome::Answered(response) => response,
+                    Outcome::Panicked(panic) => {
                         tracing::error!(
                             panic = panic_message(panic.as_ref()),
                             route = route.span_name,
@@ -295,7 +332,7 @@ where
                         )
                         .into_response()
                     }
-                    Err(_) if body.as_ref().is_some_and(|b| b.waiting()) => {
+                    Outcome::TimedOut if body.as_ref().is_some_and(|b| b.waiting()) => {
                         tracing::info!(
                             timeout = ?route.timeout,
                             route = route.span_name,
@@ -311,7 +348,7 @@ where
                         )
                         .into_response()
                     }
-                    Err(_) => {
+                    Outcome::TimedOut => {
                         tracing::warn!(
                             timeout = ?route.timeout,
                             route = route.span_name,
@@ -340,11 +377,4 @@ where
             }
         }
     }
-}
-
-fn content_length(req: &Request) -> Option<u64> {
-    req.headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
 }

@@ -12,6 +12,7 @@ mod extract;
 pub(crate) mod files;
 pub(crate) mod guard;
 mod handler;
+pub(crate) mod head;
 pub(crate) mod registry;
 pub(crate) mod router;
 pub(crate) mod server;

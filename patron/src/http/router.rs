@@ -4,7 +4,7 @@
 //! problem-body 404, the management routes beside them — and the path index
 //! that finds a request's per-route settings for the request guard.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -27,6 +27,7 @@ use super::builtin::{self, Management, RESERVED};
 use super::debug;
 use super::debug::DebugAuth;
 use super::guard::{GuardFuture, ResponseSettings, RouteRuntime, guard};
+use super::head::Head;
 use super::registry::{RateSpec, RouteDef};
 use crate::cache::Caches;
 use crate::config::Config;
@@ -131,7 +132,7 @@ pub(crate) fn build(parts: AppParts<'_>) -> Result<App, String> {
         status_rules: config.http_status_error_logging.clone(),
         app_headers,
     }));
-    let mut index: matchit::Router<PathSettings> = matchit::Router::new();
+    let mut index = PathIndex::default();
     let mut settings: BTreeMap<&'static str, Vec<(Method, &'static RouteRuntime)>> =
         BTreeMap::new();
     let mut by_path: BTreeMap<&'static str, (MethodRouter<AppState>, Vec<&'static str>)> =
@@ -221,13 +222,13 @@ pub(crate) fn build(parts: AppParts<'_>) -> Result<App, String> {
         }));
         let methods = vec![(Method::GET, runtime)];
         index
-            .insert(pattern, PathSettings::User(methods.clone()))
+            .add(pattern, PathSettings::User(methods.clone()))
             .map_err(|e| format!("cannot serve files at {pattern}: {e}"))?;
         if mount.prefix() == "/" {
             root_files = Some(service);
         } else {
             index
-                .insert(mount.prefix(), PathSettings::User(methods))
+                .add(mount.prefix(), PathSettings::User(methods))
                 .map_err(|e| format!("cannot serve files at {}: {e}", mount.prefix()))?;
             router = std::panic::catch_unwind(AssertUnwindSafe(|| {
                 router.nest_service(mount.prefix(), service)
@@ -272,12 +273,12 @@ pub(crate) fn build(parts: AppParts<'_>) -> Result<App, String> {
         ));
     for (path, methods) in settings {
         index
-            .insert(path, PathSettings::User(methods))
+            .add(path, PathSettings::User(methods))
             .map_err(|e| format!("cannot index path {path}: {e}"))?;
     }
     for path in RESERVED.iter().chain(debug::PATHS) {
         index
-            .insert(*path, PathSettings::Management)
+            .add(path, PathSettings::Management)
             .map_err(|e| format!("cannot index path {path}: {e}"))?;
     }
     let unmatched: &'static RouteRuntime = Box::leak(Box::new(RouteRuntime {
@@ -301,11 +302,13 @@ pub(crate) fn build(parts: AppParts<'_>) -> Result<App, String> {
             CompressionLayer::new().compress_when(DefaultPredicate::new().and(CompressibleStatus)),
         )
     });
+    let PathIndex { tree, exact } = index;
     Ok(App {
         router,
         user,
         compressed,
-        index,
+        index: tree,
+        exact,
         unmatched,
     })
 }
@@ -319,6 +322,24 @@ enum PathSettings {
     User(Vec<(Method, &'static RouteRuntime)>),
 }
 
+/// The path index as it is built: every pattern in the tree, the ones
+/// without parameters also by their whole text.
+#[derive(Default)]
+struct PathIndex {
+    tree: matchit::Router<PathSettings>,
+    exact: HashMap<Box<str>, PathSettings, foldhash::fast::RandomState>,
+}
+
+impl PathIndex {
+    fn add(&mut self, path: &str, settings: PathSettings) -> Result<(), matchit::InsertError> {
+        self.tree.insert(path, settings.clone())?;
+        if !path.contains(['{', '}']) {
+            self.exact.insert(path.into(), settings);
+        }
+        Ok(())
+    }
+}
+
 /// The complete HTTP application: the router plus the settings the core
 /// middleware applies to each user request.
 pub(crate) struct App {
@@ -328,7 +349,12 @@ pub(crate) struct App {
     user: Router,
     /// `user` with response compression, for requests that accept an encoding.
     compressed: Option<Router>,
+    /// Every path pattern's settings, by matchit as axum routes.
     index: matchit::Router<PathSettings>,
+    /// The settings of each path without parameters, looked up by the whole
+    /// path first: a hash and one comparison instead of a walk of the tree
+    /// (a static path wins over a parameter in matchit too).
+    exact: HashMap<Box<str>, PathSettings, foldhash::fast::RandomState>,
     unmatched: &'static RouteRuntime,
 }
 
@@ -336,39 +362,62 @@ pub(crate) struct App {
 pub(crate) type AppFuture = Either<Oneshot<Router, Request>, GuardFuture<Oneshot<Router, Request>>>;
 
 impl App {
-    /// Handles one request: management routes go straight to the router,
-    /// everything else through the request guard with its route's settings
-    /// (or the service defaults when no route matches).
+    /// Handles one request: an HTTP/1.1 request without exactly one `Host`
+    /// is refused, management routes go straight to the router, everything
+    /// else through the request guard with its route's settings (or the
+    /// service defaults when no route matches).
     pub(crate) fn call(&self, req: Request) -> AppFuture {
-        let route = match self.index.at(req.uri().path()) {
-            Ok(found) => match found.value {
-                PathSettings::Management => return Either::Left(self.route(req)),
-                PathSettings::User(methods) => {
-                    let wanted = if req.method() == Method::HEAD {
-                        &Method::GET
-                    } else {
-                        req.method()
-                    };
-                    methods
-                        .iter()
-                        .find(|(m, _)| m == req.method())
-                        .or_else(|| methods.iter().find(|(m, _)| m == wanted))
-                        .map_or(self.unmatched, |(_, r)| *r)
-                }
-            },
-            Err(_) => self.unmatched,
+        let head = Head::read(req.headers());
+        if req.version() == http::Version::HTTP_11 && head.hosts != 1 {
+            return Either::Right(GuardFuture::ready(host_problem(head)));
+        }
+        let path = req.uri().path();
+        let settings = match self.exact.get(path) {
+            Some(found) => Some(found),
+            None => self.index.at(path).ok().map(|found| found.value),
+        };
+        let route = match settings {
+            Some(PathSettings::Management) => return Either::Left(self.route(req)),
+            Some(PathSettings::User(methods)) => {
+                let wanted = if req.method() == Method::HEAD {
+                    &Method::GET
+                } else {
+                    req.method()
+                };
+                methods
+                    .iter()
+                    .find(|(m, _)| m == req.method())
+                    .or_else(|| methods.iter().find(|(m, _)| m == wanted))
+                    .map_or(self.unmatched, |(_, r)| *r)
+            }
+            None => self.unmatched,
         };
         let router = match &self.compressed {
-            Some(compressed) if req.headers().contains_key(header::ACCEPT_ENCODING) => compressed,
+            Some(compressed) if head.accept_encoding => compressed,
             _ => &self.user,
         };
-        Either::Right(guard(route, req, |req| router.clone().oneshot(req)))
+        Either::Right(guard(route, req, head, |req| router.clone().oneshot(req)))
     }
 
     /// Dispatches to the axum router.
     fn route(&self, req: Request) -> Oneshot<Router, Request> {
         self.router.clone().oneshot(req)
     }
+}
+
+/// The 400 for an HTTP/1.1 request without exactly one `Host` header.
+fn host_problem(head: Head) -> Response {
+    let detail = if head.hosts == 0 {
+        "an HTTP/1.1 request needs a Host header (RFC 9112 section 3.2)"
+    } else {
+        "an HTTP/1.1 request must carry exactly one Host header, not several (RFC 9112 section 3.2)"
+    };
+    let mut response = problem(StatusCode::BAD_REQUEST, detail, Default::default());
+    response.headers_mut().insert(
+        super::X_CORRELATION_ID,
+        crate::context::correlation::or_generate(head.correlation_id),
+    );
+    response
 }
 
 /// A token bucket of `spec.count` tokens refilled evenly over `spec.per`.

@@ -38,7 +38,6 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use futures_util::future::Either;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
@@ -276,29 +275,6 @@ fn refuse_new_connections(_listener: &TcpListener) -> io::Result<()> {
     Ok(())
 }
 
-/// An HTTP/1.1 request must carry exactly one `Host` header (RFC 9112
-/// §3.2): the 400 problem for one that does not.
-fn host_problem<B>(req: &http::Request<B>) -> Option<http::Response<Body>> {
-    if req.version() != http::Version::HTTP_11 {
-        return None;
-    }
-    let mut hosts = req.headers().get_all(http::header::HOST).iter();
-    let detail = match (hosts.next(), hosts.next()) {
-        (Some(_), None) => return None,
-        (None, _) => "an HTTP/1.1 request needs a Host header (RFC 9112 section 3.2)",
-        (Some(_), Some(_)) => {
-            "an HTTP/1.1 request must carry exactly one Host header, not several (RFC 9112 section 3.2)"
-        }
-    };
-    let mut response =
-        crate::error::problem(http::StatusCode::BAD_REQUEST, detail, Default::default());
-    response.headers_mut().insert(
-        super::X_CORRELATION_ID,
-        crate::context::correlation::from_headers(req.headers()),
-    );
-    Some(response)
-}
-
 fn is_per_connection(err: &io::Error) -> bool {
     matches!(
         err.kind(),
@@ -328,10 +304,7 @@ async fn connection<S, A: Handler>(
     let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let guard = InFlight::enter(&svc_state);
         let http1 = req.version() < http::Version::HTTP_2;
-        let call = match host_problem(&req) {
-            None => Either::Left(app.handle(req.map(Body::new))),
-            Some(response) => Either::Right(std::future::ready(Ok(response))),
-        };
+        let call = app.handle(req.map(Body::new));
         async move {
             let mut response = call.await;
             if http1

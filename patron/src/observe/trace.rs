@@ -65,6 +65,7 @@ pub struct HeadSampling {
 }
 
 impl HeadSampling {
+    #[cfg(test)]
     fn sample(&self, headers: &http::HeaderMap) -> bool {
         self.sample_parent(headers.get("traceparent").map(|v| v.as_bytes()))
     }
@@ -81,13 +82,8 @@ impl HeadSampling {
 
 static HEAD: OnceLock<HeadSampling> = OnceLock::new();
 
-/// Whether the request with these headers is sampled (when traces are on).
-pub(crate) fn sample_request(headers: &http::HeaderMap) -> bool {
-    HEAD.get().is_some_and(|h| h.sample(headers))
-}
-
-/// Whether a message with this `traceparent` header is sampled (when
-/// traces are on).
+/// Whether a request or message with this `traceparent` header is sampled
+/// (when traces are on).
 pub(crate) fn sample_parent(traceparent: Option<&[u8]>) -> bool {
     HEAD.get().is_some_and(|h| h.sample_parent(traceparent))
 }
