@@ -13,10 +13,11 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
+use axum::routing::future::RouteFuture;
 use futures_util::future::Either;
 use http::{HeaderValue, Method, StatusCode, header};
-use tower::ServiceExt;
-use tower::util::Oneshot;
+use std::convert::Infallible;
+use tower::Service;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::compression::CompressionLayer;
 use tower_http::compression::predicate::{DefaultPredicate, Predicate};
@@ -359,7 +360,7 @@ pub(crate) struct App {
 }
 
 /// The future of one request through [`App::call`].
-pub(crate) type AppFuture = Either<Oneshot<Router, Request>, GuardFuture<Oneshot<Router, Request>>>;
+pub(crate) type AppFuture = Either<RouteFuture<Infallible>, GuardFuture<RouteFuture<Infallible>>>;
 
 impl App {
     /// Handles one request: an HTTP/1.1 request without exactly one `Host`
@@ -396,13 +397,20 @@ impl App {
             Some(compressed) if head.accept_encoding => compressed,
             _ => &self.user,
         };
-        Either::Right(guard(route, req, head, |req| router.clone().oneshot(req)))
+        Either::Right(guard(route, req, head, |req| dispatch(router, req)))
     }
 
     /// Dispatches to the axum router.
-    fn route(&self, req: Request) -> Oneshot<Router, Request> {
-        self.router.clone().oneshot(req)
+    fn route(&self, req: Request) -> RouteFuture<Infallible> {
+        dispatch(&self.router, req)
     }
+}
+
+/// Calls `router` with `req`. A `Router` is always ready (its `poll_ready`
+/// is `Ready(Ok(()))` without looking at the context), so it is called
+/// directly rather than through `Oneshot`'s readiness state machine.
+fn dispatch(router: &Router, req: Request) -> RouteFuture<Infallible> {
+    router.clone().call(req)
 }
 
 /// The 400 for an HTTP/1.1 request without exactly one `Host` header.

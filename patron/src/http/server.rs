@@ -34,10 +34,12 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
+use futures_util::task::AtomicWaker;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
@@ -333,54 +335,107 @@ async fn connection<S, A: Handler>(
     });
     let conn = builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(conn);
+    let drain = draining.cancelled_owned();
+    tokio::pin!(drain);
     let mut watch = Watch::new(Instant::now());
     let mut tick = tokio::time::interval(timeouts.tick());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut closing = false;
     let mut drain_started = false;
-    loop {
-        tokio::select! {
-            biased;
-            result = conn.as_mut() => {
-                if let Err(err) = result {
-                    tracing::debug!(%peer, error = %err, "HTTP connection ended with an error");
-                }
-                return;
+    // The watchdog's timer and the drain signal wake the task through the
+    // alarm, which notes that they did: a wake by the connection's own IO
+    // polls only the connection, not them.
+    // Rung to begin with: the first poll arms the timer and the signal.
+    let alarm = Arc::new(Alarm {
+        rang: AtomicBool::new(true),
+        task: AtomicWaker::new(),
+    });
+    let alarm_waker = Waker::from(Arc::clone(&alarm));
+    let ended = std::future::poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                return Poll::Ready(Some(result));
             }
-            _ = draining.cancelled(), if !drain_started => {
+            if !alarm.rang() {
+                return Poll::Pending;
+            }
+            alarm.task.register(cx.waker());
+            let mut watchers = Context::from_waker(&alarm_waker);
+            let mut shut_down = false;
+            if !drain_started && drain.as_mut().poll(&mut watchers).is_ready() {
                 drain_started = true;
                 state.draining.store(true, Ordering::Relaxed);
                 if state.h2.load(Ordering::Relaxed) && !closing {
                     // GOAWAY: streams under way finish, new ones go elsewhere.
                     closing = true;
-                    conn.as_mut().graceful_shutdown();
+                    shut_down = true;
                 }
                 tick = tokio::time::interval(DRAIN_TICK);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             }
-            _ = tick.tick() => match watch.check(&state, Instant::now(), &timeouts) {
-                Liveness::Fine => {
-                    if drain_started && !closing && watch.quiet_for(&state, Instant::now()) >= QUIET {
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
+            while tick.poll_tick(&mut watchers).is_ready() {
+                match watch.check(&state, Instant::now(), &timeouts) {
+                    Liveness::Fine => {
+                        if drain_started
+                            && !closing
+                            && watch.quiet_for(&state, Instant::now()) >= QUIET
+                        {
+                            closing = true;
+                            shut_down = true;
+                        }
+                    }
+                    Liveness::Idle => {
+                        if !closing {
+                            tracing::debug!(%peer, "closing idle HTTP connection");
+                            closing = true;
+                            shut_down = true;
+                        }
+                    }
+                    Liveness::ReadTimeout => {
+                        tracing::debug!(%peer, "HTTP read timeout: request head not received in time");
+                        return Poll::Ready(None);
+                    }
+                    Liveness::WriteStalled => {
+                        tracing::debug!(%peer, "HTTP write timeout: client stopped reading");
+                        return Poll::Ready(None);
                     }
                 }
-                Liveness::Idle => {
-                    if !closing {
-                        tracing::debug!(%peer, "closing idle HTTP connection");
-                        closing = true;
-                        conn.as_mut().graceful_shutdown();
-                    }
-                }
-                Liveness::ReadTimeout => {
-                    tracing::debug!(%peer, "HTTP read timeout: request head not received in time");
-                    return;
-                }
-                Liveness::WriteStalled => {
-                    tracing::debug!(%peer, "HTTP write timeout: client stopped reading");
-                    return;
-                }
-            },
+            }
+            if !shut_down {
+                return Poll::Pending;
+            }
+            // The connection has to be polled to act on it.
+            conn.as_mut().graceful_shutdown();
         }
+    })
+    .await;
+    if let Some(Err(err)) = ended {
+        tracing::debug!(%peer, error = %err, "HTTP connection ended with an error");
+    }
+}
+
+/// Wakes a connection's task for its watchdog's timer or the drain signal,
+/// and remembers that it did.
+struct Alarm {
+    rang: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl Alarm {
+    /// Whether the alarm rang since the last call (and the task's waker
+    /// must be registered again: ringing takes it).
+    fn rang(&self) -> bool {
+        self.rang.load(Ordering::Relaxed) && self.rang.swap(false, Ordering::AcqRel)
+    }
+}
+
+impl Wake for Alarm {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.rang.store(true, Ordering::Release);
+        self.task.wake();
     }
 }
