@@ -32,6 +32,9 @@
 //! `bench_consumers kafka-raw-fresh|kafka-raw-headers-fresh|kafka-raw-batch-fresh|kafka-patron-fresh N` fills a topic and
 //! reads it in the same process (the CPU-bound case of the full run).
 //!
+//! One AMQP side alone: `bench_consumers amqp-fill QUEUE N`, then
+//! `bench_consumers amqp-raw|amqp-patron QUEUE N [PREFETCH]`.
+//!
 //! Usage: `bench_consumers [rounds (3)] [AMQP messages (20000)] [prefetch (50)] [SQS messages (2000)] [Kafka messages (20000)]`,
 //! broker from `PATRON_AMQP_URL`.
 
@@ -687,11 +690,50 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// `amqp-fill QUEUE N` fills QUEUE (declared afresh) with N messages;
+/// `amqp-raw QUEUE N [PREFETCH]` and `amqp-patron QUEUE N [PREFETCH]`
+/// consume them, one side per process (for `scripts/bench-consumers
+/// --callgrind`).
+async fn amqp_profile(args: &[String]) {
+    let url = std::env::var("PATRON_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string());
+    let arg = |i: usize| args.get(i).map(String::as_str).unwrap_or_default();
+    let count = |i: usize| arg(i).parse::<u64>().expect("a message count");
+    let prefetch: u16 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(50);
+    let run = match arg(1) {
+        "amqp-fill" => {
+            let conn = Connection::connect(&url, ConnectionProperties::default())
+                .await
+                .expect("connect to RabbitMQ (PATRON_AMQP_URL)");
+            let publisher = conn.create_channel().await.expect("channel");
+            publisher
+                .confirm_select(ConfirmSelectOptions::default())
+                .await
+                .expect("confirms");
+            fill(&publisher, arg(2), count(3)).await;
+            let _ = conn.close(200, "done".into()).await;
+            return;
+        }
+        "amqp-raw" => raw(&url, arg(2), count(3), prefetch).await,
+        "amqp-patron" => patron(&url, arg(2), count(3), prefetch).await,
+        other => panic!("unknown mode {other}: amqp-fill|amqp-raw|amqp-patron QUEUE N [PREFETCH]"),
+    };
+    println!(
+        "{}: {:.0} msg/s  {:.2} CPU µs/msg",
+        arg(1),
+        run.per_sec,
+        run.cpu_per_msg
+    );
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).is_some_and(|a| a.starts_with("kafka-")) {
         return kafka_profile(&args).await;
+    }
+    if args.get(1).is_some_and(|a| a.starts_with("amqp-")) {
+        return amqp_profile(&args).await;
     }
     let rounds: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(3);
     let n: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(20_000);
