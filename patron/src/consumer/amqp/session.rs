@@ -198,7 +198,10 @@ impl Session<'_> {
         permit: OwnedSemaphorePermit,
     ) {
         let outlet = Arc::clone(outlet);
-        self.tracker.spawn(async move {
+        // Boxed: a handler's future is large, and tokio moves a spawned
+        // future several times while it sets up the task (a copy of every
+        // byte each time); boxed, those moves are pointer-sized.
+        self.tracker.spawn(Box::pin(async move {
             let (model, acker, props) = convert(&outlet.running.queue, delivery);
             let verdict = outlet
                 .running
@@ -207,7 +210,7 @@ impl Session<'_> {
                 .await;
             outlet.settle(&model, &acker, &props, verdict).await;
             drop(permit);
-        });
+        }));
     }
 
     /// `first` and the deliveries that follow it, up to `size` of them or
@@ -242,7 +245,10 @@ impl Session<'_> {
         permit: OwnedSemaphorePermit,
     ) {
         let outlet = Arc::clone(outlet);
-        self.tracker.spawn(async move {
+        // Boxed: a handler's future is large, and tokio moves a spawned
+        // future several times while it sets up the task (a copy of every
+        // byte each time); boxed, those moves are pointer-sized.
+        self.tracker.spawn(Box::pin(async move {
             let mut models = Vec::with_capacity(raw.len());
             let mut ackers = Vec::with_capacity(raw.len());
             for d in raw {
@@ -259,7 +265,7 @@ impl Session<'_> {
                 outlet.settle(model, acker, props, verdict).await;
             }
             drop(permit);
-        });
+        }));
     }
 
     /// Stops delivery, lets in-flight handlers acknowledge, then closes:

@@ -163,7 +163,10 @@ impl SqsConsumer {
             };
             let shared = Arc::clone(shared);
             let handler = Arc::clone(&self.handler);
-            tracker.spawn(async move {
+            // Boxed: a handler's future is large, and tokio moves a spawned
+            // future several times while it sets up the task (a copy of every
+            // byte each time); boxed, those moves are pointer-sized.
+            tracker.spawn(Box::pin(async move {
                 let (delivery, receipt, original) = convert(&shared.queue, message);
                 let verdict = shared
                     .pipeline
@@ -171,7 +174,7 @@ impl SqsConsumer {
                     .await;
                 shared.settle(&delivery, receipt, &original, verdict).await;
                 drop(permit);
-            });
+            }));
         }
     }
 }
