@@ -728,6 +728,12 @@ async fn amqp_profile(args: &[String]) {
 
 #[tokio::main]
 async fn main() {
+    // Logging as a service installs it (JSON lines at INFO, `RUST_LOG`
+    // honoured): without a global subscriber, tracing (built with its `log`
+    // feature when sqlx is linked) evaluates every disabled span's fields
+    // for the `log` crate, which a running service never does.
+    let config = patron::config::Config::from_env().expect("configuration");
+    let _traces = patron::observe::log::init(&config, "bench_consumers", "0").expect("logging");
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).is_some_and(|a| a.starts_with("kafka-")) {
         return kafka_profile(&args).await;
