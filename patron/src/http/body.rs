@@ -47,6 +47,10 @@ pub(crate) fn watch(req: &mut axum::extract::Request, json: bool) -> Option<Arc<
 /// `application/json` or any `+json` type (a `Content-Type` value's
 /// bytes; parameters such as `charset` are ignored).
 pub(super) fn is_json(content_type: &[u8]) -> bool {
+    // What nearly every client sends, compared as a whole first.
+    if content_type == b"application/json" {
+        return true;
+    }
     let essence = match content_type.iter().position(|&b| b == b';') {
         Some(end) => &content_type[..end],
         None => content_type,
