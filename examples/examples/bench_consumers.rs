@@ -690,6 +690,19 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// A connection to RabbitMQ and a channel on it with publisher confirms.
+async fn confirming_publisher(url: &str) -> (Connection, Channel) {
+    let conn = Connection::connect(url, ConnectionProperties::default())
+        .await
+        .expect("connect to RabbitMQ (PATRON_AMQP_URL)");
+    let publisher = conn.create_channel().await.expect("channel");
+    publisher
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirms");
+    (conn, publisher)
+}
+
 /// `amqp-fill QUEUE N` fills QUEUE (declared afresh) with N messages;
 /// `amqp-raw QUEUE N [PREFETCH]` and `amqp-patron QUEUE N [PREFETCH]`
 /// consume them, one side per process (for `scripts/bench-consumers
@@ -702,14 +715,7 @@ async fn amqp_profile(args: &[String]) {
     let prefetch: u16 = args.get(4).and_then(|a| a.parse().ok()).unwrap_or(50);
     let run = match arg(1) {
         "amqp-fill" => {
-            let conn = Connection::connect(&url, ConnectionProperties::default())
-                .await
-                .expect("connect to RabbitMQ (PATRON_AMQP_URL)");
-            let publisher = conn.create_channel().await.expect("channel");
-            publisher
-                .confirm_select(ConfirmSelectOptions::default())
-                .await
-                .expect("confirms");
+            let (conn, publisher) = confirming_publisher(&url).await;
             fill(&publisher, arg(2), count(3)).await;
             let _ = conn.close(200, "done".into()).await;
             return;
@@ -746,14 +752,7 @@ async fn main() {
     let prefetch: u16 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(50);
     let url = std::env::var("PATRON_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string());
-    let conn = Connection::connect(&url, ConnectionProperties::default())
-        .await
-        .expect("connect to RabbitMQ (PATRON_AMQP_URL)");
-    let publisher = conn.create_channel().await.expect("channel");
-    publisher
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirms");
+    let (_conn, publisher) = confirming_publisher(&url).await;
 
     if n > 0 {
         println!("AMQP: {rounds} rounds × {n} messages, prefetch {prefetch}, concurrency 1");
