@@ -480,13 +480,9 @@ async fn management_problems(req: Request, next: axum::middleware::Next) -> Resp
         return response;
     }
     let mut response = method_not_allowed(allow);
-    let mut headers = http::HeaderMap::new();
-    if let Some(id) = id {
-        headers.insert(super::X_CORRELATION_ID, id);
-    }
     response.headers_mut().insert(
         super::X_CORRELATION_ID,
-        crate::context::correlation::from_headers(&headers),
+        crate::context::correlation::or_generate(id),
     );
     response
 }
