@@ -74,7 +74,8 @@ pub fn init(config: &Config, service: &str, version: &str) -> Result<Option<Trac
             .boxed(),
     });
     let export = if trace::exporter_configured(&lookup) {
-        let (export, tracer) = TraceExport::start(service, version, sampling)?;
+        let otlp = crate::observe::otlp::OtlpConfig::from_env(&lookup)?;
+        let (export, tracer) = TraceExport::start(service, version, sampling, otlp)?;
         // Request and message spans are DEBUG spans: the trace layer takes
         // them (and anything at INFO or above) whatever the log level is.
         let wanted = filter_fn(|meta| {

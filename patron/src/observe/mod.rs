@@ -2,6 +2,7 @@
 
 pub mod log;
 pub mod metrics;
+mod otlp;
 #[cfg(feature = "grpc")]
 pub(crate) mod rpc;
 pub mod trace;

@@ -1,6 +1,8 @@
 //! OpenTelemetry traces, exported over OTLP/HTTP (protobuf) when
 //! `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is
-//! set; without one, no exporter runs.
+//! set; without one, no exporter runs. `OTEL_EXPORTER_OTLP_HEADERS` and
+//! `OTEL_EXPORTER_OTLP_TIMEOUT` (and their `_TRACES_` forms) are honoured;
+//! the endpoint must be `http://` (a local collector forwards over TLS).
 //!
 //! - Sampling: `OTEL_TRACES_SAMPLER` (`always_on`, `always_off`,
 //!   `traceidratio`, `parentbased_always_on`, `parentbased_always_off`,
@@ -34,6 +36,7 @@ use opentelemetry_sdk::trace::{
 use crate::config::ConfigError;
 use crate::context::traceparent;
 use crate::error::Error;
+use crate::observe::otlp::{OtlpConfig, OtlpExporter};
 
 /// Whether an OpenTelemetry layer is installed (so request spans get remote
 /// parents).
@@ -199,12 +202,13 @@ pub struct TraceExport {
 
 impl TraceExport {
     /// Builds the OTLP/HTTP exporter and the provider. Runs on its own
-    /// thread: the HTTP client it creates must not be built on a runtime
-    /// thread.
+    /// thread: the exporter's HTTP client has a runtime of its own, which
+    /// must not be created (or later dropped) on a runtime thread.
     pub(crate) fn start(
         service: &str,
         version: &str,
         head: HeadSampling,
+        otlp: OtlpConfig,
     ) -> Result<(Self, Tracer), Error> {
         let sampler = PatronSampler::new(head);
         let name = std::env::var("OTEL_SERVICE_NAME")
@@ -214,10 +218,7 @@ impl TraceExport {
         let version = version.to_string();
         let host = gethostname::gethostname().to_string_lossy().into_owned();
         let provider = std::thread::spawn(move || -> Result<SdkTracerProvider, Error> {
-            let exporter = opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .build()
-                .map_err(|e| Error::msg(format!("cannot build the OTLP trace exporter: {e}")))?;
+            let exporter = OtlpExporter::new(otlp)?;
             let resource = Resource::builder()
                 .with_service_name(name)
                 .with_attributes([

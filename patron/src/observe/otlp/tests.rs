@@ -1,0 +1,230 @@
+//! The exporter against a real HTTP receiver on a port of its own.
+
+use std::borrow::Cow;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use opentelemetry::InstrumentationScope;
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::error::OTelSdkError;
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
+use prost::Message;
+
+use super::{OtlpConfig, OtlpExporter};
+
+/// What the receiver saw: each request's decoded body and headers.
+type Seen = Arc<Mutex<Vec<(ExportTraceServiceRequest, HeaderMap)>>>;
+
+/// A receiver answering the first `fail` requests with `status` (and
+/// `Retry-After: 0` when asked), then 200. Runs on a runtime of its own.
+fn receiver(
+    fail: usize,
+    status: StatusCode,
+    retry_after: bool,
+) -> (String, Seen, Arc<AtomicUsize>) {
+    let seen: Seen = Arc::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let (sink, count) = (seen.clone(), calls.clone());
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |headers: HeaderMap, body: Bytes| {
+            let (sink, count) = (sink.clone(), count.clone());
+            async move {
+                let n = count.fetch_add(1, Ordering::SeqCst);
+                let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                sink.lock().unwrap().push((request, headers));
+                let mut out = HeaderMap::new();
+                if retry_after {
+                    out.insert("retry-after", "0".parse().unwrap());
+                }
+                if n < fail {
+                    (status, out)
+                } else {
+                    (StatusCode::OK, out)
+                }
+            }
+        }),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    (url, seen, calls)
+}
+
+fn config(pairs: &[(&str, &str)]) -> OtlpConfig {
+    let pairs: Vec<(String, String)> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    OtlpConfig::from_env(&move |name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    })
+    .unwrap()
+}
+
+fn spans(n: u64) -> Vec<SpanData> {
+    let scope = InstrumentationScope::builder("patron").build();
+    (0..n)
+        .map(|i| SpanData {
+            span_context: SpanContext::new(
+                TraceId::from(u128::from(i) + 1),
+                SpanId::from(i + 1),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::NONE,
+            ),
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Server,
+            name: Cow::Borrowed("GET /index"),
+            start_time: SystemTime::now(),
+            end_time: SystemTime::now(),
+            attributes: vec![],
+            dropped_attributes_count: 0,
+            events: SpanEvents::default(),
+            links: SpanLinks::default(),
+            status: Status::Unset,
+            instrumentation_scope: scope.clone(),
+        })
+        .collect()
+}
+
+fn exporter(cfg: OtlpConfig) -> OtlpExporter {
+    let mut exporter = OtlpExporter::new(cfg).unwrap();
+    exporter.set_resource(
+        &Resource::builder_empty()
+            .with_service_name("orders")
+            .build(),
+    );
+    exporter
+}
+
+/// Runs an export: it completes on its first poll (the batch processor's
+/// thread blocks inside it).
+fn run(
+    export: impl std::future::Future<Output = opentelemetry_sdk::error::OTelSdkResult>,
+) -> opentelemetry_sdk::error::OTelSdkResult {
+    futures_util::FutureExt::now_or_never(export).expect("export completes on its first poll")
+}
+
+fn span_count(seen: &Seen) -> usize {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .flat_map(|(r, _)| &r.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum()
+}
+
+#[test]
+fn a_batch_arrives_whole_with_the_configured_headers_and_resource() {
+    let (url, seen, calls) = receiver(0, StatusCode::OK, false);
+    let exporter = exporter(config(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &url),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cret"),
+    ]));
+    run(exporter.export(spans(300))).unwrap();
+    run(exporter.export(spans(2))).unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(span_count(&seen), 302);
+    let seen = seen.lock().unwrap();
+    let (request, headers) = &seen[0];
+    assert_eq!(headers["content-type"], "application/x-protobuf");
+    assert_eq!(headers["api-key"], "s3cret");
+    let resource = request.resource_spans[0].resource.as_ref().unwrap();
+    assert_eq!(resource.attributes[0].key, "service.name");
+}
+
+#[test]
+fn throttling_and_unavailability_are_retried_until_delivered() {
+    let (url, seen, calls) = receiver(2, StatusCode::SERVICE_UNAVAILABLE, false);
+    let exporter = exporter(config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &url)]));
+    run(exporter.export(spans(5))).unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 3, "two 503s, then 200");
+    assert_eq!(seen.lock().unwrap().len(), 3);
+
+    let (url, _, calls) = receiver(1, StatusCode::TOO_MANY_REQUESTS, true);
+    let exporter = self::exporter(config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &url)]));
+    run(exporter.export(spans(1))).unwrap();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "429 with Retry-After, then 200"
+    );
+}
+
+#[test]
+fn a_rejected_batch_is_not_retried_and_the_error_says_where_and_why() {
+    let (url, _, calls) = receiver(usize::MAX, StatusCode::BAD_REQUEST, false);
+    let exporter = exporter(config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &url)]));
+    let err = run(exporter.export(spans(4))).unwrap_err();
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let text = err.to_string();
+    assert!(
+        text.contains("400") && text.contains(&url) && text.contains("4 spans lost"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_receiver_that_is_down_is_retried_within_the_timeout() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("http://127.0.0.1:{port}");
+    let exporter = exporter(config(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &url),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "5000"),
+    ]));
+    let started = std::time::Instant::now();
+    let err = run(exporter.export(spans(1))).unwrap_err();
+    let took = started.elapsed();
+    // Three back-offs of 100, 200 and 400 ms (plus jitter) before giving up.
+    assert!(took >= Duration::from_millis(700), "gave up after {took:?}");
+    let text = err.to_string();
+    assert!(
+        text.contains(&url) && text.to_lowercase().contains("refused"),
+        "{text}"
+    );
+
+    let exporter = self::exporter(config(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &url),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "150"),
+    ]));
+    let err = run(exporter.export(spans(1))).unwrap_err();
+    assert!(err.to_string().contains("timeout"), "{err}");
+}
+
+#[test]
+fn after_shutdown_nothing_is_sent() {
+    let (url, _, calls) = receiver(0, StatusCode::OK, false);
+    let exporter = exporter(config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &url)]));
+    exporter.shutdown().unwrap();
+    let err = run(exporter.export(spans(1))).unwrap_err();
+    assert!(matches!(err, OTelSdkError::AlreadyShutdown), "{err}");
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
