@@ -17,6 +17,7 @@ use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
 use patron::prelude::*;
+use tracing::Instrument;
 
 #[derive(Default)]
 struct Stats {
@@ -41,7 +42,11 @@ async fn report(Query(p): Query<ReportParams>) -> String {
     let delay = p.delay_ms.unwrap_or(0).min(20_000);
     tracing::debug!(requested = ?p.delay_ms, "report parameters parsed");
     tracing::info!(delay_ms = delay, "building report");
-    tokio::time::sleep(Duration::from_millis(delay)).await;
+    // A span of the handler's own: with trace export on, a child of the
+    // request's server span.
+    tokio::time::sleep(Duration::from_millis(delay))
+        .instrument(tracing::info_span!("render report", delay_ms = delay))
+        .await;
     format!("report ready after {delay} ms")
 }
 

@@ -44,16 +44,18 @@ async fn server_span_continues_the_incoming_trace() {
     proc.wait_alive().await;
     traced_request(&proc, "otel-1").await;
     let arrived = eventually(Duration::from_secs(10), || {
-        let n = spans(&received).len();
-        async move { n > 0 }
+        let found = spans(&received)
+            .iter()
+            .any(|(s, _)| s.name == "GET /report");
+        async move { found }
     })
     .await;
     assert!(arrived, "no span exported; stderr {:?}", proc.stderr());
     let all = spans(&received);
     let (span, resource) = all
         .iter()
-        .find(|(s, _)| hex(&s.trace_id) == TRACE_ID)
-        .expect("a span in the caller's trace");
+        .find(|(s, _)| hex(&s.trace_id) == TRACE_ID && s.name == "GET /report")
+        .expect("a server span in the caller's trace");
     assert_eq!(hex(&span.parent_span_id), PARENT_ID);
     assert_eq!(span.name, "GET /report");
     assert_eq!(span.kind, 2, "SPAN_KIND_SERVER");
@@ -89,6 +91,26 @@ async fn server_span_continues_the_incoming_trace() {
         Some(env!("CARGO_PKG_VERSION"))
     );
     assert!(string(resource, "host.name").is_some_and(|h| !h.is_empty()));
+
+    // A span the handler opens is a child of the server span, in its trace.
+    let child = eventually(Duration::from_secs(10), || {
+        let found = spans(&received)
+            .iter()
+            .any(|(s, _)| s.name == "render report");
+        async move { found }
+    })
+    .await;
+    assert!(child, "the handler's own span was not exported");
+    let all = spans(&received);
+    let (child, _) = all
+        .iter()
+        .find(|(s, _)| s.name == "render report")
+        .expect("handler span");
+    assert_eq!(hex(&child.trace_id), TRACE_ID);
+    assert_eq!(
+        child.parent_span_id, span.span_id,
+        "child of the server span"
+    );
 
     // An outgoing call from inside the request continues the trace as a
     // child of the server span.

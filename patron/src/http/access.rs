@@ -18,6 +18,8 @@ pub use crate::config::StatusRules;
 use http_body::{Frame, SizeHint};
 use pin_project_lite::pin_project;
 
+use super::span::RequestSpan;
+
 /// Most of a response body an error log line carries.
 const BODY_CAP: usize = 4096;
 
@@ -30,7 +32,7 @@ pub(crate) struct Access {
     pub correlation_id: HeaderValue,
     /// The request span, entered for the line so that it carries the
     /// trace and span ids operators join to traces.
-    pub span: tracing::Span,
+    pub span: RequestSpan,
 }
 
 impl Access {
@@ -61,7 +63,7 @@ pub(crate) fn log(
 /// written inside the request span (so it carries the trace and span ids).
 /// Free when DEBUG is off: the fields are only evaluated for an enabled line.
 pub(crate) fn log_served(
-    span: &tracing::Span,
+    span: &RequestSpan,
     method: &'static str,
     route: &'static str,
     status: StatusCode,
@@ -71,7 +73,7 @@ pub(crate) fn log_served(
     if !tracing::enabled!(tracing::Level::DEBUG) {
         return;
     }
-    let _entered = (!span.is_disabled()).then(|| span.enter());
+    let _entered = span.enter();
     tracing::debug!(
         http.request.method = method,
         http.route = route,
@@ -105,7 +107,7 @@ pin_project! {
                     .into(),
                     None => String::from_utf8_lossy(this.captured),
                 };
-                let _entered = (!access.span.is_disabled()).then(|| access.span.enter());
+                let _entered = access.span.enter();
                 tracing::error!(
                     http.request.method = access.method,
                     http.route = access.route,

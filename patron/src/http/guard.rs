@@ -28,6 +28,7 @@ use tokio::time::Sleep;
 
 use super::access::{self, Access, StatusRules};
 use super::head::Head;
+use super::span::{RequestSpan, ServerSpan};
 use crate::context::correlation::{self, X_CORRELATION_ID};
 use crate::context::{KnownContext, in_known_context};
 use crate::error::Error;
@@ -36,7 +37,6 @@ use crate::observe::trace;
 use crate::panic::panic_message;
 use governor::DefaultDirectRateLimiter;
 use governor::clock::{Clock, DefaultClock};
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// What the request guard needs to know about one route.
 pub(crate) struct RouteRuntime {
@@ -75,7 +75,7 @@ fn finish(
     started: Instant,
     id: HeaderValue,
     mut response: Response,
-    span: &tracing::Span,
+    span: &RequestSpan,
 ) -> Response {
     let status = response.status();
     let method = route_method(route, method);
@@ -153,7 +153,7 @@ pin_project! {
             started: Instant,
             active: Active,
             body: Option<Arc<super::body::BodyWatch>>,
-            span: tracing::Span,
+            span: RequestSpan,
             // The handler timeout's timer, armed only once the handler
             // waits: a request answered in its first poll pays for none.
             deadline: Option<Pin<Box<Sleep>>>,
@@ -203,7 +203,7 @@ where
             ),
         )
         .into_response();
-        let response = finish(route, method, started, id, response, &tracing::Span::none());
+        let response = finish(route, method, started, id, response, &RequestSpan::none());
         return GuardFuture::ready(response);
     }
     if let Some(limiter) = &route.rate_limit
@@ -219,14 +219,38 @@ where
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
-        let response = finish(route, method, started, id, response, &tracing::Span::none());
+        let response = finish(route, method, started, id, response, &RequestSpan::none());
         return GuardFuture::ready(response);
     }
-    // With trace export on, unsampled requests get no span at all.
-    let sampled = !trace::enabled()
-        || trace::sample_parent(head.traceparent.as_ref().map(HeaderValue::as_bytes));
-    let span = if route.trace && sampled {
-        tracing::debug_span!(
+    // With trace export on, unsampled requests get no span at all, and
+    // sampled ones an SDK span (see `span`).
+    let span = if !route.trace {
+        RequestSpan::none()
+    } else if trace::enabled() {
+        let traceparent = head.traceparent.as_ref().map(HeaderValue::as_bytes);
+        if trace::sample_parent(traceparent) {
+            // A malformed traceparent yields an empty context: a new root.
+            let parent = if head.traceparent.is_some() || head.baggage.is_some() {
+                trace::extract(req.headers())
+            } else {
+                opentelemetry::Context::new()
+            };
+            RequestSpan::sampled(
+                parent,
+                ServerSpan {
+                    name: route.span_name,
+                    method: route.method,
+                    route: route.route,
+                    path: req.uri().path(),
+                    correlation_id: id.to_str().unwrap_or_default(),
+                },
+            )
+            .unwrap_or_else(RequestSpan::none)
+        } else {
+            RequestSpan::none()
+        }
+    } else {
+        RequestSpan::Tracing(tracing::debug_span!(
             "HTTP request",
             otel.name = route.span_name,
             otel.kind = "server",
@@ -237,16 +261,8 @@ where
             url.path = req.uri().path(),
             url.scheme = "http",
             correlation_id = id.to_str().unwrap_or_default(),
-            patron.sampled = tracing::field::Empty,
-        )
-    } else {
-        tracing::Span::none()
+        ))
     };
-    if trace::enabled() && !span.is_disabled() {
-        span.record("patron.sampled", true);
-        // A malformed traceparent yields an empty context: a new root.
-        let _ = span.set_parent(trace::extract(req.headers()));
-    }
     let context = KnownContext {
         correlation_id: id,
         traceparent: head.traceparent,
@@ -292,8 +308,9 @@ where
                 deadline,
             } => {
                 let outcome = {
-                    // The handler's log lines belong to the request's trace.
-                    let _entered = (!span.is_disabled()).then(|| span.enter());
+                    // The handler's log lines and spans belong to the
+                    // request's trace.
+                    let _entered = span.enter();
                     let polled = in_known_context(context, || {
                         std::panic::catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx)))
                     });
@@ -317,7 +334,7 @@ where
                 let id =
                     std::mem::replace(&mut context.correlation_id, HeaderValue::from_static(""));
                 // The panic and timeout lines belong to the request's trace.
-                let entered = (!span.is_disabled()).then(|| span.enter());
+                let entered = span.enter();
                 let response = match outcome {
                     Outcome::Answered(response) => response,
                     Outcome::Panicked(panic) => {
@@ -363,15 +380,7 @@ where
                     }
                 };
                 drop(entered);
-                if !span.is_disabled() {
-                    span.record(
-                        "http.response.status_code",
-                        i64::from(response.status().as_u16()),
-                    );
-                    if response.status().is_server_error() {
-                        span.record("otel.status_code", "ERROR");
-                    }
-                }
+                span.record_status(response.status());
                 let response = finish(route, method, *started, id, response, span);
                 Poll::Ready(Ok(response))
             }

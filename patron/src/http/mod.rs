@@ -16,6 +16,7 @@ pub(crate) mod head;
 pub(crate) mod registry;
 pub(crate) mod router;
 pub(crate) mod server;
+mod span;
 pub(crate) mod tls;
 mod watchdog;
 

@@ -186,13 +186,19 @@ impl JsonLayer {
             out.push_str(",\"correlation_id\":");
             escape(out, id);
         }
-        // The request span is a DEBUG span this layer's filter may hide, so
-        // ask the registry itself for the current span.
-        if trace::enabled()
-            && let Some(dispatch) = DISPATCH.get().and_then(WeakDispatch::upgrade)
-            && let Some(id) = dispatch.current_span().id()
-            && let Some(cx) = get_otel_context(id, &dispatch)
-        {
+        // Message and gRPC spans are DEBUG spans this layer's filter may
+        // hide, so ask the registry itself for the current span; an HTTP
+        // request's span is the current OpenTelemetry context.
+        if trace::enabled() {
+            let cx = DISPATCH
+                .get()
+                .and_then(WeakDispatch::upgrade)
+                .and_then(|dispatch| {
+                    let id = dispatch.current_span().id()?.clone();
+                    get_otel_context(&id, &dispatch)
+                })
+                .filter(|cx| cx.span().span_context().is_valid())
+                .unwrap_or_else(opentelemetry::Context::current);
             let span_context = cx.span().span_context().clone();
             if span_context.is_valid() {
                 let _ = write!(

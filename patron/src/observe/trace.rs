@@ -85,6 +85,15 @@ impl HeadSampling {
 
 static HEAD: OnceLock<HeadSampling> = OnceLock::new();
 
+/// The tracer of the installed provider, for spans patron builds on the
+/// SDK directly (HTTP server spans).
+static TRACER: OnceLock<Tracer> = OnceLock::new();
+
+/// The installed tracer, when trace export is on.
+pub(crate) fn tracer() -> Option<&'static Tracer> {
+    TRACER.get()
+}
+
 /// Whether a request or message with this `traceparent` header is sampled
 /// (when traces are on).
 pub(crate) fn sample_parent(traceparent: Option<&[u8]>) -> bool {
@@ -236,6 +245,7 @@ impl TraceExport {
         .map_err(|_| Error::msg("building the OTLP trace exporter panicked"))??;
         let tracer = provider.tracer("patron");
         let _ = HEAD.set(head);
+        let _ = TRACER.set(tracer.clone());
         ENABLED.store(true, Ordering::Relaxed);
         Ok((TraceExport { provider }, tracer))
     }
@@ -268,7 +278,6 @@ impl TraceExport {
 /// assert!(headers.is_empty(), "no request, nothing to propagate");
 /// ```
 pub fn inject(headers: &mut http::HeaderMap) {
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
     struct Headers<'a>(&'a mut http::HeaderMap);
     impl Injector for Headers<'_> {
         fn set(&mut self, key: &str, value: String) {
@@ -287,7 +296,7 @@ pub fn inject(headers: &mut http::HeaderMap) {
     };
     headers.insert(crate::context::X_CORRELATION_ID, correlation_id);
     if enabled() {
-        let cx = tracing::Span::current().context();
+        let cx = current_context();
         if cx.span().span_context().is_valid() {
             PROPAGATOR.inject_context(&cx, &mut Headers(headers));
             return;
@@ -300,6 +309,20 @@ pub fn inject(headers: &mut http::HeaderMap) {
     }
     if let Some(bg) = baggage {
         headers.insert(http::HeaderName::from_static("baggage"), bg);
+    }
+}
+
+/// The OpenTelemetry context of the innermost current span: a `tracing`
+/// span exported through the OpenTelemetry layer (a message's, a gRPC
+/// call's, a user's), else the context patron made current for an HTTP
+/// request (whose span is built on the SDK directly).
+pub(crate) fn current_context() -> Context {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let cx = tracing::Span::current().context();
+    if cx.span().span_context().is_valid() {
+        cx
+    } else {
+        Context::current()
     }
 }
 
