@@ -147,21 +147,23 @@ fn parse_timeout(var: &str, ms: &str) -> Result<Duration, ConfigError> {
     }
 }
 
+/// The configuration these variables give, for tests.
+#[cfg(test)]
+pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Result<OtlpConfig, ConfigError> {
+    OtlpConfig::from_env(&|name: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.to_string())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn from(pairs: &[(&str, &str)]) -> Result<OtlpConfig, ConfigError> {
-        let pairs: Vec<(String, String)> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        OtlpConfig::from_env(&move |name: &str| {
-            pairs
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.clone())
-        })
+        from_pairs(pairs)
     }
 
     #[test]

@@ -287,4 +287,4 @@ fn message(buf: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -1,21 +1,17 @@
 //! The exporter against a real HTTP receiver on a port of its own.
 
-use std::borrow::Cow;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use opentelemetry::InstrumentationScope;
-use opentelemetry::trace::{
-    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
-};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkError;
-use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use prost::Message;
 
 use super::{OtlpConfig, OtlpExporter};
@@ -70,43 +66,13 @@ fn receiver(
 }
 
 fn config(pairs: &[(&str, &str)]) -> OtlpConfig {
-    let pairs: Vec<(String, String)> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    OtlpConfig::from_env(&move |name: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    })
-    .unwrap()
+    super::config::from_pairs(pairs).unwrap()
 }
 
 fn spans(n: u64) -> Vec<SpanData> {
     let scope = InstrumentationScope::builder("patron").build();
     (0..n)
-        .map(|i| SpanData {
-            span_context: SpanContext::new(
-                TraceId::from(u128::from(i) + 1),
-                SpanId::from(i + 1),
-                TraceFlags::SAMPLED,
-                false,
-                TraceState::NONE,
-            ),
-            parent_span_id: SpanId::INVALID,
-            parent_span_is_remote: false,
-            span_kind: SpanKind::Server,
-            name: Cow::Borrowed("GET /index"),
-            start_time: SystemTime::now(),
-            end_time: SystemTime::now(),
-            attributes: vec![],
-            dropped_attributes_count: 0,
-            events: SpanEvents::default(),
-            links: SpanLinks::default(),
-            status: Status::Unset,
-            instrumentation_scope: scope.clone(),
-        })
+        .map(|i| super::encode::tests::span(&scope, i))
         .collect()
 }
 

@@ -62,7 +62,9 @@ fn every_value() -> Vec<KeyValue> {
     ]
 }
 
-fn span(scope: &InstrumentationScope, n: u64) -> SpanData {
+/// A plain server span, the `n`th of a batch (shared with the exporter's
+/// tests).
+pub(crate) fn span(scope: &InstrumentationScope, n: u64) -> SpanData {
     let start = SystemTime::UNIX_EPOCH + Duration::from_nanos(1_765_000_000_123_456_789 + n);
     SpanData {
         span_context: context(
