@@ -80,13 +80,18 @@ fn generate(attr: TokenStream, func: &ItemFn) -> syn::Result<TokenStream> {
     let inputs_tokens = &sig.inputs;
     let output = &sig.output;
     let body = &func.block;
+    let version_var = patron_units::defaults::BUILD_VERSION_VAR;
     let info = quote! {
         #p::MainInfo {
             name: match ::core::option_env!("CARGO_BIN_NAME") {
                 ::core::option::Option::Some(n) => n,
                 ::core::option::Option::None => ::core::env!("CARGO_PKG_NAME"),
             },
-            version: ::core::env!("CARGO_PKG_VERSION"),
+            // The version given at build time, as Go's `-ldflags -X`.
+            version: match ::core::option_env!(#version_var) {
+                ::core::option::Option::Some(v) if !v.is_empty() => v,
+                _ => ::core::env!("CARGO_PKG_VERSION"),
+            },
         }
     };
     let run = match inputs.first() {

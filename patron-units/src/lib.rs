@@ -2,9 +2,12 @@
 //! (`"100/s"`) literals, and its "did you mean" hints: one piece of code
 //! that the macros use at compile time (so a typo in an attribute is a
 //! compile error) and the runtime uses for `PATRON_*` variables (so both
-//! accept exactly the same spellings).
+//! accept exactly the same spellings). Also the runtime [`defaults`] that
+//! the `patron new` templates must agree with.
 
 #![warn(missing_docs)]
+
+pub mod defaults;
 
 /// Parses a humantime-style duration such as `"2s"`, `"150ms"` or `"1m30s"`
 /// into nanoseconds. Returns a message that says what is allowed on failure.

@@ -120,7 +120,7 @@ fn dns(rest: &str) -> Option<DiscoveryBackend> {
         )
     };
     let mut domain = None;
-    let mut port = 50000;
+    let mut port = patron_units::defaults::HTTP_PORT;
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         match pair.split_once('=')? {
             ("domain", d) if !d.is_empty() && !d.contains(['/', ' ']) => {

@@ -179,14 +179,14 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            http_port: 50000,
+            http_port: patron_units::defaults::HTTP_PORT,
             http_host: std::net::IpAddr::from([0, 0, 0, 0]),
             http_read_timeout: Duration::from_secs(30),
             http_write_timeout: Duration::from_secs(60),
             http_idle_timeout: Duration::from_secs(240),
             http_handler_timeout: Duration::from_secs(59),
             http_body_limit: 2 << 20,
-            shutdown_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(patron_units::defaults::SHUTDOWN_TIMEOUT_SECS),
             shutdown_delay: Duration::ZERO,
             log_level: LogLevel::Info,
             log_format: LogFormat::Json,

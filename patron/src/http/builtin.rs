@@ -18,9 +18,10 @@ use serde_json::{Map, Value, json};
 use crate::component::Readiness;
 use crate::error::problem;
 use crate::observe::metrics::Metrics;
+use patron_units::defaults::{ALIVE_PATH, INFO_PATH, METRICS_PATH, READY_PATH};
 
 /// Paths the default HTTP component reserves.
-pub(crate) const RESERVED: &[&str] = &["/alive", "/ready", "/info", "/metrics"];
+pub(crate) const RESERVED: &[&str] = &[ALIVE_PATH, READY_PATH, INFO_PATH, METRICS_PATH];
 
 /// How long one health check may take before it counts as failing.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,21 +59,21 @@ pub(crate) fn routes(shared: Arc<Management>, metrics: Metrics) -> Router {
     let info_state = shared;
     Router::new()
         .route(
-            "/alive",
+            ALIVE_PATH,
             get(|| async {
                 json_response(StatusCode::OK, br#"{"status":"alive"}"#.as_slice().into())
             }),
         )
-        .route("/ready", get(move || ready(Arc::clone(&ready_state))))
+        .route(READY_PATH, get(move || ready(Arc::clone(&ready_state))))
         .route(
-            "/info",
+            INFO_PATH,
             get(move || {
                 let body = info_state.info.clone();
                 async move { json_response(StatusCode::OK, body) }
             }),
         )
         .route(
-            "/metrics",
+            METRICS_PATH,
             get(move || {
                 let text = metrics.render();
                 async move {
