@@ -1,0 +1,258 @@
+//! The files of a new service, rendered from the templates under
+//! `patron-cli/templates/`. Every value that must agree with patron's
+//! runtime — the HTTP port, the probe and metrics paths, the shutdown
+//! timeout, the build-time version variable — comes from
+//! `patron_units::defaults`, the constants the runtime itself uses.
+
+use std::path::PathBuf;
+
+use patron_units::defaults;
+
+use super::With;
+
+/// How the new crate depends on patron.
+#[derive(Debug)]
+pub(crate) enum PatronDep {
+    /// The released version this tool was built with.
+    Version(&'static str),
+    /// A checkout's `patron` crate (absolute path).
+    Path(PathBuf),
+}
+
+/// What the templates are rendered for.
+pub(crate) struct Service<'a> {
+    pub name: &'a str,
+    pub with: &'a [With],
+    pub patron: PatronDep,
+}
+
+/// Seconds the pod's `preStop` hook waits before the process gets SIGTERM,
+/// so that endpoints stop routing to it before it drains.
+const PRE_STOP_SECONDS: u64 = 5;
+/// Slack on top of the pre-stop wait and the shutdown timeout before
+/// Kubernetes kills the pod.
+const GRACE_MARGIN_SECONDS: u64 = 10;
+
+/// Every file, by path relative to the crate's directory.
+pub(crate) fn files(s: &Service<'_>) -> Vec<(&'static str, String)> {
+    vec![
+        ("Cargo.toml", cargo_toml(s)),
+        ("src/main.rs", main_rs(s)),
+        (
+            "README.md",
+            fill(include_str!("../../templates/README.md"), s),
+        ),
+        (".gitignore", "/target\n".to_string()),
+        (".dockerignore", "target\n.git\ndeploy\n".to_string()),
+        (
+            "Dockerfile",
+            fill(include_str!("../../templates/Dockerfile"), s),
+        ),
+        (
+            "deploy/kubernetes/deployment.yaml",
+            fill(
+                include_str!("../../templates/deploy/kubernetes/deployment.yaml"),
+                s,
+            ),
+        ),
+        (
+            "deploy/kubernetes/service.yaml",
+            fill(
+                include_str!("../../templates/deploy/kubernetes/service.yaml"),
+                s,
+            ),
+        ),
+        (
+            "deploy/kubernetes/hpa.yaml",
+            fill(
+                include_str!("../../templates/deploy/kubernetes/hpa.yaml"),
+                s,
+            ),
+        ),
+        (
+            "deploy/kubernetes/pdb.yaml",
+            fill(
+                include_str!("../../templates/deploy/kubernetes/pdb.yaml"),
+                s,
+            ),
+        ),
+    ]
+}
+
+/// Replaces the `{{…}}` placeholders.
+fn fill(template: &str, s: &Service<'_>) -> String {
+    let shutdown = defaults::SHUTDOWN_TIMEOUT_SECS;
+    let pairs: [(&str, String); 11] = [
+        ("{{name}}", s.name.to_string()),
+        ("{{port}}", defaults::HTTP_PORT.to_string()),
+        ("{{alive}}", defaults::ALIVE_PATH.to_string()),
+        ("{{ready}}", defaults::READY_PATH.to_string()),
+        ("{{metrics}}", defaults::METRICS_PATH.to_string()),
+        ("{{shutdown_timeout}}", format!("{shutdown}s")),
+        ("{{pre_stop}}", PRE_STOP_SECONDS.to_string()),
+        (
+            "{{grace}}",
+            (PRE_STOP_SECONDS + shutdown + GRACE_MARGIN_SECONDS).to_string(),
+        ),
+        ("{{version_var}}", defaults::BUILD_VERSION_VAR.to_string()),
+        ("{{env}}", k8s_env(s)),
+        ("{{with_docs}}", with_docs(s)),
+    ];
+    let mut out = template.to_string();
+    for (key, value) in pairs {
+        out = out.replace(key, &value);
+    }
+    out
+}
+
+fn cargo_toml(s: &Service<'_>) -> String {
+    let features: Vec<String> = s
+        .with
+        .iter()
+        .map(|w| format!("\"{}\"", w.feature()))
+        .collect();
+    let features = if features.is_empty() {
+        String::new()
+    } else {
+        format!(", features = [{}]", features.join(", "))
+    };
+    let patron = match &s.patron {
+        PatronDep::Version(v) => format!("patron = {{ version = \"{v}\"{features} }}"),
+        PatronDep::Path(p) => format!(
+            "patron = {{ path = {}{features} }}",
+            toml_string(&p.display().to_string())
+        ),
+    };
+    let mut deps = vec![
+        patron,
+        "serde = { version = \"1\", features = [\"derive\"] }".to_string(),
+        "tracing = \"0.1\"".to_string(),
+    ];
+    if s.with.contains(&With::Sql) {
+        deps.push(
+            "sqlx = { version = \"0.8\", default-features = false, features = [\"postgres\"] }"
+                .to_string(),
+        );
+    }
+    format!(
+        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n[dependencies]\n{deps}\n\n[dev-dependencies]\ntokio = {{ version = \"1\", features = [\"macros\", \"rt\"] }}\n",
+        name = s.name,
+        deps = deps.join("\n"),
+    )
+}
+
+fn toml_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `src/main.rs`: the route, a piece per `--with`, `main`, and tests.
+fn main_rs(s: &Service<'_>) -> String {
+    let mut code = String::from(include_str!("../../templates/main/head.rs"));
+    let mut provide = String::new();
+    let mut tests = String::from(include_str!("../../templates/main/tests_head.rs"));
+    for with in s.with {
+        let (piece, test) = match with {
+            With::Amqp => (
+                include_str!("../../templates/main/amqp.rs"),
+                include_str!("../../templates/main/amqp_test.rs"),
+            ),
+            With::Kafka => (
+                include_str!("../../templates/main/kafka.rs"),
+                include_str!("../../templates/main/kafka_test.rs"),
+            ),
+            With::Sqs => (
+                include_str!("../../templates/main/sqs.rs"),
+                include_str!("../../templates/main/sqs_test.rs"),
+            ),
+            With::Sql => {
+                provide.push_str(
+                    "    // PATRON_DATABASE_URL; lazy: start-up does not wait for the database.\n    let db = Db::from_config(service.current_config())?;\n    let service = service.with_client(db);\n",
+                );
+                (include_str!("../../templates/main/sql.rs"), "")
+            }
+            With::HttpClient => {
+                provide.push_str(
+                    "    let service = service.provide(HttpClient::builder().timeout(Duration::from_secs(5)).build()?);\n",
+                );
+                (include_str!("../../templates/main/http_client.rs"), "")
+            }
+        };
+        code.push('\n');
+        code.push_str(piece);
+        tests.push_str(test);
+    }
+    code.push_str(&include_str!("../../templates/main/main.rs").replace("{{provide}}", &provide));
+    let test_service = if s.with.contains(&With::Sql) {
+        "        // The pool connects on first use: the greeting needs no database.\n        let mut service = Service::new(\"{{name}}\");\n        service.config_mut().database_url =\n            Some(patron::config::BrokerUrl::new(\"postgres://localhost/{{name}}\"));\n"
+    } else {
+        "        let service = Service::new(\"{{name}}\");\n"
+    };
+    let mut tests = tests.replace("{{test_service}}", test_service);
+    tests.push_str("}\n");
+    code.push('\n');
+    code.push_str(&tests);
+    fill(&code, s)
+}
+
+/// The container's `PATRON_*` environment in the Deployment.
+fn k8s_env(s: &Service<'_>) -> String {
+    let mut env = vec![
+        (
+            "PATRON_HTTP_DEFAULT_PORT",
+            format!("\"{}\"", defaults::HTTP_PORT),
+        ),
+        (
+            "PATRON_SHUTDOWN_TIMEOUT",
+            format!("\"{}s\"", defaults::SHUTDOWN_TIMEOUT_SECS),
+        ),
+        ("PATRON_LOG_FORMAT", "json".to_string()),
+        ("PATRON_LOG_LEVEL", "info".to_string()),
+    ];
+    let mut secrets = Vec::new();
+    for with in s.with {
+        match with {
+            With::Amqp => secrets.push(("PATRON_AMQP_URL", "amqp-url")),
+            With::Kafka => env.push(("PATRON_KAFKA_BROKERS", "kafka:9092".to_string())),
+            With::Sqs => env.push(("AWS_REGION", "eu-west-1".to_string())),
+            With::Sql => secrets.push(("PATRON_DATABASE_URL", "database-url")),
+            With::HttpClient => {}
+        }
+    }
+    let mut out = String::new();
+    for (name, value) in env {
+        out.push_str(&format!(
+            "            - name: {name}\n              value: {value}\n"
+        ));
+    }
+    for (name, key) in secrets {
+        out.push_str(&format!(
+            "            - name: {name}\n              valueFrom:\n                secretKeyRef:\n                  name: {}-secrets\n                  key: {key}\n",
+            s.name
+        ));
+    }
+    out.trim_end().to_string()
+}
+
+/// The README's lines on what `--with` added.
+fn with_docs(s: &Service<'_>) -> String {
+    let mut out = String::new();
+    for with in s.with {
+        out.push_str(match with {
+            With::Amqp => "- `on_task` consumes the RabbitMQ queue `tasks` (`PATRON_AMQP_URL`).\n",
+            With::Kafka => "- `on_event` consumes the Kafka topic `events` in a consumer group (`PATRON_KAFKA_BROKERS`).\n",
+            With::Sqs => "- `on_job` consumes the SQS queue `jobs` (AWS environment; `PATRON_SQS_ENDPOINT` for a local server).\n",
+            With::Sql => "- `GET /db/now` asks PostgreSQL for the time (`PATRON_DATABASE_URL`).\n",
+            With::HttpClient => "- `GET /fetch?url=…` fetches a page with the instrumented HTTP client.\n",
+        });
+    }
+    out
+}

