@@ -164,8 +164,11 @@ fn the_plain_service_builds_tests_and_lints() {
 }
 
 #[test]
-fn a_service_with_every_broker_and_sql_builds_tests_and_lints() {
-    new_service_builds_tests_and_lints("demo-brokers", &["amqp", "kafka", "sqs", "sql"]);
+fn a_service_with_every_broker_sql_and_the_http_client_builds_tests_and_lints() {
+    new_service_builds_tests_and_lints(
+        "demo-brokers",
+        &["amqp", "kafka", "sqs", "sql", "http-client"],
+    );
 }
 
 #[test]
