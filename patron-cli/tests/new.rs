@@ -66,11 +66,16 @@ fn new_service_builds_tests_and_lints(name: &str, with: &[&str]) {
         new.arg("--with").arg(with.join(","));
     }
     let report = run(&mut new);
-    assert!(report.contains("wrote 10 files"), "{report}");
+    let files = if with.contains(&"grpc") { 12 } else { 10 };
+    assert!(report.contains(&format!("wrote {files} files")), "{report}");
     assert!(dir.join(".git").exists() || Command::new("git").arg("--version").output().is_err());
 
     std::fs::copy(workspace().join("Cargo.lock"), dir.join("Cargo.lock")).unwrap();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    // The code is as rustfmt would write it.
+    run(Command::new(&cargo)
+        .args(["fmt", "--check"])
+        .current_dir(&dir));
     let target = workspace().join("target");
     run(Command::new(&cargo)
         .args(["build", "-j2"])
@@ -83,7 +88,7 @@ fn new_service_builds_tests_and_lints(name: &str, with: &[&str]) {
         .current_dir(&dir));
     let expected = 1 + with
         .iter()
-        .filter(|w| matches!(**w, "amqp" | "kafka" | "sqs"))
+        .filter(|w| matches!(**w, "amqp" | "kafka" | "sqs" | "grpc"))
         .count();
     assert!(
         tests.contains(&format!("test result: ok. {expected} passed")),
@@ -164,10 +169,10 @@ fn the_plain_service_builds_tests_and_lints() {
 }
 
 #[test]
-fn a_service_with_every_broker_sql_and_the_http_client_builds_tests_and_lints() {
+fn a_service_with_every_broker_sql_grpc_and_the_http_client_builds_tests_and_lints() {
     new_service_builds_tests_and_lints(
         "demo-brokers",
-        &["amqp", "kafka", "sqs", "sql", "http-client"],
+        &["amqp", "kafka", "sqs", "sql", "http-client", "grpc"],
     );
 }
 

@@ -6,6 +6,9 @@
 /// The HTTP port when `PATRON_HTTP_DEFAULT_PORT` is unset.
 pub const HTTP_PORT: u16 = 50000;
 
+/// The gRPC port when `PATRON_GRPC_PORT` is unset (feature `grpc`).
+pub const GRPC_PORT: u16 = 50001;
+
 /// The liveness endpoint: 200 while the process runs.
 pub const ALIVE_PATH: &str = "/alive";
 

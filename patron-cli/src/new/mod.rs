@@ -22,7 +22,7 @@ pub(crate) struct Request {
     #[arg(long)]
     pub dir: Option<PathBuf>,
     /// What the service uses besides HTTP, comma-separated: amqp, kafka,
-    /// sqs, sql, http-client.
+    /// sqs, sql, http-client, grpc.
     #[arg(long, value_delimiter = ',')]
     pub with: Vec<String>,
     /// A patron checkout to depend on by path instead of the released
@@ -109,6 +109,7 @@ impl Request {
             }
             std::fs::write(&path, contents).map_err(|source| NewError::Write { path, source })?;
         }
+        format_code(&plan.dir)?;
         let git = !plan.dir.join(".git").exists() && git_init(&plan.dir)?;
         if self.vendor {
             vendor(&plan.dir)?;
@@ -147,7 +148,7 @@ impl Request {
 
 struct Plan {
     dir: PathBuf,
-    files: Vec<(&'static str, String)>,
+    files: Vec<(String, String)>,
 }
 
 /// A crate name that is also a DNS label (Kubernetes object names).
@@ -253,6 +254,33 @@ fn patron_crate(checkout: &Path) -> Result<PathBuf, NewError> {
         )));
     }
     Ok(root.join("patron"))
+}
+
+/// Runs rustfmt over the generated code when it is installed, so the crate
+/// is as `cargo fmt` would leave it whatever the name's length.
+fn format_code(dir: &Path) -> Result<(), NewError> {
+    let mut files = vec![dir.join("src").join("main.rs")];
+    if dir.join("build.rs").exists() {
+        files.push(dir.join("build.rs"));
+    }
+    match Command::new("rustfmt")
+        .args(["--edition", "2024"])
+        .args(&files)
+        .output()
+    {
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(NewError::Tool {
+            command: "rustfmt".into(),
+            dir: dir.to_path_buf(),
+            reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(NewError::Tool {
+            command: "rustfmt".into(),
+            dir: dir.to_path_buf(),
+            reason: e.to_string(),
+        }),
+    }
 }
 
 /// `git init` when git is installed; `Ok(false)` when it is not.

@@ -34,55 +34,71 @@ const PRE_STOP_SECONDS: u64 = 5;
 const GRACE_MARGIN_SECONDS: u64 = 10;
 
 /// Every file, by path relative to the crate's directory.
-pub(crate) fn files(s: &Service<'_>) -> Vec<(&'static str, String)> {
-    vec![
-        ("Cargo.toml", cargo_toml(s)),
-        ("src/main.rs", main_rs(s)),
+pub(crate) fn files(s: &Service<'_>) -> Vec<(String, String)> {
+    let mut files: Vec<(String, String)> = vec![
+        ("Cargo.toml".to_string(), cargo_toml(s)),
+        ("src/main.rs".to_string(), main_rs(s)),
         (
-            "README.md",
+            "README.md".to_string(),
             fill(include_str!("../../templates/README.md"), s),
         ),
-        (".gitignore", "/target\n".to_string()),
-        (".dockerignore", "target\n.git\ndeploy\n".to_string()),
+        (".gitignore".to_string(), "/target\n".to_string()),
         (
-            "Dockerfile",
+            ".dockerignore".to_string(),
+            "target\n.git\ndeploy\n".to_string(),
+        ),
+        (
+            "Dockerfile".to_string(),
             fill(include_str!("../../templates/Dockerfile"), s),
         ),
         (
-            "deploy/kubernetes/deployment.yaml",
+            "deploy/kubernetes/deployment.yaml".to_string(),
             fill(
                 include_str!("../../templates/deploy/kubernetes/deployment.yaml"),
                 s,
             ),
         ),
         (
-            "deploy/kubernetes/service.yaml",
+            "deploy/kubernetes/service.yaml".to_string(),
             fill(
                 include_str!("../../templates/deploy/kubernetes/service.yaml"),
                 s,
             ),
         ),
         (
-            "deploy/kubernetes/hpa.yaml",
+            "deploy/kubernetes/hpa.yaml".to_string(),
             fill(
                 include_str!("../../templates/deploy/kubernetes/hpa.yaml"),
                 s,
             ),
         ),
         (
-            "deploy/kubernetes/pdb.yaml",
+            "deploy/kubernetes/pdb.yaml".to_string(),
             fill(
                 include_str!("../../templates/deploy/kubernetes/pdb.yaml"),
                 s,
             ),
         ),
-    ]
+    ];
+    if s.with.contains(&With::Grpc) {
+        files.push((
+            "build.rs".to_string(),
+            fill(include_str!("../../templates/grpc/build.rs"), s),
+        ));
+        files.push((
+            format!("proto/{}.proto", s.name),
+            fill(include_str!("../../templates/grpc/service.proto"), s),
+        ));
+    }
+    files
 }
 
 /// Replaces the `{{…}}` placeholders.
 fn fill(template: &str, s: &Service<'_>) -> String {
     let shutdown = defaults::SHUTDOWN_TIMEOUT_SECS;
-    let pairs: [(&str, String); 11] = [
+    let grpc = s.with.contains(&With::Grpc);
+    let (http, grpc_port) = (defaults::HTTP_PORT, defaults::GRPC_PORT);
+    let pairs: [(&str, String); 16] = [
         ("{{name}}", s.name.to_string()),
         ("{{port}}", defaults::HTTP_PORT.to_string()),
         ("{{alive}}", defaults::ALIVE_PATH.to_string()),
@@ -97,12 +113,54 @@ fn fill(template: &str, s: &Service<'_>) -> String {
         ("{{version_var}}", defaults::BUILD_VERSION_VAR.to_string()),
         ("{{env}}", k8s_env(s)),
         ("{{with_docs}}", with_docs(s)),
+        ("{{pkg}}", s.name.replace('-', "_")),
+        ("{{grpc_port}}", grpc_port.to_string()),
+        (
+            "{{expose}}",
+            if grpc {
+                format!("{http} {grpc_port}")
+            } else {
+                http.to_string()
+            },
+        ),
+        (
+            "{{container_ports}}",
+            ports(
+                grpc,
+                "            - name: {name}\n              containerPort: {port}",
+            ),
+        ),
+        (
+            "{{service_ports}}",
+            ports(
+                grpc,
+                "    - name: {name}\n      port: {service}\n      targetPort: {name}",
+            ),
+        ),
     ];
     let mut out = template.to_string();
     for (key, value) in pairs {
         out = out.replace(key, &value);
     }
     out
+}
+
+/// The port list of the Deployment or the Service: `{name}`, `{port}` and
+/// `{service}` (the Service's port: 80 for HTTP) filled per port.
+fn ports(grpc: bool, entry: &str) -> String {
+    let mut list = vec![("http", defaults::HTTP_PORT, 80)];
+    if grpc {
+        list.push(("grpc", defaults::GRPC_PORT, defaults::GRPC_PORT));
+    }
+    list.iter()
+        .map(|(name, port, service)| {
+            entry
+                .replace("{name}", name)
+                .replace("{port}", &port.to_string())
+                .replace("{service}", &service.to_string())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn cargo_toml(s: &Service<'_>) -> String {
@@ -134,8 +192,15 @@ fn cargo_toml(s: &Service<'_>) -> String {
                 .to_string(),
         );
     }
+    let mut build_deps = String::new();
+    if s.with.contains(&With::Grpc) {
+        deps.push("prost = \"0.14\"".to_string());
+        deps.push("tonic = { version = \"0.14\", default-features = false, features = [\"codegen\", \"router\", \"server\", \"channel\"] }".to_string());
+        deps.push("tonic-prost = \"0.14\"".to_string());
+        build_deps = "\n[build-dependencies]\nprotoc-bin-vendored = \"3\"\ntonic-prost-build = { version = \"0.14\", default-features = false }\n".to_string();
+    }
     format!(
-        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n[dependencies]\n{deps}\n\n[dev-dependencies]\ntokio = {{ version = \"1\", features = [\"macros\", \"rt\"] }}\n",
+        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n[dependencies]\n{deps}\n{build_deps}\n[dev-dependencies]\ntokio = {{ version = \"1\", features = [\"macros\", \"rt\"] }}\n",
         name = s.name,
         deps = deps.join("\n"),
     )
@@ -156,7 +221,9 @@ fn toml_string(text: &str) -> String {
 
 /// `src/main.rs`: the route, a piece per `--with`, `main`, and tests.
 fn main_rs(s: &Service<'_>) -> String {
-    let mut code = String::from(include_str!("../../templates/main/head.rs"));
+    let mut code = String::new();
+    // The pieces' own `use` lines, gathered under the prelude's.
+    let mut uses = std::collections::BTreeSet::new();
     let mut provide = String::new();
     let mut tests = String::from(include_str!("../../templates/main/tests_head.rs"));
     for with in s.with {
@@ -179,17 +246,49 @@ fn main_rs(s: &Service<'_>) -> String {
                 );
                 (include_str!("../../templates/main/sql.rs"), "")
             }
+            With::Grpc => {
+                provide.push_str("    let service = service.provide(Greetings);\n");
+                (
+                    include_str!("../../templates/main/grpc.rs"),
+                    include_str!("../../templates/main/grpc_test.rs"),
+                )
+            }
             With::HttpClient => {
                 provide.push_str(
-                    "    let service = service.provide(HttpClient::builder().timeout(Duration::from_secs(5)).build()?);\n",
+                    "    let service = service.provide(\n        HttpClient::builder()\n            .timeout(Duration::from_secs(5))\n            .build()?,\n    );\n",
                 );
                 (include_str!("../../templates/main/http_client.rs"), "")
             }
         };
+        let mut lines = piece.lines().peekable();
+        while let Some(line) = lines.next_if(|l| l.starts_with("use ") || l.is_empty()) {
+            if !line.is_empty() {
+                uses.insert(line);
+            }
+        }
         code.push('\n');
-        code.push_str(piece);
+        for line in lines {
+            code.push_str(line);
+            code.push('\n');
+        }
         tests.push_str(test);
     }
+    // As rustfmt orders them: `std` first, then the rest sorted.
+    let prelude = "use patron::prelude::*;\n";
+    uses.insert(prelude.trim_end());
+    let (std, rest): (Vec<&str>, Vec<&str>) = uses.iter().partition(|l| l.starts_with("use std::"));
+    let mut imports = String::new();
+    for group in [std, rest].iter().filter(|g| !g.is_empty()) {
+        if !imports.is_empty() {
+            imports.push('\n');
+        }
+        for line in group {
+            imports.push_str(line);
+            imports.push('\n');
+        }
+    }
+    let head = include_str!("../../templates/main/head.rs").replace(prelude, &imports);
+    code.insert_str(0, &head);
     code.push_str(&include_str!("../../templates/main/main.rs").replace("{{provide}}", &provide));
     let test_service = if s.with.contains(&With::Sql) {
         "        // The pool connects on first use: the greeting needs no database.\n        let mut service = Service::new(\"{{name}}\");\n        service.config_mut().database_url =\n            Some(patron::config::BrokerUrl::new(\"postgres://localhost/{{name}}\"));\n"
@@ -225,6 +324,7 @@ fn k8s_env(s: &Service<'_>) -> String {
             With::Sqs => env.push(("AWS_REGION", "eu-west-1".to_string())),
             With::Sql => secrets.push(("PATRON_DATABASE_URL", "database-url")),
             With::HttpClient => {}
+            With::Grpc => env.push(("PATRON_GRPC_PORT", format!("\"{}\"", defaults::GRPC_PORT))),
         }
     }
     let mut out = String::new();
@@ -246,13 +346,20 @@ fn k8s_env(s: &Service<'_>) -> String {
 fn with_docs(s: &Service<'_>) -> String {
     let mut out = String::new();
     for with in s.with {
-        out.push_str(match with {
-            With::Amqp => "- `on_task` consumes the RabbitMQ queue `tasks` (`PATRON_AMQP_URL`).\n",
-            With::Kafka => "- `on_event` consumes the Kafka topic `events` in a consumer group (`PATRON_KAFKA_BROKERS`).\n",
-            With::Sqs => "- `on_job` consumes the SQS queue `jobs` (AWS environment; `PATRON_SQS_ENDPOINT` for a local server).\n",
-            With::Sql => "- `GET /db/now` asks PostgreSQL for the time (`PATRON_DATABASE_URL`).\n",
-            With::HttpClient => "- `GET /fetch?url=…` fetches a page with the instrumented HTTP client.\n",
-        });
+        let line = match with {
+            With::Amqp => "- `on_task` consumes the RabbitMQ queue `tasks` (`PATRON_AMQP_URL`).".to_string(),
+            With::Kafka => "- `on_event` consumes the Kafka topic `events` in a consumer group (`PATRON_KAFKA_BROKERS`).".to_string(),
+            With::Sqs => "- `on_job` consumes the SQS queue `jobs` (AWS environment; `PATRON_SQS_ENDPOINT` for a local server).".to_string(),
+            With::Sql => "- `GET /db/now` asks PostgreSQL for the time (`PATRON_DATABASE_URL`).".to_string(),
+            With::HttpClient => "- `GET /fetch?url=…` fetches a page with the instrumented HTTP client.".to_string(),
+            With::Grpc => format!(
+                "- `Greetings` serves the gRPC service of `proto/{}.proto` on port {} (`build.rs` compiles it).",
+                s.name,
+                defaults::GRPC_PORT
+            ),
+        };
+        out.push_str(&line);
+        out.push('\n');
     }
     out
 }

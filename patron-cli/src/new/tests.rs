@@ -61,7 +61,7 @@ fn an_unknown_with_value_names_the_known_ones() {
     let err = request("svc", &dir, &["amqp", "mongo"]).run().unwrap_err();
     let text = err.to_string();
     assert!(
-        text.contains("\"mongo\"") && text.contains("amqp, kafka, sqs, sql, http-client"),
+        text.contains("\"mongo\"") && text.contains("amqp, kafka, sqs, sql, http-client, grpc"),
         "{text}"
     );
     assert!(!dir.exists());
@@ -103,17 +103,19 @@ fn the_files_agree_with_the_runtime_defaults() {
     let mut req = request(
         "orders",
         &dir,
-        &["sql", "amqp", "kafka", "sqs", "http-client", "amqp"],
+        &["sql", "amqp", "kafka", "sqs", "http-client", "grpc", "amqp"],
     );
     req.patron_path = Some(checkout());
     let report = req.run().unwrap().to_string();
-    assert!(report.contains("wrote 10 files"), "{report}");
+    assert!(report.contains("wrote 12 files"), "{report}");
 
     let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();
     let cargo = read("Cargo.toml");
     assert!(cargo.contains("name = \"orders\""), "{cargo}");
     assert!(
-        cargo.contains("features = [\"amqp\", \"kafka\", \"sqs\", \"sql\", \"http-client\"]"),
+        cargo.contains(
+            "features = [\"amqp\", \"kafka\", \"sqs\", \"sql\", \"http-client\", \"grpc\"]"
+        ),
         "{cargo}"
     );
     let patron = checkout().join("patron").canonicalize().unwrap();
@@ -129,6 +131,7 @@ fn the_files_agree_with_the_runtime_defaults() {
         "on_job",
         "db_now",
         "fetch",
+        "#[patron::grpc",
         "#[patron::main]",
     ] {
         assert!(main.contains(needle), "{needle} missing from main.rs");
@@ -148,6 +151,7 @@ fn the_files_agree_with_the_runtime_defaults() {
             5 + defaults::SHUTDOWN_TIMEOUT_SECS + 10
         ),
         "name: orders-secrets".to_string(),
+        format!("containerPort: {}", defaults::GRPC_PORT),
     ] {
         assert!(
             deployment.contains(&needle),
@@ -156,6 +160,12 @@ fn the_files_agree_with_the_runtime_defaults() {
     }
     let dockerfile = read("Dockerfile");
     assert!(
+        dockerfile.contains(&format!("EXPOSE {port} {}", defaults::GRPC_PORT)),
+        "{dockerfile}"
+    );
+    assert!(read("proto/orders.proto").contains("package orders.v1;"));
+    assert!(read("build.rs").contains("proto/orders.proto"));
+    assert!(
         dockerfile.contains(&format!("EXPOSE {port}")),
         "{dockerfile}"
     );
@@ -163,7 +173,12 @@ fn the_files_agree_with_the_runtime_defaults() {
         dockerfile.contains(defaults::BUILD_VERSION_VAR),
         "{dockerfile}"
     );
-    for file in ["README.md", "Dockerfile", "deploy/kubernetes/service.yaml"] {
+    for file in [
+        "README.md",
+        "Dockerfile",
+        "deploy/kubernetes/service.yaml",
+        "build.rs",
+    ] {
         assert!(
             !read(file).contains("{{"),
             "an unfilled placeholder in {file}"

@@ -16,15 +16,18 @@ pub(crate) enum With {
     Sql,
     /// An instrumented HTTP client.
     HttpClient,
+    /// A gRPC service from a `.proto` file.
+    Grpc,
 }
 
 impl With {
-    const ALL: [With; 5] = [
+    const ALL: [With; 6] = [
         With::Amqp,
         With::Kafka,
         With::Sqs,
         With::Sql,
         With::HttpClient,
+        With::Grpc,
     ];
 
     /// The spelling on the command line, which is also patron's feature.
@@ -35,6 +38,7 @@ impl With {
             With::Sqs => "sqs",
             With::Sql => "sql",
             With::HttpClient => "http-client",
+            With::Grpc => "grpc",
         }
     }
 

@@ -28,7 +28,7 @@ pub struct GrpcConfig {
 impl Default for GrpcConfig {
     fn default() -> Self {
         GrpcConfig {
-            port: 50001,
+            port: patron_units::defaults::GRPC_PORT,
             tls: None,
             reflection: false,
             handler_timeout: Duration::from_secs(59),
