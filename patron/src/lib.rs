@@ -55,6 +55,7 @@ pub mod component;
 pub mod config;
 pub mod consumer;
 mod context;
+mod contract;
 mod deps;
 #[cfg(feature = "discovery")]
 pub mod discovery;

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 const CUSTOM: &str = env!("CARGO_BIN_EXE_custom");
 const DUP_ROUTE: &str = env!("CARGO_BIN_EXE_dup_route");
+const OPENAPI_CLASH: &str = env!("CARGO_BIN_EXE_openapi_clash");
 const MISSING_DEP: &str = env!("CARGO_BIN_EXE_missing_dep");
 
 fn exits_with_error(bin: &str, env: &[(&str, &str)]) -> String {
@@ -33,6 +34,17 @@ fn duplicate_route_names_both_definitions() {
     );
     assert!(
         stderr.contains("tests/src/bin/dup_route.rs:11 (dup_route::legacy::old_orders)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_route_at_the_openapi_path_is_refused_unless_the_document_is_off() {
+    let stderr = exits_with_error(OPENAPI_CLASH, &[]);
+    assert!(
+        stderr.contains("route GET /openapi.json")
+            && stderr.contains("openapi_clash::own_document")
+            && stderr.contains("PATRON_HTTP_OPENAPI=false"),
         "{stderr}"
     );
 }

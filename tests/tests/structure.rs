@@ -21,6 +21,7 @@ const LAYERS: &[&[&str]] = &[
     &["cache"],
     &["http"],
     &["grpc"],
+    &["contract"],
     &["service"],
     &["test"],
     &["__private", "lib"],

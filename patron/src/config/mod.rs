@@ -144,6 +144,9 @@ pub struct Config {
     /// `PATRON_HTTP_COMPRESSION`: compress user responses (gzip, deflate,
     /// br, zstd) by `Accept-Encoding` (true).
     pub http_compression: bool,
+    /// `PATRON_HTTP_OPENAPI`: serve the OpenAPI document at
+    /// `/openapi.json` (true; feature `openapi`).
+    pub http_openapi: bool,
     /// `PATRON_HTTP_TLS_CERT` and `PATRON_HTTP_TLS_KEY` (PEM files), and
     /// `PATRON_HTTP_TLS_CLIENT_CA` for client certificates: the HTTP server
     /// serves TLS (none: plain HTTP).
@@ -195,6 +198,7 @@ impl Default for Config {
             http_status_error_logging: StatusRules::default(),
             http_app_headers: false,
             http_compression: true,
+            http_openapi: true,
             amqp_url: BrokerUrl::new("amqp://guest:guest@127.0.0.1:5672/%2f"),
             sqs_endpoint: None,
             http_tls: None,
@@ -317,6 +321,7 @@ impl Config {
         }
         c.http_app_headers = flag(&get, "PATRON_HTTP_APP_HEADERS", c.http_app_headers)?;
         c.http_compression = flag(&get, "PATRON_HTTP_COMPRESSION", c.http_compression)?;
+        c.http_openapi = flag(&get, "PATRON_HTTP_OPENAPI", c.http_openapi)?;
         if let Some(v) = get("PATRON_HTTP_STATUS_ERROR_LOGGING") {
             c.http_status_error_logging = StatusRules::parse(&v).map_err(|why| {
                 invalid(

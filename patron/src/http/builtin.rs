@@ -23,6 +23,10 @@ use patron_units::defaults::{ALIVE_PATH, INFO_PATH, METRICS_PATH, READY_PATH};
 /// Paths the default HTTP component reserves.
 pub(crate) const RESERVED: &[&str] = &[ALIVE_PATH, READY_PATH, INFO_PATH, METRICS_PATH];
 
+/// Where the OpenAPI document is served (feature `openapi`, unless
+/// `PATRON_HTTP_OPENAPI=false`); reserved only then.
+pub(crate) const OPENAPI_PATH: &str = "/openapi.json";
+
 /// How long one health check may take before it counts as failing.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -35,6 +39,8 @@ pub(crate) struct Management {
     pub checks: Vec<(String, CheckFn)>,
     pub readiness: std::sync::Mutex<Vec<Readiness>>,
     pub info: Bytes,
+    /// The OpenAPI document, when served.
+    pub openapi: Option<Bytes>,
 }
 
 impl Management {
@@ -56,8 +62,19 @@ pub(crate) struct CheckResult {
 
 pub(crate) fn routes(shared: Arc<Management>, metrics: Metrics) -> Router {
     let ready_state = Arc::clone(&shared);
+    let openapi = shared.openapi.clone();
     let info_state = shared;
-    Router::new()
+    let router = match openapi {
+        Some(body) => Router::new().route(
+            OPENAPI_PATH,
+            get(move || {
+                let body = body.clone();
+                async move { json_response(StatusCode::OK, body) }
+            }),
+        ),
+        None => Router::new(),
+    };
+    router
         .route(
             ALIVE_PATH,
             get(|| async {

@@ -71,6 +71,31 @@ impl fmt::Debug for BoundService {
     }
 }
 
+/// The OpenAPI document of `routes`, when the feature and
+/// `PATRON_HTTP_OPENAPI` ask for it.
+#[cfg(feature = "openapi")]
+fn openapi_document(
+    config: &Config,
+    name: &str,
+    version: &str,
+    routes: &[&'static RouteDef],
+) -> Option<bytes::Bytes> {
+    config.http_openapi.then(|| {
+        let doc = crate::contract::openapi::document(name, version, routes);
+        serde_json::to_vec(&doc).unwrap_or_default().into()
+    })
+}
+
+#[cfg(not(feature = "openapi"))]
+fn openapi_document(
+    _config: &Config,
+    _name: &str,
+    _version: &str,
+    _routes: &[&'static RouteDef],
+) -> Option<bytes::Bytes> {
+    None
+}
+
 impl Service {
     /// Validates the service and binds its HTTP port, so the address is known
     /// before serving starts (port 0 picks a free one).
@@ -106,6 +131,18 @@ impl Service {
         problems.extend(self.files.iter().flat_map(crate::http::Files::problems));
         #[cfg(feature = "grpc")]
         problems.extend(super::grpc::problems(&self.grpc, &grpc_defs, &deps));
+        #[cfg(feature = "openapi")]
+        if self.config.http_openapi {
+            let path = crate::http::builtin::OPENAPI_PATH;
+            problems.extend(routes.iter().filter(|r| r.path == path).map(|r| {
+                format!(
+                    "route {} at {} ({}) takes {path}, where patron serves the OpenAPI document; choose another path, or set PATRON_HTTP_OPENAPI=false to serve your own",
+                    r.span_name,
+                    r.location(),
+                    r.qualified_handler()
+                )
+            }));
+        }
         if !problems.is_empty() {
             return Err(validate::StartupError { problems }.into());
         }
@@ -177,11 +214,13 @@ impl Service {
             "components": all_info,
         });
         let readiness: Vec<Readiness> = all_info.iter().map(|i| Readiness::new(&i.name)).collect();
+        let openapi = openapi_document(&self.config, &self.name, &self.version, &routes);
         let shared = Arc::new(Management {
             shutting_down: AtomicBool::new(false),
             checks: self.checks,
             readiness: std::sync::Mutex::new(readiness.clone()),
             info: serde_json::to_vec(&info).unwrap_or_default().into(),
+            openapi,
         });
         let app = router::build(AppParts {
             routes: &routes,
