@@ -1,7 +1,9 @@
-//! `/openapi.json` (feature `openapi`) against an independent checker:
-//! `openapi-spec-validator` (PyPI, installed by `scripts/services`, found
-//! through `PATRON_TEST_OPENAPI_VALIDATOR`) accepts the document of routes
-//! with path parameters, a wildcard, authentication and a rate limit.
+//! `/openapi.json` and `/asyncapi.json` (feature `openapi`) against
+//! independent checkers: `openapi-spec-validator` (PyPI) accepts the
+//! document of routes with path parameters, a wildcard, authentication and
+//! a rate limit; the AsyncAPI CLI (npm `@asyncapi/cli`) the document of a
+//! RabbitMQ consumer. Both are installed by `scripts/services` and found
+//! through `PATRON_TEST_OPENAPI_VALIDATOR` and `PATRON_TEST_ASYNCAPI`.
 
 use patron::prelude::*;
 use patron::test::TestServer;
@@ -19,6 +21,47 @@ async fn add_item(body: String) -> String {
 #[patron::route(GET "/catalog/files/{*path}")]
 async fn catalog_file(Path(path): Path<String>) -> String {
     path
+}
+
+#[patron::consumer(
+    amqp = "patron-test-asyncapi",
+    declare = true,
+    concurrency = 2,
+    retries = 1
+)]
+async fn catalog_events(msg: Message<Json<serde_json::Value>>) -> patron::Result<()> {
+    tracing::info!(event = %msg.0, "catalog event");
+    Ok(())
+}
+
+/// Runs `tool` on `document` written to a file; the tool's output.
+fn check_with(tool: &str, args: &[&str], document: &[u8]) -> String {
+    let file = std::env::temp_dir().join(format!(
+        "patron-contract-{}-{}.json",
+        std::process::id(),
+        fastrand_suffix()
+    ));
+    std::fs::write(&file, document).expect("write the document");
+    let out = std::process::Command::new(tool)
+        .args(args)
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| panic!("run {tool}: {e}"));
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&file);
+    assert!(out.status.success(), "{tool} refused the document:\n{said}");
+    said
+}
+
+fn fastrand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::from(d.subsec_nanos()))
 }
 
 fn service() -> Service {
@@ -46,24 +89,14 @@ async fn the_document_describes_the_routes_and_passes_the_validator() -> patron:
     if let Some(validator) =
         patron_tests::service("PATRON_TEST_OPENAPI_VALIDATOR", "openapi-spec-validator")
     {
-        let file = std::env::temp_dir().join(format!("patron-openapi-{}.json", std::process::id()));
-        std::fs::write(&file, response.bytes()).expect("write the document");
-        let out = std::process::Command::new(validator)
-            .arg(&file)
-            .output()
-            .expect("run openapi-spec-validator");
-        let said = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let _ = std::fs::remove_file(&file);
-        assert!(
-            out.status.success(),
-            "openapi-spec-validator refused it:\n{said}"
-        );
+        let said = check_with(&validator, &[], response.bytes());
         assert!(said.contains("OK"), "{said}");
     }
+    // No consumer runs here, so there is no AsyncAPI document.
+    assert_eq!(
+        server.get("/asyncapi.json").await?.status(),
+        StatusCode::NOT_FOUND
+    );
     server.shutdown().await
 }
 
@@ -76,5 +109,37 @@ async fn the_document_can_be_turned_off() -> patron::Result<()> {
         server.get("/openapi.json").await?.status(),
         StatusCode::NOT_FOUND
     );
+    server.shutdown().await
+}
+
+#[tokio::test]
+async fn the_consumers_document_passes_the_asyncapi_cli() -> patron::Result<()> {
+    let Some(url) = patron_tests::service("PATRON_TEST_AMQP_URL", "RabbitMQ") else {
+        return Ok(());
+    };
+    let mut service = service().with_consumers(patron::registered_consumers());
+    service.config_mut().amqp_url = patron::config::BrokerUrl::new(url);
+    let server = TestServer::start(service).await?;
+    let response = server.get("/asyncapi.json").await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    let doc: serde_json::Value = response.json()?;
+    assert_eq!(doc["asyncapi"], "3.0.0");
+    let channel = &doc["channels"]["patron-test-asyncapi"];
+    assert_eq!(
+        channel["bindings"]["amqp"]["queue"]["name"],
+        "patron-test-asyncapi"
+    );
+    let op = &doc["operations"]["catalog_events"];
+    assert_eq!(op["action"], "receive");
+    assert_eq!(op["x-patron-concurrency"], 2);
+    assert_eq!(op["x-patron-retries"], 1);
+    if let Some(cli) = patron_tests::service("PATRON_TEST_ASYNCAPI", "the AsyncAPI CLI") {
+        let said = check_with(
+            &cli,
+            &["validate", "--fail-severity", "warn"],
+            response.bytes(),
+        );
+        assert!(said.contains("is valid"), "{said}");
+    }
     server.shutdown().await
 }

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::policy::{OnFailure, Policy};
+use crate::component::ComponentInfo;
 
 /// The broker-independent settings of one consumer.
 #[derive(Debug, Clone)]
@@ -20,6 +21,25 @@ pub(crate) struct Common {
 }
 
 impl Common {
+    /// Adds the delivery settings to a consumer's description (`/info`,
+    /// the AsyncAPI document).
+    pub(crate) fn describe(&self, info: ComponentInfo) -> ComponentInfo {
+        let mut info = info
+            .detail("concurrency", self.concurrency)
+            .detail("retries", self.retries)
+            .detail(
+                "backoff",
+                humantime::format_duration(self.backoff).to_string(),
+            );
+        if let Some(on_failure) = self.on_failure {
+            info = info.detail("on_failure", on_failure.as_str());
+        }
+        if let Some(dlq) = &self.dlq {
+            info = info.detail("dlq", dlq.as_str());
+        }
+        info
+    }
+
     pub(crate) fn new(name: impl Into<String>) -> Self {
         let defaults = Policy::default();
         Common {

@@ -23,6 +23,10 @@ use patron_units::defaults::{ALIVE_PATH, INFO_PATH, METRICS_PATH, READY_PATH};
 /// Paths the default HTTP component reserves.
 pub(crate) const RESERVED: &[&str] = &[ALIVE_PATH, READY_PATH, INFO_PATH, METRICS_PATH];
 
+/// Where the AsyncAPI document is served (feature `openapi`, unless
+/// `PATRON_HTTP_OPENAPI=false`); reserved only then.
+pub(crate) const ASYNCAPI_PATH: &str = "/asyncapi.json";
+
 /// Where the OpenAPI document is served (feature `openapi`, unless
 /// `PATRON_HTTP_OPENAPI=false`); reserved only then.
 pub(crate) const OPENAPI_PATH: &str = "/openapi.json";
@@ -41,6 +45,8 @@ pub(crate) struct Management {
     pub info: Bytes,
     /// The OpenAPI document, when served.
     pub openapi: Option<Bytes>,
+    /// The AsyncAPI document, when served (the service has consumers).
+    pub asyncapi: Option<Bytes>,
 }
 
 impl Management {
@@ -62,18 +68,23 @@ pub(crate) struct CheckResult {
 
 pub(crate) fn routes(shared: Arc<Management>, metrics: Metrics) -> Router {
     let ready_state = Arc::clone(&shared);
-    let openapi = shared.openapi.clone();
+    let documents = [
+        (OPENAPI_PATH, shared.openapi.clone()),
+        (ASYNCAPI_PATH, shared.asyncapi.clone()),
+    ];
     let info_state = shared;
-    let router = match openapi {
-        Some(body) => Router::new().route(
-            OPENAPI_PATH,
-            get(move || {
-                let body = body.clone();
-                async move { json_response(StatusCode::OK, body) }
-            }),
-        ),
-        None => Router::new(),
-    };
+    let mut router = Router::new();
+    for (path, document) in documents {
+        if let Some(body) = document {
+            router = router.route(
+                path,
+                get(move || {
+                    let body = body.clone();
+                    async move { json_response(StatusCode::OK, body) }
+                }),
+            );
+        }
+    }
     router
         .route(
             ALIVE_PATH,

@@ -86,6 +86,32 @@ fn openapi_document(
     })
 }
 
+/// The AsyncAPI document of the consumers among `components`, when the
+/// feature and `PATRON_HTTP_OPENAPI` ask for it and there are consumers.
+#[cfg(feature = "openapi")]
+fn asyncapi_document(
+    config: &Config,
+    name: &str,
+    version: &str,
+    components: &[ComponentInfo],
+) -> Option<bytes::Bytes> {
+    if !config.http_openapi {
+        return None;
+    }
+    let doc = crate::contract::asyncapi::document(name, version, components)?;
+    Some(serde_json::to_vec(&doc).unwrap_or_default().into())
+}
+
+#[cfg(not(feature = "openapi"))]
+fn asyncapi_document(
+    _config: &Config,
+    _name: &str,
+    _version: &str,
+    _components: &[ComponentInfo],
+) -> Option<bytes::Bytes> {
+    None
+}
+
 #[cfg(not(feature = "openapi"))]
 fn openapi_document(
     _config: &Config,
@@ -133,13 +159,15 @@ impl Service {
         problems.extend(super::grpc::problems(&self.grpc, &grpc_defs, &deps));
         #[cfg(feature = "openapi")]
         if self.config.http_openapi {
-            let path = crate::http::builtin::OPENAPI_PATH;
-            problems.extend(routes.iter().filter(|r| r.path == path).map(|r| {
+            use crate::http::builtin::{ASYNCAPI_PATH, OPENAPI_PATH};
+            let documents = [OPENAPI_PATH, ASYNCAPI_PATH];
+            problems.extend(routes.iter().filter(|r| documents.contains(&r.path)).map(|r| {
                 format!(
-                    "route {} at {} ({}) takes {path}, where patron serves the OpenAPI document; choose another path, or set PATRON_HTTP_OPENAPI=false to serve your own",
+                    "route {} at {} ({}) takes {}, where patron serves its OpenAPI and AsyncAPI documents; choose another path, or set PATRON_HTTP_OPENAPI=false to serve your own",
                     r.span_name,
                     r.location(),
-                    r.qualified_handler()
+                    r.qualified_handler(),
+                    r.path
                 )
             }));
         }
@@ -215,12 +243,14 @@ impl Service {
         });
         let readiness: Vec<Readiness> = all_info.iter().map(|i| Readiness::new(&i.name)).collect();
         let openapi = openapi_document(&self.config, &self.name, &self.version, &routes);
+        let asyncapi = asyncapi_document(&self.config, &self.name, &self.version, &all_info);
         let shared = Arc::new(Management {
             shutting_down: AtomicBool::new(false),
             checks: self.checks,
             readiness: std::sync::Mutex::new(readiness.clone()),
             info: serde_json::to_vec(&info).unwrap_or_default().into(),
             openapi,
+            asyncapi,
         });
         let app = router::build(AppParts {
             routes: &routes,

@@ -220,9 +220,10 @@ struct Running {
 
 impl Component for AmqpConsumer {
     fn info(&self) -> ComponentInfo {
-        let mut info = ComponentInfo::new("amqp-consumer", &self.common.name)
-            .detail("queue", self.queue.as_str())
-            .detail("concurrency", self.common.concurrency);
+        let mut info = self.common.describe(
+            ComponentInfo::new("amqp-consumer", &self.common.name)
+                .detail("queue", self.queue.as_str()),
+        );
         if let Some((exchange, key)) = &self.exchange {
             info = info
                 .detail("exchange", exchange.as_str())

@@ -264,10 +264,11 @@ impl KafkaConsumer {
 
 impl Component for KafkaConsumer {
     fn info(&self) -> ComponentInfo {
-        ComponentInfo::new("kafka-consumer", &self.common.name)
-            .detail("topics", self.topics.clone())
-            .detail("group", self.group.as_str())
-            .detail("concurrency", self.common.concurrency)
+        self.common.describe(
+            ComponentInfo::new("kafka-consumer", &self.common.name)
+                .detail("topics", self.topics.clone())
+                .detail("group", self.group.as_str()),
+        )
     }
 
     async fn run(self, ctx: ComponentContext) -> Result<(), Error> {

@@ -196,10 +196,11 @@ struct Original {
 
 impl Component for SqsConsumer {
     fn info(&self) -> ComponentInfo {
-        ComponentInfo::new("sqs-consumer", &self.common.name)
-            .detail("queue", self.queue.as_str())
-            .detail("concurrency", self.common.concurrency)
-            .detail("max_messages", self.max_messages)
+        self.common.describe(
+            ComponentInfo::new("sqs-consumer", &self.common.name)
+                .detail("queue", self.queue.as_str())
+                .detail("max_messages", self.max_messages),
+        )
     }
 
     async fn run(self, ctx: ComponentContext) -> Result<(), Error> {
