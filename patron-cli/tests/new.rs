@@ -96,11 +96,40 @@ fn new_service_builds_tests_and_lints(name: &str, with: &[&str]) {
     );
 
     // The version given at build time is the one the service reports.
-    let info = served_info(&target.join("debug").join(name));
+    let consumers = with.iter().any(|w| matches!(*w, "amqp" | "kafka" | "sqs"));
+    let served = served(&target.join("debug").join(name), consumers);
+    let info = served.info;
     assert!(
         info.contains("\"version\":\"9.8.7\""),
         "/info says {info:?}"
     );
+
+    // Its contract documents, as `patron openapi` / `asyncapi` print them,
+    // pass the independent checkers.
+    assert!(
+        served.openapi.contains("\"/hello/{name}\""),
+        "{}",
+        served.openapi
+    );
+    if let Some(validator) = tool("PATRON_TEST_OPENAPI_VALIDATOR", "openapi-spec-validator") {
+        let said = validate(tmp.path(), &validator, &[], "openapi.json", &served.openapi);
+        assert!(said.contains("OK"), "{said}");
+    }
+    if let Some(asyncapi) = &served.asyncapi {
+        for channel in ["\"tasks\"", "\"events\"", "\"jobs\""] {
+            assert!(asyncapi.contains(channel), "{channel} missing:\n{asyncapi}");
+        }
+        if let Some(cli) = tool("PATRON_TEST_ASYNCAPI", "the AsyncAPI CLI") {
+            let said = validate(
+                tmp.path(),
+                &cli,
+                &["validate", "--fail-severity", "warn"],
+                "asyncapi.json",
+                asyncapi,
+            );
+            assert!(said.contains("is valid"), "{said}");
+        }
+    }
 
     if let Some(hadolint) = tool("PATRON_TEST_HADOLINT", "hadolint") {
         let out = run(Command::new(hadolint)
@@ -127,8 +156,16 @@ fn new_service_builds_tests_and_lints(name: &str, with: &[&str]) {
     }
 }
 
-/// Starts the built service on a free port and returns its `/info` body.
-fn served_info(binary: &Path) -> String {
+/// What the running service served: its `/info` answer, and its contract
+/// documents as `patron openapi` / `patron asyncapi --url` printed them.
+struct Served {
+    info: String,
+    openapi: String,
+    asyncapi: Option<String>,
+}
+
+/// Starts the built service on a free port and asks it.
+fn served(binary: &Path, consumers: bool) -> Served {
     use std::io::{Read, Write};
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -158,9 +195,44 @@ fn served_info(binary: &Path) -> String {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    let url = format!("http://127.0.0.1:{port}");
+    let cli = |command: &str| {
+        Command::new(env!("CARGO_BIN_EXE_patron"))
+            .args([command, "--url", &url])
+            .output()
+            .unwrap()
+    };
+    let openapi = cli("openapi");
+    let asyncapi = cli("asyncapi");
     let _ = child.kill();
     let _ = child.wait();
-    body
+    let text = |out: &std::process::Output| {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    if !consumers {
+        let refused = String::from_utf8_lossy(&asyncapi.stderr);
+        assert!(
+            !asyncapi.status.success() && refused.contains("404"),
+            "{refused}"
+        );
+    }
+    Served {
+        info: body,
+        openapi: text(&openapi),
+        asyncapi: consumers.then(|| text(&asyncapi)),
+    }
+}
+
+/// Runs a validator on a document written to `dir`.
+fn validate(dir: &Path, tool: &str, args: &[&str], file: &str, document: &str) -> String {
+    let path = dir.join(file);
+    std::fs::write(&path, document).unwrap();
+    run(Command::new(tool).args(args).arg(&path))
 }
 
 #[test]

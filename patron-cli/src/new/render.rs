@@ -164,16 +164,12 @@ fn ports(grpc: bool, entry: &str) -> String {
 }
 
 fn cargo_toml(s: &Service<'_>) -> String {
-    let features: Vec<String> = s
-        .with
-        .iter()
-        .map(|w| format!("\"{}\"", w.feature()))
+    // The contract documents (/openapi.json, /asyncapi.json) are on.
+    let features: Vec<String> = std::iter::once("openapi")
+        .chain(s.with.iter().map(|w| w.feature()))
+        .map(|f| format!("\"{f}\""))
         .collect();
-    let features = if features.is_empty() {
-        String::new()
-    } else {
-        format!(", features = [{}]", features.join(", "))
-    };
+    let features = format!(", features = [{}]", features.join(", "));
     let patron = match &s.patron {
         PatronDep::Version(v) => format!("patron = {{ version = \"{v}\"{features} }}"),
         PatronDep::Path(p) => format!(

@@ -114,7 +114,7 @@ fn the_files_agree_with_the_runtime_defaults() {
     assert!(cargo.contains("name = \"orders\""), "{cargo}");
     assert!(
         cargo.contains(
-            "features = [\"amqp\", \"kafka\", \"sqs\", \"sql\", \"http-client\", \"grpc\"]"
+            "features = [\"openapi\", \"amqp\", \"kafka\", \"sqs\", \"sql\", \"http-client\", \"grpc\"]"
         ),
         "{cargo}"
     );
@@ -194,7 +194,7 @@ fn without_a_path_the_released_version_is_the_dependency() {
     let cargo = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
     assert!(
         cargo.contains(&format!(
-            "patron = {{ version = \"{}\" }}",
+            "patron = {{ version = \"{}\", features = [\"openapi\"] }}",
             env!("CARGO_PKG_VERSION")
         )),
         "{cargo}"
