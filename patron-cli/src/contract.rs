@@ -1,10 +1,13 @@
-//! `patron openapi` and `patron asyncapi`: a running service's OpenAPI or
-//! AsyncAPI document, fetched from its `/openapi.json` or `/asyncapi.json`
-//! and printed as indented JSON, so a contract can be committed and diffed
-//! in review.
+//! `patron openapi` and `patron asyncapi`: a service's OpenAPI or AsyncAPI
+//! document, printed as indented JSON so a contract can be committed and
+//! diffed in review — from a running service's `/openapi.json` or
+//! `/asyncapi.json` (`--url`), or from its binary (`--bin`), which patron
+//! runs with `PATRON_PRINT_CONTRACT` to validate, print and exit.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
 /// Which document.
@@ -17,6 +20,14 @@ pub(crate) enum Document {
 }
 
 impl Document {
+    /// The `PATRON_PRINT_CONTRACT` value.
+    fn name(self) -> &'static str {
+        match self {
+            Document::OpenApi => "openapi",
+            Document::AsyncApi => "asyncapi",
+        }
+    }
+
     fn path(self) -> &'static str {
         match self {
             Document::OpenApi => "/openapi.json",
@@ -28,9 +39,15 @@ impl Document {
 /// Where the document comes from (the command line).
 #[derive(Debug, clap::Args)]
 pub(crate) struct Source {
-    /// The service's base URL, e.g. `http://127.0.0.1:50000` (plain HTTP).
+    /// A running service's base URL, e.g. `http://127.0.0.1:50000` (plain
+    /// HTTP).
+    #[arg(long, required_unless_present = "bin", conflicts_with = "bin")]
+    pub url: Option<String>,
+    /// The service's binary: run with `PATRON_PRINT_CONTRACT`, it prints
+    /// the document and exits without serving. The environment is passed
+    /// on, so configuration that changes the document applies.
     #[arg(long)]
-    pub url: String,
+    pub bin: Option<PathBuf>,
 }
 
 /// Why no document was printed.
@@ -48,16 +65,48 @@ pub(crate) enum ContractError {
     },
     #[error("{url} did not answer JSON: {reason}")]
     NotJson { url: String, reason: String },
+    #[error("{}: {reason}", bin.display())]
+    Binary { bin: PathBuf, reason: String },
 }
 
 /// The document, indented.
 pub(crate) fn fetch(document: Document, source: &Source) -> Result<String, ContractError> {
-    let base = source.url.trim_end_matches('/');
+    match (&source.url, &source.bin) {
+        (Some(url), _) => from_url(document, url),
+        (None, Some(bin)) => from_binary(document, bin),
+        (None, None) => Err(ContractError::Url { url: String::new() }),
+    }
+}
+
+fn from_binary(document: Document, bin: &PathBuf) -> Result<String, ContractError> {
+    let fail = |reason: String| ContractError::Binary {
+        bin: bin.clone(),
+        reason,
+    };
+    let out = Command::new(bin)
+        .env("PATRON_PRINT_CONTRACT", document.name())
+        .output()
+        .map_err(|e| fail(e.to_string()))?;
+    if !out.status.success() {
+        return Err(fail(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    let body: serde_json::Value = serde_json::from_slice(&out.stdout).map_err(|e| {
+        fail(format!(
+            "printed no JSON document ({e}); is it a patron service?"
+        ))
+    })?;
+    serde_json::to_string_pretty(&body).map_err(|e| fail(e.to_string()))
+}
+
+fn from_url(document: Document, given: &str) -> Result<String, ContractError> {
+    let base = given.trim_end_matches('/');
     let authority = base
         .strip_prefix("http://")
         .filter(|a| !a.is_empty() && !a.contains('/'))
         .ok_or_else(|| ContractError::Url {
-            url: source.url.clone(),
+            url: given.to_string(),
         })?;
     let address = if authority.contains(':') {
         authority.to_string()
@@ -133,7 +182,8 @@ mod tests {
 
     fn source(url: &str) -> Source {
         Source {
-            url: url.to_string(),
+            url: Some(url.to_string()),
+            bin: None,
         }
     }
 

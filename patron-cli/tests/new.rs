@@ -104,6 +104,31 @@ fn new_service_builds_tests_and_lints(name: &str, with: &[&str]) {
         "/info says {info:?}"
     );
 
+    // Printed by the binary itself (no server), the documents are the ones
+    // it serves.
+    let binary = target.join("debug").join(name);
+    let printed = from_binary("openapi", &binary);
+    assert!(
+        printed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&printed.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&printed.stdout).trim(),
+        served.openapi.trim()
+    );
+    let printed = from_binary("asyncapi", &binary);
+    match &served.asyncapi {
+        Some(doc) => assert_eq!(String::from_utf8_lossy(&printed.stdout).trim(), doc.trim()),
+        None => {
+            let said = String::from_utf8_lossy(&printed.stderr);
+            assert!(
+                !printed.status.success() && said.contains("consumers"),
+                "{said}"
+            );
+        }
+    }
+
     // Its contract documents, as `patron openapi` / `asyncapi` print them,
     // pass the independent checkers.
     assert!(
@@ -171,15 +196,9 @@ fn served(binary: &Path, consumers: bool) -> Served {
         .and_then(|l| l.local_addr())
         .unwrap()
         .port();
-    let mut child = Command::new(binary)
+    let mut child = unreachable_backends(&mut Command::new(binary))
         .env("PATRON_HTTP_DEFAULT_PORT", port.to_string())
         .env("PATRON_HTTP_HOST", "127.0.0.1")
-        // Brokers and database it may not reach: /info answers regardless.
-        .env("PATRON_DATABASE_URL", "postgres://127.0.0.1:1/demo")
-        .env("PATRON_SQS_ENDPOINT", "http://127.0.0.1:1")
-        .env("AWS_REGION", "us-east-1")
-        .env("PATRON_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
-        .env("PATRON_KAFKA_BROKERS", "127.0.0.1:1")
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
@@ -226,6 +245,25 @@ fn served(binary: &Path, consumers: bool) -> Served {
         openapi: text(&openapi),
         asyncapi: consumers.then(|| text(&asyncapi)),
     }
+}
+
+/// Brokers and a database the service may not reach: /info answers, and
+/// the documents are built, regardless.
+fn unreachable_backends(cmd: &mut Command) -> &mut Command {
+    cmd.env("PATRON_DATABASE_URL", "postgres://127.0.0.1:1/demo")
+        .env("PATRON_SQS_ENDPOINT", "http://127.0.0.1:1")
+        .env("AWS_REGION", "us-east-1")
+        .env("PATRON_AMQP_URL", "amqp://guest:guest@127.0.0.1:1/%2f")
+        .env("PATRON_KAFKA_BROKERS", "127.0.0.1:1")
+}
+
+/// `patron COMMAND --bin BINARY`: the document the binary prints.
+fn from_binary(command: &str, binary: &Path) -> std::process::Output {
+    unreachable_backends(&mut Command::new(env!("CARGO_BIN_EXE_patron")))
+        .args([command, "--bin"])
+        .arg(binary)
+        .output()
+        .unwrap()
 }
 
 /// Runs a validator on a document written to `dir`.

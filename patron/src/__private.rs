@@ -133,13 +133,17 @@ where
         }
     };
     let (code, export) = runtime.block_on(async move {
-        let config = match Config::from_env() {
+        let mut config = match Config::from_env() {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("error: {}: {e}", info.name);
                 return (ExitCode::FAILURE, None);
             }
         };
+        if config.print_contract.is_some() {
+            // stdout carries the document: log lines only for errors.
+            config.log_level = crate::config::LogLevel::Error;
+        }
         let name: &str = config.service_name.as_deref().unwrap_or(info.name);
         let export = match crate::observe::log::init(&config, name, info.version) {
             Ok(export) => export.map(|e| (e, config.shutdown_timeout)),
@@ -156,6 +160,9 @@ where
             Ok(s) => s,
             Err(e) => return (fail(&name, "start-up failed", &e), export),
         };
+        if let Some(which) = service.current_config().print_contract {
+            return (print_contract(service, which, &name).await, export);
+        }
         let code = match service.run().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&name, "the service failed", &e),
@@ -169,6 +176,48 @@ where
         export.shutdown(timeout);
     }
     code
+}
+
+/// `PATRON_PRINT_CONTRACT`: validates and binds the service as `run` would
+/// (on ephemeral loopback ports), prints the document and exits.
+async fn print_contract(
+    mut service: Service,
+    which: crate::config::Contract,
+    name: &str,
+) -> ExitCode {
+    let config = service.config_mut();
+    config.http_host = std::net::IpAddr::from([127, 0, 0, 1]);
+    config.http_port = 0;
+    config.grpc.port = 0;
+    let bound = match service.bind().await {
+        Ok(b) => b,
+        Err(e) => return fail(name, "start-up failed", &e),
+    };
+    match bound.contract(which) {
+        Some(document) => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            match out.write_all(&document).and_then(|()| out.write_all(b"\n")) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {name}: cannot write the document: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        None => {
+            let why = match which {
+                crate::config::Contract::OpenApi => {
+                    "no OpenAPI document: patron needs the `openapi` feature, and PATRON_HTTP_OPENAPI must not be false"
+                }
+                crate::config::Contract::AsyncApi => {
+                    "no AsyncAPI document: patron needs the `openapi` feature, the service must run consumers, and PATRON_HTTP_OPENAPI must not be false"
+                }
+            };
+            eprintln!("error: {name}: {why}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn fail(name: &str, what: &str, err: &Error) -> ExitCode {

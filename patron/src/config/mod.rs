@@ -54,6 +54,15 @@ pub enum LogFormat {
     Pretty,
 }
 
+/// A contract document (`PATRON_PRINT_CONTRACT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Contract {
+    /// The OpenAPI document of the routes.
+    OpenApi,
+    /// The AsyncAPI document of the consumers.
+    AsyncApi,
+}
+
 /// Log level (`PATRON_LOG_LEVEL`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogLevel {
@@ -104,6 +113,10 @@ pub struct Config {
     /// and the discovery registry, instead of the binary's name given by
     /// `#[patron::main]` (unset: that name).
     pub service_name: Option<String>,
+    /// `PATRON_PRINT_CONTRACT` (`openapi` or `asyncapi`): print that
+    /// document on stdout and exit instead of serving (feature `openapi`;
+    /// `patron openapi --bin` runs a service this way).
+    pub print_contract: Option<Contract>,
     /// `PATRON_HTTP_DEFAULT_PORT`: port of the default HTTP component (50000).
     pub http_port: u16,
     /// `PATRON_HTTP_HOST`: address to bind (`0.0.0.0`).
@@ -207,6 +220,7 @@ impl Default for Config {
             http_cache: CacheConfig::default(),
             discovery: None,
             service_name: None,
+            print_contract: None,
             kafka_brokers: None,
             database_url: None,
         }
@@ -283,6 +297,13 @@ impl Config {
                 ));
             }
             c.service_name = Some(name.to_string());
+        }
+        if let Some(v) = get("PATRON_PRINT_CONTRACT") {
+            c.print_contract = Some(match v.trim() {
+                "openapi" => Contract::OpenApi,
+                "asyncapi" => Contract::AsyncApi,
+                _ => return Err(invalid("PATRON_PRINT_CONTRACT", &v, "openapi or asyncapi")),
+            });
         }
         if let Some(v) = get("PATRON_HTTP_BODY_LIMIT") {
             let expected = "a size such as 2MiB, 512KiB or 1048576 (bytes), greater than zero";

@@ -181,3 +181,27 @@ fn redis_url_is_checked_and_its_password_hidden() {
     let c = with(&[("PATRON_REDIS_URL", "redis://u:pw@h:6379/0")]).unwrap();
     assert_eq!(c.redis_url.unwrap().to_string(), "redis://u:***@h:6379/0");
 }
+
+#[test]
+fn print_contract_names_the_document() {
+    assert_eq!(with(&[]).unwrap().print_contract, None);
+    assert_eq!(
+        with(&[("PATRON_PRINT_CONTRACT", "openapi")])
+            .unwrap()
+            .print_contract,
+        Some(Contract::OpenApi)
+    );
+    assert_eq!(
+        with(&[("PATRON_PRINT_CONTRACT", "asyncapi")])
+            .unwrap()
+            .print_contract,
+        Some(Contract::AsyncApi)
+    );
+    let err = with(&[("PATRON_PRINT_CONTRACT", "swagger")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("PATRON_PRINT_CONTRACT") && err.contains("openapi or asyncapi"),
+        "{err}"
+    );
+}

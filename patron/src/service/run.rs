@@ -322,6 +322,14 @@ impl Service {
 }
 
 impl BoundService {
+    /// The contract document the service serves, if it serves it.
+    pub(crate) fn contract(&self, which: crate::config::Contract) -> Option<bytes::Bytes> {
+        match which {
+            crate::config::Contract::OpenApi => self.shared.openapi.clone(),
+            crate::config::Contract::AsyncApi => self.shared.asyncapi.clone(),
+        }
+    }
+
     /// The address the HTTP server listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
