@@ -143,3 +143,74 @@ async fn the_consumers_document_passes_the_asyncapi_cli() -> patron::Result<()> 
     }
     server.shutdown().await
 }
+
+/// Runs an example with `PATRON_PRINT_CONTRACT=which` and `env`; the
+/// document it prints.
+fn printed(bin: &str, which: &str, env: &[(&str, String)]) -> Vec<u8> {
+    let out = std::process::Command::new(bin)
+        .env("PATRON_PRINT_CONTRACT", which)
+        .env("PATRON_API_KEYS", "example-key")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap_or_else(|e| panic!("{bin}: {e}"));
+    assert!(
+        out.status.success(),
+        "{bin} {which}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// An example binary, the environment it needs, and whether it runs
+/// consumers.
+type Example<'a> = (&'a str, &'a [(&'a str, String)], bool);
+
+/// Every example the suite builds prints an OpenAPI document the validator
+/// accepts, and each one with consumers an AsyncAPI document the AsyncAPI
+/// CLI accepts (`PATRON_PRINT_CONTRACT`, what `patron openapi --bin` uses).
+#[test]
+fn the_examples_documents_pass_the_validators() {
+    let validator =
+        patron_tests::service("PATRON_TEST_OPENAPI_VALIDATOR", "openapi-spec-validator");
+    let asyncapi = patron_tests::service("PATRON_TEST_ASYNCAPI", "the AsyncAPI CLI");
+    // The ledger connects to its database at start-up.
+    let Some(database) = patron_tests::service("PATRON_TEST_DATABASE_URL", "PostgreSQL") else {
+        return;
+    };
+    let ledger_env = [("PATRON_DATABASE_URL", database)];
+    let examples: [Example; 8] = [
+        (env!("CARGO_BIN_EXE_hello"), &[], false),
+        (env!("CARGO_BIN_EXE_custom"), &[], false),
+        (env!("CARGO_BIN_EXE_greeter"), &[], false),
+        (env!("CARGO_BIN_EXE_orders"), &[], true),
+        (env!("CARGO_BIN_EXE_payment"), &[], false),
+        (env!("CARGO_BIN_EXE_invoice"), &[], false),
+        (env!("CARGO_BIN_EXE_accounting"), &[], false),
+        (env!("CARGO_BIN_EXE_ledger"), &ledger_env, true),
+    ];
+    for (bin, env, consumers) in examples {
+        let document = printed(bin, "openapi", env);
+        let doc: serde_json::Value = serde_json::from_slice(&document).expect("JSON");
+        assert!(
+            doc["paths"].as_object().is_some_and(|p| !p.is_empty()),
+            "{bin}: {doc}"
+        );
+        if let Some(validator) = &validator {
+            let said = check_with(validator, &[], &document);
+            assert!(said.contains("OK"), "{bin}: {said}");
+        }
+        if !consumers {
+            continue;
+        }
+        let document = printed(bin, "asyncapi", env);
+        let doc: serde_json::Value = serde_json::from_slice(&document).expect("JSON");
+        assert!(
+            doc["operations"].as_object().is_some_and(|o| !o.is_empty()),
+            "{bin}: {doc}"
+        );
+        if let Some(cli) = &asyncapi {
+            let said = check_with(cli, &["validate", "--fail-severity", "warn"], &document);
+            assert!(said.contains("is valid"), "{bin}: {said}");
+        }
+    }
+}
