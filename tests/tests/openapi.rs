@@ -39,7 +39,7 @@ fn check_with(tool: &str, args: &[&str], document: &[u8]) -> String {
     let file = std::env::temp_dir().join(format!(
         "patron-contract-{}-{}.json",
         std::process::id(),
-        fastrand_suffix()
+        unique_suffix()
     ));
     std::fs::write(&file, document).expect("write the document");
     let out = std::process::Command::new(tool)
@@ -57,7 +57,7 @@ fn check_with(tool: &str, args: &[&str], document: &[u8]) -> String {
     said
 }
 
-fn fastrand_suffix() -> u64 {
+fn unique_suffix() -> u64 {
     use std::time::{SystemTime, UNIX_EPOCH};
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

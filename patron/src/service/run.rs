@@ -71,57 +71,6 @@ impl fmt::Debug for BoundService {
     }
 }
 
-/// The OpenAPI document of `routes`, when the feature and
-/// `PATRON_HTTP_OPENAPI` ask for it.
-#[cfg(feature = "openapi")]
-fn openapi_document(
-    config: &Config,
-    name: &str,
-    version: &str,
-    routes: &[&'static RouteDef],
-) -> Option<bytes::Bytes> {
-    config.http_openapi.then(|| {
-        let doc = crate::contract::openapi::document(name, version, routes);
-        serde_json::to_vec(&doc).unwrap_or_default().into()
-    })
-}
-
-/// The AsyncAPI document of the consumers among `components`, when the
-/// feature and `PATRON_HTTP_OPENAPI` ask for it and there are consumers.
-#[cfg(feature = "openapi")]
-fn asyncapi_document(
-    config: &Config,
-    name: &str,
-    version: &str,
-    components: &[ComponentInfo],
-) -> Option<bytes::Bytes> {
-    if !config.http_openapi {
-        return None;
-    }
-    let doc = crate::contract::asyncapi::document(name, version, components)?;
-    Some(serde_json::to_vec(&doc).unwrap_or_default().into())
-}
-
-#[cfg(not(feature = "openapi"))]
-fn asyncapi_document(
-    _config: &Config,
-    _name: &str,
-    _version: &str,
-    _components: &[ComponentInfo],
-) -> Option<bytes::Bytes> {
-    None
-}
-
-#[cfg(not(feature = "openapi"))]
-fn openapi_document(
-    _config: &Config,
-    _name: &str,
-    _version: &str,
-    _routes: &[&'static RouteDef],
-) -> Option<bytes::Bytes> {
-    None
-}
-
 impl Service {
     /// Validates the service and binds its HTTP port, so the address is known
     /// before serving starts (port 0 picks a free one).
@@ -157,20 +106,7 @@ impl Service {
         problems.extend(self.files.iter().flat_map(crate::http::Files::problems));
         #[cfg(feature = "grpc")]
         problems.extend(super::grpc::problems(&self.grpc, &grpc_defs, &deps));
-        #[cfg(feature = "openapi")]
-        if self.config.http_openapi {
-            use crate::http::builtin::{ASYNCAPI_PATH, OPENAPI_PATH};
-            let documents = [OPENAPI_PATH, ASYNCAPI_PATH];
-            problems.extend(routes.iter().filter(|r| documents.contains(&r.path)).map(|r| {
-                format!(
-                    "route {} at {} ({}) takes {}, where patron serves its OpenAPI and AsyncAPI documents; choose another path, or set PATRON_HTTP_OPENAPI=false to serve your own",
-                    r.span_name,
-                    r.location(),
-                    r.qualified_handler(),
-                    r.path
-                )
-            }));
-        }
+        problems.extend(crate::contract::path_problems(&self.config, &routes));
         if !problems.is_empty() {
             return Err(validate::StartupError { problems }.into());
         }
@@ -242,8 +178,8 @@ impl Service {
             "components": all_info,
         });
         let readiness: Vec<Readiness> = all_info.iter().map(|i| Readiness::new(&i.name)).collect();
-        let openapi = openapi_document(&self.config, &self.name, &self.version, &routes);
-        let asyncapi = asyncapi_document(&self.config, &self.name, &self.version, &all_info);
+        let crate::contract::Documents { openapi, asyncapi } =
+            crate::contract::documents(&self.config, &self.name, &self.version, &routes, &all_info);
         let shared = Arc::new(Management {
             shutting_down: AtomicBool::new(false),
             checks: self.checks,
