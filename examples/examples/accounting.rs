@@ -13,13 +13,13 @@ use std::sync::Mutex;
 
 use patron::prelude::*;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct Entry {
     amount_cents: u64,
     invoice: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 struct Transaction {
     payment: String,
     amount_cents: u64,

@@ -26,7 +26,7 @@ struct Stats {
     ticks: AtomicU64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct ReportParams {
     delay_ms: Option<u64>,
 }

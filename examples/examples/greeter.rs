@@ -123,7 +123,7 @@ impl greeter_server::Greeter for Greetings {
 }
 
 /// The gateway's answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 struct Greeting {
     message: String,
     /// The correlation id the gRPC call ran under: the HTTP request's.

@@ -11,25 +11,37 @@
 
 use patron::prelude::*;
 
-#[derive(Debug, Deserialize)]
+/// What the zakat is calculated on.
+// The schema states the bounds the handler enforces (schemathesis found
+// the document promising negative amounts would be accepted).
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct Calc {
+    /// Wealth held for a lunar year.
+    #[schemars(range(min = 0))]
     wealth: f64,
+    /// The threshold below which no zakat is due.
+    #[schemars(range(min = 0))]
     nisab: f64,
 }
 
-#[derive(Debug, Serialize)]
+/// The calculation's result.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 struct Zakat {
     wealth: f64,
     nisab: f64,
+    /// (wealth − nisab) × 2.5 % when eligible, else 0.
     zakat_due: f64,
+    /// Whether wealth reaches the nisab.
     is_eligible: bool,
 }
 
+/// A greeting.
 #[patron::route(GET "/index")]
 async fn index() -> &'static str {
     "hello from patron"
 }
 
+/// The zakat due on a wealth, given the nisab.
 #[patron::route(POST "/calculate")]
 async fn calculate(Json(c): Json<Calc>) -> Result<Json<Zakat>, patron::Error> {
     if !(c.wealth.is_finite() && c.nisab.is_finite()) || c.wealth < 0.0 || c.nisab < 0.0 {
@@ -51,6 +63,7 @@ async fn calculate(Json(c): Json<Calc>) -> Result<Json<Zakat>, patron::Error> {
     }))
 }
 
+/// A greeting for callers with an API key.
 #[patron::route(GET "/secret", auth = ApiKey)]
 async fn secret(id: CorrelationId) -> String {
     tracing::info!("secret requested");

@@ -14,12 +14,12 @@ use std::sync::Mutex;
 
 use patron::prelude::*;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct Payment {
     amount_cents: u64,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, schemars::JsonSchema)]
 struct Invoice {
     id: String,
     payment: String,

@@ -105,7 +105,7 @@ impl Book {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, schemars::JsonSchema)]
 struct Counts {
     entries: i64,
     distinct: i64,

@@ -3,14 +3,16 @@
 //! - `#[patron::consumer]` `record_order` consumes JSON orders from the
 //!   `orders` queue (declared at start), four at a time, retrying a failure
 //!   3 times before dead-lettering it to `orders.dlq`;
-//! - `POST /orders` publishes an order to the queue with
+//! - `POST /orders` takes a JSON order and publishes it to the queue with
 //!   `patron::client::amqp::AmqpPublisher`, which passes the request's
 //!   correlation id and trace context in the headers and waits for the
 //!   broker's confirm;
 //! - `GET /orders/stats` shows what the consumer recorded.
 //!
 //! An order with a negative amount fails: watch it retry, then land in
-//! `orders.dlq`. A body that is not an order is dead-lettered at once.
+//! `orders.dlq`. A body that is not an order is refused at the door (400,
+//! 415 or 422) and never published; one published by another producer is
+//! dead-lettered at once.
 //!
 //! Run it with RabbitMQ on `PATRON_AMQP_URL` (default
 //! `amqp://guest:guest@127.0.0.1:5672/%2f`):
@@ -26,13 +28,23 @@ use std::sync::Mutex;
 use patron::client::amqp::{AmqpPublisher, Publishing};
 use patron::prelude::*;
 
-#[derive(Debug, Deserialize, Serialize)]
+/// An order, as the route takes it and the consumer reads it.
+#[derive(Debug, Deserialize, Serialize, schemars::JsonSchema)]
 struct Order {
     id: u64,
+    /// At most a million; a negative amount is accepted here and refused
+    /// by the consumer.
+    // The bound keeps the recorded total finite (schemathesis found huge
+    // amounts summing to infinity, which JSON writes as `null`).
+    #[schemars(range(max = MAX_AMOUNT))]
     amount: f64,
 }
 
-#[derive(Default, Serialize)]
+/// The largest amount an order may have.
+const MAX_AMOUNT: f64 = 1_000_000.0;
+
+/// What the consumer has recorded so far.
+#[derive(Default, Clone, Serialize, schemars::JsonSchema)]
 struct Stats {
     orders: u64,
     total: f64,
@@ -70,20 +82,30 @@ async fn record_order(msg: Message<Json<Order>>, ledger: Dep<Ledger>) -> Result<
     Ok(())
 }
 
+/// The orders recorded so far.
 #[patron::route(GET "/orders/stats")]
-async fn order_stats(ledger: Dep<Ledger>) -> Json<serde_json::Value> {
+async fn order_stats(ledger: Dep<Ledger>) -> Json<Stats> {
     let stats = ledger.0.lock().unwrap_or_else(|p| p.into_inner());
-    Json(serde_json::json!(*stats))
+    Json(stats.clone())
 }
 
+/// Publish an order to the `orders` queue; `202` once the broker confirmed it.
 #[patron::route(POST "/orders")]
 async fn place_order(
     publisher: Dep<AmqpPublisher>,
-    body: axum::body::Bytes,
+    Json(order): Json<Order>,
 ) -> Result<StatusCode, patron::Error> {
+    if order.amount > MAX_AMOUNT {
+        return Err(patron::Error::unprocessable(format!(
+            "order {} exceeds the largest amount, {MAX_AMOUNT}",
+            order.id
+        )));
+    }
+    let body = serde_json::to_vec(&order)
+        .map_err(|e| patron::Error::internal(format!("cannot encode order {}: {e}", order.id)))?;
     // The publisher carries the request's correlation id and trace context
     // to the consumer in the message headers, and waits for the confirm.
-    let message = Publishing::to_queue("orders", body.to_vec()).content_type("application/json");
+    let message = Publishing::to_queue("orders", body).content_type("application/json");
     publisher
         .publish(&message)
         .await

@@ -61,7 +61,7 @@ struct Events {
 #[derive(Default)]
 struct Sequence(AtomicU64);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct PaymentRequest {
     amount_cents: u64,
 }

@@ -17,7 +17,9 @@ pub use crate::error::{Error, Result};
 #[cfg(feature = "grpc")]
 pub use crate::grpc::{GrpcDef, GrpcService};
 pub use crate::http::RouteCtx;
-pub use crate::http::registry::{AuthSpec, RateSpec, RouteDef};
+pub use crate::http::describe::{Operation, Probe, Undescribed};
+pub use crate::http::json::{LastArg, OtherLastArg};
+pub use crate::http::registry::{AuthSpec, RateSpec, RouteDef, RouteDoc};
 pub use crate::http::rejection;
 pub use crate::service::Service;
 #[cfg(feature = "grpc")]

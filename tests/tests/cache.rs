@@ -36,7 +36,7 @@ fn calls(id: &str) -> u32 {
         .unwrap_or(0)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct Knobs {
     cc: Option<String>,
     vary: Option<bool>,

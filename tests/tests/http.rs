@@ -14,13 +14,13 @@ use serde_json::{Value, json};
 
 const KEY: &str = "test-key";
 
-#[derive(Debug, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 struct Payload {
     name: String,
     count: u32,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct Search {
     q: String,
     limit: u32,
@@ -464,7 +464,40 @@ async fn problem_bodies_for_client_errors() {
         .send()
         .await
         .unwrap();
-    problem(wrong_shape, 422).await;
+    let body = problem(wrong_shape, 422).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("invalid type"),
+        "serde's own message: {body}"
+    );
+
+    // JSON has one number type: the OpenAPI document's schema (JSON Schema
+    // 2020-12) counts `2.0` as an integer, so the route takes it as one; a
+    // fraction stays refused with serde's message.
+    let whole = client
+        .post(server.url("/echo"))
+        .json(&json!({"name": "tea", "count": 2.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(whole.status(), 200);
+    assert_eq!(
+        whole.json::<Value>().await.unwrap(),
+        json!({"name": "tea", "count": 2})
+    );
+    let fraction = client
+        .post(server.url("/echo"))
+        .json(&json!({"name": "tea", "count": 2.5}))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(fraction, 422).await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("floating point `2.5`"),
+        "{body}"
+    );
 
     let wrong_type = client
         .post(server.url("/echo"))

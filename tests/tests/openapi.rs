@@ -2,8 +2,10 @@
 //! independent checkers: `openapi-spec-validator` (PyPI) accepts the
 //! document of routes with path parameters, a wildcard, authentication and
 //! a rate limit; the AsyncAPI CLI (npm `@asyncapi/cli`) the document of a
-//! RabbitMQ consumer. Both are installed by `scripts/services` and found
-//! through `PATRON_TEST_OPENAPI_VALIDATOR` and `PATRON_TEST_ASYNCAPI`.
+//! RabbitMQ consumer; schemathesis (PyPI) runs the `hello` and `orders`
+//! examples against their own documents. All are installed by
+//! `scripts/services` and found through `PATRON_TEST_OPENAPI_VALIDATOR`,
+//! `PATRON_TEST_ASYNCAPI` and `PATRON_TEST_SCHEMATHESIS`.
 
 use patron::prelude::*;
 use patron::test::TestServer;
@@ -213,4 +215,67 @@ fn the_examples_documents_pass_the_validators() {
             assert!(said.contains("is valid"), "{bin}: {said}");
         }
     }
+}
+
+/// Runs schemathesis against `proc`'s own document: every operation, every
+/// check (no server error, documented statuses and content types, responses
+/// matching their schemas, schema-valid requests accepted, invalid ones
+/// refused), a bounded number of examples and a fixed seed.
+fn schemathesis(tool: &str, proc: &patron_tests::Proc, headers: &[&str]) {
+    let mut command = std::process::Command::new(tool);
+    command
+        .args(["run", &proc.url("/openapi.json"), "--url", &proc.url("")])
+        .args(["--checks", "all", "--max-examples", "60", "--seed", "7"])
+        .args(["--request-timeout", "10", "--no-color"])
+        // Its own files (reports, example database) stay out of the checkout.
+        .current_dir(std::env::temp_dir());
+    for header in headers {
+        command.args(["--header", header]);
+    }
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("run {tool}: {e}"));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && said.contains("No issues found"),
+        "schemathesis found problems in {}:\n{said}{}",
+        proc.url("/openapi.json"),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `hello` (with an API key, so the authenticated route is exercised too)
+/// and `orders` (its route publishes to RabbitMQ) pass schemathesis.
+#[tokio::test]
+async fn schemathesis_finds_nothing_in_hello_and_orders() {
+    let Some(tool) = patron_tests::service("PATRON_TEST_SCHEMATHESIS", "schemathesis") else {
+        return;
+    };
+    let Some(amqp) = patron_tests::amqp::url() else {
+        return;
+    };
+    let mut hello = patron_tests::Proc::spawn(
+        env!("CARGO_BIN_EXE_hello"),
+        &[("PATRON_API_KEYS", "test-key")],
+    );
+    hello.wait_alive().await;
+    schemathesis(&tool, &hello, &["Authorization: Apikey test-key"]);
+    hello.signal(libc::SIGTERM);
+    assert_eq!(hello.wait_exit(std::time::Duration::from_secs(20)), Some(0));
+
+    let broker = patron_tests::amqp::Broker::connect(&amqp).await;
+    broker.fresh_queue("orders").await;
+    broker.fresh_queue("orders.dlq").await;
+    let mut orders =
+        patron_tests::Proc::spawn(env!("CARGO_BIN_EXE_orders"), &[("PATRON_AMQP_URL", &amqp)]);
+    orders.wait_alive().await;
+    schemathesis(&tool, &orders, &[]);
+    orders.signal(libc::SIGTERM);
+    assert_eq!(
+        orders.wait_exit(std::time::Duration::from_secs(30)),
+        Some(0)
+    );
+    broker.delete("orders").await;
+    broker.delete("orders.dlq").await;
+    broker.close().await;
 }

@@ -8,7 +8,7 @@ use patron::prelude::*;
 use patron::test::TestServer;
 use serde_json::{Value, json};
 
-#[derive(Deserialize, Serialize, Debug, PartialEq)]
+#[derive(Deserialize, Serialize, Debug, PartialEq, schemars::JsonSchema)]
 struct Order {
     item: String,
     quantity: u32,

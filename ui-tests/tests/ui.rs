@@ -4,8 +4,9 @@
 //! `TRYBUILD=overwrite` and review the diff.
 //!
 //! Consumer and gRPC cases that need the feature's code run with
-//! `--features amqp,sqs,kafka,grpc`;
-//! without them, the cases for the "enable the feature" errors run.
+//! `--features amqp,sqs,kafka,grpc,openapi`;
+//! without them, the cases for the "enable the feature" errors run, and
+//! the route whose types have no JSON schema must compile.
 //! `scripts/test` runs both.
 
 #[test]
@@ -29,6 +30,11 @@ fn ui() {
         t.compile_fail("tests/fail_grpc/*.rs");
     } else {
         t.compile_fail("tests/fail_no_grpc/*.rs");
+    }
+    if cfg!(feature = "openapi") {
+        t.compile_fail("tests/fail_openapi/*.rs");
+    } else {
+        t.pass("tests/pass_no_openapi/*.rs");
     }
     if cfg!(feature = "sqs") {
         t.pass("tests/pass_sqs/*.rs");

@@ -1,12 +1,12 @@
 use patron::prelude::*;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct Order {
     item: String,
     quantity: u32,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Serialize, Deserialize, schemars::JsonSchema)]
 struct Accepted {
     item: String,
     quantity: u32,
@@ -78,6 +78,8 @@ mod tests {
             .api_key("test-key")
             .await?;
         assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let contract = server.get("/openapi.json").await?.text();
+        assert!(contract.contains(r##"{"$ref":"#/components/schemas/Order"}"##));
 
         server.shutdown().await // graceful, as on SIGTERM
     }

@@ -179,6 +179,8 @@ fn cargo_toml(s: &Service<'_>) -> String {
     };
     let mut deps = vec![
         patron,
+        // Body, query and payload types derive `schemars::JsonSchema` for the documents.
+        "schemars = \"1\"".to_string(),
         "serde = { version = \"1\", features = [\"derive\"] }".to_string(),
         "tracing = \"0.1\"".to_string(),
     ];

@@ -1,5 +1,5 @@
 /// A task on the RabbitMQ queue `tasks`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 struct Task {
     id: u64,
 }

@@ -2,7 +2,7 @@ use std::time::Duration;
 
 use patron::client::http::HttpClient;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct Fetch {
     url: String,
 }

@@ -1,5 +1,5 @@
 /// An event on the Kafka topic `events`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 struct Event {
     id: u64,
 }

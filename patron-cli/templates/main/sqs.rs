@@ -1,5 +1,5 @@
 /// A job on the SQS queue `jobs`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, schemars::JsonSchema)]
 struct Job {
     id: u64,
 }

@@ -8,8 +8,10 @@ use quote::{ToTokens, format_ident, quote, quote_spanned};
 use syn::ItemFn;
 use syn::spanned::Spanned;
 
+use super::describe::route_doc;
 use super::handler::{Handler, contains_impl_trait};
 use super::parse::RouteAttr;
+use crate::sig;
 
 pub fn generate(attr: &RouteAttr, handler: &Handler, func: &ItemFn) -> TokenStream {
     let p = quote!(::patron::__private);
@@ -31,6 +33,23 @@ pub fn generate(attr: &RouteAttr, handler: &Handler, func: &ItemFn) -> TokenStre
         if i + 1 < count {
             extract.push(quote_spanned! {ty.span()=>
                 let #arg = match <#ty as ::patron::http::HandlerArg<_>>::extract(&mut __parts, &__state).await {
+                    ::core::result::Result::Ok(v) => v,
+                    ::core::result::Result::Err(rejection) => return #p::rejection(rejection).await,
+                };
+            });
+        } else if sig::last_segment(ty).is_some_and(|name| name == "Json") {
+            // axum's `Json<T>` is read by patron (whole floats are integers,
+            // as in the OpenAPI document's schemas); another type named
+            // `Json` falls through to its own extractor.
+            let call = quote_spanned! {ty.span()=> __last.extract(__req, &__state) };
+            extract.push(quote! {
+                let __req = #p::Request::from_parts(__parts, __body);
+                let #arg = match {
+                    #[allow(unused_imports)]
+                    use #p::OtherLastArg as _;
+                    let __last = #p::LastArg::<#ty>::new();
+                    #call
+                }.await {
                     ::core::result::Result::Ok(v) => v,
                     ::core::result::Result::Err(rejection) => return #p::rejection(rejection).await,
                 };
@@ -131,6 +150,7 @@ pub fn generate(attr: &RouteAttr, handler: &Handler, func: &ItemFn) -> TokenStre
     let handler_name = name.to_string();
     let line = quote_spanned! {name.span()=> ::core::line!() };
     let file = quote_spanned! {name.span()=> ::core::file!() };
+    let doc = route_doc(attr, handler, func);
 
     quote! {
         #func
@@ -173,6 +193,7 @@ pub fn generate(attr: &RouteAttr, handler: &Handler, func: &ItemFn) -> TokenStre
                     cache: #cache,
                     deps: &[#(#deps),*],
                     build: __patron_build,
+                    doc: #doc,
                 }
             }
         };

@@ -3,6 +3,7 @@
 //! function. Attribute and signature mistakes are reported together.
 
 mod codegen;
+mod describe;
 mod handler;
 mod parse;
 

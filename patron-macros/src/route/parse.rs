@@ -1,6 +1,7 @@
 //! The attribute grammar:
 //! `METHOD "/path" (, key = value)*` with keys `auth`, `middleware`, `trace`,
-//! `timeout`, `body_limit`, `rate_limit` and `cache`.
+//! `timeout`, `body_limit`, `rate_limit` and `cache`, and the OpenAPI keys
+//! `openapi`, `summary`, `tags` and `deprecated`.
 
 use proc_macro2::Span;
 use syn::parse::{Parse, ParseStream};
@@ -18,6 +19,10 @@ const KEYS: &[&str] = &[
     "body_limit",
     "rate_limit",
     "cache",
+    "openapi",
+    "summary",
+    "tags",
+    "deprecated",
 ];
 
 pub struct RouteAttr {
@@ -32,6 +37,14 @@ pub struct RouteAttr {
     pub cache_nanos: Option<u64>,
     /// `(count, per nanoseconds)`.
     pub rate_limit: Option<(u32, u64)>,
+    /// `openapi = false` leaves the route out of the OpenAPI document.
+    pub openapi: bool,
+    /// `summary = "…"`: the operation's summary.
+    pub summary: Option<LitStr>,
+    /// `tags = ["…", …]`: the operation's tags.
+    pub tags: Vec<LitStr>,
+    /// `deprecated = true`: the operation is marked deprecated.
+    pub deprecated: bool,
 }
 
 impl Parse for RouteAttr {
@@ -85,6 +98,10 @@ impl Parse for RouteAttr {
             body_limit: None,
             rate_limit: None,
             cache_nanos: None,
+            openapi: true,
+            summary: None,
+            tags: Vec::new(),
+            deprecated: false,
         };
         let mut seen: Vec<String> = Vec::new();
         while let Some(key) = args::next_key(input, "route", KEYS, |_| None, &mut seen)? {
@@ -92,12 +109,20 @@ impl Parse for RouteAttr {
             match name.as_str() {
                 "auth" => attr.auth = Some(args::auth_type(input)?),
                 "middleware" => attr.middleware = parse_middleware(input)?,
-                "trace" => {
-                    let value: LitBool = input.parse().map_err(|e| {
-                        syn::Error::new(e.span(), "`trace` takes `true` or `false`")
-                    })?;
-                    attr.trace = value.value;
+                "trace" => attr.trace = boolean(input, "trace")?,
+                "openapi" => attr.openapi = boolean(input, "openapi")?,
+                "deprecated" => attr.deprecated = boolean(input, "deprecated")?,
+                "summary" => {
+                    let lit = args::string(input, "summary", "\"Place an order\"")?;
+                    if lit.value().trim().is_empty() {
+                        return Err(syn::Error::new(
+                            lit.span(),
+                            "`summary` is empty; write a short sentence or remove it",
+                        ));
+                    }
+                    attr.summary = Some(lit);
                 }
+                "tags" => attr.tags = parse_tags(input)?,
                 "timeout" => {
                     let lit = args::string(input, "timeout", "\"2s\"")?;
                     let nanos = units::parse_duration(&lit.value())
@@ -152,6 +177,18 @@ impl Parse for RouteAttr {
                 }
                 _ => unreachable!("keys are checked against KEYS above"),
             }
+        }
+        if !attr.openapi
+            && let Some(key) = ["summary", "tags", "deprecated"]
+                .into_iter()
+                .find(|k| seen.iter().any(|s| s == k))
+        {
+            return Err(syn::Error::new(
+                Span::call_site(),
+                format!(
+                    "`{key}` describes the route in the OpenAPI document, but `openapi = false` leaves it out; remove one of them"
+                ),
+            ));
         }
         Ok(attr)
     }
@@ -245,6 +282,46 @@ fn check_path(lit: &LitStr) -> syn::Result<()> {
         }
     }
     Ok(())
+}
+
+fn boolean(input: ParseStream, key: &str) -> syn::Result<bool> {
+    let value: LitBool = input
+        .parse()
+        .map_err(|e| syn::Error::new(e.span(), format!("`{key}` takes `true` or `false`")))?;
+    Ok(value.value)
+}
+
+fn parse_tags(input: ParseStream) -> syn::Result<Vec<LitStr>> {
+    let usage = "`tags` takes a list of strings: write `tags = [\"orders\"]`";
+    if !input.peek(syn::token::Bracket) {
+        let value: syn::Expr = input.parse()?;
+        return Err(syn::Error::new(value.span(), usage));
+    }
+    let content;
+    let bracket = syn::bracketed!(content in input);
+    let list = content
+        .parse_terminated(|i| i.parse::<LitStr>(), Token![,])
+        .map_err(|e| syn::Error::new(e.span(), usage))?;
+    if list.is_empty() {
+        return Err(syn::Error::new(
+            bracket.span.join(),
+            "`tags = []` is empty; list at least one tag or remove the argument",
+        ));
+    }
+    let mut tags: Vec<LitStr> = Vec::new();
+    for tag in list {
+        if tag.value().trim().is_empty() {
+            return Err(syn::Error::new(tag.span(), "a tag cannot be empty"));
+        }
+        if tags.iter().any(|t| t.value() == tag.value()) {
+            return Err(syn::Error::new(
+                tag.span(),
+                format!("tag {:?} appears more than once", tag.value()),
+            ));
+        }
+        tags.push(tag);
+    }
+    Ok(tags)
 }
 
 fn parse_middleware(input: ParseStream) -> syn::Result<Vec<syn::Path>> {

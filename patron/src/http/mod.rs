@@ -8,11 +8,14 @@ pub(crate) mod builtin;
 pub(crate) mod component;
 mod correlation;
 pub(crate) mod debug;
+#[doc(hidden)]
+pub mod describe;
 mod extract;
 pub(crate) mod files;
 pub(crate) mod guard;
 mod handler;
 pub(crate) mod head;
+pub(crate) mod json;
 pub(crate) mod registry;
 pub(crate) mod router;
 pub(crate) mod server;

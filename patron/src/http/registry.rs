@@ -44,6 +44,27 @@ pub struct RouteDef {
     pub deps: &'static [DepSpec],
     /// Builds the route's method router.
     pub build: fn(&RouteCtx) -> axum::routing::MethodRouter<crate::deps::AppState>,
+    /// What the OpenAPI document says of the route; `None` when the route
+    /// is marked `openapi = false` and left out of it.
+    pub doc: Option<RouteDoc>,
+}
+
+/// A route's OpenAPI description: the attribute's doc keys, the handler's
+/// doc comment, and what its argument and return types describe.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct RouteDoc {
+    /// `summary = "…"`, else the doc comment's first line.
+    pub summary: Option<&'static str>,
+    /// The doc comment after its first line (or all of it when `summary`
+    /// is given).
+    pub description: Option<&'static str>,
+    /// `tags = ["…"]`.
+    pub tags: &'static [&'static str],
+    /// `deprecated = true`.
+    pub deprecated: bool,
+    /// Adds the request and response the handler's types describe.
+    pub describe: fn(&mut super::describe::Operation<'_>),
 }
 
 impl RouteDef {
