@@ -13,11 +13,11 @@ pub use inventory;
 
 pub use crate::deps::AppState;
 pub use crate::deps::DepSpec;
+pub use crate::describe::{Operation, Payload, Probe, Undescribed};
 pub use crate::error::{Error, Result};
 #[cfg(feature = "grpc")]
 pub use crate::grpc::{GrpcDef, GrpcService};
 pub use crate::http::RouteCtx;
-pub use crate::http::describe::{Operation, Probe, Undescribed};
 pub use crate::http::json::{LastArg, OtherLastArg};
 pub use crate::http::registry::{AuthSpec, RateSpec, RouteDef, RouteDoc};
 pub use crate::http::rejection;

@@ -9,10 +9,10 @@
 //! ```no_run
 //! use patron::prelude::*;
 //!
-//! #[derive(Deserialize)]
+//! #[derive(Deserialize, schemars::JsonSchema)]
 //! struct Calc { wealth: f64, nisab: f64 }
 //!
-//! #[derive(Serialize)]
+//! #[derive(Serialize, schemars::JsonSchema)]
 //! struct Zakat { zakat_due: f64, is_eligible: bool }
 //!
 //! #[patron::route(GET "/index")]
@@ -57,6 +57,7 @@ pub mod consumer;
 mod context;
 mod contract;
 mod deps;
+mod describe;
 #[cfg(feature = "discovery")]
 pub mod discovery;
 mod error;
@@ -164,7 +165,7 @@ pub use patron_macros::route;
 /// ```
 /// use patron::prelude::*;
 ///
-/// #[derive(Deserialize)]
+/// #[derive(Deserialize, schemars::JsonSchema)]
 /// struct Payment { id: u64 }
 ///
 /// struct Ledger;

@@ -16,7 +16,7 @@ use patron_tests::amqp::{self, Broker};
 use patron_tests::eventually;
 use patron_tests::prom::metric;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 struct Order {
     id: u32,
 }

@@ -16,7 +16,7 @@ use patron::prelude::*;
 use patron::test::{Broker, Outcome};
 use patron_tests::{amqp, eventually, prom};
 
-#[derive(Deserialize, Serialize)]
+#[derive(Deserialize, Serialize, schemars::JsonSchema)]
 struct Command {
     act: String,
 }

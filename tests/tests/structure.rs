@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 /// patron's top-level modules, lowest layer first. A module may name
 /// (`crate::x`) modules of its own layer or a lower one.
 const LAYERS: &[&[&str]] = &[
-    &["context", "panic", "error", "config"],
+    &["context", "panic", "error", "config", "describe"],
     &["deps"],
     &["observe"],
     &["component"],

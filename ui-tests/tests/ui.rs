@@ -33,6 +33,9 @@ fn ui() {
     }
     if cfg!(feature = "openapi") {
         t.compile_fail("tests/fail_openapi/*.rs");
+        if cfg!(feature = "amqp") {
+            t.compile_fail("tests/fail_openapi_amqp/*.rs");
+        }
     } else {
         t.pass("tests/pass_no_openapi/*.rs");
     }

@@ -295,6 +295,13 @@ fn registration(attr: &ConsumerAttr, handler: &Handler) -> TokenStream {
     });
     let line = quote_spanned! {name.span()=> ::core::line!() };
     let file = quote_spanned! {name.span()=> ::core::file!() };
+    // A payload type without a schema is reported on the message type.
+    let message = &handler.args[handler.message];
+    let describe = if attr.common.undocumented {
+        quote!(#p::Undescribed::describe_payload(&__probe, __payload);)
+    } else {
+        quote_spanned! {message.span()=> __probe.describe_payload(__payload); }
+    };
     quote! {
         #p::inventory::submit! {
             #p::ConsumerDef {
@@ -306,6 +313,15 @@ fn registration(attr: &ConsumerAttr, handler: &Handler) -> TokenStream {
                 line: #line,
                 deps: &[#(#deps),*],
                 build: __patron_build,
+                payload: {
+                    #[allow(unused_imports, clippy::all)]
+                    fn __patron_payload(__payload: &mut #p::Payload<'_>) {
+                        use #p::Undescribed as _;
+                        let __probe = #p::Probe::<#message>::new();
+                        #describe
+                    }
+                    __patron_payload
+                },
             }
         }
     }

@@ -98,6 +98,8 @@ pub struct CommonArgs {
     pub backoff_nanos: Option<u64>,
     pub on_failure: Option<(OnFailure, Span)>,
     pub dlq: Option<LitStr>,
+    /// `openapi = false`: the payload is left out of the AsyncAPI document.
+    pub undocumented: bool,
 }
 
 /// `on_failure`, with Kafka's `skip` read as `Drop`.

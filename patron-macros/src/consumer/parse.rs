@@ -1,7 +1,7 @@
 //! The attribute grammar: `amqp = "queue"`, `sqs = "queue"`,
 //! `kafka = "topic"` or `kafka = ["a", "b"]`, then `key = value` pairs.
 //! Each broker takes the common keys (`concurrency`, `retries`,
-//! `max_deliveries`, `backoff`, `on_failure`, `dlq`) and its own: AMQP
+//! `max_deliveries`, `backoff`, `on_failure`, `dlq`, `openapi`) and its own: AMQP
 //! `exchange`, `routing_key`, `declare`, `prefetch`; SQS `wait`,
 //! `max_messages`, `visibility`; Kafka `group`, `dedup_by_key`. AMQP and
 //! Kafka also take `batch` and `batch_timeout`.
@@ -30,6 +30,7 @@ const COMMON: &[&str] = &[
     "backoff",
     "on_failure",
     "dlq",
+    "openapi",
 ];
 /// Keys only AMQP consumers take.
 const AMQP_ONLY: &[&str] = &["exchange", "routing_key", "declare", "prefetch"];
@@ -215,6 +216,7 @@ fn apply(key: &Ident, input: ParseStream, attr: &mut ConsumerAttr) -> syn::Resul
         ("backoff", _) => common.backoff_nanos = Some(duration(input, "backoff", "\"100ms\"")?.0),
         ("on_failure", broker) => common.on_failure = Some(on_failure(input, broker)?),
         ("dlq", _) => common.dlq = Some(name(input, "dlq", "\"orders.dlq\"", "the DLQ name")?),
+        ("openapi", _) => common.undocumented = !boolean(input, "openapi")?,
         ("batch", _) => {
             let (size, _) = int(input, "batch", 1, 65_535)?;
             *batch = Some(Batching { size: size as u32 });

@@ -24,7 +24,7 @@
 //! use patron::consumer::Message;
 //! use patron::prelude::*;
 //!
-//! #[derive(Deserialize)]
+//! #[derive(Deserialize, schemars::JsonSchema)]
 //! struct Payment { id: u64, amount: f64 }
 //!
 //! # #[cfg(feature = "amqp")]
@@ -47,6 +47,7 @@
 mod backoff;
 #[cfg(any(feature = "amqp", feature = "sqs", feature = "kafka"))]
 mod dead_letter;
+mod describe;
 #[cfg(any(feature = "amqp", feature = "sqs", feature = "kafka"))]
 // Kafka never reports the broker up (its client reconnects on its own).
 #[cfg_attr(not(any(feature = "amqp", feature = "sqs")), allow(dead_code))]

@@ -24,6 +24,9 @@ pub struct ConsumerDef {
     pub deps: &'static [DepSpec],
     /// Builds the consumer component.
     pub build: fn() -> BuiltConsumer,
+    /// Describes the message payload (its content type and schema) for the
+    /// AsyncAPI document.
+    pub payload: fn(&mut crate::describe::Payload<'_>),
 }
 
 /// A registered consumer, built: the component a service runs, and its

@@ -8,6 +8,8 @@
 pub(crate) mod asyncapi;
 #[cfg(feature = "openapi")]
 pub(crate) mod openapi;
+#[cfg(feature = "openapi")]
+mod schemas;
 
 use bytes::Bytes;
 
@@ -36,13 +38,23 @@ pub(crate) fn documents(
             |doc: serde_json::Value| Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
         return Documents {
             openapi: Some(encode(openapi::document(name, version, routes))),
-            asyncapi: asyncapi::document(name, version, components).map(encode),
+            asyncapi: asyncapi::document(name, version, components, &payloads()).map(encode),
         };
     }
     Documents {
         openapi: None,
         asyncapi: None,
     }
+}
+
+/// The payload descriptions of the consumers `#[patron::consumer]`
+/// registered, by consumer name.
+#[cfg(feature = "openapi")]
+fn payloads() -> Vec<crate::describe::DescribedPayload> {
+    crate::consumer::registry::consumers()
+        .into_iter()
+        .map(|def| (def.handler, def.payload))
+        .collect()
 }
 
 /// A route at a path the documents are served at, while they are.

@@ -8,23 +8,18 @@
 //! schemas (schemars) under `components/schemas`. Routes marked
 //! `openapi = false` are left out.
 
-use schemars::generate::SchemaSettings;
-use schemars::transform::RecursiveTransform;
 use serde_json::{Map, Value, json};
 
-use crate::http::describe::{Operation, OperationParts};
+use crate::describe::{Operation, OperationParts};
 use crate::http::registry::RouteDef;
 
-/// Where the document keeps named schemas.
-const SCHEMAS: &str = "#/components/schemas/";
+use super::schemas::SCHEMAS;
 
 /// The document for `routes`, as served at `/openapi.json`.
 pub(crate) fn document(name: &str, version: &str, routes: &[&RouteDef]) -> Value {
     let mut paths = Map::new();
     let mut schemes = Map::new();
-    let settings = SchemaSettings::draft2020_12()
-        .with(|s| s.definitions_path = SCHEMAS.into())
-        .with_transform(RecursiveTransform(schemas::integer_range));
+    let settings = super::schemas::draft2020_12();
     let mut requests = settings.clone().for_deserialize().into_generator();
     let mut responses = settings.for_serialize().into_generator();
     for route in routes {

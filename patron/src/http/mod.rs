@@ -8,8 +8,7 @@ pub(crate) mod builtin;
 pub(crate) mod component;
 mod correlation;
 pub(crate) mod debug;
-#[doc(hidden)]
-pub mod describe;
+mod describe;
 mod extract;
 pub(crate) mod files;
 pub(crate) mod guard;

@@ -64,7 +64,7 @@ pub struct RouteDoc {
     /// `deprecated = true`.
     pub deprecated: bool,
     /// Adds the request and response the handler's types describe.
-    pub describe: fn(&mut super::describe::Operation<'_>),
+    pub describe: fn(&mut crate::describe::Operation<'_>),
 }
 
 impl RouteDef {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use patron::prelude::*;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct Item {
     id: u32,
 }

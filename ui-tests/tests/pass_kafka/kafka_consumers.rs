@@ -1,6 +1,6 @@
 use patron::prelude::*;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct Payment {
     id: u64,
 }

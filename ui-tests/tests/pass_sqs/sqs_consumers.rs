@@ -1,6 +1,6 @@
 use patron::prelude::*;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, schemars::JsonSchema)]
 struct Invoice {
     id: u64,
 }

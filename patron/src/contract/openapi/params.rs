@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::http::describe::OperationParts;
+use crate::describe::OperationParts;
 
 /// One parameter per name in the route's path template, typed by the
 /// `Path<T>` schema: a scalar for one parameter, a tuple by position, a

@@ -8,33 +8,6 @@ use serde_json::{Map, Value};
 
 use super::SCHEMAS;
 
-/// Gives integer schemas the range of their Rust type (schemars writes
-/// only `format: uint64` and `minimum: 0`, and `format` asserts nothing in
-/// JSON Schema 2020-12): a client reading the document learns that
-/// `2^64` is refused, instead of finding out from a 422.
-pub(super) fn integer_range(schema: &mut schemars::Schema) {
-    let Some(object) = schema.as_object_mut() else {
-        return;
-    };
-    let range: (Value, Value) = match object.get("format").and_then(Value::as_str) {
-        Some("int8") => (i8::MIN.into(), i8::MAX.into()),
-        Some("int16") => (i16::MIN.into(), i16::MAX.into()),
-        Some("int32") => (i32::MIN.into(), i32::MAX.into()),
-        Some("int64") | Some("int") => (i64::MIN.into(), i64::MAX.into()),
-        Some("uint8") => (0.into(), u8::MAX.into()),
-        Some("uint16") => (0.into(), u16::MAX.into()),
-        Some("uint32") => (0.into(), u32::MAX.into()),
-        Some("uint64") | Some("uint") => (0.into(), u64::MAX.into()),
-        _ => return,
-    };
-    if !object.contains_key("minimum") && !object.contains_key("exclusiveMinimum") {
-        object.insert("minimum".into(), range.0);
-    }
-    if !object.contains_key("maximum") && !object.contains_key("exclusiveMaximum") {
-        object.insert("maximum".into(), range.1);
-    }
-}
-
 /// Names patron's own components use.
 const RESERVED: [&str; 1] = ["Problem"];
 

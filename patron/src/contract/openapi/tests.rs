@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::document;
-use crate::http::describe::Operation;
+use crate::describe::Operation;
 use crate::http::registry::{AuthSpec, RateSpec, RouteDef, RouteDoc};
 
 mod schemas;

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::route;
 use crate::contract::openapi::document;
-use crate::http::describe::{Operation, Probe, Undescribed as _};
+use crate::describe::{Operation, Probe, Undescribed as _};
 use crate::http::registry::{RouteDef, RouteDoc};
 
 #[derive(Deserialize, JsonSchema)]
