@@ -280,12 +280,43 @@ async fn a_logical_url_without_a_registry_or_without_instances_says_so() {
 /// (dnsmasq options such as `--srv-host=…`); killed when dropped.
 struct Dnsmasq {
     child: std::process::Child,
+    port: u16,
 }
 
 impl Dnsmasq {
-    fn start(port: u16, records: &[String]) -> Option<Dnsmasq> {
+    /// dnsmasq on a free port. A port found free over TCP may be taken over
+    /// UDP, or taken by another test before dnsmasq binds it: dnsmasq then
+    /// exits at once, and another port is tried.
+    fn start_anywhere(records: &[String]) -> Option<Dnsmasq> {
         let bin = patron_tests::service("PATRON_TEST_DNSMASQ", "dnsmasq")?;
-        let child = std::process::Command::new(bin)
+        let mut said = String::new();
+        for _ in 0..5 {
+            match Self::spawn(&bin, free_port(), records) {
+                Ok(dns) => return Some(dns),
+                Err(e) => said = e,
+            }
+        }
+        panic!("dnsmasq did not start on any of 5 free ports: {said}");
+    }
+
+    /// dnsmasq on `port` again (after the previous one was dropped), retried
+    /// for up to 2 s while the port is released.
+    fn restart(port: u16, records: &[String]) -> Dnsmasq {
+        let bin = patron_tests::service("PATRON_TEST_DNSMASQ", "dnsmasq").expect("dnsmasq");
+        let mut said = String::new();
+        for _ in 0..10 {
+            match Self::spawn(&bin, port, records) {
+                Ok(dns) => return dns,
+                Err(e) => said = e,
+            }
+        }
+        panic!("dnsmasq did not start again on port {port}: {said}");
+    }
+
+    /// Starts dnsmasq and waits 200 ms: still running, it has bound its
+    /// port; exited, its stderr says why.
+    fn spawn(bin: &str, port: u16, records: &[String]) -> Result<Dnsmasq, String> {
+        let mut child = std::process::Command::new(bin)
             .args([
                 "--no-daemon",
                 "--conf-file=/dev/null",
@@ -299,10 +330,21 @@ impl Dnsmasq {
             ])
             .args(records)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
             .spawn()
             .expect("start dnsmasq");
-        Some(Dnsmasq { child })
+        std::thread::sleep(Duration::from_millis(200));
+        match child.try_wait() {
+            Ok(None) => Ok(Dnsmasq { child, port }),
+            _ => {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = child.stderr.take() {
+                    let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+                }
+                let _ = child.wait();
+                Err(format!("port {port}: {}", stderr.trim()))
+            }
+        }
     }
 }
 
@@ -315,7 +357,6 @@ impl Drop for Dnsmasq {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dns_srv_and_a_records_from_a_real_dns_server_are_balanced_over_and_followed() {
-    let port = free_port();
     let a = instance("dns-svc", "a", None).await;
     let b = instance("dns-svc", "b", None).await;
     let c = instance("dns-svc", "c", None).await;
@@ -332,9 +373,10 @@ async fn dns_srv_and_a_records_from_a_real_dns_server_are_balanced_over_and_foll
     ];
     let mut records = vec![srv("a", &a), srv("b", &b)];
     records.extend(hosts.iter().cloned());
-    let Some(dns) = Dnsmasq::start(port, &records) else {
+    let Some(dns) = Dnsmasq::start_anywhere(&records) else {
         return;
     };
+    let port = dns.port;
     let config = config(DiscoveryBackend::Dns {
         server: Some(format!("127.0.0.1:{port}").parse().unwrap()),
         domain: Some("test".into()),
@@ -388,7 +430,7 @@ async fn dns_srv_and_a_records_from_a_real_dns_server_are_balanced_over_and_foll
         ),
     ];
     records.extend(hosts.iter().cloned());
-    let _dns = Dnsmasq::start(port, &records).unwrap();
+    let _dns = Dnsmasq::restart(port, &records);
     let followed = eventually(Duration::from_secs(10), || {
         let ports: Vec<u16> = discovery.known("inv").iter().map(|i| i.http_port).collect();
         let want = c.addr().port();
