@@ -189,8 +189,8 @@ fn getting_started_shows_the_first_service_crate_as_it_is() {
     // The one line that differs: where patron is, from a new crate beside
     // a checkout rather than from inside the repository.
     let manifest = manifest.replace(
-        r#"patron = { path = "../../patron" }"#,
-        r#"patron = { path = "../patron/patron" }"#,
+        r#"patron = { path = "../../patron","#,
+        r#"patron = { path = "../patron/patron","#,
     );
     assert_eq!(
         block_after(&readme, "## Getting started", "toml"),

@@ -47,8 +47,13 @@ pub(crate) fn document(
                 let mut own = message();
                 own["name"] = json!(key);
                 own["contentType"] = json!(content_type);
-                if let Some(schema) = schema {
-                    own["payload"] = schema;
+                // AsyncAPI wants a schema object: `true` (any value, e.g.
+                // `serde_json::Value`) is written `{}`.
+                match schema {
+                    Some(Value::Bool(true)) => own["payload"] = json!({}),
+                    Some(Value::Bool(false)) => own["payload"] = json!({ "not": {} }),
+                    Some(schema) => own["payload"] = schema,
+                    None => {}
                 }
                 messages.insert(key.clone(), own);
                 key
@@ -233,6 +238,10 @@ mod tests {
         Probe::<Batch<String>>::new().describe_payload(p);
     }
 
+    fn any(p: &mut Payload<'_>) {
+        Probe::<Message<Json<serde_json::Value>>>::new().describe_payload(p);
+    }
+
     fn undescribed(p: &mut Payload<'_>) {
         Probe::<Message<crate::http::CorrelationId>>::new().describe_payload(p);
     }
@@ -242,6 +251,7 @@ mod tests {
             ("record_order", orders),
             ("record", payments),
             ("on_job", undescribed),
+            ("audit", any),
         ]
     }
 
@@ -278,6 +288,8 @@ mod tests {
             "#/channels/jobs/messages/Message"
         );
         assert!(messages["Message"].get("payload").is_none());
+        // Any JSON value: a schema object AsyncAPI accepts.
+        assert_eq!(messages["auditPayload"]["payload"], json!({}));
     }
 
     fn consumers() -> Vec<ComponentInfo> {
@@ -294,6 +306,7 @@ mod tests {
             ComponentInfo::new("sqs-consumer", "on_job")
                 .detail("queue", "jobs")
                 .detail("max_messages", 10),
+            ComponentInfo::new("amqp-consumer", "audit").detail("queue", "audit"),
         ]
     }
 
@@ -304,7 +317,7 @@ mod tests {
         let channels = doc["channels"].as_object().unwrap();
         let mut names: Vec<&String> = channels.keys().collect();
         names.sort();
-        assert_eq!(names, ["jobs", "orders", "payments", "refunds"]);
+        assert_eq!(names, ["audit", "jobs", "orders", "payments", "refunds"]);
         assert_eq!(
             channels["orders"]["bindings"]["amqp"]["queue"]["name"],
             "orders"
@@ -316,7 +329,16 @@ mod tests {
         let ops = doc["operations"].as_object().unwrap();
         let mut ids: Vec<&String> = ops.keys().collect();
         ids.sort();
-        assert_eq!(ids, ["on_job", "record", "record.refunds", "record_order"]);
+        assert_eq!(
+            ids,
+            [
+                "audit",
+                "on_job",
+                "record",
+                "record.refunds",
+                "record_order"
+            ]
+        );
         let order = &ops["record_order"];
         assert_eq!(order["action"], "receive");
         assert_eq!(order["channel"]["$ref"], "#/channels/orders");
