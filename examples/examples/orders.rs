@@ -43,6 +43,10 @@ struct Order {
 /// The largest amount an order may have.
 const MAX_AMOUNT: f64 = 1_000_000.0;
 
+// `POST /orders` publishes orders to the queue the consumer reads: the
+// AsyncAPI document shows both sides.
+patron::producer!(amqp = "orders", payload = Json<Order>);
+
 /// What the consumer has recorded so far.
 #[derive(Default, Clone, Serialize, schemars::JsonSchema)]
 struct Stats {

@@ -11,6 +11,7 @@ mod args;
 mod consumer;
 mod entry;
 mod grpc;
+mod producer;
 mod route;
 mod sig;
 use patron_units as units;
@@ -42,4 +43,11 @@ pub fn main(attr: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn consumer(attr: TokenStream, item: TokenStream) -> TokenStream {
     consumer::expand(attr.into(), item.into()).into()
+}
+
+/// Declares what the service publishes, for its AsyncAPI document. See
+/// `patron::producer!`.
+#[proc_macro]
+pub fn producer(input: TokenStream) -> TokenStream {
+    producer::expand(input.into()).into()
 }

@@ -25,6 +25,8 @@ pub use crate::service::Service;
 #[cfg(feature = "grpc")]
 pub use tonic::server::NamedService;
 
+pub use crate::client::produces::ProducerDef;
+pub use crate::consumer::Message;
 pub use crate::consumer::registry::{BuiltConsumer, ConsumerDef};
 pub use crate::consumer::{
     BatchCx, BatchHandler, ConsumerOutput, Delivery, FromBatch, FromDelivery, FromDeps,

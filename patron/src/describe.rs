@@ -24,7 +24,7 @@ use std::marker::PhantomData;
         message = "`{Self}` has no JSON schema for the service's OpenAPI document",
         label = "no `schemars::JsonSchema` impl",
         note = "patron's `openapi` feature describes request and response bodies, queries, path parameters and message payloads by their JSON schema",
-        note = "derive it: add `schemars = \"1\"` to your dependencies and `#[derive(schemars::JsonSchema)]` to `{Self}`, or leave it out of the document with `openapi = false` in the `#[patron::route(…)]` or `#[patron::consumer(…)]` that takes it"
+        note = "derive it: add `schemars = \"1\"` to your dependencies and `#[derive(schemars::JsonSchema)]` to `{Self}`, or, for a `#[patron::route(…)]` or `#[patron::consumer(…)]`, leave it out of the document with `openapi = false`"
     )
 )]
 #[cfg_attr(not(feature = "openapi"), allow(dead_code))]

@@ -191,6 +191,32 @@ pub use patron_macros::route;
 /// ```
 pub use patron_macros::consumer;
 
+/// Declares a destination the service publishes to and the payload it
+/// sends there: `patron::producer!(kafka = "orders.placed", payload =
+/// Json<Placed>)` (or `amqp = "queue"`, `sqs = "queue"`; payload
+/// `Json<T>`, `String`, `Bytes`). With the `openapi` feature the AsyncAPI
+/// document shows it as a `send` operation with the payload's schema, next
+/// to the consumers' `receive` operations; `T` then derives
+/// `schemars::JsonSchema`. It declares, it does not publish: sending still
+/// goes through the clients (`AmqpPublisher`, `KafkaProducer`,
+/// `SqsSender`), which take the destination per call.
+///
+/// ```
+/// use patron::prelude::*;
+///
+/// #[derive(Serialize, schemars::JsonSchema)]
+/// struct Placed { id: u64 }
+///
+/// patron::producer!(kafka = "orders.placed", payload = Json<Placed>);
+/// patron::producer!(sqs = "audit-log", payload = String);
+/// # fn main() {}
+/// ```
+///
+/// A broker other than `amqp`, `kafka` or `sqs`, a destination name the
+/// broker would refuse, or a missing `payload` is a compile error that says
+/// so.
+pub use patron_macros::producer;
+
 /// Registers the `impl` of a tonic-generated service trait as a gRPC
 /// service, served by the gRPC server component (feature `grpc`).
 ///

@@ -7,7 +7,7 @@
 mod codegen;
 mod handler;
 mod model;
-mod parse;
+pub(crate) mod parse;
 mod validate;
 
 use proc_macro2::TokenStream;

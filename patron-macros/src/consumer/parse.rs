@@ -391,7 +391,7 @@ fn int(input: ParseStream, key: &str, min: u64, max: u64) -> syn::Result<(u64, S
 }
 
 /// AMQP queue names: not empty, at most 255 bytes.
-fn check_amqp_queue(lit: &LitStr) -> syn::Result<()> {
+pub(crate) fn check_amqp_queue(lit: &LitStr) -> syn::Result<()> {
     if lit.value().trim().is_empty() {
         return Err(syn::Error::new(lit.span(), "the queue name is empty"));
     }
@@ -405,7 +405,7 @@ fn check_amqp_queue(lit: &LitStr) -> syn::Result<()> {
 }
 
 /// Kafka topic names: 1–249 letters, digits, `.`, `_` and `-`.
-fn check_kafka_topic(lit: &LitStr) -> syn::Result<()> {
+pub(crate) fn check_kafka_topic(lit: &LitStr) -> syn::Result<()> {
     let name = lit.value();
     if name.is_empty()
         || name.len() > 249
@@ -425,7 +425,7 @@ fn check_kafka_topic(lit: &LitStr) -> syn::Result<()> {
 
 /// SQS queue names: 1–80 letters, digits, `-` and `_`, with an optional
 /// `.fifo` suffix.
-fn check_sqs_name(lit: &LitStr) -> syn::Result<()> {
+pub(crate) fn check_sqs_name(lit: &LitStr) -> syn::Result<()> {
     let name = lit.value();
     let base = name.strip_suffix(".fifo").unwrap_or(&name);
     if name.len() > 80

@@ -38,6 +38,7 @@ pub mod http;
 pub mod kafka;
 #[cfg(feature = "kafka")]
 pub(crate) mod kafka_log;
+pub(crate) mod produces;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "sql")]

@@ -38,7 +38,14 @@ pub(crate) fn documents(
             |doc: serde_json::Value| Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
         return Documents {
             openapi: Some(encode(openapi::document(name, version, routes))),
-            asyncapi: asyncapi::document(name, version, components, &payloads()).map(encode),
+            asyncapi: asyncapi::document(
+                name,
+                version,
+                components,
+                &payloads(),
+                &crate::client::produces::producers(),
+            )
+            .map(encode),
         };
     }
     Documents {
