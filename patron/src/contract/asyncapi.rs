@@ -1,7 +1,7 @@
 //! The service's AsyncAPI 3.0 document, built at start-up from the
 //! consumers it runs: a channel per queue or topic, a `receive` operation
 //! per consumer (and topic), the broker's bindings where AsyncAPI defines
-//! them (Kafka group, AMQP queue), and patron's delivery settings —
+//! them (Kafka topic and group, AMQP queue, SQS queue), and patron's delivery settings —
 //! concurrency, retries, back-off, failure strategy, dead-letter
 //! destination — as `x-patron-*` extensions; the headers patron reads and
 //! writes; and, for consumers declared with `#[patron::consumer]`, the
@@ -192,6 +192,16 @@ fn channel_object(broker: &str, destination: &str) -> Value {
         "amqp" => {
             channel["bindings"] = json!({
                 "amqp": { "is": "queue", "queue": { "name": destination }, "bindingVersion": "0.3.0" }
+            });
+        }
+        "sqs" => {
+            // The queue by name (patron knows no URL or ARN); `.fifo` names
+            // a FIFO queue, as SQS itself requires.
+            channel["bindings"] = json!({
+                "sqs": {
+                    "queue": { "name": destination, "fifoQueue": destination.ends_with(".fifo") },
+                    "bindingVersion": "0.2.0",
+                }
             });
         }
         _ => {
@@ -439,6 +449,10 @@ mod tests {
         assert_eq!(
             channels["payments"]["bindings"]["kafka"]["topic"],
             "payments"
+        );
+        assert_eq!(
+            channels["jobs"]["bindings"]["sqs"]["queue"],
+            json!({ "name": "jobs", "fifoQueue": false })
         );
         let ops = doc["operations"].as_object().unwrap();
         let mut ids: Vec<&String> = ops.keys().collect();
