@@ -143,13 +143,7 @@ fn payload_message(
 
 /// `base`, or `base2`, `base3`… whichever `taken` does not hold.
 fn unique(base: &str, taken: &Map<String, Value>) -> String {
-    if !taken.contains_key(base) {
-        return base.to_string();
-    }
-    (2..)
-        .map(|i| format!("{base}{i}"))
-        .find(|k| !taken.contains_key(k))
-        .unwrap_or_else(|| base.to_string())
+    super::schemas::free_name(base, |n| taken.contains_key(n))
 }
 
 /// The queue, or each of the topics, a consumer reads.

@@ -50,3 +50,15 @@ fn integer_range(schema: &mut schemars::Schema) {
         object.insert("maximum".into(), range.1);
     }
 }
+
+/// `base`, or `base2`, `base3`… the first name `taken` refuses not: the key
+/// a document gives a component whose natural name is in use.
+pub(crate) fn free_name(base: &str, taken: impl Fn(&str) -> bool) -> String {
+    if !taken(base) {
+        return base.to_string();
+    }
+    (2..)
+        .map(|i| format!("{base}{i}"))
+        .find(|n| !taken(n))
+        .unwrap_or_else(|| base.to_string())
+}

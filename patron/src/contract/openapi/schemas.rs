@@ -43,16 +43,11 @@ pub(super) fn merge(
     merged
 }
 
-/// `base`, or `base2`, `base3`… whichever neither map holds.
+/// `base`, or `base2`, `base3`… whichever neither map nor patron holds.
 fn free_name(base: &str, a: &Map<String, Value>, b: &Map<String, Value>) -> String {
-    let taken = |n: &str| a.contains_key(n) || b.contains_key(n) || RESERVED.contains(&n);
-    if !taken(base) {
-        return base.to_string();
-    }
-    (2..)
-        .map(|i| format!("{base}{i}"))
-        .find(|n| !taken(n))
-        .unwrap_or_else(|| base.to_string())
+    crate::contract::schemas::free_name(base, |n| {
+        a.contains_key(n) || b.contains_key(n) || RESERVED.contains(&n)
+    })
 }
 
 #[derive(Clone, Copy, PartialEq)]
