@@ -236,13 +236,13 @@ where
                 opentelemetry::Context::new()
             };
             RequestSpan::sampled(
-                parent,
+                &parent,
                 ServerSpan {
                     name: route.span_name,
                     method: route.method,
                     route: route.route,
                     path: req.uri().path(),
-                    correlation_id: id.to_str().unwrap_or_default(),
+                    correlation_id: id.clone(),
                 },
             )
             .unwrap_or_else(RequestSpan::none)

@@ -2,7 +2,7 @@
 
 pub mod log;
 pub mod metrics;
-mod otlp;
+pub(crate) mod otlp;
 #[cfg(feature = "grpc")]
 pub(crate) mod rpc;
 pub mod trace;

@@ -36,7 +36,9 @@ use opentelemetry_sdk::trace::{
 use crate::config::ConfigError;
 use crate::context::traceparent;
 use crate::error::Error;
-use crate::observe::otlp::{OtlpConfig, OtlpExporter};
+use crate::observe::otlp::{
+    self, OtlpConfig, OtlpExporter, QueueConfig, RecordQueue, SharedExporter,
+};
 
 /// Whether an OpenTelemetry layer is installed (so request spans get remote
 /// parents).
@@ -84,15 +86,6 @@ impl HeadSampling {
 }
 
 static HEAD: OnceLock<HeadSampling> = OnceLock::new();
-
-/// The tracer of the installed provider, for spans patron builds on the
-/// SDK directly (HTTP server spans).
-static TRACER: OnceLock<Tracer> = OnceLock::new();
-
-/// The installed tracer, when trace export is on.
-pub(crate) fn tracer() -> Option<&'static Tracer> {
-    TRACER.get()
-}
 
 /// Whether a request or message with this `traceparent` header is sampled
 /// (when traces are on).
@@ -143,8 +136,9 @@ pub fn sampling_from(
     })
 }
 
-/// The SDK sampler: request spans carry patron's head decision in
-/// `patron.sampled`; any other span follows the configured sampling.
+/// The SDK sampler: message spans carry patron's head decision in
+/// `patron.sampled`; any other span follows the configured sampling. (HTTP
+/// server spans are patron's own records, made only when sampled.)
 #[derive(Debug, Clone)]
 struct PatronSampler {
     others: Sampler,
@@ -204,9 +198,13 @@ impl ShouldSample for PatronSampler {
     }
 }
 
-/// The tracer provider, owned by the process for the service's lifetime.
+/// The tracer provider and the HTTP server span queue, owned by the
+/// process for the service's lifetime.
 pub struct TraceExport {
     provider: SdkTracerProvider,
+    /// `false` when another exporter of this process took the queue slot
+    /// first: this one's queue is then shut down at once.
+    owns_queue: bool,
 }
 
 impl TraceExport {
@@ -226,8 +224,8 @@ impl TraceExport {
             .unwrap_or_else(|| service.to_string());
         let version = version.to_string();
         let host = gethostname::gethostname().to_string_lossy().into_owned();
-        let provider = std::thread::spawn(move || -> Result<SdkTracerProvider, Error> {
-            let exporter = OtlpExporter::new(otlp)?;
+        let batching = QueueConfig::from_env(&|k| std::env::var(k).ok());
+        let built = std::thread::spawn(move || -> Result<_, Error> {
             let resource = Resource::builder()
                 .with_service_name(name)
                 .with_attributes([
@@ -235,24 +233,51 @@ impl TraceExport {
                     KeyValue::new("host.name", host),
                 ])
                 .build();
-            Ok(SdkTracerProvider::builder()
-                .with_batch_exporter(exporter)
+            let exporter = OtlpExporter::with_resource(otlp, &resource)?;
+            let queue = RecordQueue::start(exporter.clone(), batching).map_err(|e| {
+                Error::msg(format!("cannot start the HTTP span export thread: {e}"))
+            })?;
+            let provider = SdkTracerProvider::builder()
+                .with_batch_exporter(SharedExporter(exporter))
                 .with_sampler(sampler)
                 .with_resource(resource)
-                .build())
+                .build();
+            Ok((provider, queue))
         })
         .join()
         .map_err(|_| Error::msg("building the OTLP trace exporter panicked"))??;
+        let (provider, queue) = built;
+        let owns_queue = match otlp::install_queue(queue) {
+            Ok(()) => true,
+            Err(spare) => {
+                spare.shutdown(Duration::from_secs(1));
+                false
+            }
+        };
         let tracer = provider.tracer("patron");
         let _ = HEAD.set(head);
-        let _ = TRACER.set(tracer.clone());
         ENABLED.store(true, Ordering::Relaxed);
-        Ok((TraceExport { provider }, tracer))
+        Ok((
+            TraceExport {
+                provider,
+                owns_queue,
+            },
+            tracer,
+        ))
     }
 
     /// Flushes pending spans and stops the exporter, waiting at most
     /// `timeout`. Runs on its own thread for the same reason as `start`.
     pub(crate) fn shutdown(self, timeout: Duration) {
+        // The HTTP server spans first: they share the exporter, which the
+        // provider's shutdown closes.
+        let started = std::time::Instant::now();
+        if self.owns_queue
+            && let Some(queue) = otlp::installed_queue()
+        {
+            queue.shutdown(timeout);
+        }
+        let timeout = timeout.saturating_sub(started.elapsed());
         let provider = self.provider;
         let done = std::thread::spawn(move || provider.shutdown_with_timeout(timeout));
         match done.join() {

@@ -10,8 +10,11 @@
 
 mod config;
 mod encode;
+mod queue;
+mod record;
 mod transport;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
@@ -21,6 +24,11 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
 pub(crate) use config::OtlpConfig;
 use encode::EncodedResource;
+pub(crate) use queue::{QueueConfig, RecordQueue};
+pub(crate) use record::{
+    STATUS_CODE, ServerSpanStart, install as install_queue, installed as installed_queue,
+    start as start_server_span,
+};
 use transport::Transport;
 
 /// Encoded bytes a span takes, roughly, to size the request buffer.
@@ -48,33 +56,75 @@ impl OtlpExporter {
         })
     }
 
+    /// Builds the exporter with the resource its requests carry, for
+    /// sharing between the SDK's batch processor and the HTTP server span
+    /// queue (the SDK's `set_resource` cannot reach a shared exporter).
+    pub(crate) fn with_resource(
+        config: OtlpConfig,
+        resource: &Resource,
+    ) -> Result<Arc<Self>, crate::error::Error> {
+        let mut exporter = OtlpExporter::new(config)?;
+        exporter.resource = EncodedResource::new(resource);
+        Ok(Arc::new(exporter))
+    }
+
     fn export_now(&self, batch: &[SpanData]) -> OTelSdkResult {
+        self.post(batch.len(), |body| {
+            encode::export_request(body, &self.resource, batch)
+        })
+    }
+
+    /// Exports a batch of patron's HTTP server spans.
+    pub(crate) fn export_records(&self, batch: &[record::ServerRecord]) -> OTelSdkResult {
+        self.post(batch.len(), |body| {
+            encode::export_records(body, &self.resource, batch)
+        })
+    }
+
+    /// Posts the request `encode` writes for `spans` spans.
+    fn post(&self, spans: usize, encode: impl FnOnce(&mut Vec<u8>)) -> OTelSdkResult {
         if self.shut_down.load(Ordering::Acquire) {
             return Err(OTelSdkError::AlreadyShutdown);
         }
-        if batch.is_empty() {
+        if spans == 0 {
             return Ok(());
         }
-        let mut body = Vec::with_capacity(batch.len() * BYTES_PER_SPAN + 256);
-        encode::export_request(&mut body, &self.resource, batch);
+        let mut body = Vec::with_capacity(spans * BYTES_PER_SPAN + 256);
+        encode(&mut body);
         match self.transport.send(Bytes::from(body)) {
             Ok(accepted) if accepted.rejected_spans > 0 || !accepted.message.is_empty() => {
                 tracing::warn!(
                     target: "patron::trace",
                     rejected_spans = accepted.rejected_spans,
                     message = %accepted.message,
-                    "the OTLP receiver rejected part of a batch of {} spans",
-                    batch.len()
+                    "the OTLP receiver rejected part of a batch of {spans} spans"
                 );
                 Ok(())
             }
             Ok(_) => Ok(()),
             Err(e) => Err(OTelSdkError::InternalFailure(format!(
-                "{e} ({} spans lost)",
-                batch.len()
+                "{e} ({spans} spans lost)"
             ))),
         }
     }
+}
+
+/// The exporter as the SDK's batch processor holds it, shared with the
+/// HTTP server span queue.
+#[derive(Debug)]
+pub(crate) struct SharedExporter(pub(crate) Arc<OtlpExporter>);
+
+impl SpanExporter for SharedExporter {
+    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.0.export_now(&batch)
+    }
+
+    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+
+    // The resource was given to `with_resource`, from the same `Resource`
+    // the provider is built with.
 }
 
 impl SpanExporter for OtlpExporter {

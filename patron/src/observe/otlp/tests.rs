@@ -14,7 +14,7 @@ use opentelemetry_sdk::error::OTelSdkError;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use prost::Message;
 
-use super::{OtlpConfig, OtlpExporter};
+use super::{OtlpConfig, OtlpExporter, QueueConfig, RecordQueue};
 
 /// What the receiver saw: each request's decoded body and headers.
 type Seen = Arc<Mutex<Vec<(ExportTraceServiceRequest, HeaderMap)>>>;
@@ -193,4 +193,40 @@ fn after_shutdown_nothing_is_sent() {
     let err = run(exporter.export(spans(1))).unwrap_err();
     assert!(matches!(err, OTelSdkError::AlreadyShutdown), "{err}");
     assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn the_record_queue_sends_a_full_batch_at_once_and_the_rest_on_shutdown() {
+    let (url, seen, calls) = receiver(0, StatusCode::OK, false);
+    let exporter = Arc::new(exporter(config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &url)])));
+    let batching = QueueConfig {
+        delay: Duration::from_secs(600),
+        queue: 8,
+        batch: 3,
+    };
+    let queue = RecordQueue::start(exporter, batching).unwrap();
+    for n in 0..4 {
+        queue.push(super::encode::tests::record(n, None).0);
+    }
+    // The full batch goes without waiting for the ten-minute delay.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while span_count(&seen) < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(span_count(&seen), 3, "one batch of three");
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    queue.shutdown(Duration::from_secs(10));
+    assert_eq!(span_count(&seen), 4, "the fourth is flushed on shutdown");
+    let names: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|(r, _)| &r.resource_spans)
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| ss.spans.iter().map(|s| s.name.clone()))
+        .collect();
+    assert!(names.iter().all(|n| n == "GET /orders/{id}"), "{names:?}");
+    queue.push(super::encode::tests::record(9, None).0);
+    assert_eq!(queue.dropped(), 1, "a span ended after shutdown is dropped");
+    assert_eq!(span_count(&seen), 4);
 }

@@ -15,7 +15,8 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use prost::Message;
 
-use super::{EncodedResource, export_request};
+use super::super::record::{Extra, Fields, ServerRecord};
+use super::{EncodedResource, SCOPE, export_records, export_request};
 
 fn context(trace: u128, span: u64, sampled: bool, remote: bool, state: TraceState) -> SpanContext {
     let flags = if sampled {
@@ -200,4 +201,111 @@ fn a_batch_of_hundreds_of_spans_matches_the_reference() {
 #[test]
 fn an_empty_batch_and_an_empty_resource_match_the_reference() {
     assert_same(&[], &Resource::builder_empty().build());
+}
+
+/// patron's HTTP server span record and the SDK span it stands for (the
+/// record shared with the queue's tests).
+pub(crate) fn record(n: u64, extra: Option<Extra>) -> (ServerRecord, SpanData) {
+    let scope = InstrumentationScope::builder(SCOPE).build();
+    let mut sdk = span(&scope, n);
+    let with_extra = extra.is_some();
+    let path = if with_extra {
+        "/orders/7"
+    } else {
+        "/orders/{id}"
+    };
+    sdk.name = Cow::Borrowed("GET /orders/{id}");
+    sdk.attributes = vec![
+        KeyValue::new("http.request.method", "GET"),
+        KeyValue::new("http.route", "/orders/{id}"),
+        KeyValue::new("url.path", path),
+        KeyValue::new("url.scheme", "http"),
+        KeyValue::new("correlation_id", "4bf92f35-77b3-4da6-a3ce-929d0e0e4736"),
+    ];
+    let mut fields = Fields {
+        parent_span_id: SpanId::INVALID,
+        parent_is_remote: false,
+        name: sdk.name.clone(),
+        method: "GET",
+        route: "/orders/{id}",
+        path: with_extra.then(|| path.into()),
+        correlation_id: http::HeaderValue::from_static("4bf92f35-77b3-4da6-a3ce-929d0e0e4736"),
+        start: sdk.start_time,
+        status_code: None,
+        status: Status::Unset,
+        extra: None,
+    };
+    match extra {
+        None => {
+            fields.status_code = Some(200);
+            sdk.attributes
+                .push(KeyValue::new("http.response.status_code", 200_i64));
+        }
+        Some(extra) => {
+            let full = full_span(&scope);
+            sdk.span_context = full.span_context.clone();
+            sdk.parent_span_id = full.parent_span_id;
+            sdk.parent_span_is_remote = true;
+            sdk.name = Cow::Owned("renamed by the handler".into());
+            sdk.attributes.extend(extra.attributes.iter().cloned());
+            sdk.dropped_attributes_count = extra.dropped_attributes;
+            sdk.events.events = extra.events.clone();
+            sdk.events.dropped_count = extra.dropped_events;
+            sdk.links.links = extra.links.clone();
+            sdk.links.dropped_count = extra.dropped_links;
+            sdk.status = Status::error("handler failed: timeout");
+            fields.parent_span_id = full.parent_span_id;
+            fields.parent_is_remote = true;
+            fields.name = sdk.name.clone();
+            fields.status = sdk.status.clone();
+            fields.extra = Some(Box::new(extra));
+        }
+    }
+    let record = ServerRecord {
+        span_context: sdk.span_context.clone(),
+        fields,
+        end: sdk.end_time,
+    };
+    (record, sdk)
+}
+
+fn assert_records_same(records: &[ServerRecord], spans: &[SpanData]) {
+    // One resource: its attributes' order is a hash map's.
+    let resource = resource();
+    let expected = reference(spans, &resource);
+    let mut ours = Vec::new();
+    export_records(&mut ours, &EncodedResource::new(&resource), records);
+    let decoded = ExportTraceServiceRequest::decode(ours.as_slice()).expect("decodes");
+    assert_eq!(
+        decoded, expected,
+        "decoded records differ from the reference"
+    );
+    assert_eq!(ours, expected.encode_to_vec(), "bytes differ from prost's");
+}
+
+#[test]
+fn a_server_record_encodes_as_the_sdk_span_it_replaces() {
+    let (record, sdk) = record(0, None);
+    assert_records_same(&[record], &[sdk]);
+}
+
+#[test]
+fn what_users_add_to_a_server_record_is_encoded_too() {
+    let full = full_span(&InstrumentationScope::builder(SCOPE).build());
+    let extra = Extra {
+        attributes: every_value(),
+        dropped_attributes: 5,
+        events: full.events.events.clone(),
+        dropped_events: 2,
+        links: full.links.links.clone(),
+        dropped_links: 4,
+    };
+    let (record, sdk) = record(1, Some(extra));
+    assert_records_same(&[record], &[sdk]);
+}
+
+#[test]
+fn a_batch_of_server_records_matches_the_reference() {
+    let (records, spans): (Vec<_>, Vec<_>) = (0..600).map(|n| record(n, None)).unzip();
+    assert_records_same(&records, &spans);
 }
