@@ -43,6 +43,8 @@ pub(crate) struct RouteRuntime {
     pub method: &'static str,
     pub route: &'static str,
     pub span_name: &'static str,
+    /// The server span's constant attributes, encoded once.
+    pub span_attributes: Box<[u8]>,
     pub trace: bool,
     pub timeout: Duration,
     pub body_limit: usize,
@@ -239,7 +241,7 @@ where
                 &parent,
                 ServerSpan {
                     name: route.span_name,
-                    method: route.method,
+                    attributes: &route.span_attributes,
                     route: route.route,
                     path: req.uri().path(),
                     correlation_id: id.clone(),

@@ -35,6 +35,7 @@ use crate::config::Config;
 use crate::deps::{AppState, Deps};
 use crate::error::{Error, problem};
 use crate::observe::metrics::{HttpMetrics, Metrics};
+use crate::observe::otlp;
 use crate::panic::panic_message;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
@@ -158,6 +159,7 @@ pub(crate) fn build(parts: AppParts<'_>) -> Result<App, String> {
             method: def.method,
             route: def.path,
             span_name: def.span_name,
+            span_attributes: otlp::route_attributes(def.method, def.path),
             trace: def.trace,
             timeout: def.timeout.unwrap_or(config.http_handler_timeout),
             body_limit: limit,
@@ -214,6 +216,7 @@ pub(crate) fn build(parts: AppParts<'_>) -> Result<App, String> {
             method: "GET",
             route: pattern,
             span_name: Box::leak(format!("GET {pattern}").into_boxed_str()),
+            span_attributes: otlp::route_attributes("GET", pattern),
             trace: true,
             timeout: config.http_handler_timeout,
             body_limit: config.http_body_limit,
@@ -286,6 +289,7 @@ pub(crate) fn build(parts: AppParts<'_>) -> Result<App, String> {
         method: "",
         route: "unmatched",
         span_name: "unmatched route",
+        span_attributes: otlp::route_attributes("", "unmatched"),
         trace: true,
         timeout: config.http_handler_timeout,
         body_limit: config.http_body_limit,

@@ -24,6 +24,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 
 pub(crate) use config::OtlpConfig;
 use encode::EncodedResource;
+pub(crate) use encode::route_attributes;
 pub(crate) use queue::{QueueConfig, RecordQueue};
 pub(crate) use record::{
     STATUS_CODE, ServerSpanStart, install as install_queue, installed as installed_queue,

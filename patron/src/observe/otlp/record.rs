@@ -53,8 +53,9 @@ pub(crate) fn installed() -> Option<&'static RecordQueue> {
 pub(crate) struct ServerSpanStart<'a> {
     /// The span name (`GET /orders/{id}`).
     pub name: &'static str,
-    /// `http.request.method`.
-    pub method: &'static str,
+    /// `http.request.method`, `http.route` and `url.scheme`, encoded once
+    /// per route by [`route_attributes`](super::route_attributes).
+    pub attributes: &'static [u8],
     /// `http.route`.
     pub route: &'static str,
     /// `url.path`.
@@ -91,7 +92,7 @@ pub(crate) fn start(parent: &Context, span: ServerSpanStart<'_>) -> Option<Conte
         parent_span_id,
         parent_is_remote,
         name: Cow::Borrowed(span.name),
-        method: span.method,
+        attributes: span.attributes,
         route: span.route,
         path,
         correlation_id: span.correlation_id,
@@ -120,7 +121,8 @@ pub(crate) struct Fields {
     pub(super) parent_span_id: SpanId,
     pub(super) parent_is_remote: bool,
     pub(super) name: Cow<'static, str>,
-    pub(super) method: &'static str,
+    /// The route's constant attributes, encoded.
+    pub(super) attributes: &'static [u8],
     pub(super) route: &'static str,
     /// `None` when the path is the route.
     pub(super) path: Option<Box<str>>,
@@ -282,7 +284,7 @@ mod tests {
                 parent_span_id: SpanId::INVALID,
                 parent_is_remote: false,
                 name: Cow::Borrowed("GET /orders/{id}"),
-                method: "GET",
+                attributes: &[],
                 route: "/orders/{id}",
                 path: (path != "/orders/{id}").then(|| path.into()),
                 correlation_id: HeaderValue::from_static("c-1"),

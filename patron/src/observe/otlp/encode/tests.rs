@@ -16,7 +16,7 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanLinks};
 use prost::Message;
 
 use super::super::record::{Extra, Fields, ServerRecord};
-use super::{EncodedResource, SCOPE, export_records, export_request};
+use super::{EncodedResource, SCOPE, export_records, export_request, route_attributes};
 
 fn context(trace: u128, span: u64, sampled: bool, remote: bool, state: TraceState) -> SpanContext {
     let flags = if sampled {
@@ -218,15 +218,15 @@ pub(crate) fn record(n: u64, extra: Option<Extra>) -> (ServerRecord, SpanData) {
     sdk.attributes = vec![
         KeyValue::new("http.request.method", "GET"),
         KeyValue::new("http.route", "/orders/{id}"),
-        KeyValue::new("url.path", path),
         KeyValue::new("url.scheme", "http"),
+        KeyValue::new("url.path", path),
         KeyValue::new("correlation_id", "4bf92f35-77b3-4da6-a3ce-929d0e0e4736"),
     ];
     let mut fields = Fields {
         parent_span_id: SpanId::INVALID,
         parent_is_remote: false,
         name: sdk.name.clone(),
-        method: "GET",
+        attributes: Box::leak(route_attributes("GET", "/orders/{id}")),
         route: "/orders/{id}",
         path: with_extra.then(|| path.into()),
         correlation_id: http::HeaderValue::from_static("4bf92f35-77b3-4da6-a3ce-929d0e0e4736"),
