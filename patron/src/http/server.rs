@@ -50,7 +50,7 @@ use tokio_util::task::TaskTracker;
 
 use super::router::App;
 use super::tls::Tls;
-use super::watchdog::{ConnState, HeldBody, InFlight, Liveness, Watch, WatchedIo};
+use super::watchdog::{ConnState, InFlight, Liveness, Served, Watch, WatchedIo};
 
 /// How long an HTTP/1 connection must be quiet while draining before it is
 /// closed.
@@ -306,31 +306,11 @@ async fn connection<S, A: Handler>(
     let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let guard = InFlight::enter(&svc_state);
         let http1 = req.version() < http::Version::HTTP_2;
-        let call = app.handle(req.map(Body::new));
-        async move {
-            let mut response = call.await;
-            if http1
-                && guard.0.draining.load(Ordering::Relaxed)
-                && let Ok(response) = &mut response
-            {
-                // hyper closes the connection after this response.
-                response.headers_mut().insert(
-                    http::header::CONNECTION,
-                    http::HeaderValue::from_static("close"),
-                );
-            }
-            if A::HTTP2_ONLY {
-                return response.map(|r| {
-                    r.map(|body| {
-                        Body::new(HeldBody {
-                            inner: body,
-                            _guard: guard,
-                        })
-                    })
-                });
-            }
-            drop(guard);
-            response
+        Served {
+            call: app.handle(req.map(Body::new)),
+            guard: Some(guard),
+            http1,
+            hold_body: A::HTTP2_ONLY,
         }
     });
     let conn = builder.serve_connection_with_upgrades(io, service);

@@ -5,11 +5,13 @@
 //! that did not arrive in time, a write stalled on a slow reader. See the
 //! server module for the timeouts themselves.
 
+use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
@@ -73,6 +75,60 @@ pin_project_lite::pin_project! {
         #[pin]
         pub(super) inner: Body,
         pub(super) _guard: InFlight,
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// One request's response as the connection serves it: the handler's
+    /// future polled in place (an `async` block would move it, hundreds of
+    /// bytes, into its own state at the first poll), the request counted
+    /// in flight until the response head — or, with `hold_body` (services
+    /// that speak only HTTP/2), until its body ends — and
+    /// `Connection: close` on an HTTP/1 response once the connection
+    /// drains (hyper closes the connection after it).
+    pub(super) struct Served<F> {
+        #[pin]
+        pub(super) call: F,
+        pub(super) guard: Option<InFlight>,
+        pub(super) http1: bool,
+        pub(super) hold_body: bool,
+    }
+}
+
+impl<F> Future for Served<F>
+where
+    F: Future<Output = Result<http::Response<Body>, Infallible>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut response = ready!(this.call.poll(cx));
+        let Some(guard) = this.guard.take() else {
+            // Polled again after its response: the inner future's answer.
+            return Poll::Ready(response);
+        };
+        if *this.http1
+            && guard.0.draining.load(Ordering::Relaxed)
+            && let Ok(response) = &mut response
+        {
+            response.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+        if *this.hold_body {
+            return Poll::Ready(response.map(|r| {
+                r.map(|body| {
+                    Body::new(HeldBody {
+                        inner: body,
+                        _guard: guard,
+                    })
+                })
+            }));
+        }
+        drop(guard);
+        Poll::Ready(response)
     }
 }
 
