@@ -121,65 +121,116 @@ pub fn service_result(result: Result<Service>) -> Result<Service> {
 }
 
 /// Entry point of `#[patron::main] async fn main(service: Service) -> patron::Result<Service>`.
+///
+/// Only the user's future is polled in this generic function; start-up,
+/// running and shutdown are non-generic functions of this crate
+/// ([`Startup`]). Polling `Service::run` here would compile the whole
+/// server (its futures count as generic) into every user crate, which made
+/// each rebuild of a service recompile it.
 pub fn run_main_with_service<F, Fut>(info: MainInfo, body: F) -> ExitCode
 where
     F: FnOnce(Service) -> Fut,
     Fut: Future<Output = Result<Service>>,
 {
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the tokio runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let (startup, service) = match Startup::begin(info) {
+        Ok(started) => started,
+        Err(code) => return code,
     };
-    let (code, export) = runtime.block_on(async move {
+    let result = startup.runtime.block_on(body(service));
+    startup.finish(result)
+}
+
+/// A service's process between its start and its exit code.
+pub struct Startup {
+    runtime: tokio::runtime::Runtime,
+    name: String,
+    export: Option<(crate::observe::trace::TraceExport, Duration)>,
+}
+
+impl Startup {
+    /// Starts the runtime, reads the configuration and installs logging
+    /// (and trace export); the service for the user's `main`, or the exit
+    /// code when any of it fails.
+    fn begin(info: MainInfo) -> std::result::Result<(Startup, Service), ExitCode> {
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: cannot start the tokio runtime: {e}");
+                return Err(ExitCode::FAILURE);
+            }
+        };
         let mut config = match Config::from_env() {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("error: {}: {e}", info.name);
-                return (ExitCode::FAILURE, None);
+                return Err(ExitCode::FAILURE);
             }
         };
         if config.print_contract.is_some() {
             // stdout carries the document: log lines only for errors.
             config.log_level = crate::config::LogLevel::Error;
         }
-        let name: &str = config.service_name.as_deref().unwrap_or(info.name);
-        let export = match crate::observe::log::init(&config, name, info.version) {
+        let name = config
+            .service_name
+            .as_deref()
+            .unwrap_or(info.name)
+            .to_string();
+        let initialised = {
+            let _entered = runtime.enter();
+            crate::observe::log::init(&config, &name, info.version)
+        };
+        let export = match initialised {
             Ok(export) => export.map(|e| (e, config.shutdown_timeout)),
             Err(e) => {
                 eprintln!("error: {name}: {e}");
-                return (ExitCode::FAILURE, None);
+                return Err(ExitCode::FAILURE);
             }
         };
-        let name = name.to_string();
         let service = Service::new(name.clone())
             .version(info.version)
             .config(config);
-        let service = match body(service).await {
-            Ok(s) => s,
-            Err(e) => return (fail(&name, "start-up failed", &e), export),
-        };
-        if let Some(which) = service.current_config().print_contract {
-            return (print_contract(service, which, &name).await, export);
-        }
-        let code = match service.run().await {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(&name, "the service failed", &e),
-        };
-        (code, export)
-    });
-    runtime.shutdown_timeout(Duration::from_secs(1));
-    // Spans still batched are exported before the process exits, bounded by
-    // the shutdown timeout.
-    if let Some((export, timeout)) = export {
-        export.shutdown(timeout);
+        Ok((
+            Startup {
+                runtime,
+                name,
+                export,
+            },
+            service,
+        ))
     }
-    code
+
+    /// Runs the service the user's `main` returned (or prints its
+    /// contract), then shuts the runtime and the trace export down.
+    fn finish(self, result: Result<Service>) -> ExitCode {
+        let Startup {
+            runtime,
+            name,
+            export,
+        } = self;
+        let code = runtime.block_on(async {
+            let service = match result {
+                Ok(s) => s,
+                Err(e) => return fail(&name, "start-up failed", &e),
+            };
+            if let Some(which) = service.current_config().print_contract {
+                return print_contract(service, which, &name).await;
+            }
+            match service.run().await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&name, "the service failed", &e),
+            }
+        });
+        runtime.shutdown_timeout(Duration::from_secs(1));
+        // Spans still batched are exported before the process exits,
+        // bounded by the shutdown timeout.
+        if let Some((export, timeout)) = export {
+            export.shutdown(timeout);
+        }
+        code
+    }
 }
 
 /// `PATRON_PRINT_CONTRACT`: validates and binds the service as `run` would
