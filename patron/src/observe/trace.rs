@@ -419,10 +419,14 @@ pub(crate) fn extract(headers: &http::HeaderMap) -> Context {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn with(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+    /// An environment lookup answering from `pairs` (shared with the
+    /// exporter's tests).
+    pub(crate) fn with(
+        pairs: &'static [(&'static str, &'static str)],
+    ) -> impl Fn(&str) -> Option<String> {
         move |name| {
             pairs
                 .iter()

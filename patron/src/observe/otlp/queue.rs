@@ -249,15 +249,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn with(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |k| {
-            pairs
-                .iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| v.to_string())
-        }
-    }
+    use crate::observe::trace::tests::with;
 
     #[test]
     fn batch_settings_follow_the_sdk_variables() {
