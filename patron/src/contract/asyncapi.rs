@@ -33,12 +33,14 @@ pub(crate) fn document(
     let mut messages = Map::new();
     let mut generator = super::schemas::draft07().for_deserialize().into_generator();
     let mut serializing = super::schemas::draft07().for_serialize().into_generator();
+    let mut sent = Vec::new();
     for producer in producers {
         let mut payload = Payload::new(&mut serializing);
         (producer.payload)(&mut payload);
         let channel = channel_id(producer.destination);
         let message_key =
             payload_message(&format!("{channel}Sent"), payload.content, &mut messages);
+        sent.push(message_key.clone());
         let entry = channels
             .entry(channel.clone())
             .or_insert_with(|| channel_object(producer.broker, producer.destination));
@@ -90,13 +92,23 @@ pub(crate) fn document(
     if operations.is_empty() {
         return None;
     }
-    let mut components = json!({ "messages": messages });
     let mut schemas = generator.take_definitions(true);
-    for (name, schema) in serializing.take_definitions(true) {
-        // A name the consumers' types use differently keeps theirs; the
-        // producers' twin is rare enough to share it (both are the type's).
-        schemas.entry(name).or_insert(schema);
-    }
+    // Consumers' types as they deserialize, producers' as they serialize:
+    // a type whose two schemas differ gets a `…Sent` twin, as OpenAPI's
+    // response side gets a `…Response` one.
+    let mut producer_messages: Vec<&mut Value> = messages
+        .iter_mut()
+        .filter(|(key, _)| sent.contains(key))
+        .map(|(_, message)| message)
+        .collect();
+    super::schemas::merge_twins(
+        &mut schemas,
+        serializing.take_definitions(true),
+        &mut producer_messages,
+        "Sent",
+        &[],
+    );
+    let mut components = json!({ "messages": messages });
     if !schemas.is_empty() {
         components["schemas"] = Value::Object(schemas);
     }
@@ -371,6 +383,43 @@ mod tests {
         // Producers alone make a document.
         let only = document("svc", "1.0.0", &[], &[], &producers()).unwrap();
         assert_eq!(only["operations"].as_object().unwrap().len(), 3);
+    }
+
+    /// An order as another module of the service publishes it: the same
+    /// name as the consumers' `Order`, another schema.
+    mod published {
+        #[derive(serde::Serialize, schemars::JsonSchema)]
+        pub struct Order {
+            pub id: u64,
+        }
+    }
+
+    fn published_order(p: &mut Payload<'_>) {
+        Probe::<Message<Json<published::Order>>>::new().describe_payload(p);
+    }
+
+    #[test]
+    fn a_sent_type_named_as_a_received_one_gets_a_twin() {
+        let sends = [ProducerDef {
+            broker: "kafka",
+            destination: "orders.shipped",
+            module: "svc::shipping",
+            payload: published_order,
+        }];
+        let producers: Vec<&ProducerDef> = sends.iter().collect();
+        let doc = document("svc", "1.0.0", &consumers(), &payloads(), &producers).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(schemas["Order"]["required"], json!(["id", "amount"]));
+        assert_eq!(schemas["OrderSent"]["required"], json!(["id"]));
+        let messages = &doc["components"]["messages"];
+        assert_eq!(
+            messages["orders.shippedSent"]["payload"]["$ref"],
+            "#/components/schemas/OrderSent"
+        );
+        assert_eq!(
+            messages["record_orderPayload"]["payload"]["$ref"],
+            "#/components/schemas/Order"
+        );
     }
 
     #[test]

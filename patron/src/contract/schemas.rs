@@ -3,7 +3,7 @@
 
 use schemars::generate::SchemaSettings;
 use schemars::transform::RecursiveTransform;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Where both documents keep named schemas.
 pub(crate) const SCHEMAS: &str = "#/components/schemas/";
@@ -61,4 +61,68 @@ pub(crate) fn free_name(base: &str, taken: impl Fn(&str) -> bool) -> String {
         .map(|i| format!("{base}{i}"))
         .find(|n| !taken(n))
         .unwrap_or_else(|| base.to_string())
+}
+
+/// Adds `serialized` (a type's schemas as it serializes) to `merged` (as
+/// it deserializes). A name both hold with different schemas, or one of
+/// `reserved`, keeps `merged`'s; the serialized side's is renamed
+/// `{name}{suffix}` (or the next free name), with every reference to it in
+/// `serialized` and in `users` rewritten.
+pub(crate) fn merge_twins(
+    merged: &mut Map<String, Value>,
+    mut serialized: Map<String, Value>,
+    users: &mut [&mut Value],
+    suffix: &str,
+    reserved: &[&str],
+) {
+    let names: Vec<String> = serialized.keys().cloned().collect();
+    for name in names {
+        let clash = reserved.contains(&name.as_str())
+            || merged
+                .get(&name)
+                .is_some_and(|d| Some(d) != serialized.get(&name));
+        if clash {
+            let to = free_name(&format!("{name}{suffix}"), |n| {
+                merged.contains_key(n) || serialized.contains_key(n) || reserved.contains(&n)
+            });
+            rename(&mut serialized, users, &name, &to);
+        }
+    }
+    merged.extend(serialized);
+}
+
+/// Renames definition `from` to `to` in `defs`, and every reference to it
+/// in `defs` and `users`.
+pub(crate) fn rename(
+    defs: &mut Map<String, Value>,
+    users: &mut [&mut Value],
+    from: &str,
+    to: &str,
+) {
+    if let Some(def) = defs.remove(from) {
+        defs.insert(to.to_string(), def);
+    }
+    let (old, new) = (format!("{SCHEMAS}{from}"), format!("{SCHEMAS}{to}"));
+    for def in defs.values_mut() {
+        rewrite(def, &old, &new);
+    }
+    for user in users.iter_mut() {
+        rewrite(user, &old, &new);
+    }
+}
+
+fn rewrite(value: &mut Value, old: &str, new: &str) {
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                if key == "$ref" && v.as_str() == Some(old) {
+                    *v = Value::String(new.to_string());
+                } else {
+                    rewrite(v, old, new);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(|v| rewrite(v, old, new)),
+        _ => {}
+    }
 }
