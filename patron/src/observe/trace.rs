@@ -233,7 +233,7 @@ impl TraceExport {
                     KeyValue::new("host.name", host),
                 ])
                 .build();
-            let exporter = OtlpExporter::with_resource(otlp, &resource)?;
+            let exporter = OtlpExporter::new(otlp, &resource)?;
             let queue = RecordQueue::start(exporter.clone(), batching).map_err(|e| {
                 Error::msg(format!("cannot start the HTTP span export thread: {e}"))
             })?;

@@ -44,29 +44,31 @@ pub(crate) struct OtlpExporter {
 }
 
 impl OtlpExporter {
-    /// Builds the exporter and its HTTP client. Call off any tokio
-    /// runtime: the client has a runtime of its own.
-    pub(crate) fn new(config: OtlpConfig) -> Result<Self, crate::error::Error> {
-        let transport = Transport::new(config).map_err(|e| {
-            crate::error::Error::msg(format!("cannot build the OTLP trace exporter: {e}"))
-        })?;
-        Ok(OtlpExporter {
-            transport,
-            resource: EncodedResource::default(),
-            shut_down: AtomicBool::new(false),
-        })
-    }
-
-    /// Builds the exporter with the resource its requests carry, for
-    /// sharing between the SDK's batch processor and the HTTP server span
-    /// queue (the SDK's `set_resource` cannot reach a shared exporter).
-    pub(crate) fn with_resource(
+    /// Builds the exporter, its HTTP client and the resource its requests
+    /// carry (the same `Resource` the provider is built with), shared by
+    /// the SDK's batch processor ([`SharedExporter`]) and the HTTP server
+    /// span queue. Call off any tokio runtime: the client has a runtime of
+    /// its own.
+    pub(crate) fn new(
         config: OtlpConfig,
         resource: &Resource,
     ) -> Result<Arc<Self>, crate::error::Error> {
-        let mut exporter = OtlpExporter::new(config)?;
-        exporter.resource = EncodedResource::new(resource);
-        Ok(Arc::new(exporter))
+        let transport = Transport::new(config).map_err(|e| {
+            crate::error::Error::msg(format!("cannot build the OTLP trace exporter: {e}"))
+        })?;
+        Ok(Arc::new(OtlpExporter {
+            transport,
+            resource: EncodedResource::new(resource),
+            shut_down: AtomicBool::new(false),
+        }))
+    }
+
+    /// Refuses every later export; an error when already shut down.
+    fn shut_down(&self) -> OTelSdkResult {
+        if self.shut_down.swap(true, Ordering::AcqRel) {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        Ok(())
     }
 
     fn export_now(&self, batch: &[SpanData]) -> OTelSdkResult {
@@ -120,29 +122,13 @@ impl SpanExporter for SharedExporter {
         self.0.export_now(&batch)
     }
 
-    fn shutdown_with_timeout(&self, timeout: std::time::Duration) -> OTelSdkResult {
-        self.0.shutdown_with_timeout(timeout)
-    }
-
-    // The resource was given to `with_resource`, from the same `Resource`
-    // the provider is built with.
-}
-
-impl SpanExporter for OtlpExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        self.export_now(&batch)
-    }
-
     fn shutdown_with_timeout(&self, _timeout: std::time::Duration) -> OTelSdkResult {
-        if self.shut_down.swap(true, Ordering::AcqRel) {
-            return Err(OTelSdkError::AlreadyShutdown);
-        }
-        Ok(())
+        self.0.shut_down()
     }
 
-    fn set_resource(&mut self, resource: &Resource) {
-        self.resource = EncodedResource::new(resource);
-    }
+    // `set_resource` is left to its default: the resource was given to
+    // `OtlpExporter::new`, from the same `Resource` the provider is built
+    // with.
 }
 
 #[cfg(test)]

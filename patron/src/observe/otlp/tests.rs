@@ -14,7 +14,7 @@ use opentelemetry_sdk::error::OTelSdkError;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use prost::Message;
 
-use super::{OtlpConfig, OtlpExporter, QueueConfig, RecordQueue};
+use super::{OtlpConfig, OtlpExporter, QueueConfig, RecordQueue, SharedExporter};
 
 /// What the receiver saw: each request's decoded body and headers.
 type Seen = Arc<Mutex<Vec<(ExportTraceServiceRequest, HeaderMap)>>>;
@@ -76,14 +76,11 @@ fn spans(n: u64) -> Vec<SpanData> {
         .collect()
 }
 
-fn exporter(cfg: OtlpConfig) -> OtlpExporter {
-    let mut exporter = OtlpExporter::new(cfg).unwrap();
-    exporter.set_resource(
-        &Resource::builder_empty()
-            .with_service_name("orders")
-            .build(),
-    );
-    exporter
+fn exporter(cfg: OtlpConfig) -> SharedExporter {
+    let resource = Resource::builder_empty()
+        .with_service_name("orders")
+        .build();
+    SharedExporter(OtlpExporter::new(cfg, &resource).unwrap())
 }
 
 /// Runs an export: it completes on its first poll (the batch processor's
@@ -198,7 +195,7 @@ fn after_shutdown_nothing_is_sent() {
 #[test]
 fn the_record_queue_sends_a_full_batch_at_once_and_the_rest_on_shutdown() {
     let (url, seen, calls) = receiver(0, StatusCode::OK, false);
-    let exporter = Arc::new(exporter(config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &url)])));
+    let exporter = exporter(config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &url)])).0;
     let batching = QueueConfig {
         delay: Duration::from_secs(600),
         queue: 8,
