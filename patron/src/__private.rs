@@ -141,7 +141,7 @@ where
 }
 
 /// A service's process between its start and its exit code.
-pub struct Startup {
+struct Startup {
     runtime: tokio::runtime::Runtime,
     name: String,
     export: Option<(crate::observe::trace::TraceExport, Duration)>,

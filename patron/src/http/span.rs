@@ -4,10 +4,11 @@
 //! slot, per-layer filter bookkeeping on every enter, exit and record, and
 //! a field visitor per attribute, and as an SDK span a builder, a sampler
 //! call and an attribute list — several times the span itself
-//! (docs/benchmarks.md). Its context is made the current OpenTelemetry context while the handler
-//! runs, so user spans become its children, log lines carry its trace and
-//! span ids, and outgoing calls propagate it. Without export, the request
-//! span is a DEBUG `tracing` span, for debug logging.
+//! (docs/benchmarks.md). Its context is made the current OpenTelemetry
+//! context while the handler runs, so user spans become its children, log
+//! lines carry its trace and span ids, and outgoing calls propagate it.
+//! Without export, the request span is a DEBUG `tracing` span, for debug
+//! logging.
 
 use http::StatusCode;
 use opentelemetry::trace::{Status, TraceContextExt};

@@ -52,6 +52,7 @@ impl QueueConfig {
 }
 
 /// Messages to the worker besides the records themselves.
+#[derive(Debug)]
 enum Control {
     /// A batch is full.
     Export,
@@ -77,15 +78,6 @@ pub(crate) struct RecordQueue {
     batch: usize,
     dropped: AtomicU64,
     worker: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl std::fmt::Debug for Control {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Control::Export => "Export",
-            Control::Shutdown(_) => "Shutdown",
-        })
-    }
 }
 
 impl RecordQueue {
