@@ -10,7 +10,7 @@ use syn::parse::{Parse, ParseStream};
 use syn::spanned::Spanned;
 use syn::{Ident, LitStr, Token, Type};
 
-use crate::consumer::parse::{check_amqp_queue, check_kafka_topic, check_sqs_name};
+use crate::consumer::parse::{BROKERS, check_amqp_queue, check_kafka_topic, check_sqs_name};
 
 const USAGE: &str = "write `patron::producer!(amqp = \"orders\", payload = Json<Order>)` (or `kafka = \"topic\"`, `sqs = \"queue\"`; payload `Json<T>`, `String` or `Bytes`)";
 
@@ -48,7 +48,7 @@ impl Parse for Producer {
                 lit
             }
             other => {
-                let hint = match crate::units::did_you_mean(other, &["amqp", "kafka", "sqs"]) {
+                let hint = match crate::units::did_you_mean(other, BROKERS) {
                     Some(s) => format!("did you mean `{s}`? "),
                     None => String::new(),
                 };

@@ -21,7 +21,8 @@ use super::model::{
 use crate::sig::Errors;
 use crate::{args, units};
 
-const BROKERS: &[&str] = &["amqp", "kafka", "sqs"];
+/// The brokers a consumer or producer names first.
+pub(crate) const BROKERS: &[&str] = &["amqp", "kafka", "sqs"];
 /// Keys every broker takes.
 const COMMON: &[&str] = &[
     "concurrency",
