@@ -124,7 +124,7 @@ pub fn service_result(result: Result<Service>) -> Result<Service> {
 ///
 /// Only the user's future is polled in this generic function; start-up,
 /// running and shutdown are non-generic functions of this crate
-/// ([`Startup`]). Polling `Service::run` here would compile the whole
+/// (`Startup`). Polling `Service::run` here would compile the whole
 /// server (its futures count as generic) into every user crate, which made
 /// each rebuild of a service recompile it.
 pub fn run_main_with_service<F, Fut>(info: MainInfo, body: F) -> ExitCode
