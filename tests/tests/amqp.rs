@@ -989,3 +989,88 @@ async fn a_message_past_max_deliveries_never_reaches_the_handler() {
     );
     f.finish().await;
 }
+
+// Shutdown with a message in its handler. With `concurrency = 1` (the
+// default) the consumer's own task runs each handler; these pin down that
+// it waits for the handler as a spawned one's drain would, and gives up on
+// it after the shutdown timeout without acknowledging it.
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_message_in_its_handler_at_shutdown_finishes_and_is_acknowledged() {
+    let Some(f) = amqp::Fixture::new("drain-finish").await else {
+        return;
+    };
+    let (broker, queue) = (&f.broker, f.queue.clone());
+    broker.publish(&queue, b"slow", &[]).await;
+    let probe = Arc::new(Probe::default());
+    let p = Arc::clone(&probe);
+    let consumer = AmqpConsumer::new(
+        &queue,
+        handler_fn(move |_msg: Message<String>| {
+            let p = Arc::clone(&p);
+            async move {
+                p.enter();
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                p.seen.lock().unwrap().push("finished".into());
+                p.leave();
+            }
+        }),
+    )
+    .url(&f.url);
+    let server = patron_tests::serve_consumer("amqp-test", consumer, Duration::from_secs(10)).await;
+    assert!(eventually(WAIT, || async { probe.calls() == 1 }).await);
+    server.shutdown().await.expect("clean shutdown");
+    assert_eq!(probe.seen(), ["finished"], "the handler ran to its end");
+    assert_eq!(
+        broker.depth(&queue).await,
+        0,
+        "its message was acknowledged"
+    );
+    f.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_handler_stuck_past_the_shutdown_timeout_is_abandoned_and_redelivered() {
+    let Some(f) = amqp::Fixture::new("drain-stuck").await else {
+        return;
+    };
+    let (broker, queue) = (&f.broker, f.queue.clone());
+    broker.publish(&queue, b"m0", &[]).await;
+    broker.publish(&queue, b"m1", &[]).await;
+    let probe = Arc::new(Probe::default());
+    let p = Arc::clone(&probe);
+    let consumer = AmqpConsumer::new(
+        &queue,
+        handler_fn(move |msg: Message<String>| {
+            let p = Arc::clone(&p);
+            async move {
+                p.enter();
+                let body: String = (*msg).clone();
+                p.seen.lock().unwrap().push(body.clone());
+                if body == "m1" {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }),
+    )
+    .url(&f.url);
+    let server = patron_tests::serve_consumer("amqp-test", consumer, Duration::from_secs(1)).await;
+    assert!(eventually(WAIT, || async { probe.calls() == 2 }).await);
+    let stopping = std::time::Instant::now();
+    server.shutdown().await.expect("clean shutdown");
+    assert!(
+        stopping.elapsed() < Duration::from_secs(8),
+        "shutdown waited {:?} for a handler that never ends",
+        stopping.elapsed()
+    );
+    assert_eq!(probe.seen(), ["m0", "m1"]);
+    assert!(
+        eventually(WAIT, || async { broker.depth(&queue).await == 1 }).await,
+        "m1 is back in the queue, m0 is not"
+    );
+    assert_eq!(
+        broker.get(&queue).await.map(|(body, _)| body),
+        Some(b"m1".to_vec())
+    );
+    f.finish().await;
+}

@@ -8,6 +8,9 @@
 //!   10 s, at most 1.5 s while the broker was up in the last 5 minutes);
 //!   messages it had not acknowledged are redelivered by the broker.
 //! - `prefetch` is the channel QoS; `concurrency` handlers run in parallel.
+//!   With `concurrency = 1` and a single-message handler the consuming task
+//!   runs each handler itself, without a task, permit or wake-up per
+//!   message.
 //! - Dead-lettered messages are copies of the original — body, every
 //!   property and typed header — plus `x-patron-*` headers, published
 //!   `mandatory` to the DLQ queue through the default exchange on a

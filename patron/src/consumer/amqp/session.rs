@@ -96,11 +96,11 @@ impl Session<'_> {
             declare: c.declare,
             readiness: self.ctx.readiness().clone(),
         });
-        let result = self.deliver(&mut deliveries, &outlet).await;
-        if result.is_ok() {
-            self.close(&channel, &conn, tag).await;
-        }
-        result
+        let subscription = self
+            .deliver(&mut deliveries, &outlet, &channel, tag)
+            .await?;
+        self.close(&channel, &conn, tag, subscription).await;
+        Ok(())
     }
 
     /// A connection to the broker; `None` when shutdown came first.
@@ -161,20 +161,29 @@ impl Session<'_> {
         &self,
         deliveries: &mut Consumer,
         outlet: &Arc<Outlet>,
-    ) -> Result<(), SessionError> {
+        channel: &Channel,
+        tag: &str,
+    ) -> Result<Subscription, SessionError> {
         let stop = &self.running.stop;
+        if let Handler::Single(handler) = &self.consumer.handler
+            && self.consumer.common.concurrency == 1
+        {
+            return self
+                .deliver_inline(deliveries, outlet, &**handler, channel, tag)
+                .await;
+        }
         loop {
             let permit = tokio::select! {
                 biased;
-                _ = stop.cancelled() => return Ok(()),
+                _ = stop.cancelled() => return Ok(Subscription::Open),
                 p = Arc::clone(&self.permits).acquire_owned() => match p {
                     Ok(p) => p,
-                    Err(_) => return Ok(()),
+                    Err(_) => return Ok(Subscription::Open),
                 },
             };
             let first = tokio::select! {
                 biased;
-                _ = stop.cancelled() => return Ok(()),
+                _ = stop.cancelled() => return Ok(Subscription::Open),
                 d = deliveries.next() => next_delivery(d)?,
             };
             match &self.consumer.handler {
@@ -187,11 +196,61 @@ impl Session<'_> {
                     timeout,
                 } => {
                     let Some(batch) = self.fill(deliveries, first, *size, *timeout).await? else {
-                        return Ok(());
+                        return Ok(Subscription::Open);
                     };
                     self.spawn_batch(Arc::clone(handler), outlet, batch, permit);
                 }
             }
+        }
+    }
+
+    /// One delivery at a time (`concurrency = 1`, a single-message
+    /// handler): this task handles each delivery itself, as a hand-written
+    /// consume loop would, with no task, permit or wake-up per message.
+    /// Shutdown goes as with spawned handlers: the subscription is
+    /// cancelled at once, the message in its handler may finish and be
+    /// acknowledged within the shutdown timeout, and after it is abandoned
+    /// unacknowledged (the broker redelivers it).
+    async fn deliver_inline(
+        &self,
+        deliveries: &mut Consumer,
+        outlet: &Outlet,
+        handler: &dyn MessageHandler,
+        channel: &Channel,
+        tag: &str,
+    ) -> Result<Subscription, SessionError> {
+        let limit = self.ctx.config().shutdown_timeout;
+        // One wait for shutdown for the whole loop, not one per message.
+        let stopped = self.running.stop.cancelled();
+        tokio::pin!(stopped);
+        loop {
+            let delivery = tokio::select! {
+                biased;
+                () = &mut stopped => return Ok(Subscription::Open),
+                d = deliveries.next() => next_delivery(d)?,
+            };
+            let work = async {
+                let (model, acker, props) = convert(&outlet.running.queue, delivery);
+                let stop = &outlet.running.stop;
+                let verdict = outlet.running.pipeline.process(handler, &model, stop).await;
+                outlet.settle(&model, &acker, &props, verdict).await;
+            };
+            tokio::pin!(work);
+            tokio::select! {
+                biased;
+                () = &mut work => continue,
+                () = &mut stopped => {}
+            }
+            // Shutdown while the handler runs: no more deliveries, and the
+            // shutdown timeout for the handler to finish.
+            let (_, finished) = tokio::join!(
+                self.cancel(channel, tag),
+                tokio::time::timeout(limit, &mut work)
+            );
+            if finished.is_err() {
+                tracing::warn!(consumer = %self.consumer.common.name, "the message in its handler did not finish within the shutdown timeout; the broker will redeliver it");
+            }
+            return Ok(Subscription::Cancelled);
         }
     }
 
@@ -276,13 +335,16 @@ impl Session<'_> {
 
     /// Stops delivery, lets in-flight handlers acknowledge, then closes:
     /// prefetched messages no handler started return to the queue.
-    async fn close(&self, channel: &Channel, conn: &Connection, tag: &str) {
+    async fn close(
+        &self,
+        channel: &Channel,
+        conn: &Connection,
+        tag: &str,
+        subscription: Subscription,
+    ) {
         let name = &self.consumer.common.name;
-        if let Err(e) = channel
-            .basic_cancel(tag.into(), BasicCancelOptions::default())
-            .await
-        {
-            tracing::warn!(consumer = %name, error = %e, "cancelling the AMQP subscription failed");
+        if let Subscription::Open = subscription {
+            self.cancel(channel, tag).await;
         }
         self.drain(self.ctx.config().shutdown_timeout).await;
         let _ = channel.close(200, "shutdown".into()).await;
@@ -290,11 +352,28 @@ impl Session<'_> {
         tracing::info!(consumer = %name, "AMQP consumer stopped");
     }
 
+    /// Stops the broker's deliveries to this consumer (`basic.cancel`).
+    async fn cancel(&self, channel: &Channel, tag: &str) {
+        if let Err(e) = channel
+            .basic_cancel(tag.into(), BasicCancelOptions::default())
+            .await
+        {
+            tracing::warn!(consumer = %self.consumer.common.name, error = %e, "cancelling the AMQP subscription failed");
+        }
+    }
+
     /// Waits for in-flight handlers, at most `limit`.
     pub(super) async fn drain(&self, limit: Duration) {
         drain(&self.tracker, limit, &self.consumer.common.name).await;
         self.tracker.reopen();
     }
+}
+
+/// Whether the subscription is still open when delivery ends.
+pub(super) enum Subscription {
+    Open,
+    /// Already cancelled, at shutdown, while a handler was running.
+    Cancelled,
 }
 
 fn next_delivery(
