@@ -57,6 +57,18 @@ pub async fn serve_consumer(
         .expect("service starts")
 }
 
+/// Shuts `server` down and asserts it took less than `limit`: a handler
+/// that never ends must not hold shutdown past the shutdown timeout.
+pub async fn shuts_down_within(server: patron::test::TestServer, limit: Duration) {
+    let stopping = Instant::now();
+    server.shutdown().await.expect("clean shutdown");
+    assert!(
+        stopping.elapsed() < limit,
+        "shutdown waited {:?} for a handler that never ends",
+        stopping.elapsed()
+    );
+}
+
 /// The `#[patron::consumer]` registered for the handler named `handler`:
 /// exactly one, as a list for `Service::with_consumers`.
 pub fn registered(handler: &str) -> Vec<&'static patron::ConsumerDef> {

@@ -373,13 +373,7 @@ async fn a_handler_stuck_at_shutdown_is_abandoned_uncommitted_and_redelivered() 
     service.config_mut().shutdown_timeout = Duration::from_secs(1);
     let server = TestServer::start(service).await.expect("service starts");
     assert!(eventually(WAIT, || async { started.lock().unwrap().len() == 2 }).await);
-    let stopping = std::time::Instant::now();
-    server.shutdown().await.expect("clean shutdown");
-    assert!(
-        stopping.elapsed() < Duration::from_secs(8),
-        "shutdown waited {:?} for a handler that never ends",
-        stopping.elapsed()
-    );
+    patron_tests::shuts_down_within(server, Duration::from_secs(8)).await;
     assert_eq!(
         committed(&brokers, &group, &topic).await,
         Some(1),
