@@ -18,6 +18,22 @@ pub(super) struct Outlet {
 }
 
 impl Outlet {
+    /// Runs `handler` on one delivery through the pipeline and settles it
+    /// by the verdict.
+    pub(super) async fn handle(
+        &self,
+        handler: &dyn MessageHandler,
+        delivery: lapin::message::Delivery,
+    ) {
+        let (model, acker, props) = convert(&self.running.queue, delivery);
+        let verdict = self
+            .running
+            .pipeline
+            .process(handler, &model, &self.running.stop)
+            .await;
+        self.settle(&model, &acker, &props, verdict).await;
+    }
+
     pub(super) async fn settle(
         &self,
         delivery: &Delivery,

@@ -229,12 +229,7 @@ impl Session<'_> {
                 () = &mut stopped => return Ok(Subscription::Open),
                 d = deliveries.next() => next_delivery(d)?,
             };
-            let work = async {
-                let (model, acker, props) = convert(&outlet.running.queue, delivery);
-                let stop = &outlet.running.stop;
-                let verdict = outlet.running.pipeline.process(handler, &model, stop).await;
-                outlet.settle(&model, &acker, &props, verdict).await;
-            };
+            let work = outlet.handle(handler, delivery);
             tokio::pin!(work);
             tokio::select! {
                 biased;
@@ -267,13 +262,7 @@ impl Session<'_> {
         // future several times while it sets up the task (a copy of every
         // byte each time); boxed, those moves are pointer-sized.
         self.tracker.spawn(Box::pin(async move {
-            let (model, acker, props) = convert(&outlet.running.queue, delivery);
-            let verdict = outlet
-                .running
-                .pipeline
-                .process(&*handler, &model, &outlet.running.stop)
-                .await;
-            outlet.settle(&model, &acker, &props, verdict).await;
+            outlet.handle(&*handler, delivery).await;
             drop(permit);
         }));
     }
