@@ -9,8 +9,26 @@
 //! the route whose types have no JSON schema must compile.
 //! `scripts/test` runs both.
 
+/// The rustflags trybuild gives cargo when it builds the cases. It builds
+/// the dependencies first without the last one, and cargo keys artifacts by
+/// their flags, so every dependency of patron would compile twice, and each
+/// pass case once more when it runs. `CARGO_ENCODED_RUSTFLAGS` outranks the
+/// `--config` rustflags trybuild passes, so every step gets these flags, the
+/// ones the cases' diagnostics were written under, and one build serves all.
+const CASE_RUSTFLAGS: [&str; 6] = [
+    "--cfg",
+    "trybuild",
+    "--verbose",
+    "-A",
+    "dead_code",
+    "--diagnostic-width=140",
+];
+
 #[test]
 fn ui() {
+    // SAFETY: nothing else runs in this test process yet: trybuild reads
+    // the variable only in the cargo processes it starts below.
+    unsafe { std::env::set_var("CARGO_ENCODED_RUSTFLAGS", CASE_RUSTFLAGS.join("\x1f")) };
     let t = trybuild::TestCases::new();
     t.pass("tests/pass/*.rs");
     t.compile_fail("tests/fail/*.rs");
