@@ -198,11 +198,30 @@ fn cargo_toml(s: &Service<'_>) -> String {
         build_deps = "\n[build-dependencies]\nprotoc-bin-vendored = \"3\"\ntonic-prost-build = { version = \"0.14\", default-features = false }\n".to_string();
     }
     format!(
-        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n[dependencies]\n{deps}\n{build_deps}\n[dev-dependencies]\ntokio = {{ version = \"1\", features = [\"macros\", \"rt\"] }}\n",
+        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n[dependencies]\n{deps}\n{build_deps}\n[dev-dependencies]\ntokio = {{ version = \"1\", features = [\"macros\", \"rt\"] }}\n{PROFILES}",
         name = s.name,
         deps = deps.join("\n"),
     )
 }
+
+/// The build profiles a new service starts with, patron's own. Full debug
+/// info for some 400 dependencies makes every debug build and link slower and
+/// `target/` several times larger, for a debugger few services attach; line
+/// tables keep file and line in the service's backtraces, and in the release
+/// build's CPU profiles (`/debug/pprof/profile`).
+const PROFILES: &str = "
+# Debug builds: file:line for the service's own code, no debug info for the
+# dependencies (faster builds and links, a smaller target/). Release builds
+# keep line tables for backtraces and CPU profiles.
+[profile.dev]
+debug = \"line-tables-only\"
+
+[profile.dev.package.\"*\"]
+debug = false
+
+[profile.release]
+debug = \"line-tables-only\"
+";
 
 fn toml_string(text: &str) -> String {
     let mut out = String::from("\"");

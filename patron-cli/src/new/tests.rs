@@ -123,6 +123,14 @@ fn the_files_agree_with_the_runtime_defaults() {
         cargo.contains(&format!("path = \"{}\"", patron.display())),
         "{cargo}"
     );
+    // patron's own profiles: line tables, no debug info for dependencies.
+    for profile in [
+        "[profile.dev]\ndebug = \"line-tables-only\"\n",
+        "[profile.dev.package.\"*\"]\ndebug = false\n",
+        "[profile.release]\ndebug = \"line-tables-only\"\n",
+    ] {
+        assert!(cargo.contains(profile), "{profile} in {cargo}");
+    }
 
     let main = read("src/main.rs");
     for needle in [
