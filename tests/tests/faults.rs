@@ -330,7 +330,10 @@ async fn sqs_scenario(how: Stop) {
     let dlq_url = sqs::create(&client, &format!("{queue}-dlq")).await;
     let ledger = Ledger::new(&env.database).await;
     // moto's receive scans the whole queue: publish while the consumer
-    // runs (about 400 a second), so the queue stays short.
+    // runs, at about 200 a second, which it kept up with here, so the
+    // queue stays short. (At 400 a second the queue grew to most of the
+    // stream and every receive slowed with it: 74 s alone, over two
+    // minutes in a suite run.)
     let publisher = {
         let (client, url) = (client.clone(), url.clone());
         tokio::spawn(async move {
@@ -351,7 +354,7 @@ async fn sqs_scenario(how: Stop) {
                     .send()
                     .await
                     .expect("send a batch");
-                tokio::time::sleep(Duration::from_millis(25)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
         })
     };
