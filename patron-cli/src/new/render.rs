@@ -204,24 +204,13 @@ fn cargo_toml(s: &Service<'_>) -> String {
     )
 }
 
-/// The build profiles a new service starts with, patron's own. Full debug
-/// info for some 400 dependencies makes every debug build and link slower and
-/// `target/` several times larger, for a debugger few services attach; line
-/// tables keep file and line in the service's backtraces, and in the release
-/// build's CPU profiles (`/debug/pprof/profile`).
-const PROFILES: &str = "
-# Debug builds: file:line for the service's own code, no debug info for the
-# dependencies (faster builds and links, a smaller target/). Release builds
-# keep line tables for backtraces and CPU profiles.
-[profile.dev]
-debug = \"line-tables-only\"
-
-[profile.dev.package.\"*\"]
-debug = false
-
-[profile.release]
-debug = \"line-tables-only\"
-";
+/// The build profiles a new service starts with: the workspace's own (a
+/// test keeps them equal). Full debug info for some 400 dependencies makes
+/// every debug build and link slower and `target/` several times larger, for
+/// a debugger few services attach; line tables keep file and line in the
+/// service's backtraces, and in the release build's CPU profiles
+/// (`/debug/pprof/profile`).
+const PROFILES: &str = include_str!("../../templates/profiles.toml");
 
 fn toml_string(text: &str) -> String {
     let mut out = String::from("\"");

@@ -123,14 +123,20 @@ fn the_files_agree_with_the_runtime_defaults() {
         cargo.contains(&format!("path = \"{}\"", patron.display())),
         "{cargo}"
     );
-    // patron's own profiles: line tables, no debug info for dependencies.
-    for profile in [
-        "[profile.dev]\ndebug = \"line-tables-only\"\n",
-        "[profile.dev.package.\"*\"]\ndebug = false\n",
-        "[profile.release]\ndebug = \"line-tables-only\"\n",
-    ] {
-        assert!(cargo.contains(profile), "{profile} in {cargo}");
-    }
+    // The workspace's own profiles, setting for setting, in order: the
+    // CLI's build tests reuse the workspace's artifacts only while they agree.
+    let workspace = std::fs::read_to_string(checkout().join("Cargo.toml")).unwrap();
+    let settings = |text: &str| -> Vec<String> {
+        text.lines()
+            .skip_while(|l| !l.starts_with("[profile."))
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect()
+    };
+    let profiles = settings(&workspace);
+    assert!(profiles.len() >= 6, "{profiles:?}");
+    assert_eq!(settings(&cargo), profiles, "{cargo}");
 
     let main = read("src/main.rs");
     for needle in [
