@@ -97,7 +97,11 @@ fn new_service_builds_tests_and_lints(name: &str, with: &[&str]) {
 
     // The version given at build time is the one the service reports.
     let consumers = with.iter().any(|w| matches!(*w, "amqp" | "kafka" | "sqs"));
-    let served = served(&target.join("debug").join(name), consumers);
+    let served = serve_and_ask(
+        Command::new(target.join("debug").join(name)),
+        "built binary",
+        consumers,
+    );
     let info = served.info;
     assert!(
         info.contains("\"version\":\"9.8.7\""),
@@ -179,6 +183,40 @@ fn new_service_builds_tests_and_lints(name: &str, with: &[&str]) {
             "kubernetes-validate says:\n{out}"
         );
     }
+
+    // `cargo run --features dynamic-linking` serves the same service with
+    // patron linked from the shared library (once: the link, not the
+    // service, is what differs).
+    if with.is_empty() {
+        let names_dylib = || {
+            let bytes = std::fs::read(target.join("debug").join(name)).unwrap();
+            bytes
+                .windows(b"libpatron_dylib".len())
+                .any(|w| w == b"libpatron_dylib")
+        };
+        assert!(!names_dylib(), "the default build links patron statically");
+        // A path dependency's shared library has no hash in its file name,
+        // so a build with other features (the `hello` example's) may have
+        // left its own there, and Cargo would take it as this one. Removed,
+        // it is built again for this crate.
+        for dir in [target.join("debug"), target.join("debug/deps")] {
+            let _ = std::fs::remove_file(dir.join("libpatron_dylib.so"));
+        }
+        let mut cargo_run = Command::new(&cargo);
+        cargo_run
+            .args(["run", "-q", "-j2", "--features", "dynamic-linking"])
+            .env("CARGO_TARGET_DIR", &target)
+            .env("PATRON_SERVICE_VERSION", "9.8.7")
+            .current_dir(&dir);
+        let dynamic = serve_and_ask(cargo_run, "cargo run --features dynamic-linking", false);
+        assert!(
+            dynamic.info.contains("\"version\":\"9.8.7\""),
+            "/info says {:?}",
+            dynamic.info
+        );
+        assert!(dynamic.openapi.contains("\"/hello/{name}\""));
+        assert!(names_dylib(), "the feature links patron from patron-dylib");
+    }
 }
 
 /// What the running service served: its `/info` answer, and its contract
@@ -189,19 +227,20 @@ struct Served {
     asyncapi: Option<String>,
 }
 
-/// Starts the built service on a free port and asks it.
-fn served(binary: &Path, consumers: bool) -> Served {
+/// Starts the service (`cmd`, which `what` names in a failure) on a free
+/// port and asks it.
+fn serve_and_ask(mut cmd: Command, what: &str, consumers: bool) -> Served {
     use std::io::{Read, Write};
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .unwrap()
         .port();
-    let mut child = unreachable_backends(&mut Command::new(binary))
+    let mut child = unreachable_backends(&mut cmd)
         .env("PATRON_HTTP_DEFAULT_PORT", port.to_string())
         .env("PATRON_HTTP_HOST", "127.0.0.1")
         .stdout(std::process::Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("{}: {e}", binary.display()));
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
     let mut body = String::new();
     for _ in 0..200 {
         if let Ok(mut conn) = std::net::TcpStream::connect(("127.0.0.1", port)) {

@@ -134,7 +134,7 @@ impl Request {
             return Err(NewError::NotEmpty(dir));
         }
         let patron = match &self.patron_path {
-            Some(path) => render::PatronDep::Path(patron_crate(path)?),
+            Some(path) => render::PatronDep::Checkout(checkout_root(path)?),
             None => render::PatronDep::Version(env!("CARGO_PKG_VERSION")),
         };
         let files = render::files(&render::Service {
@@ -236,9 +236,9 @@ fn is_empty_or_missing(dir: &Path) -> bool {
     }
 }
 
-/// The `patron` crate of a checkout, as an absolute path, so that the new
-/// crate builds wherever it is written.
-fn patron_crate(checkout: &Path) -> Result<PathBuf, NewError> {
+/// The root of a patron checkout (one with the `patron` crate), as an
+/// absolute path, so that the new crate builds wherever it is written.
+fn checkout_root(checkout: &Path) -> Result<PathBuf, NewError> {
     let fail = |reason: String| NewError::PatronPath {
         path: checkout.to_path_buf(),
         reason,
@@ -253,7 +253,14 @@ fn patron_crate(checkout: &Path) -> Result<PathBuf, NewError> {
             manifest.display()
         )));
     }
-    Ok(root.join("patron"))
+    let dylib = root.join("patron-dylib").join("Cargo.toml");
+    if !dylib.is_file() {
+        return Err(fail(format!(
+            "{} is missing: the checkout predates `patron-dylib`",
+            dylib.display()
+        )));
+    }
+    Ok(root)
 }
 
 /// Runs rustfmt over the generated code when it is installed, so the crate

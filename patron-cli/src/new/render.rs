@@ -15,8 +15,9 @@ use super::With;
 pub(crate) enum PatronDep {
     /// The released version this tool was built with.
     Version(&'static str),
-    /// A checkout's `patron` crate (absolute path).
-    Path(PathBuf),
+    /// A checkout of patron's workspace (its absolute root): the crates
+    /// `patron` and `patron-dylib` in it.
+    Checkout(PathBuf),
 }
 
 /// What the templates are rendered for.
@@ -170,15 +171,27 @@ fn cargo_toml(s: &Service<'_>) -> String {
         .map(|f| format!("\"{f}\""))
         .collect();
     let features = format!(", features = [{}]", features.join(", "));
-    let patron = match &s.patron {
-        PatronDep::Version(v) => format!("patron = {{ version = \"{v}\"{features} }}"),
-        PatronDep::Path(p) => format!(
-            "patron = {{ path = {}{features} }}",
-            toml_string(&p.display().to_string())
+    // The service's `dynamic-linking` feature links patron from the shared
+    // library `patron-dylib` (faster debug rebuilds; see main.rs).
+    let (patron, dylib) = match &s.patron {
+        PatronDep::Version(v) => (
+            format!("patron = {{ version = \"{v}\"{features} }}"),
+            format!("patron-dylib = {{ version = \"{v}\", optional = true }}"),
+        ),
+        PatronDep::Checkout(root) => (
+            format!(
+                "patron = {{ path = {}{features} }}",
+                toml_string(&root.join("patron").display().to_string())
+            ),
+            format!(
+                "patron-dylib = {{ path = {}, optional = true }}",
+                toml_string(&root.join("patron-dylib").display().to_string())
+            ),
         ),
     };
     let mut deps = vec![
         patron,
+        dylib,
         // Body, query and payload types derive `schemars::JsonSchema` for the documents.
         "schemars = \"1\"".to_string(),
         "serde = { version = \"1\", features = [\"derive\"] }".to_string(),
@@ -198,7 +211,7 @@ fn cargo_toml(s: &Service<'_>) -> String {
         build_deps = "\n[build-dependencies]\nprotoc-bin-vendored = \"3\"\ntonic-prost-build = { version = \"0.14\", default-features = false }\n".to_string();
     }
     format!(
-        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n[dependencies]\n{deps}\n{build_deps}\n[dev-dependencies]\ntokio = {{ version = \"1\", features = [\"macros\", \"rt\"] }}\n{PROFILES}",
+        "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\npublish = false\n\n[features]\n# `cargo run --features dynamic-linking`: the debug build links patron from a\n# shared library, so a rebuild after an edit links in a fraction of the time.\n# For development only: build what you deploy without it.\ndynamic-linking = [\"dep:patron-dylib\"]\n\n[dependencies]\n{deps}\n{build_deps}\n[dev-dependencies]\ntokio = {{ version = \"1\", features = [\"macros\", \"rt\"] }}\n{PROFILES}",
         name = s.name,
         deps = deps.join("\n"),
     )

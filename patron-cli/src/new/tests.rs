@@ -96,6 +96,28 @@ fn a_patron_path_without_patron_is_refused() {
 }
 
 #[test]
+fn a_checkout_without_patron_dylib_is_refused() {
+    // The generated manifest names `patron-dylib` by path; Cargo resolves
+    // optional path dependencies too, so the crate would not build.
+    let tmp = tempfile::tempdir().unwrap();
+    let old = tmp.path().join("old");
+    std::fs::create_dir_all(old.join("patron")).unwrap();
+    std::fs::write(
+        old.join("patron/Cargo.toml"),
+        "[package]\nname = \"patron\"\n",
+    )
+    .unwrap();
+    let mut req = request("svc", &tmp.path().join("svc"), &[]);
+    req.patron_path = Some(old);
+    let err = req.run().unwrap_err().to_string();
+    assert!(
+        err.contains("no patron checkout") && err.contains("patron-dylib"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("svc").exists());
+}
+
+#[test]
 fn the_files_agree_with_the_runtime_defaults() {
     use patron_units::defaults;
     let tmp = tempfile::tempdir().unwrap();
@@ -122,6 +144,21 @@ fn the_files_agree_with_the_runtime_defaults() {
     assert!(
         cargo.contains(&format!("path = \"{}\"", patron.display())),
         "{cargo}"
+    );
+    // The opt-in shared library, from the same checkout, and the line that
+    // links it.
+    let dylib = patron.with_file_name("patron-dylib");
+    assert!(
+        cargo.contains(&format!(
+            "patron-dylib = {{ path = \"{}\", optional = true }}",
+            dylib.display()
+        )) && cargo.contains("dynamic-linking = [\"dep:patron-dylib\"]"),
+        "{cargo}"
+    );
+    let main = read("src/main.rs");
+    assert!(
+        main.contains("#[cfg(feature = \"dynamic-linking\")]\nuse patron_dylib as _;"),
+        "{main}"
     );
     // The workspace's own profiles, setting for setting, in order: the
     // CLI's build tests reuse the workspace's artifacts only while they agree.
