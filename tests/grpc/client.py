@@ -10,6 +10,7 @@ long-running scenario (`watch`) as it goes.
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 
@@ -32,6 +33,10 @@ def stubs():
         raise SystemExit(f"protoc failed with {rc}")
     sys.path.insert(0, out)
     import greeter_pb2, greeter_pb2_grpc  # noqa: E402
+    # Imported, the stubs live in memory: the directory is not needed, and
+    # left behind it would outlive a client that is killed mid-scenario.
+    sys.path.remove(out)
+    shutil.rmtree(out, ignore_errors=True)
     return greeter_pb2, greeter_pb2_grpc
 
 
