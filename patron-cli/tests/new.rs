@@ -195,13 +195,6 @@ fn new_service_builds_tests_and_lints(name: &str, with: &[&str]) {
                 .any(|w| w == b"libpatron_dylib")
         };
         assert!(!names_dylib(), "the default build links patron statically");
-        // A path dependency's shared library has no hash in its file name,
-        // so a build with other features (the `hello` example's) may have
-        // left its own there, and Cargo would take it as this one. Removed,
-        // it is built again for this crate.
-        for dir in [target.join("debug"), target.join("debug/deps")] {
-            let _ = std::fs::remove_file(dir.join("libpatron_dylib.so"));
-        }
         let mut cargo_run = Command::new(&cargo);
         cargo_run
             .args(["run", "-q", "-j2", "--features", "dynamic-linking"])
