@@ -203,3 +203,46 @@ fn getting_started_shows_the_first_service_crate_as_it_is() {
         "README's src/main.rs is examples/first-service/src/main.rs"
     );
 }
+
+#[test]
+fn the_dynamic_linking_snippet_is_what_hello_and_patron_new_use() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let read =
+        |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let readme = read("README.md");
+    let heading = "### Faster debug rebuilds";
+    // The code lines of the README's `main.rs` snippet: the ones that
+    // build, in `hello` and in the crates `patron new` writes (whose build
+    // test runs them with the feature on).
+    let code = block_after(&readme, heading, "rust,ignore")
+        .lines()
+        .filter(|l| !l.starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(
+        code,
+        "#[cfg(feature = \"dynamic-linking\")]\nuse patron_dylib as _;"
+    );
+    for file in [
+        "examples/examples/hello.rs",
+        "patron-cli/templates/main/head.rs",
+    ] {
+        assert!(
+            read(file).contains(&code),
+            "{file} lacks the README's lines"
+        );
+    }
+    // The feature as the README declares it is the examples' (and the
+    // tests crate's, which compiles hello.rs too).
+    let toml = block_after(&readme, heading, "toml");
+    let feature = toml
+        .lines()
+        .find(|l| l.starts_with("dynamic-linking = "))
+        .expect("the feature in the README's Cargo.toml");
+    for file in ["examples/Cargo.toml", "tests/Cargo.toml"] {
+        assert!(
+            read(file).lines().any(|l| l == feature),
+            "{file} lacks `{feature}`"
+        );
+    }
+}
