@@ -28,6 +28,11 @@
 //! still uses `patron::…`, and the features enabled on `patron` are the
 //! ones the library is built with.
 //!
+//! On Linux the library also exports librdkafka's C functions, which a
+//! Kafka consumer's code calls from the service's own crate (rustc hides
+//! native libraries' symbols in a `dylib`: rust-lang/rust#65610); see
+//! `build.rs`.
+//!
 //! The binary then needs this library and Rust's `libstd` at run time.
 //! `cargo run` and `cargo test` set the library path for them; run the
 //! binary otherwise and `LD_LIBRARY_PATH` must name `target/debug/deps`
