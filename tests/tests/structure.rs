@@ -179,13 +179,17 @@ fn block_after<'a>(text: &'a str, heading: &str, lang: &str) -> &'a str {
     &text[start..end]
 }
 
+/// A file of the repository, by its path from the root.
+fn repo_file(path: &str) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
 #[test]
 fn getting_started_shows_the_first_service_crate_as_it_is() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let readme = std::fs::read_to_string(root.join("README.md")).expect("README");
-    let crate_dir = root.join("examples/first-service");
-    let manifest = std::fs::read_to_string(crate_dir.join("Cargo.toml")).expect("Cargo.toml");
-    let main = std::fs::read_to_string(crate_dir.join("src/main.rs")).expect("main.rs");
+    let readme = repo_file("README.md");
+    let manifest = repo_file("examples/first-service/Cargo.toml");
+    let main = repo_file("examples/first-service/src/main.rs");
     // The one line that differs: where patron is, from a new crate beside
     // a checkout rather than from inside the repository.
     let manifest = manifest.replace(
@@ -206,10 +210,7 @@ fn getting_started_shows_the_first_service_crate_as_it_is() {
 
 #[test]
 fn the_dynamic_linking_snippet_is_what_hello_and_patron_new_use() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let read =
-        |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
-    let readme = read("README.md");
+    let readme = repo_file("README.md");
     let heading = "### Faster debug rebuilds";
     // The code lines of the README's `main.rs` snippet: the ones that
     // build, in `hello` and in the crates `patron new` writes (whose build
@@ -228,7 +229,7 @@ fn the_dynamic_linking_snippet_is_what_hello_and_patron_new_use() {
         "patron-cli/templates/main/head.rs",
     ] {
         assert!(
-            read(file).contains(&code),
+            repo_file(file).contains(&code),
             "{file} lacks the README's lines"
         );
     }
@@ -241,7 +242,7 @@ fn the_dynamic_linking_snippet_is_what_hello_and_patron_new_use() {
         .expect("the feature in the README's Cargo.toml");
     for file in ["examples/Cargo.toml", "tests/Cargo.toml"] {
         assert!(
-            read(file).lines().any(|l| l == feature),
+            repo_file(file).lines().any(|l| l == feature),
             "{file} lacks `{feature}`"
         );
     }
