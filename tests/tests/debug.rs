@@ -81,6 +81,28 @@ async fn cpu_profile_is_valid_pprof_protobuf() {
         profile.duration_nanos
     );
     assert!(!profile.sample.is_empty(), "the busy handler was sampled");
+    // The tables hold together: each sample's locations, each location's
+    // functions, each function's names exist.
+    let text = |i: i64| &profile.string_table[usize::try_from(i).unwrap()];
+    for sample in &profile.sample {
+        assert_eq!(sample.value.len(), 2, "samples and CPU time");
+        assert_eq!(sample.value[1], sample.value[0] * profile.period);
+        for id in &sample.location_id {
+            let location = &profile.location[usize::try_from(*id).unwrap() - 1];
+            assert_eq!(location.id, *id);
+            for line in &location.line {
+                let function = &profile.function[usize::try_from(line.function_id).unwrap() - 1];
+                assert_eq!(function.id, line.function_id);
+                assert!(!text(function.name).is_empty());
+            }
+        }
+    }
+    // The busy handler's frames point into this file.
+    let files: Vec<&String> = profile.function.iter().map(|f| text(f.filename)).collect();
+    assert!(
+        files.iter().any(|f| f.ends_with("tests/debug.rs")),
+        "a sampled frame is in this file: {files:?}"
+    );
     load.await.unwrap();
 
     let bad = client

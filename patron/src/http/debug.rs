@@ -21,7 +21,6 @@ use axum::extract::{Path, Query};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use http::{HeaderValue, StatusCode, header};
-use pprof::protos::Message;
 use serde::Deserialize;
 
 use crate::config::LogLevel;
@@ -118,10 +117,7 @@ fn record(duration: Duration, abandoned: &std::sync::mpsc::Receiver<()>) -> Resu
         .report()
         .build()
         .map_err(|e| Error::msg(format!("cannot build the CPU profile: {e}")))?;
-    let profile = report
-        .pprof()
-        .map_err(|e| Error::msg(format!("cannot encode the CPU profile: {e}")))?;
-    Ok(profile.encode_to_vec())
+    Ok(crate::observe::profile::encode(&report))
 }
 
 async fn set_level(Path(level): Path<String>) -> Response {

@@ -13,12 +13,9 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::SpanData;
 
 use super::record::{STATUS_CODE, ServerRecord};
-
-/// Protobuf wire types.
-const VARINT: u32 = 0;
-const FIXED64: u32 = 1;
-const LEN: u32 = 2;
-const FIXED32: u32 = 5;
+use crate::observe::protobuf::{
+    FIXED64, LEN, VARINT, bytes, fixed32, fixed64, message, string, tag, uint, varint,
+};
 
 /// `SpanFlags.CONTEXT_HAS_IS_REMOTE_MASK` and `CONTEXT_IS_REMOTE_MASK`.
 const HAS_IS_REMOTE: u32 = 0x100;
@@ -354,79 +351,6 @@ fn elements<T>(buf: &mut Vec<u8>, values: &[T], value: impl Fn(&T) -> Value) {
     for v in values {
         message(buf, 1, |buf| any_value(buf, &value(v)));
     }
-}
-
-fn tag(buf: &mut Vec<u8>, field: u32, wire: u32) {
-    varint(buf, u64::from((field << 3) | wire));
-}
-
-fn varint(buf: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
-}
-
-fn uint(buf: &mut Vec<u8>, field: u32, v: u64) {
-    if v != 0 {
-        tag(buf, field, VARINT);
-        varint(buf, v);
-    }
-}
-
-fn fixed64(buf: &mut Vec<u8>, field: u32, v: u64) {
-    if v != 0 {
-        tag(buf, field, FIXED64);
-        buf.extend_from_slice(&v.to_le_bytes());
-    }
-}
-
-fn fixed32(buf: &mut Vec<u8>, field: u32, v: u32) {
-    if v != 0 {
-        tag(buf, field, FIXED32);
-        buf.extend_from_slice(&v.to_le_bytes());
-    }
-}
-
-fn bytes(buf: &mut Vec<u8>, field: u32, v: &[u8]) {
-    if !v.is_empty() {
-        tag(buf, field, LEN);
-        varint(buf, v.len() as u64);
-        buf.extend_from_slice(v);
-    }
-}
-
-fn string(buf: &mut Vec<u8>, field: u32, v: &str) {
-    bytes(buf, field, v.as_bytes());
-}
-
-/// A length-delimited sub-message written by `body`. One byte is reserved
-/// for the length (most sub-messages are shorter than 128 bytes); a longer
-/// one moves its body up by the extra length bytes.
-fn message(buf: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
-    tag(buf, field, LEN);
-    let at = buf.len();
-    buf.push(0);
-    body(buf);
-    let len = buf.len() - at - 1;
-    if len < 0x80 {
-        buf[at] = len as u8;
-        return;
-    }
-    let mut prefix = [0u8; 10];
-    let mut n = 0;
-    let mut v = len;
-    while v >= 0x80 {
-        prefix[n] = (v as u8) | 0x80;
-        v >>= 7;
-        n += 1;
-    }
-    prefix[n] = v as u8;
-    n += 1;
-    buf.resize(buf.len() + n - 1, 0);
-    buf.copy_within(at + 1..at + 1 + len, at + n);
-    buf[at..at + n].copy_from_slice(&prefix[..n]);
 }
 
 #[cfg(test)]
