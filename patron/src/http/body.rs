@@ -28,6 +28,16 @@ impl BodyWatch {
     }
 }
 
+/// hyper's body boxed as axum's: one that has already ended (a request
+/// without a body) becomes the empty body, which costs no allocation.
+pub(crate) fn plain(body: hyper::body::Incoming) -> Body {
+    if http_body::Body::is_end_stream(&body) {
+        Body::empty()
+    } else {
+        Body::new(body)
+    }
+}
+
 /// Wraps `req`'s body when it has one: returns the watch to ask at a
 /// timeout. A `json` body (by its `Content-Type`) is also checked for UTF-8.
 pub(crate) fn watch(req: &mut axum::extract::Request, json: bool) -> Option<Arc<BodyWatch>> {

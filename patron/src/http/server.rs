@@ -307,7 +307,7 @@ async fn connection<S, A: Handler>(
         let guard = InFlight::enter(&svc_state);
         let http1 = req.version() < http::Version::HTTP_2;
         Served {
-            call: app.handle(req.map(Body::new)),
+            call: app.handle(req.map(super::body::plain)),
             guard: Some(guard),
             http1,
             hold_body: A::HTTP2_ONLY,
