@@ -30,7 +30,8 @@ use super::status;
 use crate::context::correlation::{self, X_CORRELATION_ID};
 use crate::context::{KnownContext, REQUEST, RequestContext};
 use crate::http::head::Head;
-use crate::http::server::Handler;
+
+use crate::http::server::{BodyWatch, Handler};
 use crate::observe::trace;
 use crate::panic::panic_message;
 
@@ -62,7 +63,11 @@ impl Handler for GrpcApp {
     type Future = BoxFuture<'static, Result<http::Response<Body>, Infallible>>;
     const HTTP2_ONLY: bool = true;
 
-    fn handle(&self, req: http::Request<Body>) -> Self::Future {
+    fn handle(
+        &self,
+        req: http::Request<Body>,
+        _: Option<std::sync::Arc<BodyWatch>>,
+    ) -> Self::Future {
         let started = Instant::now();
         let known = split(req.uri().path())
             .and_then(|(s, m)| self.services.get_key_value(s).map(|(s, rt)| (*s, m, rt)));
@@ -250,7 +255,7 @@ mod tests {
             .header("x-correlation-id", "abc-1")
             .body(Body::empty())
             .unwrap();
-        let response = app.handle(req).await.unwrap();
+        let response = app.handle(req, None).await.unwrap();
         assert_eq!(echoed(&response).unwrap(), "abc-1");
         assert_eq!(
             status::code_in(response.headers()),

@@ -19,6 +19,9 @@ use pin_project_lite::pin_project;
 #[derive(Debug, Default)]
 pub(crate) struct BodyWatch {
     waiting: AtomicBool,
+    /// The body is JSON (by its `Content-Type`): check it is UTF-8. Set by
+    /// the request guard before the handler first reads the body.
+    json: AtomicBool,
 }
 
 impl BodyWatch {
@@ -26,32 +29,35 @@ impl BodyWatch {
     pub(crate) fn waiting(&self) -> bool {
         self.waiting.load(Ordering::Relaxed)
     }
+
+    /// Has the body checked for UTF-8 as it is read (a JSON body).
+    pub(crate) fn check_utf8(&self) {
+        self.json.store(true, Ordering::Relaxed);
+    }
 }
 
-/// hyper's body boxed as axum's: one that has already ended (a request
-/// without a body) becomes the empty body, which costs no allocation.
-pub(crate) fn plain(body: hyper::body::Incoming) -> Body {
+/// hyper's body boxed once as axum's. One that has already ended (a
+/// request without a body) becomes the empty body, which costs no
+/// allocation; with `watched`, one with bytes to come is wrapped in a
+/// watched body, and its watch is put in `watch` for the request guard.
+pub(crate) fn from_hyper(
+    body: hyper::body::Incoming,
+    watched: bool,
+    watch: &mut Option<Arc<BodyWatch>>,
+) -> Body {
     if http_body::Body::is_end_stream(&body) {
-        Body::empty()
-    } else {
-        Body::new(body)
+        return Body::empty();
     }
-}
-
-/// Wraps `req`'s body when it has one: returns the watch to ask at a
-/// timeout. A `json` body (by its `Content-Type`) is also checked for UTF-8.
-pub(crate) fn watch(req: &mut axum::extract::Request, json: bool) -> Option<Arc<BodyWatch>> {
-    if http_body::Body::is_end_stream(req.body()) {
-        return None;
+    if !watched {
+        return Body::new(body);
     }
-    let watch = Arc::new(BodyWatch::default());
-    let body = std::mem::take(req.body_mut());
-    *req.body_mut() = Body::new(WatchedBody {
+    let shared = Arc::new(BodyWatch::default());
+    *watch = Some(Arc::clone(&shared));
+    Body::new(WatchedBody {
         inner: body,
-        watch: Arc::clone(&watch),
-        utf8: json.then(Utf8::default),
-    });
-    Some(watch)
+        watch: shared,
+        utf8: Utf8::default(),
+    })
 }
 
 /// `application/json` or any `+json` type (a `Content-Type` value's
@@ -150,9 +156,9 @@ impl Utf8 {
 pin_project! {
     struct WatchedBody {
         #[pin]
-        inner: Body,
+        inner: hyper::body::Incoming,
         watch: Arc<BodyWatch>,
-        utf8: Option<Utf8>,
+        utf8: Utf8,
     }
 }
 
@@ -165,11 +171,15 @@ impl http_body::Body for WatchedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = self.project();
-        let frame = this.inner.poll_frame(cx);
+        let frame = this
+            .inner
+            .poll_frame(cx)
+            .map(|frame| frame.map(|f| f.map_err(axum::Error::new)));
         this.watch
             .waiting
             .store(frame.is_pending(), Ordering::Relaxed);
-        if let Some(utf8) = this.utf8 {
+        if this.watch.json.load(Ordering::Relaxed) {
+            let utf8 = this.utf8;
             match &frame {
                 Poll::Ready(Some(Ok(f))) => {
                     if let Some(data) = f.data_ref()

@@ -27,6 +27,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use super::access::{self, Access, StatusRules};
+use super::body::BodyWatch;
 use super::head::Head;
 use super::span::{RequestSpan, ServerSpan};
 use crate::context::correlation::{self, X_CORRELATION_ID};
@@ -154,7 +155,7 @@ pin_project! {
             method: &'static str,
             started: Instant,
             active: Active,
-            body: Option<Arc<super::body::BodyWatch>>,
+            body: Option<Arc<BodyWatch>>,
             span: RequestSpan,
             // The handler timeout's timer, armed only once the handler
             // waits: a request answered in its first poll pays for none.
@@ -181,11 +182,12 @@ enum Outcome {
 
 /// Runs `call(req)` as one user request: correlation id, span, panic
 /// catcher, timeout and body-size check, as `route` says; `head` is what
-/// was read from the request's headers.
+/// was read from the request's headers, `body` the watch on its body.
 pub(crate) fn guard<F>(
     route: &'static RouteRuntime,
     req: Request,
     head: Head,
+    body: Option<Arc<BodyWatch>>,
     call: impl FnOnce(Request) -> F,
 ) -> GuardFuture<F>
 where
@@ -270,8 +272,11 @@ where
         traceparent: head.traceparent,
         baggage: head.baggage,
     };
-    let mut req = req;
-    let body = super::body::watch(&mut req, head.json);
+    if head.json
+        && let Some(watch) = &body
+    {
+        watch.check_utf8();
+    }
     let inner = call(req);
     let active = Active::enter(route.metrics.as_ref());
     GuardFuture::Running {

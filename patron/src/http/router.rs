@@ -24,6 +24,7 @@ use tower_http::compression::predicate::{DefaultPredicate, Predicate};
 use tower_http::cors::CorsLayer;
 
 use super::auth::{Authenticator, authenticate};
+use super::body::BodyWatch;
 use super::builtin::{self, Management, RESERVED};
 use super::debug;
 use super::debug::DebugAuth;
@@ -371,7 +372,7 @@ impl App {
     /// is refused, management routes go straight to the router, everything
     /// else through the request guard with its route's settings (or the
     /// service defaults when no route matches).
-    pub(crate) fn call(&self, req: Request) -> AppFuture {
+    pub(crate) fn call(&self, req: Request, watch: Option<Arc<BodyWatch>>) -> AppFuture {
         let head = Head::read(req.headers());
         if req.version() == http::Version::HTTP_11 && head.hosts != 1 {
             return Either::Right(GuardFuture::ready(host_problem(head)));
@@ -401,7 +402,7 @@ impl App {
             Some(compressed) if head.accept_encoding => compressed,
             _ => &self.user,
         };
-        Either::Right(guard(route, req, head, |req| dispatch(router, req)))
+        Either::Right(guard(route, req, head, watch, |req| dispatch(router, req)))
     }
 
     /// Dispatches to the axum router.

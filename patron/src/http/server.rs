@@ -48,6 +48,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub(crate) use super::body::BodyWatch;
 use super::router::App;
 use super::tls::Tls;
 use super::watchdog::{ConnState, InFlight, Liveness, Served, Watch, WatchedIo};
@@ -94,15 +95,21 @@ pub(crate) trait Handler: Send + Sync + 'static {
     /// response body ends (gRPC, whose streams outlive their headers);
     /// otherwise HTTP/1 and HTTP/2, in flight until the response head.
     const HTTP2_ONLY: bool = false;
-    /// Handles one request.
-    fn handle(&self, req: http::Request<Body>) -> Self::Future;
+    /// Request bodies are watched (see `body.rs`): whether the handler
+    /// waits for the client, and whether a JSON body is UTF-8. The server
+    /// wraps hyper's body once, and hands the watch over with the request.
+    const WATCHES_BODY: bool = false;
+    /// Handles one request; `watch` is its body's, with `WATCHES_BODY`
+    /// and a body with bytes to come.
+    fn handle(&self, req: http::Request<Body>, watch: Option<Arc<BodyWatch>>) -> Self::Future;
 }
 
 impl Handler for App {
     type Future = super::router::AppFuture;
+    const WATCHES_BODY: bool = true;
 
-    fn handle(&self, req: http::Request<Body>) -> Self::Future {
-        self.call(req)
+    fn handle(&self, req: http::Request<Body>, watch: Option<Arc<BodyWatch>>) -> Self::Future {
+        self.call(req, watch)
     }
 }
 
@@ -306,8 +313,10 @@ async fn connection<S, A: Handler>(
     let service = hyper::service::service_fn(move |req: http::Request<Incoming>| {
         let guard = InFlight::enter(&svc_state);
         let http1 = req.version() < http::Version::HTTP_2;
+        let mut watch = None;
+        let req = req.map(|body| super::body::from_hyper(body, A::WATCHES_BODY, &mut watch));
         Served {
-            call: app.handle(req.map(super::body::plain)),
+            call: app.handle(req, watch),
             guard: Some(guard),
             http1,
             hold_body: A::HTTP2_ONLY,
