@@ -2,7 +2,9 @@
 //! is waiting for bytes the client has not sent (so a handler timeout then
 //! is the client's 408, not the service's 503), and — for JSON bodies —
 //! that every byte is valid UTF-8 (serde_json checks only the strings it
-//! keeps; RFC 8259 §8.1 requires the whole text to be UTF-8).
+//! keeps; RFC 8259 §8.1 requires the whole text to be UTF-8). The server
+//! boxes hyper's body once, as this watched body, and the request guard
+//! gets the watch with the request.
 
 use std::fmt;
 use std::pin::Pin;
