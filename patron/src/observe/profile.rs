@@ -6,43 +6,51 @@
 //!
 //! Each distinct stack frame is one `Location`; the functions inlined at
 //! that frame are its `Line`s, innermost first and the caller last, as the
-//! format says. Functions are told apart by name, symbol and file. Every
+//! format says. Functions are told apart by symbol and file. Every
 //! sample carries its thread as the `thread` label.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::time::UNIX_EPOCH;
 
 use pprof::Report;
 
 use super::protobuf::{LEN, message, tag, uint, varint};
 
-/// The string table: index 0 is the empty string, as the format requires.
-struct Strings {
-    table: Vec<String>,
-    index: HashMap<String, u64>,
+/// Values numbered in the order they are first seen, from `first` on:
+/// the profile's string, function and location tables.
+struct Table<K> {
+    items: Vec<K>,
+    ids: HashMap<K, u64>,
+    first: u64,
 }
 
-impl Strings {
-    fn new() -> Self {
-        Strings {
-            table: vec![String::new()],
-            index: HashMap::from([(String::new(), 0)]),
+impl<K: Hash + Eq> Table<K> {
+    fn new(first: u64) -> Self {
+        Table {
+            items: Vec::new(),
+            ids: HashMap::new(),
+            first,
         }
     }
 
-    fn id(&mut self, s: &str) -> u64 {
-        if let Some(id) = self.index.get(s) {
-            return *id;
+    /// `key`'s number, and whether it was new.
+    fn id<Q>(&mut self, key: &Q) -> (u64, bool)
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
+        if let Some(id) = self.ids.get(key) {
+            return (*id, false);
         }
-        let id = self.table.len() as u64;
-        self.table.push(s.to_owned());
-        self.index.insert(s.to_owned(), id);
-        id
+        let id = self.first + self.items.len() as u64;
+        self.items.push(key.to_owned());
+        self.ids.insert(key.to_owned(), id);
+        (id, true)
     }
 }
 
-/// A `Function`: its name, system name and file, as string ids.
-type FunctionKey = (u64, u64, u64);
 /// A `Location`'s lines: (function id, line number), innermost first.
 type Lines = Vec<(u64, u64)>;
 
@@ -56,53 +64,43 @@ struct Sample {
 /// The encoded `Profile` of `report`, sampled at `report.timing.frequency`
 /// times a second.
 pub(crate) fn encode(report: &Report) -> Vec<u8> {
-    let mut strings = Strings::new();
-    let mut functions: Vec<FunctionKey> = Vec::new();
-    let mut function_ids: HashMap<FunctionKey, u64> = HashMap::new();
-    let mut locations: Vec<Lines> = Vec::new();
-    let mut location_ids: HashMap<Lines, u64> = HashMap::new();
+    // Index 0 is the empty string, as the format requires.
+    let mut strings = Table::<String>::new(0);
+    strings.id("");
+    let mut text = |s: &str| strings.id(s).0;
+    // By symbol and file; the demangled name, which follows from the
+    // symbol, is made once per function.
+    let mut functions = Table::<(u64, u64)>::new(1);
+    let mut names = Vec::new();
+    let mut locations = Table::<Lines>::new(1);
     let mut samples = Vec::with_capacity(report.data.len());
     for (frames, count) in &report.data {
         let mut stack = Vec::with_capacity(frames.frames.len());
         for frame in &frames.frames {
             let mut lines = Lines::with_capacity(frame.len());
             for symbol in frame {
-                let key = (
-                    strings.id(&symbol.name()),
-                    strings.id(&symbol.sys_name()),
-                    strings.id(&symbol.filename()),
-                );
-                let function = *function_ids.entry(key).or_insert_with(|| {
-                    functions.push(key);
-                    functions.len() as u64
-                });
+                let key = (text(&symbol.sys_name()), text(&symbol.filename()));
+                let (function, new) = functions.id(&key);
+                if new {
+                    names.push(text(&symbol.name()));
+                }
                 lines.push((function, u64::from(symbol.lineno())));
             }
-            if lines.is_empty() {
-                continue;
+            if !lines.is_empty() {
+                stack.push(locations.id(lines.as_slice()).0);
             }
-            let location = match location_ids.get(&lines) {
-                Some(id) => *id,
-                None => {
-                    locations.push(lines.clone());
-                    let id = locations.len() as u64;
-                    location_ids.insert(lines, id);
-                    id
-                }
-            };
-            stack.push(location);
         }
         samples.push(Sample {
             locations: stack,
             count: u64::try_from(*count).unwrap_or(0),
-            thread: strings.id(&frames.thread_name_or_id()),
+            thread: text(&frames.thread_name_or_id()),
         });
     }
     let frequency = u64::try_from(report.timing.frequency.max(1)).unwrap_or(1);
     let period = 1_000_000_000 / frequency;
-    let samples_type = (strings.id("samples"), strings.id("count"));
-    let cpu_type = (strings.id("cpu"), strings.id("nanoseconds"));
-    let thread_key = strings.id("thread");
+    let samples_type = (text("samples"), text("count"));
+    let cpu_type = (text("cpu"), text("nanoseconds"));
+    let thread_key = text("thread");
 
     let mut buf = Vec::new();
     for (kind, unit) in [samples_type, cpu_type] {
@@ -118,7 +116,7 @@ pub(crate) fn encode(report: &Report) -> Vec<u8> {
             });
         });
     }
-    for (i, lines) in locations.iter().enumerate() {
+    for (i, lines) in locations.items.iter().enumerate() {
         message(&mut buf, 4, |buf| {
             uint(buf, 1, i as u64 + 1);
             for (function, line) in lines {
@@ -129,7 +127,7 @@ pub(crate) fn encode(report: &Report) -> Vec<u8> {
             }
         });
     }
-    for (i, (name, system_name, filename)) in functions.iter().enumerate() {
+    for (i, ((system_name, filename), name)) in functions.items.iter().zip(&names).enumerate() {
         message(&mut buf, 5, |buf| {
             uint(buf, 1, i as u64 + 1);
             uint(buf, 2, *name);
@@ -137,7 +135,7 @@ pub(crate) fn encode(report: &Report) -> Vec<u8> {
             uint(buf, 4, *filename);
         });
     }
-    for s in &strings.table {
+    for s in &strings.items {
         // Repeated: the empty first entry is written too.
         tag(&mut buf, 6, LEN);
         varint(&mut buf, s.len() as u64);
