@@ -30,7 +30,6 @@ use super::status;
 use crate::context::correlation::{self, X_CORRELATION_ID};
 use crate::context::{KnownContext, REQUEST, RequestContext};
 use crate::http::head::Head;
-
 use crate::http::server::{BodyWatch, Handler};
 use crate::observe::trace;
 use crate::panic::panic_message;

@@ -20,7 +20,6 @@ use tracing_opentelemetry::get_otel_context;
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::LookupSpan;
 
-use crate::context::CorrelationId;
 use crate::context::correlation::text;
 use crate::context::with_current;
 use crate::observe::trace;
@@ -239,7 +238,7 @@ impl Visit for FieldWriter<'_> {
         }
         if field.name() == "correlation_id"
             && self.correlation_id.is_none()
-            && CorrelationId::current().is_none()
+            && with_current(|_| ()).is_none()
         {
             self.correlation_id = Some(value.to_string());
             return;

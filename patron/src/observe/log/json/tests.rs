@@ -6,22 +6,25 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::*;
 
-/// The lines `JsonLayer` formats for the events `emit` logs.
+/// The lines `JsonLayer` formats for the events `emit` logs, through one
+/// scratch reused from line to line, as each thread's is.
 fn lines(emit: impl FnOnce()) -> Vec<String> {
     use tracing_subscriber::layer::SubscriberExt;
-    struct Capture(JsonLayer, std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+    type State = std::sync::Arc<std::sync::Mutex<(Scratch, Vec<String>)>>;
+    struct Capture(JsonLayer, State);
     impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
         fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-            let mut scratch = Scratch::default();
-            self.0.format(&mut scratch, event);
-            self.1.lock().unwrap().push(scratch.line);
+            let mut guard = self.1.lock().unwrap();
+            let (scratch, lines) = &mut *guard;
+            self.0.format(scratch, event);
+            lines.push(scratch.line.clone());
         }
     }
-    let captured = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let subscriber = tracing_subscriber::registry()
-        .with(Capture(JsonLayer::new("svc", "1.0"), captured.clone()));
+    let state = State::default();
+    let subscriber =
+        tracing_subscriber::registry().with(Capture(JsonLayer::new("svc", "1.0"), state.clone()));
     tracing::subscriber::with_default(subscriber, emit);
-    captured.lock().unwrap().clone()
+    state.lock().unwrap().1.clone()
 }
 
 #[test]
@@ -79,27 +82,10 @@ fn every_kind_of_field_and_message_is_valid_json() {
 
 #[test]
 fn reused_scratch_leaves_nothing_of_the_previous_line() {
-    use tracing_subscriber::layer::SubscriberExt;
-    struct Reuse(
-        JsonLayer,
-        std::sync::Arc<std::sync::Mutex<(Scratch, Vec<String>)>>,
-    );
-    impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Reuse {
-        fn on_event(&self, event: &Event<'_>, _: Context<'_, S>) {
-            let mut guard = self.1.lock().unwrap();
-            let (scratch, lines) = &mut *guard;
-            self.0.format(scratch, event);
-            lines.push(scratch.line.clone());
-        }
-    }
-    let state = std::sync::Arc::new(std::sync::Mutex::new((Scratch::default(), Vec::new())));
-    let subscriber =
-        tracing_subscriber::registry().with(Reuse(JsonLayer::new("svc", "1.0"), state.clone()));
-    tracing::subscriber::with_default(subscriber, || {
+    let lines = lines(|| {
         tracing::info!(first = 1, "a long first message");
         tracing::info!("b");
     });
-    let lines = state.lock().unwrap().1.clone();
     let second: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
     assert_eq!(second["message"], "b");
     assert!(second.get("first").is_none(), "{}", lines[1]);
