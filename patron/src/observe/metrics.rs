@@ -11,8 +11,9 @@
 //! Prometheus form: `http_server_request_duration_seconds` (labels
 //! `http_request_method`, `http_route` — the template, or `unmatched` — and
 //! `http_response_status_code`) and `http_server_active_requests`. Each
-//! route's histogram children are resolved once per status code and cached,
-//! so a request does no label lookup or allocation.
+//! route's histogram children are resolved once per status code and cached
+//! (for the first 16 codes a route answers with), so a request does no
+//! label lookup or allocation.
 
 use std::sync::OnceLock;
 
@@ -214,21 +215,26 @@ impl HttpMetrics {
             duration: self.duration.clone(),
             method,
             route,
-            by_status: (0..STATUS_SLOTS).map(|_| OnceLock::new()).collect(),
+            by_status: std::array::from_fn(|_| OnceLock::new()),
             active: self.active.clone(),
         }
     }
 }
 
-const STATUS_SLOTS: usize = 600;
+/// How many status codes a route keeps a histogram child for. A route
+/// answers with a handful (200, a 4xx or two, a 5xx); codes past these go
+/// through the vector's label lookup, as the unmatched route's do.
+const STATUS_SLOTS: usize = 16;
 
-/// One route's metric handles, with a histogram child per status code,
-/// resolved on first use.
+/// One route's metric handles, with a histogram child per status code it
+/// has answered with, resolved on first use.
 pub(crate) struct RouteMetrics {
     duration: HistogramVec,
     method: &'static str,
     route: &'static str,
-    by_status: Box<[OnceLock<Histogram>]>,
+    /// Filled in order, each slot once: its status code and that code's
+    /// child. (A slot per possible code took 9.6 kB a route.)
+    by_status: [OnceLock<(u16, Histogram)>; STATUS_SLOTS],
     pub(crate) active: IntGauge,
 }
 
@@ -237,19 +243,25 @@ impl RouteMetrics {
     /// fixed method cache their histogram child per status; the unmatched
     /// route, whose method varies, looks its child up.
     pub(crate) fn observe(&self, method: &'static str, status: http::StatusCode, seconds: f64) {
-        let code = usize::from(status.as_u16());
-        if self.method.is_empty() || code >= STATUS_SLOTS {
-            self.duration
-                .with_label_values(&[method, self.route, status.as_str()])
-                .observe(seconds);
-            return;
+        if !self.method.is_empty() {
+            let code = status.as_u16();
+            // The first slot holding this code, or the first free one, which
+            // this code takes unless another thread's fills it first.
+            for slot in &self.by_status {
+                let (cached, child) = slot.get_or_init(|| (code, self.child(method, status)));
+                if *cached == code {
+                    child.observe(seconds);
+                    return;
+                }
+            }
         }
-        self.by_status[code]
-            .get_or_init(|| {
-                self.duration
-                    .with_label_values(&[method, self.route, status.as_str()])
-            })
-            .observe(seconds);
+        self.child(method, status).observe(seconds);
+    }
+
+    /// The histogram child of `method` and `status` on this route.
+    fn child(&self, method: &'static str, status: http::StatusCode) -> Histogram {
+        self.duration
+            .with_label_values(&[method, self.route, status.as_str()])
     }
 }
 
@@ -323,3 +335,6 @@ impl Collector for TokioCollector {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests;
