@@ -163,7 +163,7 @@ impl Metrics {
     /// Registers process metrics (CPU, resident memory, open and max file
     /// descriptors, start time) and tokio runtime metrics.
     pub(crate) fn register_runtime(&self) -> Result<(), Error> {
-        self.register(prometheus::process_collector::ProcessCollector::for_self())?;
+        self.register(process::ProcessMetrics::new()?)?;
         self.register(TokioCollector::new()?)
     }
 }
@@ -335,6 +335,8 @@ impl Collector for TokioCollector {
             .collect()
     }
 }
+
+mod process;
 
 #[cfg(test)]
 mod tests;
