@@ -192,6 +192,7 @@ fn new_service_builds_tests_and_lints(name: &str, with: &[&str]) {
     // build.rs): the library's file name has no hash, so two crates with
     // different features building it at once would take turns relinking it.
     if with.is_empty() {
+        packed_relocations_load(&dir, &target, name, &cargo);
         return;
     }
     let names_dylib = || {
@@ -225,6 +226,52 @@ fn new_service_builds_tests_and_lints(name: &str, with: &[&str]) {
     );
     assert_eq!(dynamic.openapi, served.openapi);
     assert_eq!(dynamic.asyncapi, served.asyncapi);
+}
+
+/// The link arguments the Dockerfile's `cargo rustc` passes take effect
+/// and the binary they make loads and serves (on this machine's glibc, as
+/// on the run image's: both 2.36 or later).
+fn packed_relocations_load(dir: &Path, target: &Path, name: &str, cargo: &str) {
+    let dockerfile = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
+    let command = dockerfile
+        .split("RUN ")
+        .find(|run| run.contains("cargo rustc"))
+        .unwrap_or_else(|| panic!("no `cargo rustc` step:\n{dockerfile}"))
+        .replace("\\\n", " ");
+    let (_, link) = command
+        .split_once(" -- ")
+        .unwrap_or_else(|| panic!("no rustc arguments in {command}"));
+    let link: Vec<&str> = link
+        .split_whitespace()
+        .take_while(|word| *word != "&&")
+        .collect();
+    assert_eq!(
+        link,
+        ["-C", "link-arg=-Wl,-z,pack-relative-relocs"],
+        "{command}"
+    );
+    run(Command::new(cargo)
+        .args(["rustc", "-q", "-j2", "--bin", name, "--"])
+        .args(&link)
+        .env("CARGO_TARGET_DIR", target)
+        .env("PATRON_SERVICE_VERSION", "9.8.7")
+        .current_dir(dir));
+    let binary = target.join("debug").join(name);
+    let dynamic = run(Command::new("readelf").arg("-d").arg(&binary));
+    assert!(
+        dynamic.contains("(RELR)"),
+        "no packed relocations:\n{dynamic}"
+    );
+    let served = serve_and_ask(
+        Command::new(&binary),
+        "binary with packed relocations",
+        false,
+    );
+    assert!(
+        served.info.contains("\"version\":\"9.8.7\""),
+        "/info says {:?}",
+        served.info
+    );
 }
 
 /// What the running service served: its `/info` answer, and its contract
