@@ -74,7 +74,10 @@ async fn commands_run_with_spans_and_metrics_and_errors_are_counted() {
 struct Relay {
     port: u16,
     target: String,
+    /// The accepting task.
     tasks: Option<JoinSet<()>>,
+    /// One task per relayed connection.
+    conns: Arc<tokio::sync::Mutex<JoinSet<()>>>,
 }
 
 impl Relay {
@@ -85,6 +88,7 @@ impl Relay {
             port,
             target,
             tasks: None,
+            conns: Arc::default(),
         };
         relay.serve(listener);
         relay
@@ -93,10 +97,8 @@ impl Relay {
     fn serve(&mut self, listener: TcpListener) {
         let mut tasks = JoinSet::new();
         let target = self.target.clone();
-        let conns = Arc::new(tokio::sync::Mutex::new(JoinSet::new()));
-        let held = Arc::clone(&conns);
+        let conns = Arc::clone(&self.conns);
         tasks.spawn(async move {
-            let _held = held;
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
                     return;
@@ -112,9 +114,14 @@ impl Relay {
         self.tasks = Some(tasks);
     }
 
-    /// Closes the listener and every relayed connection.
-    fn cut(&mut self) {
-        self.tasks = None;
+    /// Closes the listener and every relayed connection, and returns once
+    /// their tasks are gone: dropping a `JoinSet` only asks its tasks to
+    /// stop, and a relay still running after the cut would answer.
+    async fn cut(&mut self) {
+        if let Some(mut tasks) = self.tasks.take() {
+            tasks.shutdown().await;
+        }
+        self.conns.lock().await.shutdown().await;
     }
 
     async fn restore(&mut self) {
@@ -140,7 +147,7 @@ async fn a_lost_connection_fails_readiness_and_recovers_on_its_own() {
     let () = conn.set_ex(&key, "1", 60).await.unwrap();
     assert_eq!(server.get("/ready").await.unwrap().status(), 200);
 
-    relay.cut();
+    relay.cut().await;
     let failed = conn.get::<_, Option<String>>(&key).await;
     assert!(
         failed.is_err(),
