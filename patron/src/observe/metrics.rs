@@ -29,6 +29,8 @@ use prometheus::{
 
 use crate::error::Error;
 
+mod process;
+
 /// Bucket boundaries for request durations, in seconds: the ones the
 /// OpenTelemetry HTTP semantic conventions recommend.
 pub const DURATION_BUCKETS: &[f64] = &[
@@ -335,8 +337,6 @@ impl Collector for TokioCollector {
             .collect()
     }
 }
-
-mod process;
 
 #[cfg(test)]
 mod tests;
