@@ -60,4 +60,5 @@ def main():
         print(functions[i][2])
 
 
-main()
+if __name__ == "__main__":
+    main()
