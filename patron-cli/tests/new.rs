@@ -66,7 +66,7 @@ fn new_service_builds_tests_and_lints(name: &str, with: &[&str]) {
         new.arg("--with").arg(with.join(","));
     }
     let report = run(&mut new);
-    let files = if with.contains(&"grpc") { 12 } else { 10 };
+    let files = if with.contains(&"grpc") { 13 } else { 11 };
     assert!(report.contains(&format!("wrote {files} files")), "{report}");
     assert!(dir.join(".git").exists() || Command::new("git").arg("--version").output().is_err());
 
@@ -192,7 +192,7 @@ fn new_service_builds_tests_and_lints(name: &str, with: &[&str]) {
     // build.rs): the library's file name has no hash, so two crates with
     // different features building it at once would take turns relinking it.
     if with.is_empty() {
-        packed_relocations_load(&dir, &target, name, &cargo);
+        dockerfile_link_loads(&dir, &target, name, &cargo);
         return;
     }
     let names_dylib = || {
@@ -228,10 +228,12 @@ fn new_service_builds_tests_and_lints(name: &str, with: &[&str]) {
     assert_eq!(dynamic.asyncapi, served.asyncapi);
 }
 
-/// The link arguments the Dockerfile's `cargo rustc` passes take effect
-/// and the binary they make loads and serves (on this machine's glibc, as
-/// on the run image's: both 2.36 or later).
-fn packed_relocations_load(dir: &Path, target: &Path, name: &str, cargo: &str) {
+/// The link arguments the Dockerfile's `cargo rustc` passes take effect —
+/// packed relocations, and `link/hot-text.ld`'s patterns laying out a
+/// `.text.hot` section in this service's build — and the binary they make
+/// loads and serves (on this machine's glibc, as on the run image's: both
+/// 2.36 or later).
+fn dockerfile_link_loads(dir: &Path, target: &Path, name: &str, cargo: &str) {
     let dockerfile = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
     let command = dockerfile
         .split("RUN ")
@@ -247,7 +249,12 @@ fn packed_relocations_load(dir: &Path, target: &Path, name: &str, cargo: &str) {
         .collect();
     assert_eq!(
         link,
-        ["-C", "link-arg=-Wl,-z,pack-relative-relocs"],
+        [
+            "-C",
+            "link-arg=-Wl,-z,pack-relative-relocs",
+            "-C",
+            "link-arg=-Wl,-T,link/hot-text.ld"
+        ],
         "{command}"
     );
     run(Command::new(cargo)
@@ -262,9 +269,17 @@ fn packed_relocations_load(dir: &Path, target: &Path, name: &str, cargo: &str) {
         dynamic.contains("(RELR)"),
         "no packed relocations:\n{dynamic}"
     );
+    let sections = run(Command::new("readelf").arg("-SW").arg(&binary));
+    let hot = hot_text_size(&sections);
+    // The patterns were recorded on a release build of another service;
+    // in this debug build of this one they still gather hundreds of kB.
+    assert!(
+        hot >= 256 * 1024,
+        "link/hot-text.ld laid out {hot} bytes:\n{sections}"
+    );
     let served = serve_and_ask(
         Command::new(&binary),
-        "binary with packed relocations",
+        "binary linked as the Dockerfile links it",
         false,
     );
     assert!(
@@ -272,6 +287,18 @@ fn packed_relocations_load(dir: &Path, target: &Path, name: &str, cargo: &str) {
         "/info says {:?}",
         served.info
     );
+}
+
+/// The size of the `.text.hot` section in `readelf -SW`'s table, 0 when
+/// there is none.
+fn hot_text_size(sections: &str) -> u64 {
+    sections
+        .lines()
+        .filter_map(|line| line.split_once("] "))
+        .map(|(_, fields)| fields.split_whitespace().collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&".text.hot"))
+        .and_then(|fields| u64::from_str_radix(fields.get(4)?, 16).ok())
+        .unwrap_or(0)
 }
 
 /// What the running service served: its `/info` answer, and its contract

@@ -52,6 +52,12 @@ pub(crate) fn files(s: &Service<'_>) -> Vec<(String, String)> {
             "Dockerfile".to_string(),
             fill(include_str!("../../templates/Dockerfile"), s),
         ),
+        // Recorded by patron's scripts/hot-text; the Dockerfile links with
+        // it. No placeholders: it is written as it is.
+        (
+            "link/hot-text.ld".to_string(),
+            include_str!("../../templates/link/hot-text.ld").to_string(),
+        ),
         (
             "deploy/kubernetes/deployment.yaml".to_string(),
             fill(

@@ -129,7 +129,7 @@ fn the_files_agree_with_the_runtime_defaults() {
     );
     req.patron_path = Some(checkout());
     let report = req.run().unwrap().to_string();
-    assert!(report.contains("wrote 12 files"), "{report}");
+    assert!(report.contains("wrote 13 files"), "{report}");
 
     let read = |p: &str| std::fs::read_to_string(dir.join(p)).unwrap();
     let cargo = read("Cargo.toml");
@@ -206,6 +206,14 @@ fn the_files_agree_with_the_runtime_defaults() {
         );
     }
     let dockerfile = read("Dockerfile");
+    // The link script the Dockerfile names is written beside it, whole.
+    assert!(
+        dockerfile.contains("-C link-arg=-Wl,-T,link/hot-text.ld"),
+        "{dockerfile}"
+    );
+    let hot = read("link/hot-text.ld");
+    assert!(hot.contains("  .text.hot : {"), "{hot}");
+    assert!(hot.trim_end().ends_with("INSERT BEFORE .text;"), "{hot}");
     assert!(
         dockerfile.contains(&format!("EXPOSE {port} {}", defaults::GRPC_PORT)),
         "{dockerfile}"
