@@ -232,7 +232,8 @@ fn new_service_builds_tests_and_lints(name: &str, with: &[&str]) {
 /// packed relocations, and `link/hot-text.ld`'s patterns laying out a
 /// `.text.hot` section in this service's build — and the binary they make
 /// loads and serves (on this machine's glibc, as on the run image's: both
-/// 2.36 or later).
+/// 2.36 or later). Linked with LLD, rustc's default linker on x86-64
+/// Linux, and with GNU ld, which the same image links with on arm64.
 fn dockerfile_link_loads(dir: &Path, target: &Path, name: &str, cargo: &str) {
     let dockerfile = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
     let command = dockerfile
@@ -257,36 +258,53 @@ fn dockerfile_link_loads(dir: &Path, target: &Path, name: &str, cargo: &str) {
         ],
         "{command}"
     );
-    run(Command::new(cargo)
-        .args(["rustc", "-q", "-j2", "--bin", name, "--"])
-        .args(&link)
-        .env("CARGO_TARGET_DIR", target)
-        .env("PATRON_SERVICE_VERSION", "9.8.7")
-        .current_dir(dir));
-    let binary = target.join("debug").join(name);
-    let dynamic = run(Command::new("readelf").arg("-d").arg(&binary));
-    assert!(
-        dynamic.contains("(RELR)"),
-        "no packed relocations:\n{dynamic}"
-    );
-    let sections = run(Command::new("readelf").arg("-SW").arg(&binary));
-    let hot = hot_text_size(&sections);
-    // The patterns were recorded on a release build of another service;
-    // in this debug build of this one they still gather hundreds of kB.
-    assert!(
-        hot >= 256 * 1024,
-        "link/hot-text.ld laid out {hot} bytes:\n{sections}"
-    );
-    let served = serve_and_ask(
-        Command::new(&binary),
-        "binary linked as the Dockerfile links it",
-        false,
-    );
-    assert!(
-        served.info.contains("\"version\":\"9.8.7\""),
-        "/info says {:?}",
-        served.info
-    );
+    // `-fuse-ld=bfd` after rustc's own `-fuse-ld=lld` picks GNU ld.
+    for (linker, extra) in [("LLD", None), ("GNU ld", Some("link-arg=-fuse-ld=bfd"))] {
+        let mut rustc = Command::new(cargo);
+        rustc
+            .args(["rustc", "-q", "-j2", "--bin", name, "--"])
+            .args(&link);
+        if let Some(extra) = extra {
+            rustc.args(["-C", extra]);
+        }
+        run(rustc
+            .env("CARGO_TARGET_DIR", target)
+            .env("PATRON_SERVICE_VERSION", "9.8.7")
+            .current_dir(dir));
+        let binary = target.join("debug").join(name);
+        // LLD signs its output's `.comment`; GNU ld does not.
+        let comment = run(Command::new("readelf")
+            .args(["-p", ".comment"])
+            .arg(&binary));
+        assert_eq!(
+            comment.contains("Linker: LLD"),
+            extra.is_none(),
+            "not linked by {linker}:\n{comment}"
+        );
+        let dynamic = run(Command::new("readelf").arg("-d").arg(&binary));
+        assert!(
+            dynamic.contains("(RELR)"),
+            "{linker}: no packed relocations:\n{dynamic}"
+        );
+        let sections = run(Command::new("readelf").arg("-SW").arg(&binary));
+        let hot = hot_text_size(&sections);
+        // The patterns were recorded on a release build of another service;
+        // in this debug build of this one they still gather hundreds of kB.
+        assert!(
+            hot >= 256 * 1024,
+            "{linker}: link/hot-text.ld laid out {hot} bytes:\n{sections}"
+        );
+        let served = serve_and_ask(
+            Command::new(&binary),
+            &format!("binary linked by {linker} as the Dockerfile links it"),
+            false,
+        );
+        assert!(
+            served.info.contains("\"version\":\"9.8.7\""),
+            "{linker}: /info says {:?}",
+            served.info
+        );
+    }
 }
 
 /// The size of the `.text.hot` section in `readelf -SW`'s table, 0 when
