@@ -3,13 +3,22 @@
 //! for its spans and with the same `OTEL_BSP_*` settings: a bounded queue
 //! (a full queue drops and counts), a batch sent when it reaches the batch
 //! size or when the schedule delay passes, and everything left flushed on
-//! shutdown. A request only puts its record in a channel; the worker is
+//! shutdown. A request only puts its record in the queue; the worker is
 //! woken by a separate control message once a batch is full, so requests
 //! pay for no wake-up in between.
+//!
+//! The queue is a `VecDeque` behind a mutex, which grows to the most
+//! records it has held. A bounded channel (`sync_channel`) allocates and
+//! writes each of its slots when it is made: 2,048 records of 272 bytes,
+//! half a megabyte each service kept whether it exported a span or not.
+//! Boxing the records to shrink the slots cost more per span than the lock
+//! (a record freed on the worker's thread leaves the request thread's
+//! allocator cache empty).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -63,18 +72,35 @@ enum Control {
 /// What the requests and the worker share.
 #[derive(Debug, Default)]
 struct Shared {
-    /// Records in the channel.
-    pending: AtomicUsize,
+    /// The queued records.
+    records: Mutex<Records>,
     /// Whether an `Export` message is on its way.
     kick_sent: AtomicBool,
+}
+
+/// The queue proper, under the lock.
+#[derive(Debug, Default)]
+struct Records {
+    queued: VecDeque<ServerRecord>,
+    /// Set when the worker stops: later records are dropped.
+    closed: bool,
+}
+
+impl Shared {
+    /// The records. A request that panicked while holding the lock cannot
+    /// have left the queue half-changed (`push_back` and `drain` do not
+    /// panic midway), so a poisoned lock is taken as it is.
+    fn records(&self) -> MutexGuard<'_, Records> {
+        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The producing side, held by the running exporter.
 #[derive(Debug)]
 pub(crate) struct RecordQueue {
-    records: SyncSender<ServerRecord>,
     control: SyncSender<Control>,
     shared: Arc<Shared>,
+    queue: usize,
     batch: usize,
     dropped: AtomicU64,
     worker: Mutex<Option<JoinHandle<()>>>,
@@ -86,11 +112,9 @@ impl RecordQueue {
         exporter: Arc<OtlpExporter>,
         config: QueueConfig,
     ) -> Result<Self, std::io::Error> {
-        let (records, record_rx) = sync_channel(config.queue);
         let (control, control_rx) = sync_channel(64);
         let shared = Arc::new(Shared::default());
         let worker = Worker {
-            records: record_rx,
             control: control_rx,
             shared: shared.clone(),
             exporter,
@@ -101,9 +125,9 @@ impl RecordQueue {
             .name("patron-http-spans".into())
             .spawn(move || worker.run())?;
         Ok(RecordQueue {
-            records,
             control,
             shared,
+            queue: config.queue,
             batch: config.batch,
             dropped: AtomicU64::new(0),
             worker: Mutex::new(Some(handle)),
@@ -113,10 +137,18 @@ impl RecordQueue {
     /// Queues a finished span; drops it (counted) when the queue is full or
     /// the exporter has shut down.
     pub(crate) fn push(&self, record: ServerRecord) {
-        let before = self.shared.pending.fetch_add(1, Ordering::AcqRel);
-        match self.records.try_send(record) {
-            Ok(()) => {
-                if before + 1 >= self.batch
+        let queued = {
+            let mut records = self.shared.records();
+            if records.closed || records.queued.len() >= self.queue {
+                None
+            } else {
+                records.queued.push_back(record);
+                Some(records.queued.len())
+            }
+        };
+        match queued {
+            Some(queued) => {
+                if queued >= self.batch
                     && !self.shared.kick_sent.load(Ordering::Relaxed)
                     && !self.shared.kick_sent.swap(true, Ordering::Relaxed)
                     && self.control.try_send(Control::Export).is_err()
@@ -124,8 +156,7 @@ impl RecordQueue {
                     self.shared.kick_sent.store(false, Ordering::Relaxed);
                 }
             }
-            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                self.shared.pending.fetch_sub(1, Ordering::AcqRel);
+            None => {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -166,7 +197,6 @@ impl RecordQueue {
 
 /// The consuming side, on its own thread.
 struct Worker {
-    records: Receiver<ServerRecord>,
     control: Receiver<Control>,
     shared: Arc<Shared>,
     exporter: Arc<OtlpExporter>,
@@ -185,6 +215,7 @@ impl Worker {
                     self.export_batch();
                 }
                 Ok(Control::Shutdown(done)) => {
+                    self.shared.records().closed = true;
                     self.export_all();
                     let _ = done.send(());
                     return;
@@ -194,6 +225,7 @@ impl Worker {
                     next = Instant::now() + self.config.delay;
                 }
                 Err(RecvTimeoutError::Disconnected) => {
+                    self.shared.records().closed = true;
                     self.export_all();
                     return;
                 }
@@ -203,7 +235,7 @@ impl Worker {
 
     /// Exports what was queued when called, in batches.
     fn export_all(&mut self) {
-        let mut left = self.shared.pending.load(Ordering::Acquire);
+        let mut left = self.shared.records().queued.len();
         while left > 0 {
             let sent = self.export_batch();
             if sent == 0 {
@@ -215,17 +247,15 @@ impl Worker {
 
     /// Exports up to one batch; returns how many records it took.
     fn export_batch(&mut self) -> usize {
-        while self.batch.len() < self.config.batch {
-            match self.records.try_recv() {
-                Ok(record) => self.batch.push(record),
-                Err(_) => break,
-            }
+        {
+            let mut records = self.shared.records();
+            let take = records.queued.len().min(self.config.batch);
+            self.batch.extend(records.queued.drain(..take));
         }
         let taken = self.batch.len();
         if taken == 0 {
             return 0;
         }
-        self.shared.pending.fetch_sub(taken, Ordering::AcqRel);
         if let Err(e) = self.exporter.export_records(&self.batch) {
             tracing::warn!(
                 target: "patron::trace",

@@ -1,6 +1,6 @@
 //! The exporter against a real HTTP receiver on a port of its own.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -49,6 +49,40 @@ fn receiver(
             }
         }),
     );
+    (serve(app), seen, calls)
+}
+
+/// A receiver that counts the spans it is sent and holds every request
+/// until `release` is set.
+fn held_receiver() -> (String, Arc<AtomicUsize>, Arc<AtomicBool>) {
+    let spans = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(AtomicBool::new(false));
+    let (count, hold) = (spans.clone(), release.clone());
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post(move |body: Bytes| {
+            let (count, hold) = (count.clone(), hold.clone());
+            async move {
+                let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                let n: usize = request
+                    .resource_spans
+                    .iter()
+                    .flat_map(|rs| &rs.scope_spans)
+                    .map(|ss| ss.spans.len())
+                    .sum();
+                count.fetch_add(n, Ordering::SeqCst);
+                while !hold.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                StatusCode::OK
+            }
+        }),
+    );
+    (serve(app), spans, release)
+}
+
+/// Serves `app` on a port of its own, on a runtime of its own; its URL.
+fn serve(app: axum::Router) -> String {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -62,7 +96,15 @@ fn receiver(
             axum::serve(listener, app).await.unwrap();
         });
     });
-    (url, seen, calls)
+    url
+}
+
+/// Waits up to ten seconds for `count` to reach `n`.
+fn wait_for(count: &AtomicUsize, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while count.load(Ordering::SeqCst) < n && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn config(pairs: &[(&str, &str)]) -> OtlpConfig {
@@ -226,4 +268,36 @@ fn the_record_queue_sends_a_full_batch_at_once_and_the_rest_on_shutdown() {
     queue.push(super::encode::tests::record(9, None).0);
     assert_eq!(queue.dropped(), 1, "a span ended after shutdown is dropped");
     assert_eq!(span_count(&seen), 4);
+}
+
+#[test]
+fn a_full_record_queue_drops_and_counts_what_does_not_fit() {
+    let (url, spans, release) = held_receiver();
+    let exporter = exporter(config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &url)])).0;
+    let batching = QueueConfig {
+        delay: Duration::from_secs(600),
+        queue: 4,
+        batch: 2,
+    };
+    let queue = RecordQueue::start(exporter, batching).unwrap();
+    let record = |n| super::encode::tests::record(n, None).0;
+    // A full batch: the worker takes both and waits on the held receiver.
+    queue.push(record(0));
+    queue.push(record(1));
+    wait_for(&spans, 2);
+    assert_eq!(spans.load(Ordering::SeqCst), 2, "the first batch is sent");
+    // The queue holds four more while the worker is busy; the fifth is
+    // dropped and counted.
+    for n in 2..7 {
+        queue.push(record(n));
+    }
+    assert_eq!(queue.dropped(), 1, "one record more than the queue holds");
+    release.store(true, Ordering::SeqCst);
+    queue.shutdown(Duration::from_secs(10));
+    assert_eq!(
+        spans.load(Ordering::SeqCst),
+        6,
+        "every queued record is sent"
+    );
+    assert_eq!(queue.dropped(), 1);
 }
