@@ -1,9 +1,12 @@
 """A linker script that lays out first the code a recorded run executed.
 
-Usage: hot_text.py PROFILE BINARY MAP > hot-text.ld
+Usage: hot_text.py BINARY MAP PROFILE... > hot-text.ld
 
-PROFILE is a `valgrind --tool=callgrind --dump-instr=yes` record of BINARY,
-MAP the link map of the same link (`-Wl,-Map=MAP`). Every executed
+Each PROFILE is a `valgrind --tool=callgrind --dump-instr=yes` record of
+BINARY, MAP the link map of the same link (`-Wl,-Map=MAP`). The sections
+the first profile ran come first, in address order, then those only the
+second ran, and so on: a run that does less (no trace export, say) then
+touches one stretch at the start of the section. Every executed
 instruction is mapped to the input section it came from (rustc and cc put
 each function in a section of its own, `.text.<symbol>` or, for cold
 functions, `.text.unlikely.<symbol>`), and each such section becomes one
@@ -57,30 +60,41 @@ def pattern(section):
     return section
 
 
-def main():
-    profile, binary, map_file = sys.argv[1:4]
-    sections = input_sections(map_file)
-    if not sections:
-        raise SystemExit(f"{map_file} lists no .text input section: not an LLD map?")
-    starts = [s[0] for s in sections]
+def sections_run(profile, binary, sections, starts):
+    """Indices of the input sections holding an instruction `profile` counts."""
     ran = set()
     for address in executed_addresses(profile, binary):
         i = bisect.bisect_right(starts, address) - 1
         if i >= 0 and address < sections[i][0] + sections[i][1]:
             ran.add(i)
-    if not ran:
-        raise SystemExit(f"{profile} counts no instruction of {binary}'s sections in {map_file}")
+    return ran
+
+
+def main():
+    if len(sys.argv) < 4:
+        raise SystemExit("usage: hot_text.py BINARY MAP PROFILE...")
+    binary, map_file, profiles = sys.argv[1], sys.argv[2], sys.argv[3:]
+    sections = input_sections(map_file)
+    if not sections:
+        raise SystemExit(f"{map_file} lists no .text input section: not an LLD map?")
+    starts = [s[0] for s in sections]
     patterns, seen = [], set()
-    for i in sorted(ran):
-        p = pattern(sections[i][2])
-        if p is not None and p not in seen:
-            seen.add(p)
-            patterns.append(p)
+    for profile in profiles:
+        ran = sections_run(profile, binary, sections, starts)
+        if not ran:
+            raise SystemExit(f"{profile} counts no instruction of {binary}'s sections in {map_file}")
+        before = len(patterns)
+        for i in sorted(ran):
+            p = pattern(sections[i][2])
+            if p is not None and p not in seen:
+                seen.add(p)
+                patterns.append(p)
+        print(f"{profile}: {len(ran)} input sections ran, {len(patterns) - before} new patterns",
+              file=sys.stderr)
     print("SECTIONS\n{\n  .text.hot : {")
     for p in patterns:
         print(f"    *({p})")
     print("  }\n}\nINSERT BEFORE .text;")
-    print(f"{len(ran)} input sections ran; {len(patterns)} patterns", file=sys.stderr)
 
 
 if __name__ == "__main__":
