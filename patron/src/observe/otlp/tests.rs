@@ -234,20 +234,27 @@ fn after_shutdown_nothing_is_sent() {
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
+/// A record queue exporting to `url`, holding `queue` records, sending
+/// batches of `batch`, and with a ten-minute delay: only a full batch or
+/// the shutdown sends.
+fn record_queue(url: &str, queue: usize, batch: usize) -> RecordQueue {
+    let exporter = exporter(config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", url)])).0;
+    let batching = QueueConfig {
+        delay: Duration::from_secs(600),
+        queue,
+        batch,
+    };
+    RecordQueue::start(exporter, batching).unwrap()
+}
+
 #[test]
 fn the_record_queue_sends_a_full_batch_at_once_and_the_rest_on_shutdown() {
     let (url, seen, calls) = receiver(0, StatusCode::OK, false);
-    let exporter = exporter(config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &url)])).0;
-    let batching = QueueConfig {
-        delay: Duration::from_secs(600),
-        queue: 8,
-        batch: 3,
-    };
-    let queue = RecordQueue::start(exporter, batching).unwrap();
+    let queue = record_queue(&url, 8, 3);
     for n in 0..4 {
         queue.push(super::encode::tests::record(n, None).0);
     }
-    // The full batch goes without waiting for the ten-minute delay.
+    // The full batch goes without waiting for the delay.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while span_count(&seen) < 3 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
@@ -273,13 +280,7 @@ fn the_record_queue_sends_a_full_batch_at_once_and_the_rest_on_shutdown() {
 #[test]
 fn a_full_record_queue_drops_and_counts_what_does_not_fit() {
     let (url, spans, release) = held_receiver();
-    let exporter = exporter(config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &url)])).0;
-    let batching = QueueConfig {
-        delay: Duration::from_secs(600),
-        queue: 4,
-        batch: 2,
-    };
-    let queue = RecordQueue::start(exporter, batching).unwrap();
+    let queue = record_queue(&url, 4, 2);
     let record = |n| super::encode::tests::record(n, None).0;
     // A full batch: the worker takes both and waits on the held receiver.
     queue.push(record(0));
