@@ -37,7 +37,7 @@ use crate::config::ConfigError;
 use crate::context::traceparent;
 use crate::error::Error;
 use crate::observe::otlp::{
-    self, OtlpConfig, OtlpExporter, QueueConfig, RecordQueue, SharedExporter,
+    self, OtlpConfig, OtlpExporter, QueueConfig, QueueProcessor, RecordQueue,
 };
 
 /// Whether an OpenTelemetry layer is installed (so request spans get remote
@@ -237,8 +237,10 @@ impl TraceExport {
             let queue = RecordQueue::start(exporter.clone(), batching).map_err(|e| {
                 Error::msg(format!("cannot start the HTTP span export thread: {e}"))
             })?;
+            let processor = QueueProcessor::start(exporter, batching)
+                .map_err(|e| Error::msg(format!("cannot start the span export thread: {e}")))?;
             let provider = SdkTracerProvider::builder()
-                .with_batch_exporter(SharedExporter(exporter))
+                .with_span_processor(processor)
                 .with_sampler(sampler)
                 .with_resource(resource)
                 .build();
@@ -250,7 +252,7 @@ impl TraceExport {
         let owns_queue = match otlp::install_queue(queue) {
             Ok(()) => true,
             Err(spare) => {
-                spare.shutdown(Duration::from_secs(1));
+                let _ = spare.shutdown(Duration::from_secs(1));
                 false
             }
         };
@@ -275,7 +277,7 @@ impl TraceExport {
         if self.owns_queue
             && let Some(queue) = otlp::installed_queue()
         {
-            queue.shutdown(timeout);
+            let _ = queue.shutdown(timeout);
         }
         let timeout = timeout.saturating_sub(started.elapsed());
         let provider = self.provider;

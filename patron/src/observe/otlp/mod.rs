@@ -1,5 +1,6 @@
-//! patron's OTLP/HTTP (protobuf) span exporter, plugged into the
-//! OpenTelemetry SDK's batch processor.
+//! patron's OTLP/HTTP (protobuf) span exporter, fed by its span queues
+//! ([`queue`]): the HTTP server spans' and, as the SDK's span processor,
+//! everyone else's.
 //!
 //! It writes each batch's protobuf straight from the SDK's span data
 //! ([`encode`]) — the generic exporter first converted every span into
@@ -20,12 +21,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use opentelemetry_sdk::trace::SpanData;
 
 pub(crate) use config::OtlpConfig;
 use encode::EncodedResource;
 pub(crate) use encode::route_attributes;
-pub(crate) use queue::{QueueConfig, RecordQueue};
+pub(crate) use queue::{QueueConfig, QueueProcessor, RecordQueue};
 pub(crate) use record::{
     STATUS_CODE, ServerSpanStart, install as install_queue, installed as installed_queue,
     start as start_server_span,
@@ -46,7 +47,7 @@ pub(crate) struct OtlpExporter {
 impl OtlpExporter {
     /// Builds the exporter, its HTTP client and the resource its requests
     /// carry (the same `Resource` the provider is built with), shared by
-    /// the SDK's batch processor ([`SharedExporter`]) and the HTTP server
+    /// the SDK's span processor ([`QueueProcessor`]) and the HTTP server
     /// span queue. Call off any tokio runtime: the client has a runtime of
     /// its own.
     pub(crate) fn new(
@@ -112,12 +113,14 @@ impl OtlpExporter {
     }
 }
 
-/// The exporter as the SDK's batch processor holds it, shared with the
-/// HTTP server span queue.
+/// The exporter as an SDK `SpanExporter`, for the tests of its export on
+/// its own (the service exports through [`QueueProcessor`]).
+#[cfg(test)]
 #[derive(Debug)]
 pub(crate) struct SharedExporter(pub(crate) Arc<OtlpExporter>);
 
-impl SpanExporter for SharedExporter {
+#[cfg(test)]
+impl opentelemetry_sdk::trace::SpanExporter for SharedExporter {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
         self.0.export_now(&batch)
     }

@@ -1,19 +1,23 @@
-//! Batching finished HTTP server spans ([`ServerRecord`]s) to the OTLP
-//! exporter on a thread of their own, as the SDK's batch processor does
-//! for its spans and with the same `OTEL_BSP_*` settings: a bounded queue
-//! (a full queue drops and counts), a batch sent when it reaches the batch
-//! size or when the schedule delay passes, and everything left flushed on
-//! shutdown. A request only puts its record in the queue; the worker is
-//! woken by a separate control message once a batch is full, so requests
-//! pay for no wake-up in between.
+//! Batching finished spans to the OTLP exporter on a thread of their own,
+//! as the SDK's batch processor does and with the same `OTEL_BSP_*`
+//! settings: a bounded queue (a full queue drops and counts), a batch sent
+//! when it reaches the batch size or when the schedule delay passes, and
+//! everything left flushed on shutdown. A request only puts its span in
+//! the queue; the worker is woken by a separate control message once a
+//! batch is full, so requests pay for no wake-up in between.
 //!
-//! The queue is a `VecDeque` behind a mutex, which grows to the most
-//! records it has held. A bounded channel (`sync_channel`) allocates and
-//! writes each of its slots when it is made: 2,048 records of 272 bytes,
-//! half a megabyte each service kept whether it exported a span or not.
-//! Boxing the records to shrink the slots cost more per span than the lock
-//! (a record freed on the worker's thread leaves the request thread's
-//! allocator cache empty).
+//! Two queues run on it: patron's HTTP server spans ([`ServerRecord`]s,
+//! [`RecordQueue`]) and every other span, the SDK's [`SpanData`], through
+//! [`QueueProcessor`], which takes the place of the SDK's
+//! `BatchSpanProcessor`.
+//!
+//! The queue is a `VecDeque` behind a mutex, which grows to the most spans
+//! it has held. A bounded channel (`sync_channel`, what the SDK's batch
+//! processor uses) allocates and writes each of its slots when it is made:
+//! 2,048 records of 272 bytes, or of the SDK's larger `SpanData`, memory
+//! each service kept whether it exported a span or not. Boxing the records
+//! to shrink the slots cost more per span than the lock (a record freed on
+//! the worker's thread leaves the request thread's allocator cache empty).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,8 +26,41 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use opentelemetry::Context;
+use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
+use opentelemetry_sdk::trace::{Span, SpanData, SpanProcessor};
+
 use super::OtlpExporter;
 use super::record::ServerRecord;
+
+/// What a queue batches, and how a batch of it is exported.
+pub(crate) trait Exportable: Send + Sized + 'static {
+    /// What the queue's warnings call its items.
+    const WHAT: &'static str;
+    /// The worker thread's name.
+    const THREAD: &'static str;
+    /// Exports one batch.
+    fn export(exporter: &OtlpExporter, batch: &[Self]) -> OTelSdkResult;
+}
+
+impl Exportable for ServerRecord {
+    const WHAT: &'static str = "HTTP server spans";
+    const THREAD: &'static str = "patron-http-spans";
+    fn export(exporter: &OtlpExporter, batch: &[Self]) -> OTelSdkResult {
+        exporter.export_records(batch)
+    }
+}
+
+impl Exportable for SpanData {
+    const WHAT: &'static str = "spans";
+    const THREAD: &'static str = "patron-spans";
+    fn export(exporter: &OtlpExporter, batch: &[Self]) -> OTelSdkResult {
+        exporter.export_now(batch)
+    }
+}
+
+/// The queue of patron's HTTP server spans.
+pub(crate) type RecordQueue = SpanQueue<ServerRecord>;
 
 /// The SDK's defaults for `OTEL_BSP_SCHEDULE_DELAY` (ms),
 /// `OTEL_BSP_MAX_QUEUE_SIZE` and `OTEL_BSP_MAX_EXPORT_BATCH_SIZE`.
@@ -65,55 +102,67 @@ impl QueueConfig {
 enum Control {
     /// A batch is full.
     Export,
+    /// Export everything queued and answer.
+    Flush(SyncSender<()>),
     /// Export everything queued, answer, and stop.
     Shutdown(SyncSender<()>),
 }
 
 /// What the requests and the worker share.
-#[derive(Debug, Default)]
-struct Shared {
-    /// The queued records.
-    records: Mutex<Records>,
+#[derive(Debug)]
+struct Shared<T> {
+    /// The queued spans.
+    records: Mutex<Records<T>>,
     /// Whether an `Export` message is on its way.
     kick_sent: AtomicBool,
 }
 
 /// The queue proper, under the lock.
-#[derive(Debug, Default)]
-struct Records {
-    queued: VecDeque<ServerRecord>,
-    /// Set when the worker stops: later records are dropped.
+#[derive(Debug)]
+struct Records<T> {
+    queued: VecDeque<T>,
+    /// Set when the worker stops: later spans are dropped.
     closed: bool,
 }
 
-impl Shared {
-    /// The records. A request that panicked while holding the lock cannot
+impl<T> Shared<T> {
+    fn new() -> Self {
+        Shared {
+            records: Mutex::new(Records {
+                queued: VecDeque::new(),
+                closed: false,
+            }),
+            kick_sent: AtomicBool::new(false),
+        }
+    }
+
+    /// The spans. A thread that panicked while holding the lock cannot
     /// have left the queue half-changed (`push_back` and `drain` do not
     /// panic midway), so a poisoned lock is taken as it is.
-    fn records(&self) -> MutexGuard<'_, Records> {
+    fn records(&self) -> MutexGuard<'_, Records<T>> {
         self.records.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 /// The producing side, held by the running exporter.
 #[derive(Debug)]
-pub(crate) struct RecordQueue {
+pub(crate) struct SpanQueue<T> {
     control: SyncSender<Control>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<T>>,
     queue: usize,
     batch: usize,
     dropped: AtomicU64,
     worker: Mutex<Option<JoinHandle<()>>>,
 }
 
-impl RecordQueue {
+impl<T: Exportable> SpanQueue<T> {
     /// Starts the worker thread exporting through `exporter`.
     pub(crate) fn start(
         exporter: Arc<OtlpExporter>,
         config: QueueConfig,
     ) -> Result<Self, std::io::Error> {
         let (control, control_rx) = sync_channel(64);
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared::new());
         let worker = Worker {
             control: control_rx,
             shared: shared.clone(),
@@ -122,9 +171,9 @@ impl RecordQueue {
             batch: Vec::with_capacity(config.batch),
         };
         let handle = std::thread::Builder::new()
-            .name("patron-http-spans".into())
+            .name(T::THREAD.into())
             .spawn(move || worker.run())?;
-        Ok(RecordQueue {
+        Ok(SpanQueue {
             control,
             shared,
             queue: config.queue,
@@ -136,7 +185,7 @@ impl RecordQueue {
 
     /// Queues a finished span; drops it (counted) when the queue is full or
     /// the exporter has shut down.
-    pub(crate) fn push(&self, record: ServerRecord) {
+    pub(crate) fn push(&self, record: T) {
         let queued = {
             let mut records = self.shared.records();
             if records.closed || records.queued.len() >= self.queue {
@@ -168,43 +217,108 @@ impl RecordQueue {
         self.dropped.load(Ordering::Relaxed)
     }
 
+    /// Exports what is queued now, waiting at most `timeout` for it.
+    pub(crate) fn flush(&self, timeout: Duration) -> OTelSdkResult {
+        let (done, finished) = sync_channel(1);
+        if self.control.send(Control::Flush(done)).is_err() {
+            return Err(OTelSdkError::AlreadyShutdown);
+        }
+        finished
+            .recv_timeout(timeout)
+            .map_err(|_| OTelSdkError::Timeout(timeout))
+    }
+
     /// Exports what is queued and stops the worker, waiting at most
-    /// `timeout`. Spans ended afterwards are dropped.
-    pub(crate) fn shutdown(&self, timeout: Duration) {
+    /// `timeout`. Spans ended afterwards are dropped. An error when it was
+    /// stopped already or the export took longer (which is also printed:
+    /// the logs may be gone by then).
+    pub(crate) fn shutdown(&self, timeout: Duration) -> OTelSdkResult {
         let (done, finished) = sync_channel(1);
         if self.control.send(Control::Shutdown(done)).is_err() {
-            return; // already stopped
+            return Err(OTelSdkError::AlreadyShutdown);
         }
-        match finished.recv_timeout(timeout) {
+        let result = match finished.recv_timeout(timeout) {
             Ok(()) => {
                 let handle = self.worker.lock().ok().and_then(|mut w| w.take());
                 if let Some(handle) = handle {
                     let _ = handle.join();
                 }
+                Ok(())
             }
-            Err(_) => eprintln!(
-                "warning: exporting the last HTTP server spans took longer than {timeout:?}"
-            ),
-        }
+            Err(_) => {
+                eprintln!(
+                    "warning: exporting the last {} took longer than {timeout:?}",
+                    T::WHAT
+                );
+                Err(OTelSdkError::Timeout(timeout))
+            }
+        };
         let dropped = self.dropped.load(Ordering::Relaxed);
         if dropped > 0 {
             eprintln!(
-                "warning: {dropped} HTTP server spans were dropped because the export queue was full"
+                "warning: {dropped} {} were dropped because the export queue was full",
+                T::WHAT
             );
         }
+        result
+    }
+}
+
+/// The SDK's spans (everything but the HTTP server spans) batched on a
+/// [`SpanQueue`]: the SDK's `BatchSpanProcessor` with the same settings
+/// and behaviour, whose queue grows instead of being made whole at
+/// start-up. The exporter is shut down with the processor, as the SDK's
+/// processor shuts down its exporter.
+#[derive(Debug)]
+pub(crate) struct QueueProcessor {
+    queue: SpanQueue<SpanData>,
+    exporter: Arc<OtlpExporter>,
+}
+
+impl QueueProcessor {
+    /// Starts the processor's worker thread, exporting through `exporter`.
+    pub(crate) fn start(
+        exporter: Arc<OtlpExporter>,
+        config: QueueConfig,
+    ) -> Result<Self, std::io::Error> {
+        Ok(QueueProcessor {
+            queue: SpanQueue::start(exporter.clone(), config)?,
+            exporter,
+        })
+    }
+}
+
+/// How long `force_flush` waits, as the SDK's batch processor does.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl SpanProcessor for QueueProcessor {
+    fn on_start(&self, _span: &mut Span, _cx: &Context) {}
+
+    fn on_end(&self, span: SpanData) {
+        self.queue.push(span);
+    }
+
+    fn force_flush(&self) -> OTelSdkResult {
+        self.queue.flush(FLUSH_TIMEOUT)
+    }
+
+    fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
+        let queued = self.queue.shutdown(timeout);
+        let exporter = self.exporter.shut_down();
+        queued.and(exporter)
     }
 }
 
 /// The consuming side, on its own thread.
-struct Worker {
+struct Worker<T> {
     control: Receiver<Control>,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<T>>,
     exporter: Arc<OtlpExporter>,
     config: QueueConfig,
-    batch: Vec<ServerRecord>,
+    batch: Vec<T>,
 }
 
-impl Worker {
+impl<T: Exportable> Worker<T> {
     fn run(mut self) {
         let mut next = Instant::now() + self.config.delay;
         loop {
@@ -213,6 +327,10 @@ impl Worker {
                 Ok(Control::Export) => {
                     self.shared.kick_sent.store(false, Ordering::Relaxed);
                     self.export_batch();
+                }
+                Ok(Control::Flush(done)) => {
+                    self.export_all();
+                    let _ = done.send(());
                 }
                 Ok(Control::Shutdown(done)) => {
                     self.shared.records().closed = true;
@@ -256,11 +374,12 @@ impl Worker {
         if taken == 0 {
             return 0;
         }
-        if let Err(e) = self.exporter.export_records(&self.batch) {
+        if let Err(e) = T::export(&self.exporter, &self.batch) {
             tracing::warn!(
                 target: "patron::trace",
                 error = %e,
-                "exporting {taken} HTTP server spans failed"
+                "exporting {taken} {} failed",
+                T::WHAT
             );
         }
         self.batch.clear();

@@ -11,10 +11,10 @@ use opentelemetry::InstrumentationScope;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkError;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter};
+use opentelemetry_sdk::trace::{SpanData, SpanExporter, SpanProcessor};
 use prost::Message;
 
-use super::{OtlpConfig, OtlpExporter, QueueConfig, RecordQueue, SharedExporter};
+use super::{OtlpConfig, OtlpExporter, QueueConfig, QueueProcessor, RecordQueue, SharedExporter};
 
 /// What the receiver saw: each request's decoded body and headers.
 type Seen = Arc<Mutex<Vec<(ExportTraceServiceRequest, HeaderMap)>>>;
@@ -261,7 +261,7 @@ fn the_record_queue_sends_a_full_batch_at_once_and_the_rest_on_shutdown() {
     }
     assert_eq!(span_count(&seen), 3, "one batch of three");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    queue.shutdown(Duration::from_secs(10));
+    queue.shutdown(Duration::from_secs(10)).unwrap();
     assert_eq!(span_count(&seen), 4, "the fourth is flushed on shutdown");
     let names: Vec<String> = seen
         .lock()
@@ -294,11 +294,48 @@ fn a_full_record_queue_drops_and_counts_what_does_not_fit() {
     }
     assert_eq!(queue.dropped(), 1, "one record more than the queue holds");
     release.store(true, Ordering::SeqCst);
-    queue.shutdown(Duration::from_secs(10));
+    queue.shutdown(Duration::from_secs(10)).unwrap();
     assert_eq!(
         spans.load(Ordering::SeqCst),
         6,
         "every queued record is sent"
     );
     assert_eq!(queue.dropped(), 1);
+}
+
+#[test]
+fn the_span_processor_flushes_on_demand_and_on_shutdown_and_then_refuses() {
+    let (url, seen, calls) = receiver(0, StatusCode::OK, false);
+    let exporter = exporter(config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &url)])).0;
+    let batching = QueueConfig {
+        delay: Duration::from_secs(600),
+        queue: 8,
+        batch: 8,
+    };
+    let processor = QueueProcessor::start(exporter, batching).unwrap();
+    let mut ended = spans(3).into_iter();
+    processor.on_end(ended.next().unwrap());
+    processor.on_end(ended.next().unwrap());
+    processor.force_flush().unwrap();
+    assert_eq!(span_count(&seen), 2, "a flush sends what is queued");
+    processor.on_end(ended.next().unwrap());
+    processor
+        .shutdown_with_timeout(Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(span_count(&seen), 3, "shutdown sends the rest");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    // After shutdown a span is dropped, and a second shutdown or a flush
+    // says it was shut down, as the SDK's batch processor does.
+    processor.on_end(spans(1).remove(0));
+    let again = processor.shutdown_with_timeout(Duration::from_secs(1));
+    assert!(
+        matches!(again, Err(OTelSdkError::AlreadyShutdown)),
+        "{again:?}"
+    );
+    let flushed = processor.force_flush();
+    assert!(
+        matches!(flushed, Err(OTelSdkError::AlreadyShutdown)),
+        "{flushed:?}"
+    );
+    assert_eq!(span_count(&seen), 3);
 }
