@@ -113,26 +113,5 @@ impl OtlpExporter {
     }
 }
 
-/// The exporter as an SDK `SpanExporter`, for the tests of its export on
-/// its own (the service exports through [`QueueProcessor`]).
-#[cfg(test)]
-#[derive(Debug)]
-pub(crate) struct SharedExporter(pub(crate) Arc<OtlpExporter>);
-
-#[cfg(test)]
-impl opentelemetry_sdk::trace::SpanExporter for SharedExporter {
-    async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        self.0.export_now(&batch)
-    }
-
-    fn shutdown_with_timeout(&self, _timeout: std::time::Duration) -> OTelSdkResult {
-        self.0.shut_down()
-    }
-
-    // `set_resource` is left to its default: the resource was given to
-    // `OtlpExporter::new`, from the same `Resource` the provider is built
-    // with.
-}
-
 #[cfg(test)]
 mod tests;

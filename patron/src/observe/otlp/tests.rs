@@ -11,10 +11,10 @@ use opentelemetry::InstrumentationScope;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::error::OTelSdkError;
-use opentelemetry_sdk::trace::{SpanData, SpanExporter, SpanProcessor};
+use opentelemetry_sdk::trace::{SpanData, SpanProcessor};
 use prost::Message;
 
-use super::{OtlpConfig, OtlpExporter, QueueConfig, QueueProcessor, RecordQueue, SharedExporter};
+use super::{OtlpConfig, OtlpExporter, QueueConfig, QueueProcessor, RecordQueue};
 
 /// What the receiver saw: each request's decoded body and headers.
 type Seen = Arc<Mutex<Vec<(ExportTraceServiceRequest, HeaderMap)>>>;
@@ -26,17 +26,38 @@ fn receiver(
     status: StatusCode,
     retry_after: bool,
 ) -> (String, Seen, Arc<AtomicUsize>) {
+    receiver_holding(fail, status, retry_after, None)
+}
+
+/// A receiver that records what it is sent and answers 200 once `release`
+/// is set, holding each request until then.
+fn held_receiver(release: &Arc<AtomicBool>) -> (String, Seen) {
+    let (url, seen, _) = receiver_holding(0, StatusCode::OK, false, Some(release.clone()));
+    (url, seen)
+}
+
+/// [`receiver`], holding each request (after recording it) until `hold`,
+/// when given, is set.
+fn receiver_holding(
+    fail: usize,
+    status: StatusCode,
+    retry_after: bool,
+    hold: Option<Arc<AtomicBool>>,
+) -> (String, Seen, Arc<AtomicUsize>) {
     let seen: Seen = Arc::default();
     let calls = Arc::new(AtomicUsize::new(0));
     let (sink, count) = (seen.clone(), calls.clone());
     let app = axum::Router::new().route(
         "/v1/traces",
         post(move |headers: HeaderMap, body: Bytes| {
-            let (sink, count) = (sink.clone(), count.clone());
+            let (sink, count, hold) = (sink.clone(), count.clone(), hold.clone());
             async move {
                 let n = count.fetch_add(1, Ordering::SeqCst);
                 let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
                 sink.lock().unwrap().push((request, headers));
+                while hold.as_ref().is_some_and(|h| !h.load(Ordering::SeqCst)) {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
                 let mut out = HeaderMap::new();
                 if retry_after {
                     out.insert("retry-after", "0".parse().unwrap());
@@ -50,35 +71,6 @@ fn receiver(
         }),
     );
     (serve(app), seen, calls)
-}
-
-/// A receiver that counts the spans it is sent and holds every request
-/// until `release` is set.
-fn held_receiver() -> (String, Arc<AtomicUsize>, Arc<AtomicBool>) {
-    let spans = Arc::new(AtomicUsize::new(0));
-    let release = Arc::new(AtomicBool::new(false));
-    let (count, hold) = (spans.clone(), release.clone());
-    let app = axum::Router::new().route(
-        "/v1/traces",
-        post(move |body: Bytes| {
-            let (count, hold) = (count.clone(), hold.clone());
-            async move {
-                let request = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
-                let n: usize = request
-                    .resource_spans
-                    .iter()
-                    .flat_map(|rs| &rs.scope_spans)
-                    .map(|ss| ss.spans.len())
-                    .sum();
-                count.fetch_add(n, Ordering::SeqCst);
-                while !hold.load(Ordering::SeqCst) {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                StatusCode::OK
-            }
-        }),
-    );
-    (serve(app), spans, release)
 }
 
 /// Serves `app` on a port of its own, on a runtime of its own; its URL.
@@ -99,10 +91,10 @@ fn serve(app: axum::Router) -> String {
     url
 }
 
-/// Waits up to ten seconds for `count` to reach `n`.
-fn wait_for(count: &AtomicUsize, n: usize) {
+/// Waits up to ten seconds for the receiver to have seen `n` spans.
+fn wait_for(seen: &Seen, n: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while count.load(Ordering::SeqCst) < n && std::time::Instant::now() < deadline {
+    while span_count(seen) < n && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -118,19 +110,11 @@ fn spans(n: u64) -> Vec<SpanData> {
         .collect()
 }
 
-fn exporter(cfg: OtlpConfig) -> SharedExporter {
+fn exporter(cfg: OtlpConfig) -> Arc<OtlpExporter> {
     let resource = Resource::builder_empty()
         .with_service_name("orders")
         .build();
-    SharedExporter(OtlpExporter::new(cfg, &resource).unwrap())
-}
-
-/// Runs an export: it completes on its first poll (the batch processor's
-/// thread blocks inside it).
-fn run(
-    export: impl std::future::Future<Output = opentelemetry_sdk::error::OTelSdkResult>,
-) -> opentelemetry_sdk::error::OTelSdkResult {
-    futures_util::FutureExt::now_or_never(export).expect("export completes on its first poll")
+    OtlpExporter::new(cfg, &resource).unwrap()
 }
 
 fn span_count(seen: &Seen) -> usize {
@@ -150,8 +134,8 @@ fn a_batch_arrives_whole_with_the_configured_headers_and_resource() {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &url),
         ("OTEL_EXPORTER_OTLP_HEADERS", "api-key=s3cret"),
     ]));
-    run(exporter.export(spans(300))).unwrap();
-    run(exporter.export(spans(2))).unwrap();
+    exporter.export_now(&spans(300)).unwrap();
+    exporter.export_now(&spans(2)).unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 2);
     assert_eq!(span_count(&seen), 302);
     let seen = seen.lock().unwrap();
@@ -166,13 +150,13 @@ fn a_batch_arrives_whole_with_the_configured_headers_and_resource() {
 fn throttling_and_unavailability_are_retried_until_delivered() {
     let (url, seen, calls) = receiver(2, StatusCode::SERVICE_UNAVAILABLE, false);
     let exporter = exporter(config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &url)]));
-    run(exporter.export(spans(5))).unwrap();
+    exporter.export_now(&spans(5)).unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), 3, "two 503s, then 200");
     assert_eq!(seen.lock().unwrap().len(), 3);
 
     let (url, _, calls) = receiver(1, StatusCode::TOO_MANY_REQUESTS, true);
     let exporter = self::exporter(config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &url)]));
-    run(exporter.export(spans(1))).unwrap();
+    exporter.export_now(&spans(1)).unwrap();
     assert_eq!(
         calls.load(Ordering::SeqCst),
         2,
@@ -184,7 +168,7 @@ fn throttling_and_unavailability_are_retried_until_delivered() {
 fn a_rejected_batch_is_not_retried_and_the_error_says_where_and_why() {
     let (url, _, calls) = receiver(usize::MAX, StatusCode::BAD_REQUEST, false);
     let exporter = exporter(config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &url)]));
-    let err = run(exporter.export(spans(4))).unwrap_err();
+    let err = exporter.export_now(&spans(4)).unwrap_err();
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     let text = err.to_string();
     assert!(
@@ -206,7 +190,7 @@ fn a_receiver_that_is_down_is_retried_within_the_timeout() {
         ("OTEL_EXPORTER_OTLP_TIMEOUT", "5000"),
     ]));
     let started = std::time::Instant::now();
-    let err = run(exporter.export(spans(1))).unwrap_err();
+    let err = exporter.export_now(&spans(1)).unwrap_err();
     let took = started.elapsed();
     // Three back-offs of 100, 200 and 400 ms (plus jitter) before giving up.
     assert!(took >= Duration::from_millis(700), "gave up after {took:?}");
@@ -220,7 +204,7 @@ fn a_receiver_that_is_down_is_retried_within_the_timeout() {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", &url),
         ("OTEL_EXPORTER_OTLP_TIMEOUT", "150"),
     ]));
-    let err = run(exporter.export(spans(1))).unwrap_err();
+    let err = exporter.export_now(&spans(1)).unwrap_err();
     assert!(err.to_string().contains("timeout"), "{err}");
 }
 
@@ -228,23 +212,27 @@ fn a_receiver_that_is_down_is_retried_within_the_timeout() {
 fn after_shutdown_nothing_is_sent() {
     let (url, _, calls) = receiver(0, StatusCode::OK, false);
     let exporter = exporter(config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &url)]));
-    exporter.shutdown().unwrap();
-    let err = run(exporter.export(spans(1))).unwrap_err();
+    exporter.shut_down().unwrap();
+    let err = exporter.export_now(&spans(1)).unwrap_err();
     assert!(matches!(err, OTelSdkError::AlreadyShutdown), "{err}");
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
-/// A record queue exporting to `url`, holding `queue` records, sending
-/// batches of `batch`, and with a ten-minute delay: only a full batch or
-/// the shutdown sends.
-fn record_queue(url: &str, queue: usize, batch: usize) -> RecordQueue {
-    let exporter = exporter(config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", url)])).0;
-    let batching = QueueConfig {
+/// Queue settings holding `queue` spans, sending batches of `batch`, and
+/// with a ten-minute delay: only a full batch, a flush or the shutdown
+/// sends.
+fn batching(queue: usize, batch: usize) -> QueueConfig {
+    QueueConfig {
         delay: Duration::from_secs(600),
         queue,
         batch,
-    };
-    RecordQueue::start(exporter, batching).unwrap()
+    }
+}
+
+/// A record queue exporting to `url`, with [`batching`]'s settings.
+fn record_queue(url: &str, queue: usize, batch: usize) -> RecordQueue {
+    let exporter = exporter(config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", url)]));
+    RecordQueue::start(exporter, batching(queue, batch)).unwrap()
 }
 
 #[test]
@@ -255,10 +243,7 @@ fn the_record_queue_sends_a_full_batch_at_once_and_the_rest_on_shutdown() {
         queue.push(super::encode::tests::record(n, None).0);
     }
     // The full batch goes without waiting for the delay.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while span_count(&seen) < 3 && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for(&seen, 3);
     assert_eq!(span_count(&seen), 3, "one batch of three");
     assert_eq!(calls.load(Ordering::SeqCst), 1);
     queue.shutdown(Duration::from_secs(10)).unwrap();
@@ -279,14 +264,15 @@ fn the_record_queue_sends_a_full_batch_at_once_and_the_rest_on_shutdown() {
 
 #[test]
 fn a_full_record_queue_drops_and_counts_what_does_not_fit() {
-    let (url, spans, release) = held_receiver();
+    let release = Arc::new(AtomicBool::new(false));
+    let (url, seen) = held_receiver(&release);
     let queue = record_queue(&url, 4, 2);
     let record = |n| super::encode::tests::record(n, None).0;
     // A full batch: the worker takes both and waits on the held receiver.
     queue.push(record(0));
     queue.push(record(1));
-    wait_for(&spans, 2);
-    assert_eq!(spans.load(Ordering::SeqCst), 2, "the first batch is sent");
+    wait_for(&seen, 2);
+    assert_eq!(span_count(&seen), 2, "the first batch is sent");
     // The queue holds four more while the worker is busy; the fifth is
     // dropped and counted.
     for n in 2..7 {
@@ -295,24 +281,15 @@ fn a_full_record_queue_drops_and_counts_what_does_not_fit() {
     assert_eq!(queue.dropped(), 1, "one record more than the queue holds");
     release.store(true, Ordering::SeqCst);
     queue.shutdown(Duration::from_secs(10)).unwrap();
-    assert_eq!(
-        spans.load(Ordering::SeqCst),
-        6,
-        "every queued record is sent"
-    );
+    assert_eq!(span_count(&seen), 6, "every queued record is sent");
     assert_eq!(queue.dropped(), 1);
 }
 
 #[test]
 fn the_span_processor_flushes_on_demand_and_on_shutdown_and_then_refuses() {
     let (url, seen, calls) = receiver(0, StatusCode::OK, false);
-    let exporter = exporter(config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &url)])).0;
-    let batching = QueueConfig {
-        delay: Duration::from_secs(600),
-        queue: 8,
-        batch: 8,
-    };
-    let processor = QueueProcessor::start(exporter, batching).unwrap();
+    let exporter = exporter(config(&[("OTEL_EXPORTER_OTLP_ENDPOINT", &url)]));
+    let processor = QueueProcessor::start(exporter, batching(8, 8)).unwrap();
     let mut ended = spans(3).into_iter();
     processor.on_end(ended.next().unwrap());
     processor.on_end(ended.next().unwrap());
