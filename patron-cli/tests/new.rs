@@ -8,7 +8,8 @@
 //! them the linting is skipped with a message, unless
 //! `PATRON_TEST_REQUIRE_SERVICES=1`. The crate is built in the workspace's
 //! target directory, from a copy of the workspace's `Cargo.lock`, so that
-//! the dependencies already built are reused.
+//! the dependencies already built are reused; built as its Dockerfile
+//! builds it (v0 symbol names for every crate), in `target/v0`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -228,12 +229,15 @@ fn new_service_builds_tests_and_lints(name: &str, with: &[&str]) {
     assert_eq!(dynamic.asyncapi, served.asyncapi);
 }
 
-/// The link arguments the Dockerfile's `cargo rustc` passes take effect —
-/// packed relocations, and `link/hot-text.ld`'s patterns laying out a
-/// `.text.hot` section in this service's build — and the binary they make
-/// loads and serves (on this machine's glibc, as on the run image's: both
-/// 2.36 or later). Linked with LLD, rustc's default linker on x86-64
-/// Linux, and with GNU ld, which the same image links with on arm64.
+/// The arguments the Dockerfile's `cargo rustc` passes take effect — v0
+/// symbol names, packed relocations, and `link/hot-text.ld`'s patterns
+/// laying out a `.text.hot` section in this service's build — and the
+/// binary they make loads and serves (on this machine's glibc, as on the
+/// run image's: both 2.36 or later). Linked with LLD, rustc's default
+/// linker on x86-64 Linux, and with GNU ld, which the same image links
+/// with on arm64. Every crate is built with v0 names, so in a target
+/// directory of its own (`target/v0`, which scripts/hot-text and
+/// scripts/bench-startup use too): the workspace's stays as it is.
 fn dockerfile_link_loads(dir: &Path, target: &Path, name: &str, cargo: &str) {
     let dockerfile = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
     let command = dockerfile
@@ -241,9 +245,19 @@ fn dockerfile_link_loads(dir: &Path, target: &Path, name: &str, cargo: &str) {
         .find(|run| run.contains("cargo rustc"))
         .unwrap_or_else(|| panic!("no `cargo rustc` step:\n{dockerfile}"))
         .replace("\\\n", " ");
-    let (_, link) = command
+    let (cargo_args, link) = command
         .split_once(" -- ")
         .unwrap_or_else(|| panic!("no rustc arguments in {command}"));
+    let config = cargo_args
+        .split_once("--config '")
+        .and_then(|(_, rest)| rest.split_once('\''))
+        .map(|(config, _)| config)
+        .unwrap_or_else(|| panic!("no `--config` in {command}"));
+    assert_eq!(
+        config, r#"build.rustflags=["-Csymbol-mangling-version=v0"]"#,
+        "{command}"
+    );
+    let target = target.join("v0");
     let link: Vec<&str> = link
         .split_whitespace()
         .take_while(|word| *word != "&&")
@@ -262,13 +276,17 @@ fn dockerfile_link_loads(dir: &Path, target: &Path, name: &str, cargo: &str) {
     for (linker, extra) in [("LLD", None), ("GNU ld", Some("link-arg=-fuse-ld=bfd"))] {
         let mut rustc = Command::new(cargo);
         rustc
-            .args(["rustc", "-q", "-j2", "--bin", name, "--"])
+            .args([
+                "rustc", "-q", "-j2", "--config", config, "--bin", name, "--",
+            ])
             .args(&link);
         if let Some(extra) = extra {
             rustc.args(["-C", extra]);
         }
+        // RUSTFLAGS would override the configured flags.
         run(rustc
-            .env("CARGO_TARGET_DIR", target)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
             .env("PATRON_SERVICE_VERSION", "9.8.7")
             .current_dir(dir));
         let binary = target.join("debug").join(name);
@@ -285,6 +303,11 @@ fn dockerfile_link_loads(dir: &Path, target: &Path, name: &str, cargo: &str) {
         assert!(
             dynamic.contains("(RELR)"),
             "{linker}: no packed relocations:\n{dynamic}"
+        );
+        let symbols = run(Command::new("nm").arg(&binary));
+        assert!(
+            symbols.contains("6patron") && !symbols.contains(" _ZN6patron"),
+            "{linker}: not built with v0 symbol names"
         );
         let sections = run(Command::new("readelf").arg("-SW").arg(&binary));
         let hot = hot_text_size(&sections);

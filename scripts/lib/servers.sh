@@ -20,3 +20,19 @@ relinked() {
   cargo rustc --release -j2 -q -p examples --no-default-features --example "$example" -- "$@"
   cp "target/release/examples/$example" "$out"
 }
+
+# What the Dockerfile `patron new` writes passes to cargo: every crate built
+# with v0 symbol names, the names scripts/hot-text records and the patterns
+# of patron-cli/templates/link/hot-text.ld match (docs/deploy.md).
+V0_NAMES=(--config 'build.rustflags=["-Csymbol-mangling-version=v0"]')
+
+# relinked_v0 EXAMPLE OUT RUSTC-ARGS...: as `relinked`, every crate built
+# with v0 symbol names (V0_NAMES), in a target directory of their own
+# (target/v0), so that target/release keeps the plain build.
+relinked_v0() {
+  local example=$1 out=$2
+  shift 2
+  CARGO_TARGET_DIR=target/v0 cargo rustc --release -j2 -q -p examples --no-default-features \
+    "${V0_NAMES[@]}" --example "$example" -- "$@"
+  cp "target/v0/release/examples/$example" "$out"
+}

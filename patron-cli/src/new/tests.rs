@@ -206,13 +206,19 @@ fn the_files_agree_with_the_runtime_defaults() {
         );
     }
     let dockerfile = read("Dockerfile");
-    // The link script the Dockerfile names is written beside it, whole.
+    // The link script the Dockerfile names is written beside it, whole,
+    // and the build makes the v0 symbol names its patterns are written in.
     assert!(
         dockerfile.contains("-C link-arg=-Wl,-T,link/hot-text.ld"),
         "{dockerfile}"
     );
+    assert!(
+        dockerfile.contains(r#"--config 'build.rustflags=["-Csymbol-mangling-version=v0"]'"#),
+        "{dockerfile}"
+    );
     let hot = read("link/hot-text.ld");
     assert!(hot.contains("  .text.hot : {"), "{hot}");
+    assert!(hot.contains("    *(.text._R"), "{hot}");
     assert!(hot.trim_end().ends_with("INSERT BEFORE .text;"), "{hot}");
     assert!(
         dockerfile.contains(&format!("EXPOSE {port} {}", defaults::GRPC_PORT)),
