@@ -218,7 +218,7 @@ fn the_files_agree_with_the_runtime_defaults() {
     );
     let hot = read("link/hot-text.ld");
     assert!(hot.contains("  .text.hot : {"), "{hot}");
-    assert!(hot.contains("    *(.text._R"), "{hot}");
+    assert!(hot.contains("    *(\n      .text._R"), "{hot}");
     assert!(hot.trim_end().ends_with("INSERT BEFORE .text;"), "{hot}");
     assert!(
         dockerfile.contains(&format!("EXPOSE {port} {}", defaults::GRPC_PORT)),
