@@ -192,6 +192,22 @@ impl Proc {
         );
     }
 
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A line of `/proc/PID/status` in kB, such as `RssAnon`.
+    pub fn status_kb(&self, field: &str) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+            .and_then(|v| v.trim().strip_suffix("kB")?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in {path}:\n{status}"))
+    }
+
     /// Sends a signal to the child.
     pub fn signal(&self, sig: i32) {
         let pid = self.child.id() as i32;

@@ -611,6 +611,30 @@ async fn credentials_never_appear_in_readiness_or_errors() {
     assert!(!body.contains("s3cr3t-pw"), "{body}");
     assert!(body.contains("guest:***@"), "{body}");
     server.shutdown().await.expect("clean shutdown");
+
+    // A URL lapin cannot read stops the service with the reason, at once,
+    // instead of retrying a connection that can never open.
+    let malformed = format!("amqp://guest:s3cr3t-pw@{rest}?frame_max=64k");
+    let consumer = AmqpConsumer::new(
+        "patron-test-never-consumed",
+        handler_fn(|_m: Message<String>| async {}),
+    );
+    let service = Service::new("amqp-test")
+        .with_consumers(std::iter::empty())
+        .with_component(consumer.url(&malformed));
+    let server = TestServer::start(service).await.unwrap();
+    let err = tokio::time::timeout(WAIT, server.join())
+        .await
+        .expect("the service stops by itself")
+        .expect_err("the bad URL is reported");
+    let text = err.to_string();
+    assert!(
+        text.contains(&format!(
+            "AMQP consumer patron-test-never-consumed: invalid AMQP URL amqp://guest:***@{rest}?frame_max=64k: invalid digit found in string"
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("s3cr3t-pw"), "{text}");
 }
 
 // A consumer declared with the attribute, run in-process.

@@ -142,6 +142,16 @@ async fn an_unreachable_broker_is_a_clear_error_and_ready_is_503() {
     assert!(text.contains("cannot connect"), "{text}");
     assert!(!text.contains("hunter2"), "{text}");
 
+    let malformed = BrokerUrl::new("amqp://guest:hunter2@127.0.0.1/%2f?heartbeat=soon");
+    let text = AmqpPublisher::connect(malformed)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        text,
+        "RabbitMQ at amqp://guest:***@127.0.0.1/%2f?heartbeat=soon: invalid URL: invalid digit found in string"
+    );
+
     let server = TestServer::start(
         Service::new("amqp-publisher-down")
             .with_consumers(std::iter::empty())

@@ -19,6 +19,8 @@
 //!   the broker closed them. Given to the service with
 //!   [`with_client`](crate::Service::with_client), `/ready` reports whether
 //!   the broker can be reached, and the connection is closed at shutdown.
+//!   It asks for 16 KiB frames unless the URL sets `?frame_max=`, as the
+//!   consumers do (see `PATRON_AMQP_URL` in docs/configuration.md).
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -269,18 +271,21 @@ impl AmqpPublisher {
             url: self.url.redacted(),
             reason,
         };
+        let uri = self
+            .url
+            .amqp_uri()
+            .map_err(|e| fail(format!("invalid URL: {}", e.reason)))?;
         let properties =
             ConnectionProperties::default().with_connection_name("patron publisher".into());
-        let connection =
-            tokio::time::timeout(TIMEOUT, Connection::connect(self.url.expose(), properties))
-                .await
-                .map_err(|_| {
-                    fail(format!(
-                        "no connection within {}",
-                        humantime::format_duration(TIMEOUT)
-                    ))
-                })?
-                .map_err(|e| fail(format!("cannot connect: {e}")))?;
+        let connection = tokio::time::timeout(TIMEOUT, Connection::connect_uri(uri, properties))
+            .await
+            .map_err(|_| {
+                fail(format!(
+                    "no connection within {}",
+                    humantime::format_duration(TIMEOUT)
+                ))
+            })?
+            .map_err(|e| fail(format!("cannot connect: {e}")))?;
         let channel = connection
             .create_channel()
             .await

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use patron_units as units;
 
+#[cfg(feature = "amqp")]
+pub(crate) mod amqp_uri;
 mod broker_url;
 mod cache;
 mod discovery;
@@ -355,12 +357,18 @@ impl Config {
             })?;
         }
         if let Some(v) = get("PATRON_AMQP_URL") {
-            c.amqp_url = BrokerUrl::new(url(
-                "PATRON_AMQP_URL",
-                &v,
-                &["amqp://", "amqps://"],
-                "an amqp:// or amqps:// URL such as amqp://guest:guest@127.0.0.1:5672/%2f",
-            )?);
+            const EXPECTED: &str =
+                "an amqp:// or amqps:// URL such as amqp://guest:guest@127.0.0.1:5672/%2f";
+            let value = url("PATRON_AMQP_URL", &v, &["amqp://", "amqps://"], EXPECTED)?;
+            #[cfg(feature = "amqp")]
+            amqp_uri::parse(value).map_err(|e| {
+                invalid(
+                    "PATRON_AMQP_URL",
+                    &redact(value),
+                    &format!("{EXPECTED}; {}", e.reason),
+                )
+            })?;
+            c.amqp_url = BrokerUrl::new(value);
         }
         if let Some(v) = get("PATRON_SQS_ENDPOINT") {
             c.sqs_endpoint = Some(

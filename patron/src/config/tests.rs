@@ -143,6 +143,23 @@ fn amqp_url_is_validated_and_never_shown_with_its_password() {
         "{err}"
     );
     assert!(!err.contains("hunter2"), "{err}");
+    #[cfg(feature = "amqp")]
+    {
+        // What lapin would refuse at connect time is refused at start-up.
+        let err = with(&[(
+            "PATRON_AMQP_URL",
+            "amqp://app:hunter2@mq:5672/prod?frame_max=64k",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with(
+                "invalid value for PATRON_AMQP_URL: \"amqp://app:***@mq:5672/prod?frame_max=64k\"; expected an amqp://"
+            ) && err.ends_with("; invalid digit found in string"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
     assert_eq!(redact("amqp://mq:5672"), "amqp://mq:5672");
     assert_eq!(redact("amqp://u@mq/v?x=a@b"), "amqp://u@mq/v?x=a@b");
     assert_eq!(redact("amqps://u:p@ss@mq/v"), "amqps://u:***@mq/v");

@@ -6,7 +6,10 @@
 //!   [`AmqpConsumer::url`] sets one. When it drops, the consumer reports
 //!   not-ready on `/ready` and reconnects with backoff (0.5 s doubling to
 //!   10 s, at most 1.5 s while the broker was up in the last 5 minutes);
-//!   messages it had not acknowledged are redelivered by the broker.
+//!   messages it had not acknowledged are redelivered by the broker. The
+//!   connection asks for 16 KiB frames unless the URL sets `?frame_max=`,
+//!   which keeps lapin's per-connection buffers (32 frames each way) at
+//!   1 MiB; a URL lapin cannot read stops the service at start.
 //! - `prefetch` is the channel QoS; `concurrency` handlers run in parallel.
 //!   With `concurrency = 1` and a single-message handler the consuming task
 //!   runs each handler itself, without a task, permit or wake-up per
@@ -244,6 +247,9 @@ impl Component for AmqpConsumer {
             .url
             .clone()
             .unwrap_or_else(|| ctx.config().amqp_url.clone());
+        let uri = url
+            .amqp_uri()
+            .map_err(|e| Error::msg(format!("AMQP consumer {}: {e}", self.common.name)))?;
         let metrics =
             ConsumerMetrics::new(ctx.metrics(), &self.common.name, "rabbitmq", &self.queue)?;
         let running = Arc::new(Running {
@@ -264,6 +270,7 @@ impl Component for AmqpConsumer {
             consumer: &self,
             settings: &settings,
             url: &url,
+            uri: &uri,
             ctx: &ctx,
             running: &running,
             tracker: TaskTracker::new(),

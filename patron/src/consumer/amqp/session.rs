@@ -12,6 +12,7 @@ use lapin::options::{
     QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
+use lapin::uri::AMQPUri;
 use lapin::{Channel, Connection, ConnectionProperties, Consumer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
@@ -29,6 +30,8 @@ pub(super) struct Session<'a> {
     pub(super) consumer: &'a AmqpConsumer,
     pub(super) settings: &'a Settings,
     pub(super) url: &'a BrokerUrl,
+    /// `url` as lapin opens it, with patron's frame size.
+    pub(super) uri: &'a AMQPUri,
     pub(super) ctx: &'a ComponentContext,
     pub(super) running: &'a Arc<Running>,
     pub(super) tracker: TaskTracker,
@@ -107,7 +110,7 @@ impl Session<'_> {
     async fn connect(&self) -> Result<Option<Connection>, SessionError> {
         let props = ConnectionProperties::default()
             .with_connection_name(format!("patron {}", self.consumer.common.name).into());
-        let connect = Connection::connect(self.url.expose(), props);
+        let connect = Connection::connect_uri(self.uri.clone(), props);
         tokio::select! {
             _ = self.running.stop.cancelled() => Ok(None),
             r = tokio::time::timeout(CONNECT_TIMEOUT, connect) => Ok(Some(r
