@@ -1,12 +1,14 @@
 """A linker script that lays out first the code a recorded run executed.
 
-Usage: hot_text.py BINARY MAP PROFILE... > hot-text.ld
+Usage: hot_text.py BINARY MAP PROFILE... [-- BINARY MAP PROFILE...]... > hot-text.ld
 
 Each PROFILE is a `valgrind --tool=callgrind --dump-instr=yes` record of
-BINARY, MAP the link map of the same link (`-Wl,-Map=MAP`). The sections
-the first profile ran come first, then those only the second ran, and so
-on: a run that does less (no trace export, say) then touches one stretch
-at the start of the section. Every executed instruction is mapped to the
+the BINARY before it, MAP the link map of the same link (`-Wl,-Map=MAP`);
+`--` starts another binary's group (another example: a consumer service
+runs code an HTTP one does not). The sections the first profile ran come
+first, then those only the second ran, and so on through the groups: a
+run that does less (no trace export, say) then touches one stretch at the
+start of the section. Every executed instruction is mapped to the
 input section it came from (rustc and cc put each function in a section
 of its own, `.text.<symbol>` or, for cold functions,
 `.text.unlikely.<symbol>`), and each such section becomes one
@@ -89,31 +91,43 @@ def sections_run(profile, binary, sections, starts):
     return ran
 
 
-def main():
-    if len(sys.argv) < 4:
-        raise SystemExit("usage: hot_text.py BINARY MAP PROFILE...")
-    binary, map_file, profiles = sys.argv[1], sys.argv[2], sys.argv[3:]
-    # An example's binary is named for its crate.
-    crate = os.path.basename(binary)
-    sections = input_sections(map_file)
-    if not sections:
-        raise SystemExit(f"{map_file} lists no .text input section: not an LLD map?")
-    starts = [s[0] for s in sections]
-    groups, seen = [], set()
-    for profile in profiles:
-        ran = sections_run(profile, binary, sections, starts)
-        if not ran:
-            raise SystemExit(f"{profile} counts no instruction of {binary}'s sections in {map_file}")
+def recordings(args):
+    """(binary, map, profiles) groups of the command line, split at `--`."""
+    groups, group = [], []
+    for arg in args + ["--"]:
+        if arg != "--":
+            group.append(arg)
+            continue
+        if len(group) < 3:
+            raise SystemExit("usage: hot_text.py BINARY MAP PROFILE... [-- BINARY MAP PROFILE...]...")
+        groups.append((group[0], group[1], group[2:]))
         group = []
-        for i in sorted(ran):
-            p = pattern(sections[i][2], crate)
-            if p is not None and p not in seen:
-                seen.add(p)
-                group.append(p)
-        print(f"{profile}: {len(ran)} input sections ran, {len(group)} new patterns",
-              file=sys.stderr)
-        if group:
-            groups.append(group)
+    return groups
+
+
+def main():
+    groups, seen = [], set()
+    for binary, map_file, profiles in recordings(sys.argv[1:]):
+        # An example's binary is named for its crate.
+        crate = os.path.basename(binary)
+        sections = input_sections(map_file)
+        if not sections:
+            raise SystemExit(f"{map_file} lists no .text input section: not an LLD map?")
+        starts = [s[0] for s in sections]
+        for profile in profiles:
+            ran = sections_run(profile, binary, sections, starts)
+            if not ran:
+                raise SystemExit(f"{profile} counts no instruction of {binary}'s sections in {map_file}")
+            group = []
+            for i in sorted(ran):
+                p = pattern(sections[i][2], crate)
+                if p is not None and p not in seen:
+                    seen.add(p)
+                    group.append(p)
+            print(f"{profile}: {len(ran)} input sections ran, {len(group)} new patterns",
+                  file=sys.stderr)
+            if group:
+                groups.append(group)
     # One input-section description per profile, holding all its patterns:
     # the linker walks the input sections once per description, so a
     # description per pattern made the link ten times slower (12 s against

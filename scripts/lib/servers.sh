@@ -20,15 +20,17 @@ if [ -z "$DOCKERFILE_CONFIG" ]; then
 fi
 
 # relinked EXAMPLE OUT RUSTC-ARGS...: the example EXAMPLE built as the
-# Dockerfile builds a service (DOCKERFILE_CONFIG), with the extra rustc
-# arguments RUSTC-ARGS (link arguments, say) through `cargo rustc`, so that
-# only its crate is rebuilt between relinks, and copied to OUT. Every crate
-# is built with those names, so in a target directory of their own
-# (target/v0): target/release keeps the plain builds.
+# Dockerfile builds a service (DOCKERFILE_CONFIG), on patron's default
+# features plus the examples' features in RELINK_FEATURES (`amqp`, say;
+# none when unset), with the extra rustc arguments RUSTC-ARGS (link
+# arguments, say) through `cargo rustc`, so that only its crate is rebuilt
+# between relinks, and copied to OUT. Every crate is built with those
+# names, so in a target directory of their own (target/v0): target/release
+# keeps the plain builds.
 relinked() {
   local example=$1 out=$2
   shift 2
   CARGO_TARGET_DIR=target/v0 cargo rustc --release -j2 -q -p examples --no-default-features \
-    --config "$DOCKERFILE_CONFIG" --example "$example" -- "$@"
+    --features "${RELINK_FEATURES:-}" --config "$DOCKERFILE_CONFIG" --example "$example" -- "$@"
   cp "target/v0/release/examples/$example" "$out"
 }
