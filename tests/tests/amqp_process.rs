@@ -43,27 +43,9 @@ async fn orders_example(url: &str) {
         (r#"{"id":1,"amount":9.5}"#, "order-1"),
         (r#"{"id":2,"amount":-1}"#, "order-2"),
     ] {
-        let status = client
-            .post(proc.url("/orders"))
-            .header("content-type", "application/json")
-            .header("x-correlation-id", id)
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status, 202);
+        place_order(&client, &proc, body.to_string(), id).await;
     }
-    let stats = || async {
-        client
-            .get(proc.url("/orders/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json::<serde_json::Value>()
-            .await
-            .unwrap()
-    };
+    let stats = || order_stats(&client, &proc);
     assert!(
         eventually(Duration::from_secs(20), || async {
             stats().await["orders"] == 1
@@ -248,6 +230,33 @@ async fn trace_context_from_headers(url: &str) {
     broker.close().await;
 }
 
+/// Places an order through `orders`' route (`POST /orders`), which answers
+/// 202 once the broker confirmed it.
+async fn place_order(client: &reqwest::Client, proc: &Proc, body: String, correlation_id: &str) {
+    let status = client
+        .post(proc.url("/orders"))
+        .header("content-type", "application/json")
+        .header("x-correlation-id", correlation_id)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 202);
+}
+
+/// What `orders` has recorded (`GET /orders/stats`).
+async fn order_stats(client: &reqwest::Client, proc: &Proc) -> serde_json::Value {
+    client
+        .get(proc.url("/orders/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Both of `orders`' connections (the consumer's and the publisher's) are
 /// open: each has a receive and a send buffer of 32 frames, which lapin
 /// fills with zeros when the broker's 128 KiB frame is taken. Large orders
@@ -265,26 +274,9 @@ async fn large_orders_in_little_memory(proc: &Proc, broker: &Broker, client: &re
     broker.publish("orders", large.as_bytes(), &[]).await;
     for id in 300..350 {
         let body = format!(r#"{{"id":{id},"amount":4}}"#);
-        let status = client
-            .post(proc.url("/orders"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status, 202);
+        place_order(client, proc, body, &format!("order-{id}")).await;
     }
-    let stats = || async {
-        client
-            .get(proc.url("/orders/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json::<serde_json::Value>()
-            .await
-            .unwrap()
-    };
+    let stats = || order_stats(client, proc);
     let expected = 1 + 100 + 1 + 50;
     assert!(
         eventually(Duration::from_secs(30), || async {
