@@ -25,12 +25,15 @@ fi
 # none when unset), with the extra rustc arguments RUSTC-ARGS (link
 # arguments, say) through `cargo rustc`, so that only its crate is rebuilt
 # between relinks, and copied to OUT. Every crate is built with those
-# names, so in a target directory of their own (target/v0): target/release
-# keeps the plain builds.
+# names, so in a target directory of their own (RELINK_TARGET_DIR,
+# target/v0 when unset): target/release keeps the plain builds.
+# RELINK_CARGO, when set, is the cargo command (`cargo +nightly`, say).
 relinked() {
-  local example=$1 out=$2
+  local example=$1 out=$2 target=${RELINK_TARGET_DIR:-target/v0}
   shift 2
-  CARGO_TARGET_DIR=target/v0 cargo rustc --release -j2 -q -p examples --no-default-features \
-    --features "${RELINK_FEATURES:-}" --config "$DOCKERFILE_CONFIG" --example "$example" -- "$@"
-  cp "target/v0/release/examples/$example" "$out"
+  # shellcheck disable=SC2086 # RELINK_CARGO is a command and its words
+  CARGO_TARGET_DIR=$target ${RELINK_CARGO:-cargo} rustc --release -j2 -q -p examples \
+    --no-default-features --features "${RELINK_FEATURES:-}" --config "$DOCKERFILE_CONFIG" \
+    --example "$example" -- "$@"
+  cp "$target/release/examples/$example" "$out"
 }
