@@ -19,6 +19,23 @@ if [ -z "$DOCKERFILE_CONFIG" ]; then
   exit 1
 fi
 
+# The link arguments that Dockerfile adds: packed relative relocations
+# (glibc 2.36 or later, as its images have), and with them the linker
+# script scripts/hot-text writes.
+PACKED_RELOCS=(-C "link-arg=-Wl,-z,pack-relative-relocs")
+DOCKERFILE_LINK=("${PACKED_RELOCS[@]}" -C "link-arg=-Wl,-T,$PWD/patron-cli/templates/link/hot-text.ld")
+
+# amqp_from_services: PATRON_AMQP_URL, when unset, the RabbitMQ
+# scripts/services starts (and starts it when it is not running).
+amqp_from_services() {
+  if [ -z "${PATRON_AMQP_URL:-}" ]; then
+    scripts/services >/dev/null
+    # shellcheck disable=SC1091
+    . .cache/test-env
+    export PATRON_AMQP_URL=$PATRON_TEST_AMQP_URL
+  fi
+}
+
 # relinked EXAMPLE OUT RUSTC-ARGS...: the example EXAMPLE built as the
 # Dockerfile builds a service (DOCKERFILE_CONFIG), on patron's default
 # features plus the examples' features in RELINK_FEATURES (`amqp`, say;

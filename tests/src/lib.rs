@@ -210,7 +210,7 @@ impl Proc {
 
     /// Sends a signal to the child.
     pub fn signal(&self, sig: i32) {
-        let pid = self.child.id() as i32;
+        let pid = self.pid() as i32;
         // SAFETY: kill(2) with a valid pid and signal number has no memory effects.
         let rc = unsafe { libc::kill(pid, sig) };
         assert_eq!(rc, 0, "kill({pid}, {sig}) failed");
